@@ -1,0 +1,57 @@
+# The one command surface. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Offline by design: nothing may be fetched from a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export MPLBACKEND := Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv demo test test-fast compile serve serve-stop bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@echo "== creating $(VENV) and installing the pinned stack (one-time, ~6 min)"
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(PY) -m pip install -q --upgrade pip && \
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]" && \
+	echo "== dependency install took $$(( $$(date +%s) - start )) s"
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install everything (pinned; CPU torch)
+
+demo: $(STAMP)  ## the whole pipeline end to end on this machine, including serving
+	$(PY) -m pipelines demo
+
+test: $(STAMP)  ## unit + component (kfp.local) + e2e tests (real NeMo, MLflow, DVC, tritonserver)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## tests without the slow ones
+	$(PY) -m pytest -q -m "not slow"
+
+compile: $(STAMP)  ## write pipeline.yaml for the Kubeflow UI
+	$(PY) -m pipelines compile --out pipeline.yaml
+
+serve: $(STAMP)  ## start the real tritonserver over triton_repo/ (stop with make serve-stop)
+	$(PY) -m serving start --repo triton_repo
+
+serve-stop:  ## stop the server started by make serve
+	$(PY) -m serving stop
+
+bench: $(STAMP)  ## benchmarks (print ratios measured in one run)
+	@ls tests/bench/*.py >/dev/null 2>&1 && for f in tests/bench/bench_*.py; do $(PY) $$f || exit 1; done || echo "no benchmarks yet"
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check .
+
+clean:  ## remove generated state (keeps .venv and the DVC remote)
+	rm -rf outputs .cache .mlflow pipeline.yaml data triton_repo/asr_offline triton_repo/asr_streaming

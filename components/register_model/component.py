@@ -1,0 +1,32 @@
+"""kfp wrappers: register every evaluated candidate; promote only what passed the gate."""
+
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Input, Model
+
+from components.common.kfp_base import component
+
+
+@component
+def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
+                   base_model_uri: str, git_commit: str, mlflow_tracking_uri: str
+                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
+    import os
+
+    from components.register_model.core import register_candidate
+
+    r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
+                           data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
+                           pipeline_run_id=os.environ.get("KFP_RUN_ID", "{{$.pipeline_job_uuid}}"),
+                           tracking_uri=mlflow_tracking_uri or None)
+    print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
+    return (r.version, r.gate_passed)
+
+
+@component
+def promote_model(model_name: str, version: str, mlflow_tracking_uri: str) -> str:
+    from components.register_model.core import promote
+
+    v = promote(model_name, version, tracking_uri=mlflow_tracking_uri or None)
+    print(f"{model_name} v{v} is now champion")
+    return v

@@ -1,0 +1,178 @@
+"""`make demo`: the whole system on this machine, data to served model.
+
+1. synthesize the demo corpus (el-GR, bg-BG, es-ES; espeak-ng voices) into data/ and version it with DVC
+2. bootstrap the tiny base model (Nemotron class) WITHOUT the target language; register it in MLflow
+3. run the Kubeflow pipeline locally (kfp.local): validate → manifests → fine-tune → evaluate → gate →
+   register → promote → export to triton_repo/
+4. start the real tritonserver over triton_repo/, transcribe the held-out clips through it, score, stop it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.local import REPO_ROOT, load_params, pipeline_arguments, run_local, task_outputs
+
+
+def banner(title: str) -> None:
+    print(f"\n{'=' * 100}\n== {title}\n{'=' * 100}", flush=True)
+
+
+def dvc(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def step_corpus(params: dict) -> str:
+    from components.register_model.core import read_data_md5
+    from components.synthesize_corpus.core import synthesize_corpus
+
+    c = params["corpus"]
+    banner("1/5 Demo corpus (espeak-ng) + DVC version")
+    summary = synthesize_corpus(REPO_ROOT / c["out"], langs=tuple(c["langs"]), n_train=c["n_train"],
+                                n_val=c["n_val"], n_test=c["n_test"], seed=c["seed"])
+    print(summary)
+    dvc("add", "-q", c["out"])
+    dvc("push", "-q")
+    md5 = read_data_md5(REPO_ROOT / f"{c['out']}.dvc")
+    print(f"data.dvc md5 {md5} pushed to the DVC remote ({dvc('remote', 'list').strip()})")
+    return md5
+
+
+def step_base_model(params: dict) -> str:
+    """Pre-train (or reuse) the base without the target language; register it as <model>-base@base."""
+    from components.build_manifest.core import build_manifests
+    from components.finetune_asr.bootstrap import bootstrap_base_model
+    from registry.mlflow_adapter import Registry, get_client
+    from registry.policy import BASE
+
+    b, name = params["bootstrap"], params["register_model"]["model_name"] + "-base"
+    banner(f"2/5 Base model: tiny {b['langs']} (target {params['finetune_asr']['target_langs']} unseen)")
+    man_dir = REPO_ROOT / b["cache_dir"] / "manifests"
+    build_manifests(REPO_ROOT / params["corpus"]["out"], man_dir, seed=params["build_manifest"]["seed"])
+    nemo = bootstrap_base_model(train_manifest=man_dir / "train.jsonl", cache_dir=REPO_ROOT / b["cache_dir"],
+                                langs=list(b["langs"]), max_steps=int(b["max_steps"]),
+                                config=REPO_ROOT / b["config"], seed=int(params["corpus"]["seed"]))
+    reg = Registry(get_client())
+    current = reg.by_alias(name, BASE)
+    from components.common.io import sha256_file
+
+    sha = sha256_file(nemo)
+    if current and current.tags.get("checkpoint_sha256") == sha:
+        print(f"base model already registered: models:/{name}@{BASE} (v{current.version})")
+    else:
+        info = reg.register(name, Path(nemo).parent, tags={"role": "base", "languages": ",".join(b["langs"])},
+                            description="Tiny Nemotron-class base model, pre-trained on the demo corpus "
+                                        f"without the target language ({','.join(b['langs'])}).",
+                            aliases=(BASE,))
+        print(f"registered base model models:/{name}@{BASE} (v{info.version})")
+    return f"models:/{name}@{BASE}"
+
+
+def step_pipeline(params: dict, base_uri: str, data_md5: str) -> Path:
+    from components.register_model.core import git_commit
+
+    banner("3/5 Kubeflow pipeline, run locally with kfp.local")
+    args = pipeline_arguments(params, base_uri, data_md5=data_md5, git_commit=git_commit(REPO_ROOT))
+    print(json.dumps(args, indent=2))
+    return run_local(args, REPO_ROOT / "outputs" / "kfp")
+
+
+def report_pipeline(run_dir: Path, params: dict) -> dict:
+    from registry.mlflow_adapter import Registry, get_client
+
+    banner("4/5 Pipeline results")
+    out: dict = {"run_dir": str(run_dir)}
+    v = task_outputs(run_dir, "validate-data")
+    print("Validation:\n" + str(v.get("summary", "(no summary)")))
+    m = task_outputs(run_dir, "build-manifest")
+    print("\nManifests (clips per split/language):\n" + str(m.get("Output", "")))
+    ev_file = run_dir / "evaluate-wer" / "evaluation" / "evaluation.json"
+    evaluation = json.loads(ev_file.read_text()) if ev_file.exists() else {}
+    out["evaluation"] = str(ev_file)
+    print("\nWER on held-out speakers (normalized; streaming at att_context_size "
+          f"{params['evaluate_wer']['att_context_size']}):")
+    print(f"  {'language':10s} {'mode':10s} {'base':>8s} {'candidate':>10s}")
+    metrics = evaluation.get("metrics", {})
+    for mode in ("streaming", "offline"):
+        for lang in sorted(metrics.get("candidate", {}).get(mode, {})):
+            b = metrics.get("base", {}).get(mode, {}).get(lang, {}).get("wer_norm", float("nan"))
+            c = metrics["candidate"][mode][lang].get("wer_norm", float("nan"))
+            print(f"  {lang:10s} {mode:10s} {b:8.1%} {c:10.1%}")
+    decision = evaluation.get("decision", {})
+    print(f"\nGate: {'PASSED' if decision.get('passed') else 'FAILED'}")
+    for r in decision.get("rules", []):
+        print(f"  [{'pass' if r.get('passed') else 'FAIL'}] {r.get('rule')}: {r.get('reason', '')}")
+    name = params["register_model"]["model_name"]
+    state = Registry(get_client()).state(name)
+    print("\nRegistry:")
+    for ver in state["versions"]:
+        print(f"  {name} v{ver['version']:>3s} aliases={ver['aliases']} gate.passed={ver['gate.passed']} "
+              f"data_md5={ver['data_md5']} sha256={ver['checkpoint_sha256'][:12]}")
+    e = task_outputs(run_dir, "export-triton")
+    print(f"\nTriton model repository: {params['export_triton']['triton_repo']}/ version {e.get('version', '-')}")
+    out.update(registry=state, decision=decision, triton_version=e.get("version"))
+    return out
+
+
+def step_serve(params: dict) -> dict:
+    import soundfile as sf
+
+    from components.common.manifest import read_manifest
+    from components.common.wer import score
+    from serving.client import transcribe_offline, transcribe_streaming
+    from serving.server import TritonServer
+
+    banner("5/5 Serving: real tritonserver on loopback, held-out clips through it")
+    repo = REPO_ROOT / params["export_triton"]["triton_repo"]
+    test = read_manifest(REPO_ROOT / params["bootstrap"]["cache_dir"] / "manifests" / "test.jsonl")
+    result: dict = {}
+    with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server:
+        print(f"tritonserver ready on {server.grpc_url} (http {server.http_url})")
+        by_lang: dict[str, dict[str, list[str]]] = {}
+        t0 = time.time()
+        for i, row in enumerate(test):
+            audio, _ = sf.read(row["audio_filepath"], dtype="float32")
+            d = by_lang.setdefault(row["lang"], {"refs": [], "offline": [], "streaming": []})
+            d["refs"].append(row["text"])
+            d["offline"].append(transcribe_offline(server.grpc_url, audio, row["lang"]))
+            d["streaming"].append(transcribe_streaming(server.grpc_url, audio, row["lang"], chunk_s=0.16,
+                                                       sequence_id=1000 + i))
+            if i < 3:
+                print(f"  [{row['lang']}] ref: {row['text']}\n           server (streaming): {d['streaming'][-1]}")
+        print(f"\n{len(test)} clips x 2 modes through Triton in {time.time() - t0:.1f} s")
+        print(f"  {'language':10s} {'offline WER':>12s} {'streaming WER':>14s}")
+        for lang, d in sorted(by_lang.items()):
+            off, st = score(d["refs"], d["offline"]), score(d["refs"], d["streaming"])
+            result[lang] = {"offline_wer_norm": off.wer_norm, "streaming_wer_norm": st.wer_norm,
+                            "n_utts": len(d["refs"])}
+            print(f"  {lang:10s} {off.wer_norm:12.1%} {st.wer_norm:14.1%}")
+    print("tritonserver stopped")
+    return result
+
+
+def main(overrides: list[str] | None = None) -> int:
+    t0 = time.time()
+    params = load_params(overrides=overrides)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    md5 = step_corpus(params)
+    base_uri = step_base_model(params)
+    run_dir = step_pipeline(params, base_uri, md5)
+    summary = report_pipeline(run_dir, params)
+    if summary.get("decision", {}).get("passed"):
+        summary["serving"] = step_serve(params)
+    else:
+        print("\nGate failed: nothing was promoted or exported; serving step skipped.")
+    summary["seconds"] = round(time.time() - t0, 1)
+    out = REPO_ROOT / "outputs" / "demo_summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    banner(f"Demo finished in {summary['seconds'] / 60:.1f} min — summary: {out}")
+    return 0

@@ -1,0 +1,108 @@
+"""Registry: real MLflow on a temp sqlite file; champion moves only through the gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.register_model.core import headline_metrics, model_card, read_data_md5, register_candidate
+from registry.mlflow_adapter import Registry, get_client, parse_models_uri, resolve_model_uri
+from registry.policy import CHALLENGER, CHAMPION, decide_promotion
+
+
+def test_policy_only_passing_or_forced_with_reason():
+    assert decide_promotion(True).promote
+    assert not decide_promotion(False).promote
+    assert not decide_promotion(None).promote
+    with pytest.raises(ValueError, match="--reason"):
+        decide_promotion(False, force=True, reason=" ")
+    forced = decide_promotion(False, force=True, reason="hotfix for outage #12")
+    assert forced.promote and forced.forced and "hotfix" in forced.reason
+
+
+def test_parse_models_uri():
+    assert parse_models_uri("models:/asr@champion") == ("asr", None, "champion")
+    assert parse_models_uri("models:/asr/3") == ("asr", "3", None)
+    with pytest.raises(ValueError):
+        parse_models_uri("models:/asr")
+
+
+def test_read_data_md5(tmp_path):
+    f = tmp_path / "data.dvc"
+    f.write_text("outs:\n- md5: abc123.dir\n  path: data\n")
+    assert read_data_md5(f) == "abc123.dir"
+    f.write_text("foo: 1\n")
+    with pytest.raises(ValueError, match="data.dvc"):
+        read_data_md5(f)
+
+
+def _model_dir(tmp_path, name, payload: bytes):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "model.nemo").write_bytes(payload)
+    (d / "model.json").write_text(json.dumps({"model_class": "EncDecRNNTBPEModelWithPrompt",
+                                              "languages": ["bg-BG"], "base_model_sha256": "b" * 64}))
+    return d
+
+
+def _evaluation(tmp_path, name, passed: bool):
+    ev = {"att_context_size": [56, 1],
+          "metrics": {"base": {"streaming": {"bg-BG": {"wer_raw": 1.1, "wer_norm": 1.0, "cer": 0.8, "n_utts": 4}}},
+                      "candidate": {"streaming": {"bg-BG": {"wer_raw": 0.6, "wer_norm": 0.5, "cer": 0.3,
+                                                            "n_utts": 4}}}},
+          "decision": {"passed": passed, "rules": [{"rule": "target_improves:bg-BG", "passed": passed,
+                                                    "reason": "0.50 < 1.00" if passed else "no gain"}]}}
+    p = tmp_path / f"{name}.json"
+    p.write_text(json.dumps(ev))
+    return p, ev
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_register_promote_and_gate(tmp_path, tracking_uri):
+    good = _model_dir(tmp_path, "good", b"good-weights")
+    ev_good, _ = _evaluation(tmp_path, "ev_good", True)
+    r1 = register_candidate(good, ev_good, "asr", data_md5="d1.dir", base_model_uri="models:/asr-base@base",
+                            tracking_uri=tracking_uri, commit="c0ffee")
+    assert r1.gate_passed and CHALLENGER in r1.aliases and CHAMPION not in r1.aliases
+    reg = Registry(get_client(tracking_uri))
+    v1 = reg.get("asr", r1.version)
+    assert v1.tags["data_md5"] == "d1.dir" and v1.tags["git_commit"] == "c0ffee"
+    assert v1.tags["gate.passed"] == "true" and len(v1.tags["checkpoint_sha256"]) == 64
+    assert float(v1.tags["metrics.candidate.streaming.bg-BG.wer_norm"]) == 0.5
+    reg.promote("asr", r1.version, actor="test")
+    assert reg.by_alias("asr", CHAMPION).version == r1.version
+
+    bad = _model_dir(tmp_path, "bad", b"bad-weights")
+    ev_bad, _ = _evaluation(tmp_path, "ev_bad", False)
+    r2 = register_candidate(bad, ev_bad, "asr", tracking_uri=tracking_uri)
+    assert not r2.gate_passed
+    assert reg.by_alias("asr", CHALLENGER).version == r2.version  # challenger = latest evaluated
+    with pytest.raises(PermissionError, match="gate failed"):
+        reg.promote("asr", r2.version)
+    assert reg.by_alias("asr", CHAMPION).version == r1.version  # a failed gate leaves champion where it was
+
+    forced = reg.promote("asr", r2.version, force=True, reason="manual override, ticket 7")
+    assert forced.tags["promotion_forced"] == "true" and forced.tags["previous_champion"] == r1.version
+
+    # resolution downloads and verifies the checkpoint
+    path = resolve_model_uri("models:/asr@champion", tmp_path / "dl", client=reg.client)
+    assert open(path, "rb").read() == b"bad-weights"
+
+
+def test_register_refuses_sidecar_mismatch(tmp_path, tracking_uri):
+    d = _model_dir(tmp_path, "m", b"x")
+    (d / "model.json").write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="does not match"):
+        Registry(get_client(tracking_uri)).register("asr", d)
+
+
+def test_model_card_and_metrics(tmp_path):
+    _, ev = _evaluation(tmp_path, "e", True)
+    assert headline_metrics(ev)["base.streaming.bg-BG.wer_norm"] == 1.0
+    card = model_card("asr", {"model_class": "X", "languages": ["bg-BG"]}, ev, {"data_md5": "m"})
+    assert "| candidate | streaming | bg-BG | 0.600 | 0.500 | 0.300 | 4 |" in card and "PASSED" in card

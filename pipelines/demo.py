@@ -122,7 +122,7 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     return out
 
 
-def step_serve(params: dict) -> dict:
+def step_serve(params: dict, run_dir: Path) -> dict:
     import soundfile as sf
 
     from components.common.manifest import read_manifest
@@ -132,7 +132,7 @@ def step_serve(params: dict) -> dict:
 
     banner("5/5 Serving: real tritonserver on loopback, held-out clips through it")
     repo = REPO_ROOT / params["export_triton"]["triton_repo"]
-    test = read_manifest(REPO_ROOT / params["bootstrap"]["cache_dir"] / "manifests" / "test.jsonl")
+    test = read_manifest(run_dir / "build-manifest" / "manifests" / "test.jsonl")  # the pipeline's held-out split
     result: dict = {}
     with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server:
         print(f"tritonserver ready on {server.grpc_url} (http {server.http_url})")
@@ -167,7 +167,7 @@ def main(overrides: list[str] | None = None) -> int:
     run_dir = step_pipeline(params, base_uri, md5)
     summary = report_pipeline(run_dir, params)
     if summary.get("decision", {}).get("passed"):
-        summary["serving"] = step_serve(params)
+        summary["serving"] = step_serve(params, run_dir)
     else:
         print("\nGate failed: nothing was promoted or exported; serving step skipped.")
     summary["seconds"] = round(time.time() - t0, 1)

@@ -1,0 +1,45 @@
+"""CLI: python -m components.build_manifest --data-root data --out outputs/manifests"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from components.build_manifest.core import build_manifests
+from components.validate_data.core import DatasetError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m components.build_manifest",
+        description="Convert a raw ASR dataset to 16 kHz mono WAVs and speaker-disjoint "
+        "NeMo manifests (train/val/test.jsonl + summary.json).",
+    )
+    p.add_argument("--data-root", required=True, help="folder with metadata.csv|jsonl and the audio")
+    p.add_argument("--out", required=True, help="manifest directory to create/update")
+    p.add_argument("--seed", type=int, default=0, help="split seed (used without a `split` column)")
+    p.add_argument("--val-ratio", type=float, default=0.1, help="share of utterances per language for val")
+    p.add_argument("--test-ratio", type=float, default=0.1, help="share of utterances per language for test")
+    p.add_argument("--langs", default="", help="comma-separated locales to keep (default: all)")
+    p.add_argument("--workers", type=int, default=2, help="processes for audio conversion (default 2)")
+    a = p.parse_args(argv)
+    try:
+        r = build_manifests(
+            a.data_root,
+            a.out,
+            seed=a.seed,
+            val_ratio=a.val_ratio,
+            test_ratio=a.test_ratio,
+            langs=a.langs or None,
+            workers=a.workers,
+        )
+    except (DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({**r.brief(), "summary": str(r.summary_path)}, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

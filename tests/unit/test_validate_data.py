@@ -1,0 +1,311 @@
+"""validate_data: every check fails on its bad row and only there; clean data passes; reports are written.
+
+GX takes ~5 s to import, so each dataset is validated once per module and the tests read that result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from components.validate_data.core import (
+    CHECKS,
+    DatasetError,
+    default_prompt_dictionary,
+    derive_id,
+    invalid_characters,
+    read_metadata,
+    resolve_audio,
+    validate_dataset,
+    write_single_page,
+)
+
+
+def _speech(sr: int = 16000, seconds: float = 0.6, channels: int = 1) -> np.ndarray:
+    x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(sr * seconds)) / sr)).astype(np.float32)
+    return np.stack([x] * channels, 1) if channels > 1 else x
+
+
+def write_metadata(root: Path, rows: list[dict], name: str = "metadata.csv") -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    if name.endswith(".csv"):
+        with open(root / name, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        (root / name).write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
+
+
+def clean_dataset(root: Path) -> Path:
+    """Six good clips in three languages, several formats/rates (also used by the component tests)."""
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    specs = [
+        ("el0.wav", 16000, 1, "Καλημέρα σας, τι κάνετε;", "el-GR", "el_a"),
+        ("el1.flac", 22050, 1, "Ο καιρός είναι ωραίος 2024.", "el-GR", "el_b"),
+        ("bg0.ogg", 16000, 1, "Здравейте! Как сте?", "bg-BG", "bg_a"),
+        ("bg1.wav", 44100, 2, "Днес е „хубав“ ден.", "bg-BG", "bg_b"),
+        ("es0.wav", 48000, 1, "¿Qué tal? ¡Muy bien, señor!", "es-ES", "es_a"),
+        ("es1.flac", 16000, 1, "Cuesta 5 € (más o menos).", "es-ES", "es_b"),
+    ]
+    rows = []
+    for name, sr, ch, text, lang, spk in specs:
+        sf.write(root / "clips" / name, _speech(sr, channels=ch), sr)
+        rows.append({"audio": f"clips/{name}", "text": text, "lang": lang, "speaker": spk})
+    write_metadata(root, rows)
+    return root
+
+
+# Each bad row (after a clean prefix) carries exactly one defect; `expect` maps check -> audio of failing rows.
+BAD_ROWS = [
+    # audio, text, lang, speaker, id, split, check it must trip
+    ("clips/zero.wav", "Hola.", "es-ES", "s1", "zero", "train", "audio_decodable"),
+    ("clips/header.wav", "Hola.", "es-ES", "s1", "header", "train", "audio_decodable"),
+    ("clips/junk.wav", "Hola.", "es-ES", "s1", "junk", "train", "audio_decodable"),
+    ("clips/trunc.wav", "Hola.", "es-ES", "s1", "trunc", "train", "audio_decodable"),
+    ("clips/none.wav", "Hola.", "es-ES", "s1", "none", "train", "audio_exists"),
+    ("../outside.wav", "Hola.", "es-ES", "s1", "dotdot", "train", "audio_in_root"),
+    ("ABSOLUTE", "Hola.", "es-ES", "s1", "abs", "train", "audio_in_root"),
+    ("clips/link.wav", "Hola.", "es-ES", "s1", "link", "train", "audio_in_root"),
+    ("clips/short.wav", "Hola.", "es-ES", "s1", "short", "train", "duration_in_range"),
+    ("clips/long.wav", "Hola.", "es-ES", "s1", "long", "train", "duration_in_range"),
+    ("clips/sr8k.wav", "Hola.", "es-ES", "s1", "sr8k", "train", "sample_rate_min"),
+    ("clips/ch3.wav", "Hola.", "es-ES", "s1", "ch3", "train", "channels"),
+    ("clips/silent.wav", "Hola.", "es-ES", "s1", "silent", "train", "not_silent"),
+    ("clips/ok1.wav", "   ", "es-ES", "s1", "notext", "train", "text_present"),
+    ("clips/ok2.wav", "Hello world", "el-GR", "s2", "latin_in_greek", "val", "text_script"),
+    ("clips/ok3.wav", "Привет 😀", "bg-BG", "s3", "emoji", "test", "text_script"),
+    ("clips/ok4.wav", "Hola.", "xx-YY", "s1", "unknown_lang", "train", "lang_known"),
+    ("clips/ok5.wav", "Hola.", "es-ES", "", "nospeaker", "train", "speaker_present"),
+    ("clips/ok6.wav", "Hola.", "es-ES", "s1", "dup", "train", "id_unique"),
+    ("clips/ok7.wav", "Hola.", "es-ES", "s1", "dup", "train", "id_unique"),
+    ("clips/ok8.wav", "Hola.", "es-ES", "s1", "bad id/x", "train", "id_format"),
+    ("clips/ok9.wav", "Hola.", "es-ES", "s1", "badsplit", "dev", "split_valid"),
+    ("clips/ok10.wav", "Hola.", "es-ES", "s2", "s2_in_train", "train", "speaker_split_disjoint"),
+    ("clips/ok11.wav", "Hola.", "es-ES", "s1", "same_audio", "train", "audio_unique"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad")
+    root = base / "data"
+    clips = root / "clips"
+    clips.mkdir(parents=True)
+    good = _speech()
+    for i in range(1, 12):
+        sf.write(clips / f"ok{i}.wav", good, 16000, subtype="PCM_16")
+    (clips / "zero.wav").write_bytes(b"")
+    pcm = (clips / "ok1.wav").read_bytes()
+    (clips / "header.wav").write_bytes(pcm[:44])
+    (clips / "junk.wav").write_bytes(b"<html>not audio</html>" * 50)
+    (clips / "trunc.wav").write_bytes(pcm[: len(pcm) // 2])
+    (base / "outside.wav").write_bytes(pcm)
+    os.symlink(base / "outside.wav", clips / "link.wav")
+    sf.write(clips / "short.wav", _speech(seconds=0.1), 16000)
+    sf.write(clips / "long.wav", _speech(seconds=31), 16000)
+    sf.write(clips / "sr8k.wav", _speech(8000), 8000)
+    sf.write(clips / "ch3.wav", _speech(channels=3), 16000)
+    sf.write(clips / "silent.wav", np.zeros(16000, np.float32), 16000)
+    rows = [
+        {
+            "audio": a if a != "ABSOLUTE" else str(base / "outside.wav"),
+            "text": t,
+            "lang": lg,
+            "speaker": s,
+            "id": i,
+            "split": sp,
+        }
+        for a, t, lg, s, i, sp, _ in BAD_ROWS
+    ]
+    rows[-1]["audio"] = "clips/ok1.wav"  # same_audio reuses ok1's file
+    write_metadata(root, rows, "metadata.jsonl")
+    res = validate_dataset(root, base / "out", min_duration=0.3, max_duration=30.0)
+    return res, rows
+
+
+def failing_ids(res, rows, check):
+    by_line = {i + 1: r["id"] for i, r in enumerate(rows)}  # jsonl: one record per line
+    return sorted({by_line[f.line] for f in res.failures if f.check == check})
+
+
+@pytest.mark.parametrize("check", sorted({c for *_, c in BAD_ROWS}))
+def test_each_check_flags_exactly_its_rows(bad, check):
+    res, rows = bad
+    expected = {line for line, (*_, c) in enumerate(BAD_ROWS, 1) if c == check}
+    line_of = {r["id"]: line for line, r in enumerate(rows, 1)}
+    if check == "audio_unique":
+        expected.add(line_of["notext"])  # ok1.wav is shared by "notext" and "same_audio"
+    if check == "speaker_split_disjoint":
+        expected.add(line_of["latin_in_greek"])  # s2 is declared in val there, in train on the other row
+    assert {f.line for f in res.failures if f.check == check} == expected
+    assert res.check_counts[check] == len(expected)
+
+
+def test_failure_reasons_are_specific(bad):
+    res, rows = bad
+    reasons = {(failing_ids_row(rows, f.line), f.check): f.reason for f in res.failures}
+    assert reasons[("zero", "audio_decodable")].startswith("empty_file")
+    assert reasons[("header", "audio_decodable")].startswith("no_audio")
+    assert reasons[("junk", "audio_decodable")].startswith("undecodable")
+    assert reasons[("trunc", "audio_decodable")].startswith("truncated")
+    assert "escapes the dataset root via '..'" in reasons[("dotdot", "audio_in_root")]
+    assert "absolute path" in reasons[("abs", "audio_in_root")]
+    assert "symlink" in reasons[("link", "audio_in_root")]
+    assert "0.100 s outside [0.3, 30.0]" in reasons[("short", "duration_in_range")]
+    assert "U+0048 LATIN CAPITAL LETTER H" in reasons[("latin_in_greek", "text_script")]
+    assert "GRINNING FACE" in reasons[("emoji", "text_script")]
+    assert "'xx-YY' is not in the model's prompt dictionary" in reasons[("unknown_lang", "lang_known")]
+    assert (
+        "also on line(s) 20" in reasons[("dup", "id_unique")]
+        or "also on line(s) 19" in reasons[("dup", "id_unique")]
+    )
+    assert "speaker 's2' appears in splits train, val" == reasons[("s2_in_train", "speaker_split_disjoint")]
+
+
+def failing_ids_row(rows, line):
+    return rows[line - 1]["id"]
+
+
+def test_bad_dataset_fails_with_outputs_and_summary(bad):
+    res, rows = bad
+    assert not res.passed and res.n_rows == len(rows)
+    warning_only = {"sr8k", "ch3", "silent", "same_audio"}  # notext shares ok1.wav but fails text_present
+    assert res.n_warning_rows == len(warning_only)
+    assert res.n_failed_rows == len(rows) - len(warning_only)
+    assert set(res.check_counts) == set(CHECKS)
+    # one screen: header, stats, one line per check, first failing rows, where the rest is
+    lines = res.summary.splitlines()
+    assert len(lines) <= 40 and lines[0].startswith("Data validation FAILED")
+    assert any(line.split()[:2] == ["audio_in_root", "error"] and line.split()[2] == "3" for line in lines)
+    assert "line 1 clips/zero.wav: [audio_decodable] empty_file" in res.summary
+    report = json.loads(res.report_path.read_text())
+    assert report["passed"] is False and report["checks"]["audio_in_root"]["failed_rows"] == 3
+    with res.failures_path.open() as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["line", "file", "check", "severity", "reason"] and len(table) == len(
+        res.failures
+    )
+    assert res.data_docs_path.is_file() and res.data_docs_path.name == "index.html"
+    page = res.data_docs_page.read_text()
+    assert "path_error" in page and "raw_asr_dataset" in page
+    single = write_single_page(res, res.report_path.parent / "single.html")
+    text = single.read_text()
+    assert "Data validation FAILED" in text and "srcdoc=" in text and "escapes the dataset root" in text
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    root = clean_dataset(tmp_path_factory.mktemp("clean") / "data")
+    return root, validate_dataset(root, root.parent / "out", data_docs=False)
+
+
+def test_clean_dataset_passes(clean):
+    root, res = clean
+    assert res.passed, res.summary
+    assert res.n_rows == 6 and res.n_failed_rows == 0 and res.failures == []
+    assert all(n == 0 for n in res.check_counts.values())
+    assert "split_valid" not in res.check_counts  # no split column, no split checks
+    assert res.rows_per_lang == {"el-GR": 2, "bg-BG": 2, "es-ES": 2}
+    assert res.data_docs_path is None and res.summary.startswith("Data validation PASSED")
+    assert res.hours_decodable == pytest.approx(6 * 0.6 / 3600, rel=1e-3)
+
+
+def test_hard_checks_and_prompt_dictionary_are_configurable(clean, tmp_path):
+    root, _ = clean
+    # a prompt dictionary without bg-BG: bg rows fail lang_known unless that check is demoted to a warning
+    prompts = {"el-GR": 0, "es-ES": 1}
+    res = validate_dataset(root, tmp_path / "a", prompt_dictionary=prompts, data_docs=False)
+    assert not res.passed and res.check_counts["lang_known"] == 2
+    hard = [c for c, spec in CHECKS.items() if spec.severity == "error" and c != "lang_known"]
+    res = validate_dataset(root, tmp_path / "b", prompt_dictionary=prompts, hard_checks=hard, data_docs=False)
+    assert res.passed and res.n_warning_rows == 2
+    assert all(f.severity == "warning" for f in res.failures)
+    with pytest.raises(ValueError, match="unknown check"):
+        validate_dataset(root, tmp_path / "c", hard_checks=["no_such_check"])
+
+
+# ------------------------------------------------------------------------------ pure helpers
+
+
+def test_resolve_audio(tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.wav").write_bytes(b"x")
+    (tmp_path / "secret.wav").write_bytes(b"x")
+    os.symlink(root / "a", root / "alias")  # symlink that stays inside: fine
+    os.symlink(tmp_path, root / "up")  # folder symlink leading out
+    assert resolve_audio(root, "a/x.wav") == ((root / "a" / "x.wav").resolve(), None)
+    assert resolve_audio(root, "a/../a/x.wav")[1] is None
+    assert resolve_audio(root, str(root / "a" / "x.wav"))[1] is None  # absolute but inside
+    assert resolve_audio(root, "alias/x.wav")[1] is None
+    assert "'..'" in resolve_audio(root, "a/../../secret.wav")[1]
+    assert "absolute path" in resolve_audio(root, str(tmp_path / "secret.wav"))[1]
+    assert "symlink" in resolve_audio(root, "up/secret.wav")[1]
+    assert resolve_audio(root, "")[1] == "audio path is empty"
+
+
+@pytest.mark.parametrize(
+    "text, lang, bad",
+    [
+        ("Καλημέρα, κόσμε! 123 «ναι» ;", "el-GR", ""),
+        ("Ελλάδα and Greece", "el-GR", "andGrec"),
+        ("Здравей, свят — 2024 г.", "bg-BG", ""),
+        ("Здравей, world", "bg-BG", "world"),
+        ("Señor Müller, ¿qué tal? 5 € 10%", "es-ES", ""),
+        ("Hola привет", "es-ES", "привет"),
+        ("Hi 👋", "en-US", "👋"),
+        ("tab\there", "en-US", "\t"),
+        ("e\u0301 decomposed accent", "fr-FR", ""),
+        ("anything", "tlh", None),  # no known script: cannot judge
+    ],
+)
+def test_invalid_characters(text, lang, bad):
+    got = invalid_characters(text, lang)
+    assert got == (None if bad is None else "".join(dict.fromkeys(bad)))
+
+
+def test_read_metadata_variants_and_errors(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    with pytest.raises(DatasetError, match="no metadata.csv or metadata.jsonl"):
+        read_metadata(root)
+    (root / "metadata.csv").write_text('\ufeffaudio,text,lang,speaker\nclips/a b.wav,"Hi, you",en-US,s\n\n')
+    meta = read_metadata(root)
+    assert not meta.has_split and not meta.has_id
+    row = meta.rows[0]
+    assert (row.line, row.audio, row.text, row.id) == (2, "clips/a b.wav", "Hi, you", "clips__a_b")
+    (root / "metadata.jsonl").write_text("{}\n")
+    with pytest.raises(DatasetError, match="both metadata.csv and metadata.jsonl"):
+        read_metadata(root)
+    (root / "metadata.jsonl").unlink()
+    (root / "metadata.csv").write_text("audio,text,lang\nx.wav,hi,en-US\n")
+    with pytest.raises(DatasetError, match=r"metadata.csv: missing required column\(s\) speaker"):
+        read_metadata(root)
+    (root / "metadata.csv").write_text("audio,text,lang,speaker\nx.wav,hi, there,en-US,s\n")
+    with pytest.raises(DatasetError, match=r"metadata.csv:2: 5 fields but the header has 4"):
+        read_metadata(root)
+    (root / "metadata.csv").write_text("audio,text,lang,speaker\n")
+    with pytest.raises(DatasetError, match="no rows"):
+        read_metadata(root)
+    (root / "metadata.csv").unlink()
+    (root / "metadata.jsonl").write_text(
+        '{"audio": "a.wav", "text": "x", "lang": "en-US", "speaker": 7}\n{oops\n'
+    )
+    with pytest.raises(DatasetError, match=r"metadata.jsonl:2: not valid JSON"):
+        read_metadata(root)
+
+
+def test_derive_id_and_default_prompts():
+    assert derive_id("clips/el/0001.ogg") == "clips__el__0001"
+    assert derive_id("../x y.wav") == "x_y"
+    prompts = default_prompt_dictionary()
+    assert {"el-GR", "bg-BG", "es-ES", "en-US"} <= set(prompts)

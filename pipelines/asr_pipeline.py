@@ -79,5 +79,5 @@ def asr_finetune_pipeline(
                                  mlflow_tracking_uri=mlflow_tracking_uri)
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=triton_repo, alias="champion",
-                                 att_context_size=att_context_size)
+                                 att_context_size=att_context_size, mlflow_tracking_uri=mlflow_tracking_uri)
         exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted)

@@ -1,0 +1,224 @@
+"""Export a verified `.nemo` into the Triton model repository as a new, atomically written version.
+
+Layout written (see triton_repo/README.md):
+
+    <repo>/asr_offline/config.pbtxt        dynamic batcher, whole utterances
+    <repo>/asr_offline/<N>/model.py        python-backend source (runtime/model_offline.py)
+    <repo>/asr_offline/<N>/model.nemo      hardlink (or copy) of the verified checkpoint
+    <repo>/asr_offline/<N>/model.json      sha256 + lineage, checked again when Triton loads the version
+    <repo>/asr_streaming/...               same, sequence batcher, one StreamState per correlation id
+
+Why this shape: a version folder is built in a hidden temp dir inside the model folder (same filesystem) and
+renamed into place, so Triton never sees half a version; the sha256 the registry recorded is checked before
+anything is written, and by model.py before anything is served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from components.common.io import atomic_write_text, sha256_file
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+RUNTIME = HERE / "runtime"
+
+OFFLINE = "asr_offline"
+STREAMING = "asr_streaming"
+MODELS = (OFFLINE, STREAMING)
+_RUNTIME_SOURCE = {OFFLINE: "model_offline.py", STREAMING: "model_streaming.py"}
+_TEMPLATE = {OFFLINE: "asr_offline.pbtxt.tmpl", STREAMING: "asr_streaming.pbtxt.tmpl"}
+
+
+class ExportError(ValueError):
+    """The export was refused; the message names the file and the reason. Nothing was written."""
+
+
+@dataclass
+class ServingConfig:
+    """Knobs that end up in the generated config.pbtxt files (defaults fit the 2-core CPU box)."""
+
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 2000  # offline: wait this long to fill a batch
+    instances: int = 1  # model instances per model (KIND_CPU); each holds one copy of the model
+    max_candidate_sequences: int = 16  # streaming: sequences batched together per step
+    max_sequence_idle_us: int = 60_000_000  # streaming: an abandoned stream is freed after 60 s
+    max_audio_s: float = 120.0  # longest utterance / chunk accepted; longer requests get an error
+
+
+@dataclass
+class ExportResult:
+    version: int
+    paths: dict[str, str]  # model name -> version folder
+    sha256: str
+    configs: dict[str, str] = field(default_factory=dict)  # model name -> config.pbtxt
+    removed: list[str] = field(default_factory=list)  # version folders deleted by the keep-K policy
+
+
+def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
+    """'[56,1]', '56,1' or [56, 1] -> [56, 1]; '' / None -> None (the model's default lookahead)."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        nums = re.findall(r"-?\d+", value)
+        if len(nums) != 2 or re.sub(r"[\s\[\]\(\),\-\d]", "", value):
+            raise ExportError(f"att_context_size: expected two integers like '[56,1]', got {value!r}")
+        value = [int(n) for n in nums]
+    if len(value) != 2 or not all(isinstance(v, int) for v in value) or value[1] < 0 or value[0] < -1:
+        raise ExportError(
+            f"att_context_size: expected [left, right] with left >= -1, right >= 0, got {value!r}"
+        )
+    return [int(value[0]), int(value[1])]
+
+
+def render_config(model: str, att_context_size: list[int] | None, serving: ServingConfig) -> str:
+    """Fill a config template; `Template.substitute` raises on any placeholder left unfilled."""
+    text = (TEMPLATES / _TEMPLATE[model]).read_text(encoding="utf-8")
+    return Template(text).substitute(
+        name=model,
+        max_batch_size=serving.max_batch_size,
+        max_queue_delay_us=serving.max_queue_delay_us,
+        instances=serving.instances,
+        max_candidate_sequences=serving.max_candidate_sequences,
+        max_sequence_idle_us=serving.max_sequence_idle_us,
+        max_audio_s=serving.max_audio_s,
+        att_context_size=json.dumps(att_context_size) if att_context_size else "",
+    )
+
+
+def existing_versions(model_dir: str | os.PathLike) -> list[int]:
+    """Numbered version folders of one model, ascending (hidden temp folders are not versions)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _place_checkpoint(src: Path, dst: Path, sha256: str) -> None:
+    """Hardlink when on the same filesystem (a 2.5 GB .nemo is not copied twice), else copy and re-verify."""
+    try:
+        os.link(src, dst)
+        return
+    except OSError:
+        pass
+    shutil.copyfile(src, dst)
+    if sha256_file(dst) != sha256:
+        raise ExportError(
+            f"{dst}: copy of {src} does not match sha256 {sha256} (disk full or file changing?)"
+        )
+
+
+@contextlib.contextmanager
+def _repo_lock(repo: Path):
+    """Serialise exporters of one repository so two of them never pick the same version number."""
+    with open(repo / ".export.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def export_model(
+    nemo_path: str | os.PathLike,
+    triton_repo: str | os.PathLike,
+    expected_sha256: str | None,
+    model_info: dict | None = None,
+    att_context_size: list[int] | None = None,
+    keep_versions: int = 3,
+    serving: ServingConfig | None = None,
+) -> ExportResult:
+    """Write version N+1 of `asr_offline` and `asr_streaming`, then keep only the newest `keep_versions`.
+
+    `expected_sha256` is what the registry recorded for the checkpoint; a mismatch is refused before anything
+    is written. None means "trust the file" (manual CLI use) and records the sha256 that was computed.
+    """
+    nemo_path = Path(nemo_path)
+    repo = Path(triton_repo)
+    serving = serving or ServingConfig()
+    att_context_size = parse_att_context_size(att_context_size)
+    if keep_versions < 1:
+        raise ExportError(f"keep_versions must be >= 1, got {keep_versions}")
+    if not nemo_path.is_file():
+        raise ExportError(f"{nemo_path}: checkpoint not found")
+    try:
+        json.dumps(model_info or {})
+    except TypeError as e:
+        raise ExportError(f"model_info is not JSON-serialisable: {e}") from e
+    actual = sha256_file(nemo_path)
+    if expected_sha256 is not None and actual != expected_sha256.strip().lower():
+        raise ExportError(
+            f"{nemo_path}: sha256 {actual} does not match the expected {expected_sha256} "
+            "(the registry's checkpoint_sha256); refusing to export"
+        )
+    configs = {m: render_config(m, att_context_size, serving) for m in MODELS}  # fail before writing
+
+    repo.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    removed: list[str] = []
+    with _repo_lock(repo):
+        version = max([0, *(v for m in MODELS for v in existing_versions(repo / m))]) + 1
+        sidecar = {
+            "model": None,
+            "version": version,
+            "sha256": actual,
+            "source": str(nemo_path.resolve()),
+            "att_context_size": att_context_size,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model_info": model_info or {},
+        }
+        for model in MODELS:
+            model_dir = repo / model
+            model_dir.mkdir(exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
+            try:
+                shutil.copyfile(RUNTIME / _RUNTIME_SOURCE[model], tmp / "model.py")
+                _place_checkpoint(nemo_path, tmp / "model.nemo", actual)
+                atomic_write_text(
+                    tmp / "model.json", json.dumps({**sidecar, "model": model}, indent=2) + "\n"
+                )
+                # mkstemp/mkdtemp make 0600/0700; the server may run as another user
+                os.chmod(tmp / "model.json", 0o644)
+                os.chmod(tmp, 0o755)
+                os.rename(tmp, model_dir / str(version))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            atomic_write_text(model_dir / "config.pbtxt", configs[model])
+            os.chmod(model_dir / "config.pbtxt", 0o644)
+            paths[model] = str(model_dir / str(version))
+            for old in existing_versions(model_dir)[:-keep_versions]:
+                # rename first so a half-deleted folder is never mistaken for a version
+                doomed = model_dir / f".del-{old}-{os.getpid()}"
+                os.rename(model_dir / str(old), doomed)
+                shutil.rmtree(doomed)
+                removed.append(str(model_dir / str(old)))
+    return ExportResult(
+        version=version,
+        paths=paths,
+        sha256=actual,
+        configs={m: str(repo / m / "config.pbtxt") for m in MODELS},
+        removed=removed,
+    )
+
+
+def read_sidecar(nemo_path: str | os.PathLike) -> dict | None:
+    """The model artifact's JSON sidecar (`model.json` beside `model.nemo`, or `<name>.json`), if present."""
+    nemo_path = Path(nemo_path)
+    for cand in (nemo_path.with_suffix(".json"), nemo_path.parent / "model.json"):
+        if cand.is_file():
+            try:
+                return json.loads(cand.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ExportError(f"{cand}: not valid JSON ({e})") from e
+    return None

@@ -1,0 +1,362 @@
+"""The real tritonserver serving an exported tiny model of the Nemotron class: token parity and robustness.
+
+One server per module (starting it means two python-backend stubs importing NeMo: about a minute here). The
+tiny model is untrained; its joint's blank bias is lowered so it emits tokens, which makes "server text ==
+in-process AsrModel text" a real check rather than "" == "".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.server import TritonServer, tritonserver_available
+
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.slow,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not tritonserver_available(), reason="nvidia-pytriton's tritonserver is not installed"
+    ),
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF = REPO_ROOT / "components" / "finetune_asr" / "conf" / "tiny_prompt_rnnt.yaml"
+EVAL_AUDIO = REPO_ROOT.parent / "shared" / "eval-audio"
+ATT = [56, 1]  # the deployment lookahead the export is configured with
+CHUNK_S = 0.16
+CLIP_S = 3.0  # real clips are cropped: the point is parity, not accuracy, and the box has 2 cores
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Guten Morgen, wie geht es Ihnen heute?",
+    "Bonjour à tous, comment allez-vous ?",
+    "Hola, buenos días a todos.",
+    "Bom dia a todos os presentes.",
+    "Καλημέρα σας, τι κάνετε;",
+    "Добро утро, как сте днес?",
+]
+LATENCY: dict[str, list[float]] = {}
+
+
+def _timed(key: str, fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    LATENCY.setdefault(key, []).append(time.perf_counter() - t0)
+    return out
+
+
+def build_tiny_model(out_dir: Path) -> Path:
+    """A tiny EncDecRNNTBPEModelWithPrompt from the project config, with a fixture SentencePiece tokenizer."""
+    import torch
+    from nemo.collections.asr.models import EncDecRNNTBPEModelWithPrompt
+    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
+    from omegaconf import OmegaConf, open_dict
+
+    tok = out_dir / "tokenizer"
+    tok.mkdir(parents=True)
+    text = tok / "text.txt"
+    text.write_text("\n".join(SENTENCES * 20) + "\n", encoding="utf-8")
+    create_spt_model(
+        str(text),
+        vocab_size=96,
+        sample_size=-1,
+        do_lower_case=False,
+        tokenizer_type="bpe",
+        output_dir=str(tok),
+    )
+    cfg = OmegaConf.load(CONF)
+    with open_dict(cfg):
+        cfg.model.tokenizer.dir = str(tok)
+        cfg.model.train_ds = None
+        cfg.model.validation_ds = None
+    torch.manual_seed(0)
+    model = EncDecRNNTBPEModelWithPrompt(cfg=cfg.model)
+    with torch.no_grad():  # untrained RNNTs emit only blanks; make it talk
+        model.joint.joint_net[-1].bias[-1] -= 3.0
+    path = out_dir / "model.nemo"
+    model.save_to(str(path))
+    return path
+
+
+def test_clips() -> list[tuple[str, np.ndarray, str]]:
+    """(name, 16 kHz audio, lang): real recordings when ../shared is there, else synthetic signals."""
+    from serving.client import load_audio
+
+    clips = []
+    manifest = EVAL_AUDIO / "manifest.jsonl"
+    if manifest.is_file():
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        for lang in ("en-US", "de-DE"):
+            row = next((r for r in rows if r["lang"] == lang), None)
+            if row:
+                audio = load_audio(EVAL_AUDIO / row["audio_filepath"])[: int(CLIP_S * 16000)]
+                clips.append((Path(row["audio_filepath"]).name, audio, lang))
+    if len(clips) < 2:
+        t = np.arange(int(2.5 * 16000)) / 16000
+        rng = np.random.RandomState(0)
+        clips = [
+            ("chirp", (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)).astype(np.float32), "en-US"),
+            ("noise", (0.1 * rng.randn(t.size)).astype(np.float32), "de-DE"),
+        ]
+    return clips
+
+
+test_clips.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(server, in-process AsrModel, clips): export a fresh tiny model and serve it."""
+    from components.common.asr_infer import AsrModel
+    from components.export_triton.core import export_model
+
+    work = tmp_path_factory.mktemp("serving")
+    nemo = build_tiny_model(work / "model")
+    repo = work / "triton_repo"
+    res = export_model(nemo, repo, None, {"name": "tiny-e2e"}, ATT)
+    assert res.version == 1
+    server = TritonServer(repo, state_dir=work / "state", startup_timeout_s=600)
+    server.start()
+    print(f"\ntritonserver + 2 models ready in {server.start_seconds:.1f}s (log {server.log_file})")
+    try:
+        yield server, AsrModel.load(str(nemo)), test_clips()
+    finally:
+        t0 = time.perf_counter()
+        server.stop()
+        print(f"\ntritonserver stopped in {time.perf_counter() - t0:.1f}s")
+        for key, vals in LATENCY.items():
+            print(
+                f"latency {key}: n={len(vals)} median {1000 * float(np.median(vals)):.0f} ms "
+                f"max {1000 * max(vals):.0f} ms"
+            )
+
+
+def _grpc(server):
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient, grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+
+
+def _offline_inputs(tc, audio: np.ndarray, lang: str):
+    a = np.asarray(audio)[None, :] if np.asarray(audio).ndim == 1 else np.asarray(audio)
+    dtype = {np.float32: "FP32", np.float64: "FP64", np.int16: "INT16"}[a.dtype.type]
+    inputs = [tc.InferInput("AUDIO", list(a.shape), dtype), tc.InferInput("LANG", [1, 1], "BYTES")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(np.array([[lang.encode()]], dtype=np.object_))
+    return inputs
+
+
+def _stream_request(tc, chunk: np.ndarray, lang: str | None):
+    c = np.ascontiguousarray(chunk, dtype=np.float32)[None, :]
+    inputs = [tc.InferInput("AUDIO_CHUNK", list(c.shape), "FP32")]
+    inputs[0].set_data_from_numpy(c)
+    if lang is not None:
+        inputs.append(tc.InferInput("LANG", [1, 1], "BYTES"))
+        inputs[1].set_data_from_numpy(np.array([[lang.encode()]], dtype=np.object_))
+    return inputs
+
+
+def _in_process_stream(asr, audio: np.ndarray, lang: str) -> tuple[list[str], str]:
+    step = int(CHUNK_S * 16000)
+    state = asr.new_stream(lang, ATT)
+    pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
+    partials = [asr.stream_step(state, p, last=i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    return partials, partials[-1]
+
+
+def test_offline_http_and_grpc_match_in_process(served):
+    from serving.client import transcribe_offline
+
+    server, asr, clips = served
+    for name, audio, lang in clips:
+        expected = asr.transcribe([audio], [lang], att_context_size=ATT)[0]
+        assert expected, f"{name}: the tiny model emitted nothing; parity would be vacuous"
+        assert _timed("offline http", transcribe_offline, server.http_url, audio, lang) == expected, name
+        assert _timed("offline grpc", transcribe_offline, server.grpc_url, audio, lang) == expected, name
+
+
+def test_offline_concurrent_requests_are_batched_and_stay_in_order(served):
+    """Several utterances of different lengths/languages in flight at once come back to the right caller."""
+    server, asr, clips = served
+    tc, client = _grpc(server)
+    jobs = [(a[: int(s * 16000)], lang) for s in (1.0, 2.0, 3.0) for _, a, lang in clips]
+    expected = asr.transcribe([a for a, _ in jobs], [lang for _, lang in jobs], att_context_size=ATT)
+    results = {}
+    try:
+        for i, (a, lang) in enumerate(jobs):
+            client.async_infer(
+                "asr_offline",
+                _offline_inputs(tc, a, lang),
+                request_id=str(i),
+                callback=lambda result, error, i=i: results.__setitem__(i, (result, error)),
+            )
+        deadline = time.time() + 120
+        while len(results) < len(jobs) and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.close()
+    assert len(results) == len(jobs)
+    for i, exp in enumerate(expected):
+        r, e = results[i]
+        assert e is None, e
+        assert r.as_numpy("TEXT").reshape(-1)[0].decode() == exp
+
+
+def test_streaming_matches_in_process_stream(served):
+    from serving.client import transcribe_streaming
+
+    server, asr, clips = served
+    for name, audio, lang in clips:
+        partials, expected = _in_process_stream(asr, audio, lang)
+        assert expected, f"{name}: the tiny model emitted nothing; parity would be vacuous"
+        seen: list[str] = []
+        t0 = time.perf_counter()
+        got = transcribe_streaming(
+            server.grpc_url, audio, lang, CHUNK_S, on_partial=lambda i, t, s=seen: s.append(t)
+        )
+        LATENCY.setdefault("streaming chunk (lock-step)", []).append(
+            (time.perf_counter() - t0) / len(partials)
+        )
+        assert got == expected, name
+        assert seen == partials, name  # every partial, not just the final text
+
+
+def test_interleaved_sequences_keep_their_own_state(served):
+    """Two streams in different languages, chunks alternating: each equals its own in-process stream."""
+    server, asr, clips = served
+    tc, client = _grpc(server)
+    step = int(CHUNK_S * 16000)
+    streams = []
+    for _, audio, lang in clips[:2]:
+        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
+        streams.append(
+            {
+                "id": random.randrange(1, 2**63),
+                "lang": lang,
+                "pieces": pieces,
+                "texts": [],
+                "expected": _in_process_stream(asr, audio, lang)[0],
+            }
+        )
+    try:
+        for i in range(max(len(s["pieces"]) for s in streams)):
+            for s in streams:
+                if i < len(s["pieces"]):
+                    r = _timed(
+                        "streaming chunk (unary)",
+                        client.infer,
+                        "asr_streaming",
+                        _stream_request(tc, s["pieces"][i], s["lang"] if i == 0 else None),
+                        sequence_id=s["id"],
+                        sequence_start=i == 0,
+                        sequence_end=i == len(s["pieces"]) - 1,
+                    )
+                    s["texts"].append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+    finally:
+        client.close()
+    for s in streams:
+        assert s["texts"] == s["expected"]
+
+
+def _expect_error(fn, *args, match: str, **kw):
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as e:
+        fn(*args, **kw)
+    assert match.lower() in e.value.message().lower(), e.value.message()
+    return e.value.message()
+
+
+def test_malformed_requests_get_errors_and_the_server_stays_up(served):
+    from serving.client import transcribe_offline, transcribe_streaming
+    from serving.server import is_ready
+
+    server, asr, clips = served
+    _, audio, lang = clips[0]
+    tc, client = _grpc(server)
+    try:
+        # offline: wrong dtype (Triton's own input check), empty audio, NaN, unknown language
+        _expect_error(
+            client.infer,
+            "asr_offline",
+            _offline_inputs(tc, audio.astype(np.float64), lang),
+            match="data-type",
+        )
+        _expect_error(
+            client.infer,
+            "asr_offline",
+            _offline_inputs(tc, np.zeros(0, np.float32), lang),
+            match="AUDIO: empty",
+        )
+        bad = audio.copy()
+        bad[100] = np.nan
+        _expect_error(client.infer, "asr_offline", _offline_inputs(tc, bad, lang), match="NaN")
+        _expect_error(
+            client.infer, "asr_offline", _offline_inputs(tc, audio, "xx-XX"), match="unknown language"
+        )
+
+        # streaming: unknown language on START, a chunk for a sequence that never started, a chunk after END
+        sid = random.randrange(1, 2**63)
+        # (START+END in one request: a refused stream left open holds a sequence slot until it idles out, and
+        # tritonserver waits for open sequences on shutdown)
+        _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_request(tc, audio[:2560], "xx-XX"),
+            sequence_id=sid,
+            sequence_start=True,
+            sequence_end=True,
+            match="unknown language",
+        )
+        msg = _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_request(tc, audio[:2560], None),
+            sequence_id=random.randrange(1, 2**63),
+            sequence_start=False,
+            match="sequence",
+        )
+        print(f"\nchunk for an unknown sequence -> {msg}")
+        sid = random.randrange(1, 2**63)
+        client.infer(
+            "asr_streaming",
+            _stream_request(tc, audio[:2560], lang),
+            sequence_id=sid,
+            sequence_start=True,
+            sequence_end=True,
+        )
+        msg = _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_request(tc, audio[:2560], None),
+            sequence_id=sid,
+            match="sequence",
+        )
+        print(f"chunk after END -> {msg}")
+        _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_request(tc, np.full(2560, np.inf), lang),
+            sequence_id=random.randrange(1, 2**63),
+            sequence_start=True,
+            sequence_end=True,
+            match="NaN or Inf",
+        )
+    finally:
+        client.close()
+
+    # still up, still correct
+    assert is_ready(server.http_url)
+    assert (
+        transcribe_offline(server.http_url, audio, lang)
+        == asr.transcribe([audio], [lang], att_context_size=ATT)[0]
+    )
+    assert (
+        transcribe_streaming(server.grpc_url, audio, lang, CHUNK_S) == _in_process_stream(asr, audio, lang)[1]
+    )

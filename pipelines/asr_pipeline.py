@@ -27,6 +27,12 @@ def _gpu_step(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
     return task
 
 
+def _storage(task: dsl.PipelineTask, pvc: str) -> dsl.PipelineTask:
+    """Cluster-only: the data/model PVC at /mnt (data_root and triton_repo defaults live under it)."""
+    kubernetes.mount_pvc(task, pvc_name=pvc, mount_path="/mnt")
+    return task
+
+
 @dsl.pipeline(name=PIPELINE_NAME,
               description="Validate data, fine-tune Nemotron 3.5 ASR (NeMo), evaluate base vs candidate at the "
                           "deployed streaming latency, gate, register in MLflow, export to Triton.")
@@ -51,6 +57,7 @@ def asr_finetune_pipeline(
     triton_repo: str = "/mnt/models/triton_repo",
     mlflow_tracking_uri: str = "",
     git_commit: str = "",
+    data_pvc: str = "asr-data",
 ):
     validated = validate_data(data_root=data_root, min_duration=min_duration, max_duration=max_duration)
     validated.set_display_name("Validate data (great-expectations)")
@@ -71,8 +78,12 @@ def asr_finetune_pipeline(
 
     registered = register_model(candidate=tuned.outputs["model"], evaluation=evaluated.outputs["evaluation"],
                                 model_name=model_name, data_md5=data_md5, base_model_uri=base_model_uri,
-                                git_commit=git_commit, mlflow_tracking_uri=mlflow_tracking_uri)
+                                git_commit=git_commit, mlflow_tracking_uri=mlflow_tracking_uri,
+                                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
+
+    for task in (validated, manifests, tuned, evaluated):
+        _storage(task, data_pvc)
 
     with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition)
         promoted = promote_model(model_name=model_name, version=registered.outputs["version"],
@@ -80,4 +91,4 @@ def asr_finetune_pipeline(
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=triton_repo, alias="champion",
                                  att_context_size=att_context_size, mlflow_tracking_uri=mlflow_tracking_uri)
-        exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted)
+        _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted), data_pvc)

@@ -1,0 +1,35 @@
+"""CLI: python -m components.evaluate_wer --base X.nemo --candidate Y.nemo --manifests DIR --out DIR ..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from components.evaluate_wer.core import run_step
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m components.evaluate_wer", description="Score base vs candidate (streaming + offline) on test.jsonl and apply the gate.",
+                                epilog="Exit status: 0 gate passed, 3 gate failed (outputs written), 1 error.")
+    p.add_argument("--base", required=True, help="base model: .nemo path, dir with model.nemo, or models:/name@alias")
+    p.add_argument("--candidate", required=True, help="candidate model: .nemo path or dir with model.nemo")
+    p.add_argument("--manifests", required=True, help="build_manifest output dir (reads test.jsonl)")
+    p.add_argument("--out", required=True, help="output dir: evaluation.json, decision.json, report.html, ...")
+    p.add_argument("--target-langs", required=True, help="comma-separated, e.g. bg-BG")
+    p.add_argument("--replay-langs", default="", help="comma-separated, e.g. el-GR,es-ES")
+    p.add_argument("--att-context-size", default="", help="streaming lookahead, e.g. [56,1] (default: model's)")
+    p.add_argument("--policy", default="", help="gate policy YAML file (default: policy/default_gate.yaml)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-utts-per-lang", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--piece-s", type=float, default=0.16, help="streaming piece size in seconds (client chunk)")
+    a = p.parse_args(argv)
+    r = run_step(a.manifests, a.base, a.candidate, a.target_langs, a.replay_langs, a.att_context_size, a.policy,
+                 out_dir=a.out, batch_size=a.batch_size, max_utts_per_lang=a.max_utts_per_lang, seed=a.seed,
+                 piece_s=a.piece_s)
+    print(f"evaluation: {r.evaluation_path}\nreport: {r.report_path}")
+    return 0 if r.passed else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

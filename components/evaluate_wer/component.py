@@ -1,0 +1,29 @@
+"""kfp wrapper of evaluate_wer (logic in core.py): outputs the gate decision for dsl.If in the pipeline."""
+
+from typing import NamedTuple
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.common.kfp_base import component
+
+
+@component
+def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Input[Model], target_langs: str,
+                 replay_langs: str, att_context_size: str, gate_policy: str, metrics: Output[Metrics],
+                 report: Output[HTML], evaluation: Output[Artifact]) -> NamedTuple("Outputs", [("passed", bool), ("decision", str)]):
+    """Score base vs candidate (streaming at att_context_size + offline) and apply the gate policy."""
+    import json  # noqa: E401
+    import shutil
+    from collections import namedtuple
+
+    from components.evaluate_wer.core import flat_metrics, run_step
+
+    r = run_step(manifests.path, base_model_uri, candidate.path, target_langs, replay_langs, att_context_size,
+                 gate_policy, out_dir=evaluation.path)
+    flat = flat_metrics(r.metrics)
+    for k, v in flat.items():
+        metrics.log_metric(k, v)
+    with open(metrics.path, "w") as f:
+        json.dump(flat, f, indent=2)
+    shutil.copyfile(r.report_path, report.path)
+    return namedtuple("Outputs", ["passed", "decision"])(r.passed, json.dumps(r.decision))

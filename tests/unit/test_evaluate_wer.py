@@ -1,0 +1,188 @@
+"""evaluate_wer: the gate (pure rules), and evaluate() end to end on the tiny fixture model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.evaluate_wer.gate import PolicyError, decide, load_policy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _m(wer: float, n: int = 10) -> dict:
+    return {"wer_norm": wer, "wer_raw": wer + 0.05, "cer": wer / 2, "n_utts": n}
+
+
+def _metrics(base: dict, cand: dict, cand_off: dict | None = None) -> dict:
+    """base/cand: {lang: streaming wer_norm}; offline = streaming unless cand_off given."""
+    cand_off = cand_off or cand
+    return {
+        "target_langs": ["bg-BG"],
+        "replay_langs": ["el-GR", "es-ES"],
+        "metrics": {
+            "base": {"streaming": {k: _m(v) for k, v in base.items()}, "offline": {k: _m(v) for k, v in base.items()}},
+            "candidate": {"streaming": {k: _m(v) for k, v in cand.items()},
+                          "offline": {k: _m(v) for k, v in cand_off.items()}},
+        },
+        "delta_ci": {"bg-BG": {"delta": -0.5, "low": -0.6, "high": -0.4}},
+    }
+
+
+GOOD = _metrics({"bg-BG": 1.15, "el-GR": 0.64, "es-ES": 0.50}, {"bg-BG": 0.59, "el-GR": 0.66, "es-ES": 0.55})
+
+
+def _failed(decision) -> list[str]:
+    return [r.rule for r in decision.rules if not r.passed]
+
+
+def test_default_policy_passes_the_measured_demo_story():
+    d = decide(GOOD, load_policy(None))
+    assert d.passed, d.summary()
+    rules = {r.rule for r in d.rules}
+    assert {"target_improves[bg-BG]", "target_ceiling[bg-BG]", "replay_max_regression[el-GR]",
+            "replay_max_regression[es-ES]", "streaming_offline_gap[bg-BG]"} <= rules
+    r = next(r for r in d.rules if r.rule == "replay_max_regression[es-ES]")
+    assert r.value == pytest.approx(0.05) and r.threshold == pytest.approx(0.10) and r.passed
+
+
+def test_replay_regression_fails_the_gate():
+    m = _metrics({"bg-BG": 1.15, "el-GR": 0.64, "es-ES": 0.50}, {"bg-BG": 0.59, "el-GR": 1.0, "es-ES": 0.55})
+    d = decide(m, load_policy(None))
+    assert not d.passed and _failed(d) == ["replay_max_regression[el-GR]"]
+    assert "el-GR" in d.summary() and "+0.3600" in d.summary()
+
+
+def test_target_not_improving_fails():
+    m = _metrics({"bg-BG": 0.60, "el-GR": 0.6, "es-ES": 0.5}, {"bg-BG": 0.60, "el-GR": 0.6, "es-ES": 0.5})
+    assert _failed(decide(m, load_policy(None))) == ["target_improves[bg-BG]"]
+
+
+def test_target_ceiling_and_gap():
+    m = _metrics({"bg-BG": 1.5, "el-GR": 0.6, "es-ES": 0.5}, {"bg-BG": 1.2, "el-GR": 0.6, "es-ES": 0.5},
+                 cand_off={"bg-BG": 1.0, "el-GR": 0.6, "es-ES": 0.5})
+    assert _failed(decide(m, load_policy(None))) == ["target_ceiling[bg-BG]", "streaming_offline_gap[bg-BG]"]
+
+
+def test_missing_language_fails_not_passes():
+    m = copy.deepcopy(GOOD)
+    del m["metrics"]["candidate"]["streaming"]["es-ES"]
+    d = decide(m, load_policy(None))
+    assert not d.passed and "replay_max_regression[es-ES]" in _failed(d)
+
+
+def test_policy_thresholds_are_data_and_ci_rule():
+    strict = load_policy("mode: streaming\nrules:\n  replay_max_regression: {max_increase: 0.01}\n"
+                         "  target_ci_below_zero: {}\n")
+    d = decide(GOOD, strict)
+    assert _failed(d) == ["replay_max_regression[el-GR]", "replay_max_regression[es-ES]"]
+    m = copy.deepcopy(GOOD)
+    m["delta_ci"]["bg-BG"] = {"delta": -0.1, "low": -0.3, "high": 0.05}
+    assert _failed(decide(m, strict))[0] == "target_ci_below_zero[bg-BG]"
+
+
+def test_bad_policies_are_named():
+    with pytest.raises(PolicyError, match="unknown rule 'replay_regresion'"):
+        load_policy("rules:\n  replay_regresion: {max_increase: 0.1}\n")
+    with pytest.raises(PolicyError, match="'rules' mapping"):
+        load_policy("mode: streaming\n")
+    with pytest.raises(PolicyError, match="mode must be"):
+        load_policy("mode: live\nrules: {}\n")
+    assert not decide(GOOD, {"rules": {}}).passed  # nothing measured against -> never a pass
+
+
+# ------------------------------------------------------------------ end to end on the tiny model
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)  # see test_asr_infer.tiny_model_path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_asr_infer import build_tiny_model  # same builder and cache dir as the asr_infer tests
+
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny_asr_model")
+
+
+@pytest.fixture(scope="module")
+def manifest_dir(tmp_path_factory) -> Path:
+    import soundfile as sf
+
+    from components.common.manifest import write_manifest
+
+    d = tmp_path_factory.mktemp("manifests")
+    (d / "audio").mkdir()
+    rows = []
+    texts = {"bg-BG": ["Включи светлината.", "Добро утро, как сте?", "Температурата е двадесет."],
+             "el-GR": ["Καλημέρα σας.", "Τι ώρα είναι;"]}
+    rng = np.random.default_rng(0)
+    for lang, items in texts.items():
+        for k, text in enumerate(items):
+            uid = f"{lang}-{k}"
+            n = int(16000 * (0.8 + 0.3 * k))
+            t = np.arange(n) / 16000
+            a = 0.3 * np.sin(2 * np.pi * (150 + 300 * k + 200 * t) * t) + 0.05 * rng.standard_normal(n)
+            sf.write(d / "audio" / f"{uid}.wav", a.astype(np.float32), 16000, subtype="PCM_16")
+            rows.append({"audio_filepath": f"audio/{uid}.wav", "duration": n / 16000, "text": text, "lang": lang,
+                         "target_lang": lang, "speaker": f"s{k}", "id": uid})
+    write_manifest(d / "test.jsonl", rows)
+    return d
+
+
+def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
+    from components.evaluate_wer.core import evaluate
+
+    out = tmp_path / "eval"
+    res = evaluate(str(tiny_model_path), str(tiny_model_path), str(manifest_dir), str(out), ["bg-BG"], ["el-GR"],
+                   [56, 1], load_policy(None), batch_size=2, seed=0)
+    ev = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    for model in ("base", "candidate"):
+        for mode in ("streaming", "offline"):
+            for lang, n in (("bg-BG", 3), ("el-GR", 2), ("overall", 5)):
+                s = ev["metrics"][model][mode][lang]
+                assert {"wer_raw", "wer_norm", "cer", "n_utts"} <= set(s) and s["n_utts"] == n
+    assert ev["att_context_size"] == [56, 1] and ev["target_langs"] == ["bg-BG"]
+    # identical models: every delta is 0 and its CI contains 0; the target did not improve -> gate fails
+    for lang in ("bg-BG", "el-GR"):
+        ci = ev["delta_ci"][lang]
+        assert ci["delta"] == 0.0 and ci["low"] <= 0.0 <= ci["high"] and ci["n_resamples"] == 1000
+    dec = json.loads((out / "decision.json").read_text(encoding="utf-8"))
+    assert dec == ev["decision"] and dec["passed"] is False and res.passed is False
+    failed = [r["rule"] for r in dec["rules"] if not r["passed"]]
+    assert "target_improves[bg-BG]" in failed and "replay_max_regression[el-GR]" not in failed
+    assert all({"rule", "value", "threshold", "passed", "reason"} <= set(r) for r in dec["rules"])
+    lines = (out / "utterances.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5 and {"base_streaming", "candidate_offline"} <= set(json.loads(lines[0]))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 2 and "FAILED" in html
+    assert "gate: FAILED" in capsys.readouterr().out
+
+
+def test_evaluate_errors_name_the_problem(tiny_model_path, manifest_dir, tmp_path):
+    from components.evaluate_wer.core import evaluate, parse_att_context_size
+
+    with pytest.raises(ValueError, match=r"no test utterances for language\(s\) \['es-ES'\]"):
+        evaluate(str(tiny_model_path), str(tiny_model_path), str(manifest_dir), str(tmp_path), ["bg-BG"],
+                 ["es-ES"], None, load_policy(None))
+    with pytest.raises(FileNotFoundError, match="test.jsonl"):
+        evaluate(str(tiny_model_path), str(tiny_model_path), str(tmp_path), str(tmp_path), ["bg-BG"], [], None,
+                 load_policy(None))
+    assert parse_att_context_size("[56,1]") == [56, 1] and parse_att_context_size("") is None
+    with pytest.raises(ValueError, match="two integers"):
+        parse_att_context_size("[56]")
+
+
+def test_cli_help_and_component_interface():
+    r = subprocess.run([sys.executable, "-m", "components.evaluate_wer", "--help"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--target-langs" in r.stdout
+    from components.evaluate_wer.component import evaluate_wer
+
+    spec = evaluate_wer.component_spec
+    assert set(spec.outputs) >= {"passed", "decision", "metrics", "report", "evaluation"}
+    assert set(spec.inputs) >= {"manifests", "base_model_uri", "candidate", "att_context_size", "gate_policy"}

@@ -1,15 +1,15 @@
 """The DAG: wiring only. Each step's logic lives in components/<step>/core.py.
 
-data ─► validate_data ─► build_manifest ─► finetune_asr ─► evaluate_wer ─► register_model
-                                                                             └─[gate passed]─► promote_model ─► export_triton
+data ─► validate_data ─► build_manifest ─► finetune_asr ─► evaluate_wer ─► register_model ─► release_gate
+                                                                         └─[dsl.If gate passed]─► promote_model ─► export_triton
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
 from kfp import dsl, kubernetes
 
 from components.build_manifest.component import build_manifest
-from components.evaluate_wer.component import evaluate_wer
+from components.evaluate_wer.component import evaluate_wer, release_gate
 from components.export_triton.component import export_triton
 from components.finetune_asr.component import finetune_asr
 from components.register_model.component import promote_model, register_model
@@ -82,10 +82,13 @@ def asr_finetune_pipeline(
                                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
 
+    gate = release_gate(evaluation=evaluated.outputs["evaluation"])
+    gate.set_display_name("Release gate").set_caching_options(False).after(registered)
+
     for task in (validated, manifests, tuned, evaluated):
         _storage(task, data_pvc)
 
-    with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition)
+    with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition)
         promoted = promote_model(model_name=model_name, version=registered.outputs["version"],
                                  mlflow_tracking_uri=mlflow_tracking_uri)
         promoted.set_display_name("Promote to champion").set_caching_options(False)

@@ -68,7 +68,7 @@ def step_base_model(params: dict) -> str:
     if current and current.tags.get("checkpoint_sha256") == sha:
         print(f"base model already registered: models:/{name}@{BASE} (v{current.version})")
     else:
-        info = reg.register(name, Path(nemo).parent, tags={"role": "base", "languages": ",".join(b["langs"])},
+        info = reg.register(name, Path(nemo), tags={"role": "base", "languages": ",".join(b["langs"])},
                             description="Tiny Nemotron-class base model, pre-trained on the demo corpus "
                                         f"without the target language ({','.join(b['langs'])}).",
                             aliases=(BASE,))
@@ -162,6 +162,13 @@ def main(overrides: list[str] | None = None) -> int:
     t0 = time.time()
     params = load_params(overrides=overrides)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    from registry.mlflow_adapter import EXPERIMENT, Registry, default_tracking_uri, get_client
+
+    # every task (kfp.local subprocesses inherit the environment) logs to the same tracking store and experiment,
+    # whose artifact location sits next to the sqlite file rather than in the cwd
+    os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri())
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    Registry(get_client()).experiment_id()
     md5 = step_corpus(params)
     base_uri = step_base_model(params)
     run_dir = step_pipeline(params, base_uri, md5)

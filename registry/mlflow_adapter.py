@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -70,8 +71,19 @@ class Registry:
     def register(self, name: str, model_dir: str | os.PathLike, tags: dict[str, str] | None = None,
                  description: str = "", aliases: tuple[str, ...] = (CHALLENGER,),
                  run_id: str | None = None, extra_files: dict[str, str] | None = None) -> VersionInfo:
-        """Log `model_dir` (model.nemo + model.json) as run artifacts and create a model version from them."""
+        """Log `model_dir` (model.nemo + model.json) as run artifacts and create a model version from them.
+
+        `model_dir` may also be a .nemo file: it is registered as model.nemo with the model.json beside it."""
         model_dir = Path(model_dir)
+        if model_dir.is_file():
+            with tempfile.TemporaryDirectory() as staged:
+                try:  # a hardlink avoids copying a 2.5 GB Nemotron checkpoint
+                    os.link(model_dir, Path(staged) / "model.nemo")
+                except OSError:
+                    shutil.copy2(model_dir, Path(staged) / "model.nemo")
+                if (model_dir.parent / "model.json").exists():
+                    shutil.copy2(model_dir.parent / "model.json", Path(staged) / "model.json")
+                return self.register(name, staged, tags, description, aliases, run_id, extra_files)
         nemo = model_dir / "model.nemo"
         if not nemo.is_file():
             raise FileNotFoundError(f"{nemo}: no model.nemo to register")

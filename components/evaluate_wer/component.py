@@ -27,3 +27,21 @@ def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Inpu
         json.dump(flat, f, indent=2)
     shutil.copyfile(r.report_path, report.path)
     return namedtuple("Outputs", ["passed", "decision"])(r.passed, json.dumps(r.decision))
+
+
+@component
+def release_gate(evaluation: Input[Artifact]) -> bool:
+    """The gate as its own step: prints every rule and returns the decision the pipeline branches on.
+
+    A separate single-output step (rather than dsl.If on evaluate_wer's named output) keeps the condition
+    resolvable by kfp.local 2.17, whose local condition evaluator only resolves `<task>-Output` channels.
+    """
+    import json
+    import os
+
+    with open(os.path.join(evaluation.path, "evaluation.json")) as f:
+        decision = json.load(f)["decision"]
+    for rule in decision.get("rules", []):
+        print(f"[{'pass' if rule.get('passed') else 'FAIL'}] {rule.get('rule')}: {rule.get('reason', '')}")
+    print(f"gate {'PASSED' if decision['passed'] else 'FAILED'}")
+    return bool(decision["passed"])

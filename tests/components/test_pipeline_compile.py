@@ -9,8 +9,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.asr_pipeline import asr_finetune_pipeline
 
-STEPS = ["validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model", "promote-model",
-         "export-triton"]
+STEPS = ["validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model", "release-gate",
+         "promote-model", "export-triton"]
 
 
 def test_compile_loads_back_with_every_step(tmp_path):
@@ -24,7 +24,7 @@ def test_compile_loads_back_with_every_step(tmp_path):
     # the gate: promote/export sit inside the dsl.If branch
     dag = docs[0]["root"]["dag"]["tasks"]
     gate = next(t for name, t in dag.items() if name.startswith("condition"))
-    assert "evaluate-wer" in gate["triggerPolicy"]["condition"]
+    assert "release-gate" in gate["triggerPolicy"]["condition"]
     # the cluster settings travel with the YAML
     finetune = docs[0]["deploymentSpec"]["executors"]["exec-finetune-asr"]["container"]
     assert finetune["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"

@@ -1,0 +1,706 @@
+"""Fine-tune a NeMo prompt-RNNT `.nemo` (Nemotron 3.5 ASR class) on target languages, with replay.
+
+The recipe (NVIDIA's notebook / Baseten port, shared/reference/nemotron-recipe-and-anchors.md): a full fine-tune
+initialised from the `.nemo`, the base tokenizer kept, lhotse data whose every line carries `lang`/`target_lang`,
+AdamW with a fixed `max_steps`, and a slice of the other languages mixed in ("replay") so they are not forgotten.
+The architecture always comes from the `.nemo`; a NeMo-native YAML (`conf/`) supplies only train_ds / optim /
+trainer: the tiny YAML on CPU, `nemotron35_finetune.yaml` on GPU. On CPU the RNNT loss is swapped for the
+vectorised one in fastloss.py (NeMo's is pure Python there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.common.io import atomic_write_text, sha256_file
+from components.common.manifest import ManifestError, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+TINY_CONFIG = CONF_DIR / "tiny_prompt_rnnt.yaml"
+NEMOTRON_CONFIG = CONF_DIR / "nemotron35_finetune.yaml"
+FREEZE_CHOICES = ("none", "encoder")
+# Manifest fields we pass on to NeMo (lhotse reads audio_filepath/duration/text/lang; the rest is provenance).
+_KEEP_FIELDS = ("audio_filepath", "duration", "text", "lang", "target_lang", "speaker", "id")
+
+
+@dataclass
+class FinetuneResult:
+    model_path: str  # out_dir/model.nemo
+    sidecar_path: str  # out_dir/model.json
+    steps_done: int  # trainer.global_step at the end (counts resumed steps too)
+    train_loss_curve: list[tuple[int, float]]  # (global step, train loss) for the steps run in this call
+    seconds: float  # wall time of this call
+    resumed_from_step: int = 0  # > 0 when training continued from a checkpoint
+    n_train_rows: int = 0
+    rows_per_lang: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss of the last (up to) 10 recorded steps: one step's loss is too noisy to report."""
+        tail = [loss for _, loss in self.train_loss_curve[-10:]]
+        return float(sum(tail) / len(tail)) if tail else float("nan")
+
+
+@dataclass
+class TrainOutcome:
+    """What one `trainer.fit` produced (shared by finetune and bootstrap)."""
+
+    steps_done: int
+    resumed_from_step: int
+    loss_curve: list[tuple[int, float]]
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------- data selection
+def select_rows(
+    train_manifest: str | os.PathLike,
+    target_langs: Sequence[str],
+    replay_manifest: str | os.PathLike | None = None,
+    replay_langs: Sequence[str] = (),
+    replay_per_lang: int = 150,
+    seed: int = 0,
+    prompt_dictionary: dict[str, int] | None = None,
+) -> list[dict]:
+    """All target-language rows + `replay_per_lang` seeded random rows per replay language.
+
+    Every row gets absolute `audio_filepath` and `lang` = `target_lang` (the prompt key lhotse reads; the
+    Nemotron recipe reads `target_lang`). Fails naming the file and language when a language has no rows, is
+    not a prompt-dictionary key, or an audio file is missing.
+    """
+    target_langs = list(target_langs)
+    replay_langs = [lang for lang in replay_langs if lang not in target_langs]
+    if not target_langs:
+        raise ValueError("finetune: target_langs is empty")
+    if replay_per_lang < 0:
+        raise ValueError(f"finetune: replay_per_lang must be >= 0, got {replay_per_lang}")
+    if prompt_dictionary is not None:
+        unknown = [lang for lang in [*target_langs, *replay_langs] if lang not in prompt_dictionary]
+        if unknown:
+            raise ValueError(
+                f"finetune: languages {unknown} are not keys of the model's prompt_dictionary "
+                f"(known: {sorted(prompt_dictionary)})"
+            )
+
+    train_rows = _read(train_manifest)
+    rows = [r for r in train_rows if _lang(r) in target_langs]
+    for lang in target_langs:
+        if not any(_lang(r) == lang for r in rows):
+            found = sorted({_lang(r) for r in train_rows})
+            raise ValueError(f"{train_manifest}: no rows with lang '{lang}' (languages present: {found})")
+
+    if replay_langs and replay_per_lang > 0:
+        src = replay_manifest or train_manifest
+        src_rows = train_rows if src == train_manifest else _read(src)
+        rng = random.Random(seed)
+        for lang in replay_langs:
+            pool = [r for r in src_rows if _lang(r) == lang]
+            if not pool:
+                found = sorted({_lang(r) for r in src_rows})
+                raise ValueError(f"{src}: no rows with lang '{lang}' for replay (languages present: {found})")
+            rows += rng.sample(pool, min(replay_per_lang, len(pool)))
+
+    out = []
+    for r in rows:
+        if not os.path.isfile(r["audio_filepath"]):
+            raise ManifestError(
+                f"{train_manifest}: audio file not found: {r['audio_filepath']} (id {r.get('id')})"
+            )
+        row = {k: r[k] for k in _KEEP_FIELDS if k in r}
+        row["lang"] = row["target_lang"] = _lang(r)
+        row["duration"] = float(r["duration"])
+        out.append(row)
+    return out
+
+
+def _read(path: str | os.PathLike) -> list[dict]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"manifest not found: {path}")
+    return read_manifest(path, absolute=True)
+
+
+def _lang(row: dict) -> str:
+    return row.get("target_lang") or row["lang"]
+
+
+def count_langs(rows: Sequence[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["lang"]] = counts.get(r["lang"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# ----------------------------------------------------------------------------------------------- config
+def default_config() -> Path:
+    """The tiny YAML on a CPU box, the Nemotron fine-tune YAML where CUDA is available."""
+    import torch
+
+    return NEMOTRON_CONFIG if torch.cuda.is_available() else TINY_CONFIG
+
+
+def load_train_sections(config: str | os.PathLike) -> tuple[dict, dict, dict]:
+    """(train_ds, optim, trainer) from a NeMo-native YAML, interpolations resolved, `???` left as None."""
+    from omegaconf import OmegaConf
+
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"finetune config not found: {path}")
+    cfg = OmegaConf.load(path)
+    for key in ("model.train_ds", "model.optim", "trainer"):
+        if OmegaConf.select(cfg, key) is None:
+            raise ValueError(f"{path}: missing section '{key}'")
+
+    def section(key: str) -> dict:
+        node = OmegaConf.select(cfg, key)
+        out = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+        return {k: (None if v == "???" else v) for k, v in out.items()}
+
+    return section("model.train_ds"), section("model.optim"), section("trainer")
+
+
+def config_sha256(config: str | os.PathLike) -> str:
+    return sha256_file(config)
+
+
+# --------------------------------------------------------------------------------------------- training
+def set_threads(threads: int | None) -> int:
+    """torch threads = `threads`, else $ASR_THREADS, else the CPU count (the documented default)."""
+    import torch
+
+    n = threads or int(os.environ.get("ASR_THREADS") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def _callbacks(label: str, max_steps: int, every: int = 50):
+    """Lightning callbacks: per-step loss recorder with progress lines on stderr, and the resume marker."""
+    import lightning.pytorch as pl
+
+    class LossRecorder(pl.Callback):
+        """Records (step, loss) and prints step / loss / s/step / ETA every `every` steps (why: an 800-step
+        CPU run takes minutes; a silent job looks hung)."""
+
+        def __init__(self) -> None:
+            self.curve: list[tuple[int, float]] = []
+            self.start_step = 0
+            self._t0 = 0.0
+            self._last_t = 0.0
+            self._last_step = 0
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.start_step = int(trainer.global_step)  # > 0 after a checkpoint restore
+            self._t0 = self._last_t = time.monotonic()
+            self._last_step = self.start_step
+            if self.start_step:
+                print(f"[{label}] resumed at step {self.start_step}/{max_steps}", file=sys.stderr, flush=True)
+                # A restored NeMo scheduler keeps the interrupted run's horizon; follow this run's max_steps.
+                for sc in trainer.lr_scheduler_configs:
+                    sched = sc.scheduler
+                    if getattr(sched, "max_steps", None) not in (None, max_steps) and not getattr(
+                        sched, "constant_steps", 0
+                    ):
+                        sched.max_steps = max_steps
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            step = int(trainer.global_step)
+            self.curve.append((step, float(loss.detach().cpu()) if hasattr(loss, "detach") else float(loss)))
+            if step % every == 0 or step == max_steps or step == self.start_step + 1:
+                now = time.monotonic()
+                s_per_step = (now - self._last_t) / max(1, step - self._last_step)
+                window = [v for _, v in self.curve[-every:]]
+                eta = s_per_step * (max_steps - step)
+                print(
+                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f} "
+                    f"{s_per_step:.2f} s/step ETA {_fmt_s(eta)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self._last_t, self._last_step = now, step
+
+    return LossRecorder()
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(
+    model,
+    train_ds: dict,
+    optim: dict,
+    trainer_cfg: dict,
+    max_steps: int,
+    work_dir: str | os.PathLike,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    label: str = "train",
+) -> TrainOutcome:
+    """Attach a Lightning trainer, set up lhotse training data and the optimiser, fit for `max_steps`.
+
+    Checkpoints go to `<work_dir>/checkpoints` every `checkpoint_every` steps (`last.ckpt` = newest); with
+    `resume`, an existing `last.ckpt` is restored (weights, optimiser, scheduler, step). Validation is off: the
+    gate is a standalone evaluation (in-training val WER differs from it, NeMo #7224).
+    """
+    import lightning.pytorch as pl
+    import torch
+    from omegaconf import DictConfig, open_dict
+
+    from components.finetune_asr.fastloss import patch_rnnt_loss
+
+    if max_steps <= 0:
+        raise ValueError(f"max_steps must be > 0, got {max_steps}")
+    work_dir = Path(work_dir)
+    ckpt_dir = work_dir / "checkpoints"
+    callbacks: list = []
+    recorder = _callbacks(label, max_steps)
+    callbacks.append(recorder)
+    if checkpoint_every > 0:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(ckpt_dir),
+                filename="{step}",
+                every_n_train_steps=checkpoint_every,
+                save_last=True,
+                save_top_k=1,
+                save_on_train_epoch_end=False,
+            )
+        )
+    tcfg = {k: v for k, v in trainer_cfg.items() if k not in ("max_steps", "callbacks", "logger")}
+    tcfg.update(
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=checkpoint_every > 0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(work_dir),
+    )
+    if tcfg.get("max_epochs") is None:
+        tcfg["max_epochs"] = -1  # max_steps decides; a finite lhotse epoch just restarts
+    trainer = pl.Trainer(callbacks=callbacks, **tcfg)
+
+    model.set_trainer(trainer)
+    with open_dict(model.cfg):
+        model.cfg.train_ds = DictConfig(train_ds)
+        model.cfg.optim = DictConfig(optim)
+    model.setup_training_data(
+        model.cfg.train_ds
+    )  # the optimiser is built by configure_optimizers from cfg.optim
+    on_cpu = tcfg.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    if on_cpu and patch_rnnt_loss(model):
+        log.info("RNNT loss: vectorised CPU loss (fastloss.FastRNNTLoss)")
+
+    ckpt_path = None
+    if resume and (ckpt_dir / "last.ckpt").is_file():
+        ckpt_path = str(ckpt_dir / "last.ckpt")
+    t0 = time.monotonic()
+    trainer.fit(model, ckpt_path=ckpt_path)
+    seconds = time.monotonic() - t0
+    model.eval()
+    return TrainOutcome(
+        steps_done=int(trainer.global_step),
+        resumed_from_step=recorder.start_step,
+        loss_curve=recorder.curve,
+        seconds=seconds,
+    )
+
+
+def build_train_ds(
+    base: dict, manifest_path: str | os.PathLike, model_cfg, seed: int, batch_size: int | None
+) -> dict:
+    """The dataset section: the YAML's, plus what must come from the model (prompt dictionary, sample rate)."""
+    ds = dict(base)
+    ds.update(
+        manifest_filepath=str(manifest_path),
+        use_lhotse=True,
+        is_tarred=False,
+        tarred_audio_filepaths=None,
+        sample_rate=int(model_cfg.sample_rate),
+        prompt_dictionary=dict(model_cfg.model_defaults.prompt_dictionary),
+        num_prompts=int(model_cfg.model_defaults.get("num_prompts", 128)),
+        seed=seed,
+    )
+    ds.setdefault("default_prompt_mode", "langID")
+    if batch_size:
+        ds["batch_size"] = int(batch_size)
+    return ds
+
+
+def build_optim(base: dict, lr: float | None, warmup_steps: int | None, scheduler: str | None) -> dict:
+    optim = json.loads(json.dumps(base))  # deep copy of plain data
+    sched = optim.setdefault("sched", {})
+    if scheduler:
+        sched["name"] = scheduler
+    if lr is not None:
+        optim["lr"] = float(lr)
+    if warmup_steps is not None:
+        sched["warmup_steps"] = int(warmup_steps)
+    if sched.get("name") == "NoamAnnealing":
+        sched.setdefault("d_model", 1024)
+        sched.pop("max_steps", None)
+    sched.pop("max_steps", None)  # NeMo derives it from trainer.max_steps
+    return optim
+
+
+def save_model_atomic(model, path: str | os.PathLike) -> str:
+    """model.save_to a temp file next to `path`, then rename: a reader never sees a partial .nemo."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".nemo")
+    os.close(fd)
+    try:
+        model.save_to(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; servers and other users read models
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(path)
+
+
+def model_card(model, **extra: Any) -> dict:
+    """The sidecar's model-derived fields (docs/ARCHITECTURE.md, model artifact contract)."""
+    enc = model.encoder
+    return {
+        "model_class": str(model.cfg.get("target") or f"{type(model).__module__}.{type(model).__name__}"),
+        "prompt_dictionary": dict(model.cfg.model_defaults.get("prompt_dictionary", {})),
+        "att_context_sizes": [list(a) for a in getattr(enc, "att_context_size_all", [])],
+        "vocab_size": int(model.tokenizer.vocab_size),
+        **extra,
+    }
+
+
+def write_sidecar(model_path: str | os.PathLike, card: dict) -> str:
+    """model.json next to model.nemo, written last and atomically: its presence means the .nemo is complete."""
+    model_path = Path(model_path)
+    doc = {"sha256": sha256_file(model_path), "model_file": model_path.name, **card}
+    out = model_path.with_name("model.json")
+    atomic_write_text(out, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    os.chmod(out, 0o644)
+    return str(out)
+
+
+def _run_fingerprint(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _check_resume(work_dir: Path, fingerprint: str) -> None:
+    """Refuse to resume from checkpoints of a different run (other data, base model or hyper-parameters)."""
+    marker = work_dir / "run.json"
+    ckpts = work_dir / "checkpoints"
+    if marker.is_file():
+        previous = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+        if previous != fingerprint and ckpts.exists() and any(ckpts.iterdir()):
+            raise RuntimeError(
+                f"{ckpts} holds checkpoints of a different fine-tune (data, base model or hyper-parameters "
+                f"differ; see {marker}); delete them or use another work_dir"
+            )
+    atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+def finetune(
+    base_model: str | os.PathLike,
+    train_manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    target_langs: Sequence[str],
+    replay_manifest: str | os.PathLike | None = None,
+    replay_langs: Sequence[str] = (),
+    replay_per_lang: int = 150,
+    max_steps: int = 300,
+    lr: float | None = 2e-3,
+    warmup_steps: int | None = 20,
+    batch_size: int | None = 16,
+    freeze: str = "none",
+    att_context_size: Sequence[int] | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    threads: int | None = None,
+    config: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    work_dir: str | os.PathLike | None = None,
+    base_model_uri: str | None = None,
+) -> FinetuneResult:
+    """Full fine-tune of a local `.nemo` on `target_langs` (+ replay) -> out_dir/model.nemo + model.json.
+
+    `config` (default: tiny YAML on CPU, Nemotron YAML on GPU) supplies train_ds/optim/trainer; explicit
+    arguments override it (None keeps the YAML's value, e.g. lr=None keeps the Nemotron Noam lr 0.1).
+    `att_context_size` trains at one lookahead only (the deployment latency); the saved model keeps all.
+    `work_dir` (default out_dir/work) holds the NeMo manifest and checkpoints; an unfinished run in the same
+    work_dir resumes from its last checkpoint.
+    """
+    import lightning.pytorch as pl
+    from nemo.collections.asr.models import ASRModel
+
+    t_start = time.monotonic()
+    base_model = Path(base_model)
+    if not base_model.is_file():
+        raise FileNotFoundError(f"base model not found: {base_model}")
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir) if work_dir else out_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config = Path(config) if config else default_config()
+    ds_base, optim_base, trainer_cfg = load_train_sections(config)
+    set_threads(threads)
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+    model = ASRModel.restore_from(str(base_model), map_location="cpu")
+    if not hasattr(model, "prompt_kernel"):
+        log.warning("%s is a %s without a language prompt; lang is ignored", base_model, type(model).__name__)
+    prompt_dictionary = dict(model.cfg.model_defaults.get("prompt_dictionary", {})) or None
+    rows = select_rows(
+        train_manifest, target_langs, replay_manifest, replay_langs, replay_per_lang, seed, prompt_dictionary
+    )
+    manifest_path = work_dir / "train_manifest.jsonl"
+    write_manifest(manifest_path, rows)
+    unk = _unknown_rows(model.tokenizer, [r["text"] for r in rows])
+    if unk:
+        log.warning(
+            "%d/%d training texts contain tokens the base tokenizer maps to <unk>, e.g. %r",
+            len(unk),
+            len(rows),
+            unk[0],
+        )
+
+    train_ds = build_train_ds(ds_base, manifest_path, model.cfg, seed, batch_size)
+    optim = build_optim(optim_base, lr, warmup_steps, scheduler)
+    base_sha = sha256_file(base_model)
+    fingerprint = _run_fingerprint(
+        base=base_sha,
+        rows=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+        config=config_sha256(config),
+        optim=optim,
+        batch_size=train_ds.get("batch_size"),
+        freeze=freeze,
+        att=att_context_size,
+        seed=seed,
+    )
+    _check_resume(work_dir, fingerprint)
+
+    if freeze == "encoder":
+        model.encoder.freeze()
+    saved_probs = None
+    if att_context_size is not None:
+        att = [int(a) for a in att_context_size]
+        if att not in model.encoder.att_context_size_all:
+            raise ValueError(
+                f"att_context_size {att} is not one of the model's {model.encoder.att_context_size_all}"
+            )
+        saved_probs = list(model.encoder.att_context_probs)
+        model.encoder.att_context_probs = [
+            1.0 if a == att else 0.0 for a in model.encoder.att_context_size_all
+        ]
+
+    outcome = train(
+        model,
+        train_ds,
+        optim,
+        trainer_cfg,
+        max_steps,
+        work_dir,
+        checkpoint_every=checkpoint_every,
+        resume=True,
+        label="finetune",
+    )
+    if saved_probs is not None:
+        model.encoder.att_context_probs = saved_probs
+    if freeze == "encoder":
+        model.encoder.unfreeze()
+    model.eval()
+
+    langs = [*target_langs, *[lang for lang in replay_langs if lang not in target_langs]]
+    is_rank_zero = getattr(model, "global_rank", 0) == 0
+    model_path = out_dir / "model.nemo"
+    sidecar = out_dir / "model.json"
+    if is_rank_zero:
+        save_model_atomic(model, model_path)
+        sidecar = write_sidecar(
+            model_path,
+            model_card(
+                model,
+                base_model_uri=base_model_uri or str(base_model),
+                base_model_sha256=base_sha,
+                languages=langs,
+                target_languages=list(target_langs),
+                replay_languages=[lang for lang in replay_langs if lang not in target_langs],
+                train_steps=outcome.steps_done,
+                rows_per_lang=count_langs(rows),
+                config=config.name,
+                hyperparameters={
+                    "lr": optim.get("lr"),
+                    "scheduler": optim.get("sched", {}).get("name"),
+                    "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
+                    "batch_size": train_ds.get("batch_size"),
+                    "freeze": freeze,
+                    "att_context_size": list(att_context_size) if att_context_size else None,
+                    "seed": seed,
+                    "replay_per_lang": replay_per_lang,
+                },
+            ),
+        )
+    return FinetuneResult(
+        model_path=str(model_path),
+        sidecar_path=str(sidecar),
+        steps_done=outcome.steps_done,
+        train_loss_curve=outcome.loss_curve,
+        seconds=time.monotonic() - t_start,
+        resumed_from_step=outcome.resumed_from_step,
+        n_train_rows=len(rows),
+        rows_per_lang=count_langs(rows),
+    )
+
+
+def _unknown_rows(tokenizer, texts: list[str]) -> list[str]:
+    from components.finetune_asr.tokenizer import unknown_token_rows
+
+    return unknown_token_rows(tokenizer, texts)
+
+
+# ---------------------------------------------------------------------------------------- base model + mlflow
+def resolve_base_model(uri: str, dst_dir: str | os.PathLike) -> str:
+    """A local .nemo path as is; an MLflow URI (`models:/name@alias`, `runs:/...`) via the registry adapter."""
+    if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
+        path = Path(uri)
+        if path.is_dir():  # a model artifact directory (finetune_asr output or bootstrap cache entry)
+            path = next(
+                (path / n for n in ("model.nemo", "base.nemo") if (path / n).is_file()), path / "model.nemo"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"base model not found: {uri}")
+        return str(path)
+    from registry.mlflow_adapter import resolve_model_uri
+
+    return resolve_model_uri(uri, str(dst_dir))
+
+
+def log_to_mlflow(result: FinetuneResult, params: dict) -> str | None:
+    """Log a run (params, loss curve, sidecar) when MLFLOW_TRACKING_URI is set; None when it is not.
+
+    The .nemo itself is not logged here: register_model logs it with its lineage tags.
+    """
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    import mlflow
+    from mlflow.entities import Metric
+
+    from registry.mlflow_adapter import Registry, get_client
+
+    # the project's experiment keeps artifacts next to the tracking store (never ./mlruns in the cwd)
+    experiment_id = Registry(get_client(), os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr").experiment_id()
+    with mlflow.start_run(run_name="finetune_asr", experiment_id=experiment_id) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric("train_loss", loss, now, step)
+            for step, loss in result.train_loss_curve
+            if math.isfinite(loss)
+        ]
+        client = mlflow.MlflowClient()
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
+        mlflow.log_metrics(
+            {
+                "final_train_loss": result.final_loss,
+                "steps": result.steps_done,
+                "train_seconds": result.seconds,
+            }
+        )
+        mlflow.log_artifact(result.sidecar_path)
+        return run.info.run_id
+
+
+def result_dict(result: FinetuneResult) -> dict:
+    d = dataclasses.asdict(result)
+    d["final_loss"] = result.final_loss
+    return d
+
+
+# ------------------------------------------------------------------------------------- the pipeline step
+def run_finetune_step(
+    manifest_dir: str | os.PathLike,
+    base_model_uri: str,
+    out_dir: str | os.PathLike,
+    target_langs: str | Sequence[str],
+    replay_langs: str | Sequence[str] = "",
+    replay_per_lang: int = 150,
+    max_steps: int = 300,
+    lr: float = 2e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+    config: str = "",
+) -> tuple[FinetuneResult, str]:
+    """What the kfp component does, testable without kfp: resolve the base, fine-tune, log to MLflow.
+
+    Pipeline parameters arrive as plain values: languages as 'a,b'; lr <= 0 means "the config's optimiser as
+    is" (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses it with a 20-step warmup, the tiny recipe);
+    batch_size <= 0 means the config's batching (the Nemotron YAML's batch_duration). Checkpoints live in
+    $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried task resumes) or a temp dir, never in
+    the model artifact, and are deleted after success. Returns (result, MLflow run id or '').
+    """
+    import shutil
+
+    from components.common.languages import parse_langs
+
+    targets, replays = parse_langs(target_langs), parse_langs(replay_langs)
+    params = {
+        "base_model_uri": base_model_uri,
+        "manifests": str(manifest_dir),
+        "target_langs": ",".join(targets),
+        "replay_langs": ",".join(replays),
+        "replay_per_lang": replay_per_lang,
+        "max_steps": max_steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "config": config,
+    }
+    root = os.environ.get("ASR_WORK_DIR")
+    if root:
+        work = Path(root) / "finetune_asr" / _run_fingerprint(**params)[:16]
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
+    base = resolve_base_model(base_model_uri, work / "base_model")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    result = finetune(
+        base,
+        Path(manifest_dir) / "train.jsonl",
+        out_dir,
+        targets,
+        replay_langs=replays,
+        replay_per_lang=replay_per_lang,
+        max_steps=max_steps,
+        lr=lr if lr > 0 else None,
+        warmup_steps=20 if lr > 0 else None,
+        batch_size=batch_size if batch_size > 0 else None,
+        seed=seed,
+        config=config or None,
+        work_dir=work,
+        base_model_uri=base_model_uri,
+    )
+    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+        return result, ""  # a DDP worker re-running this body: rank 0 logs and cleans up
+    run_id = log_to_mlflow(result, params) or ""
+    shutil.rmtree(work, ignore_errors=True)
+    return result, run_id

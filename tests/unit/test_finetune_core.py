@@ -1,0 +1,200 @@
+"""finetune_asr: row selection, tokenizer, bootstrap cache, fine-tune artifacts and checkpoint resume.
+
+The training tests run the real NeMo model (tiny, a few steps on ~16 synthetic sine clips): they check the
+plumbing (artifacts, sha256, restore, resume), not learning — that needs the espeak corpus and minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from components.common.io import sha256_file
+from components.common.manifest import ManifestError
+from components.finetune_asr import core
+
+TEXTS = {
+    "el-GR": ["Άναψε το φως στην κουζίνα.", "Κλείσε την πόρτα, παρακαλώ."],
+    "es-ES": ["Enciende la luz en la cocina.", "Cierra la puerta, por favor."],
+    "bg-BG": ["Включи светлината в кухнята.", "Затвори вратата, моля."],
+}
+
+
+def _make_corpus(root: Path, per_lang: int = 8) -> Path:
+    """A manifest directory like build_manifest's: relative audio paths, 16 kHz mono PCM16 clips."""
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for lang, texts in TEXTS.items():
+        for i in range(per_lang):
+            dur = 0.5 + 0.1 * (i % 3)
+            n = int(16000 * dur)
+            x = 0.1 * np.sin(2 * np.pi * (180 + 30 * i) * np.arange(n) / 16000) + 0.01 * rng.standard_normal(
+                n
+            )
+            rel = f"audio/{lang}_{i}.wav"
+            sf.write(root / rel, x.astype("float32"), 16000, subtype="PCM_16")
+            lines.append(
+                {
+                    "audio_filepath": rel,
+                    "duration": dur,
+                    "text": texts[i % 2],
+                    "lang": lang,
+                    "target_lang": lang,
+                    "speaker": f"{lang}-s{i % 2}",
+                    "id": f"{lang}_{i}",
+                }
+            )
+    (root / "train.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return _make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def base_model(corpus, tmp_path_factory) -> str:
+    pytest.importorskip("nemo.collections.asr")
+    from components.finetune_asr.bootstrap import bootstrap_base_model
+
+    return bootstrap_base_model(
+        corpus / "train.jsonl", tmp_path_factory.mktemp("cache"), ["el-GR", "es-ES"], max_steps=2, threads=2
+    )
+
+
+# ------------------------------------------------------------------------------------------- pure functions
+def test_select_rows_takes_all_target_rows_and_seeded_replay(corpus):
+    manifest = corpus / "train.jsonl"
+    rows = core.select_rows(manifest, ["bg-BG"], replay_langs=["el-GR", "es-ES"], replay_per_lang=3, seed=1)
+    assert core.count_langs(rows) == {"bg-BG": 8, "el-GR": 3, "es-ES": 3}
+    assert all(Path(r["audio_filepath"]).is_absolute() and Path(r["audio_filepath"]).is_file() for r in rows)
+    assert all(r["lang"] == r["target_lang"] for r in rows)
+    again = core.select_rows(manifest, ["bg-BG"], replay_langs=["el-GR", "es-ES"], replay_per_lang=3, seed=1)
+    other = core.select_rows(manifest, ["bg-BG"], replay_langs=["el-GR", "es-ES"], replay_per_lang=3, seed=2)
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
+    assert [r["id"] for r in other] != [r["id"] for r in rows]
+
+
+def test_select_rows_errors_name_the_problem(corpus, tmp_path):
+    manifest = corpus / "train.jsonl"
+    with pytest.raises(ValueError, match=r"no rows with lang 'fr-FR'.*bg-BG"):
+        core.select_rows(manifest, ["fr-FR"])
+    with pytest.raises(ValueError, match=r"'xx-XX'.*prompt_dictionary"):
+        core.select_rows(manifest, ["xx-XX"], prompt_dictionary={"bg-BG": 30})
+    with pytest.raises(ValueError, match=r"for replay"):
+        core.select_rows(manifest, ["bg-BG"], replay_langs=["de-DE"])
+    broken = tmp_path / "train.jsonl"
+    row = json.loads(manifest.read_text(encoding="utf-8").splitlines()[0])
+    row["audio_filepath"] = "audio/missing.wav"
+    broken.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="audio file not found.*missing.wav"):
+        core.select_rows(broken, [row["lang"]])
+
+
+def test_both_configs_give_train_optim_trainer_sections():
+    ds, optim, trainer = core.load_train_sections(core.NEMOTRON_CONFIG)
+    assert ds["use_lhotse"] and ds["manifest_filepath"] is None and trainer["max_steps"] is None
+    assert (
+        optim["sched"]["name"] == "NoamAnnealing"
+        and optim["lr"] == 0.1
+        and trainer["precision"] == "bf16-mixed"
+    )
+    assert trainer["limit_train_batches"] == 1.0 and trainer["strategy"] == "ddp"
+    ds, optim, trainer = core.load_train_sections(core.TINY_CONFIG)
+    assert isinstance(ds["prompt_dictionary"], dict) and trainer["accelerator"] == "cpu"
+    tuned = core.build_optim(optim, lr=2e-3, warmup_steps=20, scheduler=None)
+    assert tuned["lr"] == 2e-3 and tuned["sched"]["warmup_steps"] == 20 and optim["lr"] == 3e-3  # no aliasing
+
+
+def test_tokenizer_is_cased_covers_all_scripts_and_refuses_overwrite(tmp_path):
+    pytest.importorskip("nemo.collections.asr")
+    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer
+
+    from components.finetune_asr.tokenizer import build_tokenizer, unknown_token_rows
+
+    texts = [t for ts in TEXTS.values() for t in ts] * 5
+    out = build_tokenizer(texts, tmp_path / "tok", vocab_size=64)
+    assert {p.name for p in out.iterdir()} >= {"tokenizer.model", "tokenizer.vocab", "vocab.txt"}
+    tok = SentencePieceTokenizer(str(out / "tokenizer.model"))
+    for t in texts[:6]:
+        assert tok.ids_to_text(tok.text_to_ids(t)) == t  # cased, punctuated, every script round-trips
+    assert unknown_token_rows(tok, texts) == []
+    assert unknown_token_rows(tok, ["Ωμέγα 日本"]) == ["Ωμέγα 日本"]
+    with pytest.raises(FileExistsError):
+        build_tokenizer(texts, out)
+
+
+# ------------------------------------------------------------------------------------------ real training
+@pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
+def test_bootstrap_writes_model_and_sidecar_and_is_cached(base_model, corpus):
+    from components.finetune_asr.bootstrap import bootstrap_base_model
+
+    side = json.loads(Path(base_model).with_name("model.json").read_text(encoding="utf-8"))
+    assert side["sha256"] == sha256_file(base_model)
+    assert side["languages"] == ["el-GR", "es-ES"] and side["train_steps"] == 2
+    assert side["model_class"].endswith("EncDecRNNTBPEModelWithPrompt")
+    assert side["prompt_dictionary"]["bg-BG"] == 30
+    mtime = Path(base_model).stat().st_mtime_ns
+    again = bootstrap_base_model(
+        corpus / "train.jsonl", Path(base_model).parents[1], ["el-GR", "es-ES"], max_steps=2, threads=2
+    )
+    assert again == base_model and Path(again).stat().st_mtime_ns == mtime  # served from the cache
+
+
+@pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
+def test_finetune_writes_restorable_model_with_matching_sidecar(base_model, corpus, tmp_path):
+    from nemo.collections.asr.models import ASRModel
+
+    res = core.finetune(
+        base_model,
+        corpus / "train.jsonl",
+        tmp_path / "out",
+        ["bg-BG"],
+        replay_langs=["el-GR"],
+        replay_per_lang=4,
+        max_steps=3,
+        batch_size=8,
+        checkpoint_every=0,
+        threads=2,
+    )
+    assert res.steps_done == 3 and [s for s, _ in res.train_loss_curve] == [1, 2, 3]
+    assert np.isfinite(res.final_loss) and res.rows_per_lang == {"bg-BG": 8, "el-GR": 4}
+    side = json.loads(Path(res.sidecar_path).read_text(encoding="utf-8"))
+    assert side["sha256"] == sha256_file(res.model_path)
+    assert side["base_model_sha256"] == sha256_file(base_model) and side["base_model_uri"] == str(base_model)
+    assert side["languages"] == ["bg-BG", "el-GR"] and side["train_steps"] == 3
+    assert [56, 1] in side["att_context_sizes"]
+    restored = ASRModel.restore_from(res.model_path, map_location="cpu")
+    base = ASRModel.restore_from(base_model, map_location="cpu")
+    assert type(restored).__name__ == "EncDecRNNTBPEModelWithPrompt"
+    assert restored.tokenizer.vocab_size == base.tokenizer.vocab_size  # the base tokenizer is kept
+    changed = [
+        k
+        for k, v in restored.state_dict().items()
+        if not np.allclose(v.numpy(), base.state_dict()[k].numpy())
+    ]
+    assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("joint.") for k in changed)
+
+
+@pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
+def test_resume_from_checkpoint_continues_the_step_count(base_model, corpus, tmp_path):
+    kw = dict(replay_langs=[], max_steps=4, batch_size=8, checkpoint_every=2, threads=2)
+    first = core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
+    assert first.steps_done == 4 and first.resumed_from_step == 0
+    assert (tmp_path / "out" / "work" / "checkpoints" / "last.ckpt").is_file()
+    second = core.finetune(
+        base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "max_steps": 6}
+    )
+    assert second.resumed_from_step == 4 and second.steps_done == 6
+    assert [s for s, _ in second.train_loss_curve] == [5, 6]
+    assert json.loads(Path(second.sidecar_path).read_text(encoding="utf-8"))["train_steps"] == 6
+    with pytest.raises(RuntimeError, match="different fine-tune"):
+        core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "seed": 5})

@@ -92,8 +92,16 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     out: dict = {"run_dir": str(run_dir)}
     v = task_outputs(run_dir, "validate-data")
     print("Validation:\n" + str(v.get("summary", "(no summary)")))
-    m = task_outputs(run_dir, "build-manifest")
-    print("\nManifests (clips per split/language):\n" + str(m.get("Output", "")))
+    print(f"Data Docs (kfp HTML artifact): {run_dir / 'validate-data' / 'data_docs'}")
+    brief = json.loads(task_outputs(run_dir, "build-manifest").get("Output") or "{}")
+    counts, hours = brief.get("counts", {}), brief.get("hours", {})
+    langs = sorted({lang for split in counts.values() for lang in split})
+    print("\nManifests (clips / hours per split and language):")
+    print("  " + f"{'split':6s}" + "".join(f"{lang:>18s}" for lang in langs))
+    for split in ("train", "val", "test"):
+        cells = "".join(f"{counts.get(split, {}).get(lang, 0):>9d} / {hours.get(split, {}).get(lang, 0):5.2f} h"
+                        for lang in langs)
+        print(f"  {split:6s}{cells}")
     ev_file = run_dir / "evaluate-wer" / "evaluation" / "evaluation.json"
     evaluation = json.loads(ev_file.read_text()) if ev_file.exists() else {}
     out["evaluation"] = str(ev_file)
@@ -106,6 +114,7 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
             b = metrics.get("base", {}).get(mode, {}).get(lang, {}).get("wer_norm", float("nan"))
             c = metrics["candidate"][mode][lang].get("wer_norm", float("nan"))
             print(f"  {lang:10s} {mode:10s} {b:8.1%} {c:10.1%}")
+    print(f"Evaluation report (HTML with plots): {run_dir / 'evaluate-wer' / 'report'}")
     decision = evaluation.get("decision", {})
     print(f"\nGate: {'PASSED' if decision.get('passed') else 'FAILED'}")
     for r in decision.get("rules", []):

@@ -272,6 +272,18 @@ def train(
     callbacks.append(recorder)
     if checkpoint_every > 0:
         from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        class SaveOnSigterm(pl.Callback):
+            """On SIGTERM (raised at a step boundary), write last.ckpt atomically so a rerun loses nothing."""
+
+            def on_exception(self, trainer, pl_module, exception) -> None:
+                if isinstance(exception, SIGTERMException):
+                    tmp = ckpt_dir / ".last.ckpt.tmp"
+                    trainer.save_checkpoint(str(tmp))
+                    os.replace(tmp, ckpt_dir / "last.ckpt")
+
+        callbacks.append(SaveOnSigterm())
 
         callbacks.append(
             ModelCheckpoint(
@@ -313,7 +325,21 @@ def train(
     if resume and (ckpt_dir / "last.ckpt").is_file():
         ckpt_path = str(ckpt_dir / "last.ckpt")
     t0 = time.monotonic()
-    trainer.fit(model, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, ckpt_path=ckpt_path)
+    except SystemExit as e:
+        # Lightning turns SIGTERM (pod eviction, kill) into SIGTERMException, a SystemExit with status 0: the
+        # process would "succeed" without a model. Fail loudly instead; the checkpoint saved on SIGTERM resumes.
+        if trainer.received_sigterm:
+            raise RuntimeError(
+                f"{label}: interrupted by SIGTERM at step {trainer.global_step}/{max_steps}; "
+                + (
+                    f"rerun with the same work_dir to resume from {ckpt_dir / 'last.ckpt'}"
+                    if checkpoint_every > 0
+                    else "checkpointing was off, nothing to resume"
+                )
+            ) from e
+        raise
     seconds = time.monotonic() - t0
     model.eval()
     return TrainOutcome(
@@ -607,7 +633,9 @@ def log_to_mlflow(result: FinetuneResult, params: dict) -> str | None:
     from registry.mlflow_adapter import Registry, get_client
 
     # the project's experiment keeps artifacts next to the tracking store (never ./mlruns in the cwd)
-    experiment_id = Registry(get_client(), os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr").experiment_id()
+    experiment_id = Registry(
+        get_client(), os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr"
+    ).experiment_id()
     with mlflow.start_run(run_name="finetune_asr", experiment_id=experiment_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         now = int(time.time() * 1000)

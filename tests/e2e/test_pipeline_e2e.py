@@ -24,6 +24,7 @@ from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_lo
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import BASE, CHALLENGER, CHAMPION
 from serving.server import tritonserver_available
+from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.triton]
 
@@ -44,6 +45,27 @@ def sh(*cmd: str, cwd) -> str:
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout}\n{out.stderr}"
     return out.stdout
+
+
+def _emitting(nemo: str, out_dir) -> str:
+    """A 3-step model emits only blanks, which would make server-vs-in-process parity trivially true: sharpen the
+    joint and calibrate the blank bias (the asr_infer tests' recipe) so it emits varied tokens."""
+    import importlib.util
+
+    import torch
+    from nemo.collections.asr.models import ASRModel
+
+    spec = importlib.util.spec_from_file_location("asr_infer_tests", REPO_ROOT / "tests" / "unit" / "test_asr_infer.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    model = ASRModel.restore_from(nemo, map_location="cpu").eval()
+    with torch.no_grad():
+        model.joint.enc.weight.mul_(20.0)
+        model.joint.pred.weight.mul_(20.0)
+    helpers._calibrate_blank_bias(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_to(str(out_dir / "model.nemo"))
+    return str(out_dir / "model.nemo")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +89,7 @@ def world(tmp_path_factory):
     man = build_manifests(root / "data", root / "boot_manifests")
     base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
                                 langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
-    Registry(get_client(uri)).register(f"{MODEL}-base", base, aliases=(BASE,))
+    Registry(get_client(uri)).register(f"{MODEL}-base", _emitting(base, root / "base_emitting"), aliases=(BASE,))
 
     params = load_params(PARAMS_FILE, [
         "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
@@ -121,16 +143,17 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
     audios = [sf.read(r["audio_filepath"], dtype="float32")[0] for r in rows]
     expected = local.transcribe(audios, [r["lang"] for r in rows], att_context_size=att)
     expected_stream = []
-    for audio, r in zip(audios, rows):
+    for audio, r in zip(audios, rows, strict=True):
         state = local.new_stream(r["lang"], att)
         text = ""
         for i in range(0, len(audio), 2560):
             text = local.stream_step(state, audio[i:i + 2560], last=i + 2560 >= len(audio))
         expected_stream.append(text)
+    assert any(expected) and any(expected_stream), "the model emits nothing: parity below would be trivial"
     with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server:
-        got = [transcribe_offline(server.grpc_url, a, r["lang"]) for a, r in zip(audios, rows)]
+        got = [transcribe_offline(server.grpc_url, a, r["lang"]) for a, r in zip(audios, rows, strict=True)]
         got_stream = [transcribe_streaming(server.grpc_url, a, r["lang"], chunk_s=0.16, sequence_id=77 + i)
-                      for i, (a, r) in enumerate(zip(audios, rows))]
+                      for i, (a, r) in enumerate(zip(audios, rows, strict=True))]
     assert got == expected
     assert got_stream == expected_stream
 

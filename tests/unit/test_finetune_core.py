@@ -198,3 +198,33 @@ def test_resume_from_checkpoint_continues_the_step_count(base_model, corpus, tmp
     assert json.loads(Path(second.sidecar_path).read_text(encoding="utf-8"))["train_steps"] == 6
     with pytest.raises(RuntimeError, match="different fine-tune"):
         core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "seed": 5})
+
+
+@pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
+def test_sigterm_fails_loudly_and_leaves_a_resumable_checkpoint(base_model, corpus, tmp_path, monkeypatch):
+    """Lightning turns SIGTERM into a SystemExit(0); a pod eviction must not look like a finished fine-tune."""
+    import os
+    import signal
+
+    original = core._callbacks
+
+    def killing_callbacks(label, max_steps, every=50):
+        rec = original(label, max_steps, every)
+        on_end = rec.on_train_batch_end
+
+        def on_train_batch_end(trainer, *args):
+            on_end(trainer, *args)
+            if trainer.global_step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        rec.on_train_batch_end = on_train_batch_end
+        return rec
+
+    kw = dict(replay_langs=[], max_steps=5, batch_size=8, checkpoint_every=100, threads=2)
+    monkeypatch.setattr(core, "_callbacks", killing_callbacks)
+    with pytest.raises(RuntimeError, match=r"SIGTERM at step 3/5.*resume"):
+        core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
+    assert not (tmp_path / "out" / "model.nemo").exists()
+    monkeypatch.setattr(core, "_callbacks", original)
+    res = core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
+    assert res.resumed_from_step == 3 and res.steps_done == 5

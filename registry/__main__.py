@@ -1,4 +1,4 @@
-"""Registry CLI: `python -m registry list|show|promote` (rollback arrives with the registry issue)."""
+"""Registry CLI: `python -m registry list|show|register|promote` (rollback arrives with the registry issue)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="versions, aliases and key tags")
     show = sub.add_parser("show", help="every tag of one version")
     show.add_argument("version")
+    register = sub.add_parser("register", help="register a .nemo (e.g. the real Nemotron 3.5 base) under an alias")
+    register.add_argument("nemo", help="path to a .nemo file (model.json beside it is registered too)")
+    register.add_argument("--alias", default="base")
     promote = sub.add_parser("promote", help="move `champion` to a version whose gate passed")
     promote.add_argument("version")
     promote.add_argument("--force", action="store_true", help="override a failed/missing gate (needs --reason)")
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         v = reg.get(args.model, args.version)
         print(json.dumps({"version": v.version, "aliases": v.aliases, "source": v.source, "tags": v.tags},
                          indent=2, ensure_ascii=False))
+    elif args.cmd == "register":
+        v = reg.register(args.model, args.nemo, tags={"role": args.alias}, aliases=(args.alias,))
+        print(f"registered models:/{args.model}@{args.alias} (v{v.version}, sha256 {v.tags['checkpoint_sha256'][:12]})")
     elif args.cmd == "promote":
         try:
             v = reg.promote(args.model, args.version, force=args.force, reason=args.reason)

@@ -106,3 +106,18 @@ def test_model_card_and_metrics(tmp_path):
     assert headline_metrics(ev)["base.streaming.bg-BG.wer_norm"] == 1.0
     card = model_card("asr", {"model_class": "X", "languages": ["bg-BG"]}, ev, {"data_md5": "m"})
     assert "| candidate | streaming | bg-BG | 0.600 | 0.500 | 0.300 | 4 |" in card and "PASSED" in card
+
+
+def test_cli_register_list_promote_refusal(tmp_path, tracking_uri, capsys):
+    from registry.__main__ import main
+
+    nemo = tmp_path / "base.nemo"
+    nemo.write_bytes(b"nemotron-weights")
+    assert main(["--tracking-uri", tracking_uri, "--model", "m", "register", str(nemo), "--alias", "base"]) == 0
+    assert main(["--tracking-uri", tracking_uri, "--model", "m", "list"]) == 0
+    assert '"base"' in capsys.readouterr().out
+    # no gate decision recorded: promote refuses, and --force without a reason is refused too
+    assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1"]) == 2
+    assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force"]) == 2
+    assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force", "--reason", "ok"]) == 0
+    assert "no gate decision" in capsys.readouterr().err

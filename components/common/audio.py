@@ -15,7 +15,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -192,19 +191,6 @@ def write_wav16(
         raise ValueError(f"{path}: refusing to write NaN/inf samples")
     buf = io.BytesIO()
     sf.write(buf, np.clip(audio, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
-    if durable:
-        atomic_write_bytes(path, buf.getvalue())
-        return
-    # Same temp-file + rename atomicity (no reader ever sees half a file), minus the fsync: converting a
-    # corpus writes thousands of clips, and one fsync each (~10 ms here) dominated the conversion time.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # fsync only when asked: converting a corpus writes thousands of clips, and one fsync each (~10 ms here)
+    # dominated the conversion time; the temp-file + rename still means no reader ever sees half a file
+    atomic_write_bytes(path, buf.getvalue(), durable=durable)

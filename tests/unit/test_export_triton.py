@@ -257,3 +257,21 @@ def test_server_command_uses_explicit_model_control(tmp_path: Path):
     assert len({srv.http_port, srv.grpc_port, srv.metrics_port}) == 3
     with pytest.raises(serving_server.ServerError, match="config.pbtxt: missing"):
         srv.start()
+
+
+def test_backend_refuses_a_checkpoint_that_does_not_match_its_sidecar(tmp_path):
+    """What runtime/model_*.py call in initialize(): serve only the sha256 the export recorded."""
+    import json as _json
+
+    from components.common.io import sha256_file
+    from components.export_triton.backend_utils import config_param, load_verified_checkpoint
+
+    (tmp_path / "model.nemo").write_bytes(b"approved")
+    (tmp_path / "model.json").write_text(_json.dumps({"sha256": sha256_file(tmp_path / "model.nemo")}))
+    path, meta = load_verified_checkpoint(str(tmp_path))
+    assert path.endswith("model.nemo") and meta["sha256"]
+    (tmp_path / "model.nemo").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="refusing to serve"):
+        load_verified_checkpoint(str(tmp_path))
+    cfg = {"parameters": {"att_context_size": {"string_value": "[56,1]"}}}
+    assert config_param(cfg, "att_context_size") == "[56,1]" and config_param(cfg, "missing", "x") == "x"

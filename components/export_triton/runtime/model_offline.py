@@ -21,28 +21,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-
-def _param(model_config: dict, key: str, default: str = "") -> str:
-    return model_config.get("parameters", {}).get(key, {}).get("string_value", default) or default
-
-
-def _sidecar(version_dir: str) -> dict:
-    with open(os.path.join(version_dir, "model.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _verify_checkpoint(nemo_path: str, expected: str) -> None:
-    """Serve only the checkpoint the registry approved (the sha256 export recorded in model.json)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(nemo_path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    if expected and h.hexdigest() != expected:
-        raise pb_utils.TritonModelException(
-            f"{nemo_path}: sha256 {h.hexdigest()} != {expected} recorded in model.json; refusing to serve"
-        )
+from components.export_triton.backend_utils import config_param as _param  # noqa: E402
+from components.export_triton.backend_utils import load_verified_checkpoint  # noqa: E402
 
 
 class _BadRequest(ValueError):
@@ -69,9 +49,7 @@ class TritonPythonModel:
 
         self.model_config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        meta = _sidecar(version_dir)
-        nemo_path = os.path.join(version_dir, "model.nemo")
-        _verify_checkpoint(nemo_path, meta.get("sha256", ""))
+        nemo_path, meta = load_verified_checkpoint(version_dir)
         att = _param(self.model_config, "att_context_size")
         self.att_context_size = json.loads(att) if att else meta.get("att_context_size")
         self.max_samples = int(float(_param(self.model_config, "max_audio_s", "120")) * 16000)

@@ -1,0 +1,29 @@
+"""Helpers shared by the two python-backend models (runtime/model_offline.py, runtime/model_streaming.py).
+
+Those files are copied into every version folder; the server's PYTHONPATH (or the installed package in the
+production image) makes this module importable from them. No Triton import here, so it is testable anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from components.common.io import sha256_file
+
+
+def config_param(model_config: dict, key: str, default: str = "") -> str:
+    """A `parameters { key: ... string_value: ... }` entry of config.pbtxt (as the backend's JSON config)."""
+    return model_config.get("parameters", {}).get(key, {}).get("string_value", default) or default
+
+
+def load_verified_checkpoint(version_dir: str) -> tuple[str, dict]:
+    """(model.nemo path, model.json) of a version folder; refuses a checkpoint whose sha256 differs from the one
+    export recorded, so a server serves only what the registry approved."""
+    with open(os.path.join(version_dir, "model.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    nemo_path = os.path.join(version_dir, "model.nemo")
+    expected, actual = meta.get("sha256", ""), sha256_file(nemo_path)
+    if expected and actual != expected:
+        raise ValueError(f"{nemo_path}: sha256 {actual} != {expected} recorded in model.json; refusing to serve")
+    return nemo_path, meta

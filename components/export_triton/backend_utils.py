@@ -27,3 +27,14 @@ def load_verified_checkpoint(version_dir: str) -> tuple[str, dict]:
     if expected and actual != expected:
         raise ValueError(f"{nemo_path}: sha256 {actual} != {expected} recorded in model.json; refusing to serve")
     return nemo_path, meta
+
+
+def model_settings(args: dict) -> tuple[dict, str, dict, list[int] | None, int]:
+    """What both models read in initialize(): (model_config, verified .nemo path, model.json,
+    att_context_size (config parameter, else the export's), max samples per request)."""
+    model_config = json.loads(args["model_config"])
+    nemo_path, meta = load_verified_checkpoint(os.path.join(args["model_repository"], args["model_version"]))
+    att = config_param(model_config, "att_context_size")
+    att_context_size = json.loads(att) if att else meta.get("att_context_size")
+    max_samples = int(float(config_param(model_config, "max_audio_s", "120")) * 16000)
+    return model_config, nemo_path, meta, att_context_size, max_samples

@@ -17,8 +17,6 @@ try:
 except locale.Error:
     pass
 
-import json  # noqa: E402
-import os  # noqa: E402
 import time  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 
@@ -26,7 +24,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from components.export_triton.backend_utils import config_param as _param  # noqa: E402
-from components.export_triton.backend_utils import load_verified_checkpoint  # noqa: E402
+from components.export_triton.backend_utils import model_settings  # noqa: E402
 
 _ENDED_MEMORY = 4096  # remember this many ended/expired ids, to say *why* a late chunk is refused
 
@@ -53,12 +51,7 @@ class TritonPythonModel:
     def initialize(self, args):
         from components.common.asr_infer import AsrModel
 
-        self.model_config = json.loads(args["model_config"])
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        nemo_path, meta = load_verified_checkpoint(version_dir)
-        att = _param(self.model_config, "att_context_size")
-        self.att_context_size = json.loads(att) if att else meta.get("att_context_size")
-        self.max_samples = int(float(_param(self.model_config, "max_audio_s", "120")) * 16000)
+        self.model_config, nemo_path, meta, self.att_context_size, self.max_samples = model_settings(args)
         idle_us = self.model_config.get("sequence_batching", {}).get("max_sequence_idle_microseconds")
         self.idle_s = float(idle_us or _param(self.model_config, "max_sequence_idle_us", "60000000")) / 1e6
         t0 = time.time()

@@ -12,6 +12,8 @@ import soundfile as sf
 
 from components.common.audio import (
     AudioError,
+    RawFormat,
+    decode,
     load_audio,
     probe_audio,
     read_audio,
@@ -189,3 +191,128 @@ def test_real_recordings_probe_and_load(row):
     g = math.gcd(info.sample_rate, 16000)
     assert len(audio) == math.ceil(info.frames * (16000 // g) / (info.sample_rate // g))
     assert np.isfinite(audio).all() and 0 < np.abs(audio).max() <= 1.0 + 1e-3
+
+
+# ------------------------------------------------ more containers, SPHERE, headerless PCM, malformed files
+
+
+@pytest.mark.parametrize(
+    "fmt, subtype, ext",
+    [
+        ("WAV", "PCM_24", "wav"),
+        ("WAV", "PCM_32", "wav"),
+        ("WAV", "DOUBLE", "wav"),
+        ("AIFF", "PCM_16", "aiff"),
+        ("OGG", "OPUS", "opus"),
+        ("NIST", "PCM_16", "sph"),
+        ("NIST", "PCM_24", "sph"),
+    ],
+)
+def test_more_containers_decode(tmp_path, fmt, subtype, ext):
+    x = tone(440, 16000, 0.5)
+    path = tmp_path / f"a.{ext}"
+    sf.write(path, x, 16000, format=fmt, subtype=subtype)
+    data, info = read_audio(path)
+    assert (info.format, info.subtype, info.sample_rate, info.channels) == (fmt, subtype, 16000, 1)
+    assert info.frames == 8000 and info.extension_ok
+    if subtype != "OPUS":  # lossy: only check the lossless ones sample by sample
+        np.testing.assert_allclose(data[:, 0], x, atol=1e-4)
+
+
+def _sphere(path: Path, frames: int = 8000, sr: int = 16000) -> bytes:
+    sf.write(path, tone(300, sr, frames / sr), sr, format="NIST", subtype="PCM_16")
+    return path.read_bytes()
+
+
+def test_sphere_malformed_files_are_named(tmp_path):
+    good = _sphere(tmp_path / "good.sph")
+    (tmp_path / "trunc.sph").write_bytes(good[: 1024 + 4000])
+    (tmp_path / "header.sph").write_bytes(good[:1024])
+    shorten = good[:1024].replace(b"sample_coding -s3 pcm", b"sample_coding -s7 shorten")
+    (tmp_path / "shorten.sph").write_bytes(shorten + good[1024:])
+    (tmp_path / "bogus.sph").write_bytes(b"NIST_1A\n   1024\nthis is not a header\n" + b"\x00" * 2000)
+    expected = {
+        "trunc.sph": ("truncated", "declares 8000 frames"),
+        "header.sph": ("truncated", "file holds 0"),
+        "shorten.sph": ("unsupported", "'pcm,embedded-shorten" if b"embedded" in shorten else "shorten"),
+        "bogus.sph": ("undecodable", "cannot open"),
+    }
+    for name, (reason, words) in expected.items():
+        with pytest.raises(AudioError) as e:
+            read_audio(tmp_path / name)
+        assert e.value.reason == reason, (name, e.value)
+        assert words in str(e.value) and name in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "encoding, dtype, scale",
+    [("s16le", "<i2", 32767), ("s16be", ">i2", 32767), ("s32le", "<i4", 2**31 - 1), ("f32le", "<f4", 1.0)],
+)
+def test_raw_pcm_with_declared_format(tmp_path, encoding, dtype, scale):
+    x = np.stack([tone(440, 8000, 0.5), tone(440, 8000, 0.5, 0.25)], 1)  # stereo, interleaved
+    path = tmp_path / "a.raw"
+    (x * scale).astype(dtype).tofile(path)
+    raw = RawFormat.parse(encoding, "8000", "2")
+    data, info = read_audio(path, raw)
+    assert (info.format, info.sample_rate, info.channels, info.frames) == ("RAW", 8000, 2, 4000)
+    np.testing.assert_allclose(data, x, atol=1e-4)
+    audio, _ = decode(path, raw=raw)
+    assert len(audio) == 8000  # 0.5 s at 16 kHz, channels averaged
+
+
+def test_raw_pcm_problems_are_named(tmp_path):
+    pcm = (tone(440, 16000, 0.5) * 32767).astype("<i2").tobytes()
+    (tmp_path / "a.raw").write_bytes(pcm)
+    (tmp_path / "odd.raw").write_bytes(pcm[:-1])
+    sf.write(tmp_path / "wav.raw", tone(440, 16000, 0.5), 16000, format="WAV")
+    s16 = RawFormat.parse("s16le", 16000)
+    cases = [
+        ("a.raw", None, "undecodable", "declare raw_format"),
+        ("odd.raw", s16, "truncated", "not a whole number of s16le x 1 ch frames"),
+        ("wav.raw", s16, "raw_has_header", "starts with a WAV header"),
+        ("a.raw", RawFormat("s17le", 16000, 1), "bad_raw_format", "'s17le'"),
+    ]
+    for name, raw, reason, words in cases:
+        with pytest.raises(AudioError) as e:
+            read_audio(tmp_path / name, raw)
+        assert e.value.reason == reason and words in str(e.value), (name, e.value)
+    # a raw file that is really a WAV is decoded from its header when nothing is declared
+    assert probe_audio(tmp_path / "wav.raw").format == "WAV"
+    for bad, field in [
+        (("s16", 16000, 1), "raw_format"),
+        (("s16le", "fast", 1), "raw_sample_rate"),
+        (("s16le", 16000, 0), "raw_channels"),
+        (("s16le", 10, 1), "raw_sample_rate"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            RawFormat.parse(*bad)
+    assert RawFormat.parse("S16LE", "16000.0", "") == RawFormat("s16le", 16000, 1)
+
+
+def test_wrong_extension_is_decoded_by_content_and_reported(tmp_path):
+    x = tone(440, 16000, 0.5)
+    sf.write(tmp_path / "really_flac.wav", x, 16000, format="FLAC")
+    sf.write(tmp_path / "really_ogg.mp3", x, 16000, format="OGG")
+    (tmp_path / "text.flac").write_bytes(b"1,2,3\n" * 100)
+    info = probe_audio(tmp_path / "really_flac.wav")
+    assert info.format == "FLAC" and not info.extension_ok and info.frames == 8000
+    assert not probe_audio(tmp_path / "really_ogg.mp3").extension_ok
+    with pytest.raises(AudioError) as e:
+        probe_audio(tmp_path / "text.flac")
+    assert e.value.reason == "undecodable"
+
+
+def test_level_statistics(tmp_path):
+    x = tone(440, 16000, 1.0, 0.5)
+    sf.write(tmp_path / "tone.wav", x, 16000)
+    info = probe_audio(tmp_path / "tone.wav")
+    assert info.rms_dbfs == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.05)
+    assert info.clipped == 0.0
+    sf.write(tmp_path / "hot.wav", np.clip(4 * x, -1, 1), 16000)
+    assert probe_audio(tmp_path / "hot.wav").clipped > 0.5
+    sf.write(tmp_path / "quiet.wav", x * 1e-4, 16000, subtype="FLOAT")
+    assert probe_audio(tmp_path / "quiet.wav").rms_dbfs == pytest.approx(
+        20 * math.log10(0.5e-4 / math.sqrt(2)), abs=0.1
+    )
+    sf.write(tmp_path / "zero.wav", np.zeros(1600, np.float32), 16000)
+    assert probe_audio(tmp_path / "zero.wav").rms_dbfs == float("-inf")

@@ -26,6 +26,11 @@ def load_params(path: str | os.PathLike = PARAMS_FILE, overrides: list[str] | No
     return params
 
 
+# finetune_asr knobs params.yaml may set; absent ones keep the pipeline's defaults.
+_OPTIONAL_FINETUNE = ("replay_ratio", "scheduler", "warmup_steps", "batch_duration", "precision", "freeze",
+                      "train_att_context_size")
+
+
 def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", git_commit: str = "") -> dict:
     """Map params.yaml sections onto the pipeline's parameters (absolute local paths)."""
     p = params
@@ -40,6 +45,8 @@ def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", gi
         "lr": float(p["finetune_asr"]["lr"]),
         "batch_size": int(p["finetune_asr"]["batch_size"]),
         "seed": int(p["finetune_asr"]["seed"]),
+        **{k: v for k, v in p["finetune_asr"].items() if k in _OPTIONAL_FINETUNE},
+        "work_root": str(REPO_ROOT / ".cache" / "finetune_work"),
         "min_duration": float(p["validate_data"]["min_duration"]),
         "max_duration": float(p["validate_data"]["max_duration"]),
         "val_ratio": float(p["build_manifest"]["val_ratio"]),

@@ -52,16 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     f.add_argument("--replay-langs", default="", help="comma-separated languages to replay")
     f.add_argument("--replay-per-lang", type=int, default=150)
+    f.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=None,
+        help="replay share of the training mix (replaces --replay-per-lang)",
+    )
     f.add_argument("--steps", type=int, default=300)
     f.add_argument(
         "--lr", type=float, default=2e-3, help="peak lr (Noam: multiplier); <=0 keeps the config's"
     )
     f.add_argument("--warmup-steps", type=int, default=20, help="<0 keeps the config's")
     f.add_argument("--batch-size", type=int, default=16, help="<=0 keeps the config's (e.g. batch_duration)")
-    f.add_argument(
-        "--scheduler", default=None, help="CosineAnnealing | NoamAnnealing (default: the config's)"
-    )
-    f.add_argument("--freeze", choices=("none", "encoder"), default="none")
+    f.add_argument("--batch-duration", type=float, default=None, help="seconds of audio per batch (lhotse)")
+    f.add_argument("--precision", default=None, help="e.g. 32, bf16-mixed (default: the config's)")
+    f.add_argument("--devices", default=None, help="Lightning devices (default: the config's)")
+    f.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp (default: the config's)")
+    f.add_argument("--val", default=None, help="val manifest: WER per language of the result (sidecar)")
+    f.add_argument("--scheduler", default=None, help="noam | cosine (default: the config's)")
+    f.add_argument("--freeze", choices=("none", "encoder", "all_but_prompt_decoder"), default="none")
     f.add_argument("--att-context-size", type=_att, default=None, help="train at one lookahead, e.g. 56,3")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--checkpoint-every", type=int, default=100)
@@ -110,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         max_steps=args.steps,
         lr=args.lr if args.lr > 0 else None,
         warmup_steps=args.warmup_steps if args.warmup_steps >= 0 else None,
-        batch_size=args.batch_size if args.batch_size > 0 else None,
+        batch_size=args.batch_size if args.batch_size > 0 and not args.batch_duration else None,
+        batch_duration=args.batch_duration,
+        replay_ratio=args.replay_ratio,
+        precision=args.precision,
+        devices=int(args.devices) if args.devices and args.devices.lstrip("-").isdigit() else args.devices,
+        strategy=args.strategy,
+        val_manifest=args.val,
         freeze=args.freeze,
         att_context_size=args.att_context_size,
         seed=args.seed,
@@ -122,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         base_model_uri=args.base,
     )
     out = core.result_dict(res)
-    out.pop("train_loss_curve")
+    for key in ("train_loss_curve", "lr_curve", "resolved_config"):
+        out.pop(key)
     print(json.dumps(out))
     return 0
 

@@ -20,6 +20,19 @@ def finetune_asr(
     seed: int,
     model: Output[Model],
     config: str = "",
+    replay_manifest: str = "",
+    replay_ratio: float = -1.0,
+    scheduler: str = "",
+    warmup_steps: int = -1,
+    precision: str = "",
+    batch_duration: float = 0.0,
+    freeze: str = "none",
+    train_att_context_size: str = "",
+    devices: int = 0,
+    strategy: str = "",
+    checkpoint_every: int = 100,
+    pipeline_run_id: str = "",
+    work_root: str = "",
 ) -> NamedTuple("FinetuneOutputs", [("steps", int), ("final_loss", float), ("mlflow_run_id", str)]):
     from components.finetune_asr.core import run_finetune_step
 
@@ -35,6 +48,26 @@ def finetune_asr(
         batch_size,
         seed,
         config,
+        replay_manifest=replay_manifest,
+        replay_ratio=replay_ratio,
+        scheduler=scheduler,
+        warmup_steps=warmup_steps,
+        precision=precision,
+        batch_duration=batch_duration,
+        freeze=freeze,
+        train_att_context_size=train_att_context_size,
+        devices=devices,
+        strategy=strategy,
+        checkpoint_every=checkpoint_every,
+        pipeline_run_id=pipeline_run_id,
+        work_root=work_root,
     )
-    model.metadata.update({"steps": res.steps_done, "final_loss": res.final_loss, "sidecar": "model.json"})
+    model.metadata.update(
+        {
+            "steps": res.steps_done,
+            "final_loss": res.final_loss,
+            "sidecar": "model.json",
+            "val_wer": res.val_wer,
+        }
+    )
     return (res.steps_done, res.final_loss, run_id)

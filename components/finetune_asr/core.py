@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 TINY_CONFIG = CONF_DIR / "tiny_prompt_rnnt.yaml"
 NEMOTRON_CONFIG = CONF_DIR / "nemotron35_finetune.yaml"
-FREEZE_CHOICES = ("none", "encoder")
+# Freeze policies: "encoder" trains prompt_kernel + decoder + joint; "all_but_prompt_decoder" trains only the
+# prompt projection and the prediction network (the cheapest adaptation: a new domain's vocabulary/LM behaviour).
+FREEZE_CHOICES = ("none", "encoder", "all_but_prompt_decoder")
+SCHEDULERS = {"noam": "NoamAnnealing", "cosine": "CosineAnnealing"}
 # Manifest fields we pass on to NeMo (lhotse reads audio_filepath/duration/text/lang; the rest is provenance).
 _KEEP_FIELDS = ("audio_filepath", "duration", "text", "lang", "target_lang", "speaker", "id")
 
@@ -48,6 +51,9 @@ class FinetuneResult:
     resumed_from_step: int = 0  # > 0 when training continued from a checkpoint
     n_train_rows: int = 0
     rows_per_lang: dict[str, int] = field(default_factory=dict)
+    lr_curve: list[tuple[int, float]] = field(default_factory=list)  # (global step, learning rate)
+    val_wer: dict[str, float] = field(default_factory=dict)  # normalised WER per language on the val manifest
+    resolved_config: dict = field(default_factory=dict)  # train_ds / optim / trainer as used
 
     @property
     def final_loss(self) -> float:
@@ -64,6 +70,7 @@ class TrainOutcome:
     resumed_from_step: int
     loss_curve: list[tuple[int, float]]
     seconds: float
+    lr_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- data selection
@@ -75,8 +82,12 @@ def select_rows(
     replay_per_lang: int = 150,
     seed: int = 0,
     prompt_dictionary: dict[str, int] | None = None,
+    replay_ratio: float | None = None,
 ) -> list[dict]:
     """All target-language rows + `replay_per_lang` seeded random rows per replay language.
+
+    `replay_ratio` (0 <= r < 1), when given, replaces `replay_per_lang`: replay rows make up that fraction of
+    the training mix, split evenly over the replay languages (r=0.3 with 500 target rows -> 214 replay rows).
 
     Every row gets absolute `audio_filepath` and `lang` = `target_lang` (the prompt key lhotse reads; the
     Nemotron recipe reads `target_lang`). Fails naming the file and language when a language has no rows, is
@@ -88,6 +99,8 @@ def select_rows(
         raise ValueError("finetune: target_langs is empty")
     if replay_per_lang < 0:
         raise ValueError(f"finetune: replay_per_lang must be >= 0, got {replay_per_lang}")
+    if replay_ratio is not None and not 0.0 <= replay_ratio < 1.0:
+        raise ValueError(f"finetune: replay_ratio must be in [0, 1), got {replay_ratio}")
     if prompt_dictionary is not None:
         unknown = [lang for lang in [*target_langs, *replay_langs] if lang not in prompt_dictionary]
         if unknown:
@@ -103,6 +116,9 @@ def select_rows(
             found = sorted({_lang(r) for r in train_rows})
             raise ValueError(f"{train_manifest}: no rows with lang '{lang}' (languages present: {found})")
 
+    if replay_ratio is not None and replay_langs:
+        total = round(replay_ratio / (1.0 - replay_ratio) * len(rows))
+        replay_per_lang = math.ceil(total / len(replay_langs)) if total else 0
     if replay_langs and replay_per_lang > 0:
         src = replay_manifest or train_manifest
         src_rows = train_rows if src == train_manifest else _read(src)
@@ -196,6 +212,7 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
 
         def __init__(self) -> None:
             self.curve: list[tuple[int, float]] = []
+            self.lr_curve: list[tuple[int, float]] = []
             self.start_step = 0
             self._t0 = 0.0
             self._last_t = 0.0
@@ -219,6 +236,8 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             step = int(trainer.global_step)
             self.curve.append((step, float(loss.detach().cpu()) if hasattr(loss, "detach") else float(loss)))
+            if trainer.optimizers:
+                self.lr_curve.append((step, float(trainer.optimizers[0].param_groups[0]["lr"])))
             if step % every == 0 or step == max_steps or step == self.start_step + 1:
                 now = time.monotonic()
                 s_per_step = (now - self._last_t) / max(1, step - self._last_step)
@@ -347,11 +366,17 @@ def train(
         resumed_from_step=recorder.start_step,
         loss_curve=recorder.curve,
         seconds=seconds,
+        lr_curve=recorder.lr_curve,
     )
 
 
 def build_train_ds(
-    base: dict, manifest_path: str | os.PathLike, model_cfg, seed: int, batch_size: int | None
+    base: dict,
+    manifest_path: str | os.PathLike,
+    model_cfg,
+    seed: int,
+    batch_size: int | None,
+    batch_duration: float | None = None,
 ) -> dict:
     """The dataset section: the YAML's, plus what must come from the model (prompt dictionary, sample rate)."""
     ds = dict(base)
@@ -366,8 +391,14 @@ def build_train_ds(
         seed=seed,
     )
     ds.setdefault("default_prompt_mode", "langID")
+    if batch_size and batch_duration:
+        raise ValueError("finetune: give batch_size or batch_duration, not both")
     if batch_size:
         ds["batch_size"] = int(batch_size)
+        ds.pop("batch_duration", None)
+    elif batch_duration:
+        ds["batch_duration"] = float(batch_duration)  # lhotse dynamic batching: seconds of audio per batch
+        ds["batch_size"] = None
     return ds
 
 
@@ -375,11 +406,15 @@ def build_optim(base: dict, lr: float | None, warmup_steps: int | None, schedule
     optim = json.loads(json.dumps(base))  # deep copy of plain data
     sched = optim.setdefault("sched", {})
     if scheduler:
-        sched["name"] = scheduler
+        sched["name"] = SCHEDULERS.get(scheduler.lower(), scheduler)
+        if sched["name"] not in SCHEDULERS.values():
+            raise ValueError(f"finetune: scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
     if lr is not None:
         optim["lr"] = float(lr)
     if warmup_steps is not None:
         sched["warmup_steps"] = int(warmup_steps)
+    if sched.get("name") != "NoamAnnealing":
+        sched.pop("d_model", None)
     if sched.get("name") == "NoamAnnealing":
         sched.setdefault("d_model", 1024)
         sched.pop("max_steps", None)
@@ -465,6 +500,13 @@ def finetune(
     scheduler: str | None = None,
     work_dir: str | os.PathLike | None = None,
     base_model_uri: str | None = None,
+    replay_ratio: float | None = None,
+    batch_duration: float | None = None,
+    precision: str | None = None,
+    devices: int | str | None = None,
+    strategy: str | None = None,
+    val_manifest: str | os.PathLike | None = None,
+    val_max_per_lang: int = 200,
 ) -> FinetuneResult:
     """Full fine-tune of a local `.nemo` on `target_langs` (+ replay) -> out_dir/model.nemo + model.json.
 
@@ -472,7 +514,9 @@ def finetune(
     arguments override it (None keeps the YAML's value, e.g. lr=None keeps the Nemotron Noam lr 0.1).
     `att_context_size` trains at one lookahead only (the deployment latency); the saved model keeps all.
     `work_dir` (default out_dir/work) holds the NeMo manifest and checkpoints; an unfinished run in the same
-    work_dir resumes from its last checkpoint.
+    work_dir resumes from its last checkpoint. `precision`, `devices`, `strategy` override the YAML's trainer
+    (e.g. "bf16-mixed", 8, "ddp"). With `val_manifest`, the saved model is scored offline on up to
+    `val_max_per_lang` rows per trained language (normalised WER, in the result and the sidecar).
     """
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
@@ -496,7 +540,14 @@ def finetune(
         log.warning("%s is a %s without a language prompt; lang is ignored", base_model, type(model).__name__)
     prompt_dictionary = dict(model.cfg.model_defaults.get("prompt_dictionary", {})) or None
     rows = select_rows(
-        train_manifest, target_langs, replay_manifest, replay_langs, replay_per_lang, seed, prompt_dictionary
+        train_manifest,
+        target_langs,
+        replay_manifest,
+        replay_langs,
+        replay_per_lang,
+        seed,
+        prompt_dictionary,
+        replay_ratio=replay_ratio,
     )
     manifest_path = work_dir / "train_manifest.jsonl"
     write_manifest(manifest_path, rows)
@@ -509,8 +560,12 @@ def finetune(
             unk[0],
         )
 
-    train_ds = build_train_ds(ds_base, manifest_path, model.cfg, seed, batch_size)
+    train_ds = build_train_ds(ds_base, manifest_path, model.cfg, seed, batch_size, batch_duration)
     optim = build_optim(optim_base, lr, warmup_steps, scheduler)
+    trainer_cfg = dict(trainer_cfg)
+    for key, value in (("precision", precision), ("devices", devices), ("strategy", strategy)):
+        if value not in (None, ""):
+            trainer_cfg[key] = value
     base_sha = sha256_file(base_model)
     fingerprint = _run_fingerprint(
         base=base_sha,
@@ -518,14 +573,15 @@ def finetune(
         config=config_sha256(config),
         optim=optim,
         batch_size=train_ds.get("batch_size"),
+        batch_duration=train_ds.get("batch_duration"),
+        precision=trainer_cfg.get("precision"),
         freeze=freeze,
         att=att_context_size,
         seed=seed,
     )
     _check_resume(work_dir, fingerprint)
 
-    if freeze == "encoder":
-        model.encoder.freeze()
+    apply_freeze(model, freeze)
     saved_probs = None
     if att_context_size is not None:
         att = [int(a) for a in att_context_size]
@@ -551,11 +607,13 @@ def finetune(
     )
     if saved_probs is not None:
         model.encoder.att_context_probs = saved_probs
-    if freeze == "encoder":
-        model.encoder.unfreeze()
+    if freeze != "none":
+        for p in model.parameters():
+            p.requires_grad_(True)  # the saved model must be trainable again for the next fine-tune
     model.eval()
+    val_wer = validation_wer(model, val_manifest, langs_of(target_langs, replay_langs), val_max_per_lang)
 
-    langs = [*target_langs, *[lang for lang in replay_langs if lang not in target_langs]]
+    langs = langs_of(target_langs, replay_langs)
     is_rank_zero = getattr(model, "global_rank", 0) == 0
     model_path = out_dir / "model.nemo"
     sidecar = out_dir / "model.json"
@@ -578,11 +636,15 @@ def finetune(
                     "scheduler": optim.get("sched", {}).get("name"),
                     "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
                     "batch_size": train_ds.get("batch_size"),
+                    "batch_duration": train_ds.get("batch_duration"),
+                    "precision": trainer_cfg.get("precision"),
                     "freeze": freeze,
                     "att_context_size": list(att_context_size) if att_context_size else None,
                     "seed": seed,
                     "replay_per_lang": replay_per_lang,
+                    "replay_ratio": replay_ratio,
                 },
+                val_wer=val_wer,
             ),
         )
     return FinetuneResult(
@@ -594,7 +656,65 @@ def finetune(
         resumed_from_step=outcome.resumed_from_step,
         n_train_rows=len(rows),
         rows_per_lang=count_langs(rows),
+        lr_curve=outcome.lr_curve,
+        val_wer=val_wer,
+        resolved_config={"train_ds": train_ds, "optim": optim, "trainer": trainer_cfg},
     )
+
+
+def langs_of(target_langs: Sequence[str], replay_langs: Sequence[str]) -> list[str]:
+    return [*target_langs, *[lang for lang in replay_langs if lang not in target_langs]]
+
+
+def apply_freeze(model, policy: str) -> None:
+    """Freeze parameters per FREEZE_CHOICES (requires_grad only: Lightning's train() keeps dropout active)."""
+    if policy == "none":
+        return
+    if policy == "encoder":
+        frozen = [model.encoder, model.preprocessor]
+    elif policy == "all_but_prompt_decoder":
+        trainable = {
+            id(p)
+            for m in (model.decoder, getattr(model, "prompt_kernel", None))
+            if m is not None
+            for p in m.parameters()
+        }
+        frozen = [p for p in model.parameters() if id(p) not in trainable]
+        for p in frozen:
+            p.requires_grad_(False)
+        return
+    else:
+        raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {policy!r}")
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int = 200) -> dict[str, float]:
+    """Normalised WER per language of `model` (offline, default lookahead) on up to `max_per_lang` rows each.
+
+    A sanity number for the MLflow run and the sidecar; the gate uses evaluate_wer's streaming evaluation.
+    """
+    if not val_manifest or not Path(val_manifest).is_file():
+        return {}
+    from components.common.asr_infer import AsrModel, load_audio
+    from components.common.wer import score
+
+    rows = [r for r in _read(val_manifest) if _lang(r) in langs]
+    picked: dict[str, list[dict]] = {}
+    for r in rows:
+        picked.setdefault(_lang(r), [])
+        if len(picked[_lang(r)]) < max_per_lang:
+            picked[_lang(r)].append(r)
+    if not picked:
+        return {}
+    asr = AsrModel(model, str(next(model.parameters()).device))
+    out = {}
+    for lang, part in sorted(picked.items()):
+        hyps = asr.transcribe([load_audio(r["audio_filepath"]) for r in part], [lang] * len(part))
+        out[lang] = round(score([r["text"] for r in part], hyps, [lang] * len(part)).wer_norm, 4)
+    log.info("validation WER (normalised, offline): %s", out)
+    return out
 
 
 def _unknown_rows(tokenizer, texts: list[str]) -> list[str]:
@@ -620,14 +740,19 @@ def resolve_base_model(uri: str, dst_dir: str | os.PathLike) -> str:
     return resolve_model_uri(uri, str(dst_dir))
 
 
-def log_to_mlflow(result: FinetuneResult, params: dict) -> str | None:
-    """Log a run (params, loss curve, sidecar) when MLFLOW_TRACKING_URI is set; None when it is not.
+def log_to_mlflow(
+    result: FinetuneResult, params: dict, pipeline_run_id: str = "", log_model: bool = True
+) -> str | None:
+    """Log a run when MLFLOW_TRACKING_URI is set (None when it is not): params, the resolved config, loss and
+    learning-rate curves, validation WER, the .nemo and its sidecar, tagged with the pipeline run id.
 
-    The .nemo itself is not logged here: register_model logs it with its lineage tags.
+    register_model later registers the model with its lineage tags; set `log_model=False` to skip the copy here
+    when artifact storage is precious (a Nemotron .nemo is ~2.4 GB).
     """
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         return None
     import mlflow
+    import yaml
     from mlflow.entities import Metric
 
     from registry.mlflow_adapter import Registry, get_client
@@ -636,13 +761,17 @@ def log_to_mlflow(result: FinetuneResult, params: dict) -> str | None:
     experiment_id = Registry(
         get_client(), os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr"
     ).experiment_id()
-    with mlflow.start_run(run_name="finetune_asr", experiment_id=experiment_id) as run:
+    tags = {"step": "finetune_asr"}
+    if pipeline_run_id:
+        tags["pipeline_run_id"] = pipeline_run_id
+    with mlflow.start_run(run_name="finetune_asr", experiment_id=experiment_id, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         now = int(time.time() * 1000)
         metrics = [
-            Metric("train_loss", loss, now, step)
-            for step, loss in result.train_loss_curve
-            if math.isfinite(loss)
+            Metric(name, value, now, step)
+            for name, curve in (("train_loss", result.train_loss_curve), ("lr", result.lr_curve))
+            for step, value in curve
+            if math.isfinite(value)
         ]
         client = mlflow.MlflowClient()
         for i in range(0, len(metrics), 1000):
@@ -652,9 +781,18 @@ def log_to_mlflow(result: FinetuneResult, params: dict) -> str | None:
                 "final_train_loss": result.final_loss,
                 "steps": result.steps_done,
                 "train_seconds": result.seconds,
+                "resumed_from_step": result.resumed_from_step,
+                **{f"val_wer_{lang}": wer for lang, wer in result.val_wer.items()},
             }
         )
-        mlflow.log_artifact(result.sidecar_path)
+        if result.resolved_config:
+            mlflow.log_text(
+                yaml.safe_dump(result.resolved_config, sort_keys=False, allow_unicode=True),
+                "resolved_config.yaml",
+            )
+        mlflow.log_artifact(result.sidecar_path, "model")
+        if log_model:
+            mlflow.log_artifact(result.model_path, "model")
         return run.info.run_id
 
 
@@ -677,58 +815,120 @@ def run_finetune_step(
     batch_size: int = 16,
     seed: int = 0,
     config: str = "",
+    *,
+    replay_manifest: str = "",
+    replay_ratio: float = -1.0,
+    scheduler: str = "",
+    warmup_steps: int = -1,
+    precision: str = "",
+    batch_duration: float = 0.0,
+    freeze: str = "none",
+    train_att_context_size: str = "",
+    devices: int = 0,
+    strategy: str = "",
+    checkpoint_every: int = 100,
+    pipeline_run_id: str = "",
+    work_root: str = "",
 ) -> tuple[FinetuneResult, str]:
     """What the kfp component does, testable without kfp: resolve the base, fine-tune, log to MLflow.
 
-    Pipeline parameters arrive as plain values: languages as 'a,b'; lr <= 0 means "the config's optimiser as
-    is" (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses it with a 20-step warmup, the tiny recipe);
-    batch_size <= 0 means the config's batching (the Nemotron YAML's batch_duration). Checkpoints live in
-    $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried task resumes) or a temp dir, never in
-    the model artifact, and are deleted after success. Returns (result, MLflow run id or '').
+    Pipeline parameters arrive as plain values, and "unset" is spelled as a value the UI can show: languages
+    as 'a,b'; lr <= 0 keeps the config's optimiser (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses
+    a 20-step warmup unless `warmup_steps` >= 0, the tiny recipe); batch_size <= 0 keeps the config's batching
+    (the Nemotron YAML's batch_duration) unless `batch_duration` > 0; replay_ratio < 0 means "use
+    replay_per_lang"; '' keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's;
+    train_att_context_size '' trains every lookahead (the recipe), '[56,1]' only that one. Checkpoints live in
+    $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried or re-run task resumes) or a temp
+    dir, never in the model artifact, and are deleted after success. `work_root` overrides $ASR_WORK_DIR. Returns (result, MLflow run id or '').
     """
     import shutil
 
     from components.common.languages import parse_langs
 
     targets, replays = parse_langs(target_langs), parse_langs(replay_langs)
+    att = parse_att_context_size(train_att_context_size)
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"finetune: freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
     params = {
         "base_model_uri": base_model_uri,
         "manifests": str(manifest_dir),
         "target_langs": ",".join(targets),
         "replay_langs": ",".join(replays),
+        "replay_manifest": replay_manifest,
         "replay_per_lang": replay_per_lang,
+        "replay_ratio": replay_ratio,
         "max_steps": max_steps,
         "lr": lr,
+        "scheduler": scheduler,
+        "warmup_steps": warmup_steps,
         "batch_size": batch_size,
+        "batch_duration": batch_duration,
+        "precision": precision,
+        "freeze": freeze,
+        "train_att_context_size": att,
+        "devices": devices,
+        "strategy": strategy,
         "seed": seed,
         "config": config,
     }
-    root = os.environ.get("ASR_WORK_DIR")
+    root = work_root or os.environ.get("ASR_WORK_DIR")
     if root:
-        work = Path(root) / "finetune_asr" / _run_fingerprint(**params)[:16]
+        # The key is the step's inputs, without max_steps: raising the budget of a finished-or-killed run
+        # continues it; finetune() itself refuses checkpoints whose data or hyper-parameters differ.
+        key = _run_fingerprint(**{k: v for k, v in params.items() if k != "max_steps"})[:16]
+        work = Path(root) / "finetune_asr" / key
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
     base = resolve_base_model(base_model_uri, work / "base_model")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    val = Path(manifest_dir) / "val.jsonl"
     result = finetune(
         base,
         Path(manifest_dir) / "train.jsonl",
         out_dir,
         targets,
+        replay_manifest=replay_manifest or None,
         replay_langs=replays,
         replay_per_lang=replay_per_lang,
+        replay_ratio=replay_ratio if replay_ratio >= 0 else None,
         max_steps=max_steps,
         lr=lr if lr > 0 else None,
-        warmup_steps=20 if lr > 0 else None,
+        warmup_steps=warmup_steps if warmup_steps >= 0 else (20 if lr > 0 else None),
         batch_size=batch_size if batch_size > 0 else None,
+        batch_duration=batch_duration if batch_duration > 0 and batch_size <= 0 else None,
+        freeze=freeze,
+        att_context_size=att,
         seed=seed,
+        checkpoint_every=checkpoint_every,
         config=config or None,
+        scheduler=scheduler or None,
+        precision=precision or None,
+        devices=devices if devices > 0 else None,
+        strategy=strategy or None,
         work_dir=work,
         base_model_uri=base_model_uri,
+        val_manifest=val if val.is_file() else None,
     )
     if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
         return result, ""  # a DDP worker re-running this body: rank 0 logs and cleans up
-    run_id = log_to_mlflow(result, params) or ""
+    run_id = log_to_mlflow(result, params, pipeline_run_id=pipeline_run_id) or ""
     shutil.rmtree(work, ignore_errors=True)
     return result, run_id
+
+
+def parse_att_context_size(value: str | Sequence[int] | None) -> list[int] | None:
+    """'' / None -> None (all lookaheads); '[56,1]', '56,1' or [56, 1] -> [56, 1]."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        parts = value.strip().strip("[]").split(",")
+        try:
+            att = [int(v) for v in parts]
+        except ValueError:
+            raise ValueError(f"att_context_size must look like '[56,1]', got {value!r}") from None
+    else:
+        att = [int(v) for v in value]
+    if len(att) != 2:
+        raise ValueError(f"att_context_size must have two values [left, right], got {value!r}")
+    return att

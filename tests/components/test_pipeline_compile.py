@@ -1,7 +1,11 @@
-"""The compiled pipeline YAML is what the Kubeflow UI gets: it must load back and carry every step."""
+"""The compiled pipeline YAML is what the Kubeflow UI gets: it must load back and carry every step and every
+cluster setting (GPU, node selector, tolerations, /dev/shm, PVC, secrets) as pipeline parameters."""
 
 from __future__ import annotations
 
+import inspect
+
+import pytest
 import yaml
 from google.protobuf import json_format
 from kfp import compiler, components
@@ -9,27 +13,88 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.asr_pipeline import asr_finetune_pipeline
 
-STEPS = ["validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model", "release-gate",
-         "promote-model", "export-triton"]
+STEPS = ["fingerprint-data", "validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model",
+         "release-gate", "promote-model", "export-triton"]
 
 
-def test_compile_loads_back_with_every_step(tmp_path):
-    out = tmp_path / "pipeline.yaml"
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
     compiler.Compiler().compile(asr_finetune_pipeline, str(out))
     docs = list(yaml.safe_load_all(out.read_text()))
-    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields raise
-    executors = set(spec.deployment_spec.fields["executors"].struct_value.fields)
+    return out, docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _tasks(spec: dict) -> dict:
+    """Every task of the DAG, the ones inside the dsl.If branch included."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for name, comp in spec["components"].items():
+        if name.startswith("comp-condition"):
+            tasks.update(comp["dag"]["tasks"])
+    return tasks
+
+
+def test_compile_loads_back_with_every_step(compiled):
+    out, spec, _ = compiled
+    pb = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # strict: unknown fields raise
+    executors = set(pb.deployment_spec.fields["executors"].struct_value.fields)
     for step in STEPS:
         assert f"exec-{step}" in executors, step
     # the gate: promote/export sit inside the dsl.If branch
-    dag = docs[0]["root"]["dag"]["tasks"]
-    gate = next(t for name, t in dag.items() if name.startswith("condition"))
+    gate = next(t for name, t in spec["root"]["dag"]["tasks"].items() if name.startswith("condition"))
     assert "release-gate" in gate["triggerPolicy"]["condition"]
-    # the cluster settings travel with the YAML
-    finetune = docs[0]["deploymentSpec"]["executors"]["exec-finetune-asr"]["container"]
-    assert finetune["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-finetune-asr"]
-    assert platform["tolerations"][0]["key"] == "nvidia.com/gpu"
     # and the YAML loads back as a component with the pipeline's parameters
     comp = components.load_component_from_file(str(out))
     assert {"data_root", "base_model_uri", "target_langs", "att_context_size"} <= set(comp.component_spec.inputs)
+
+
+def test_gpu_settings_come_from_pipeline_parameters(compiled):
+    _, spec, k8s = compiled
+    res = spec["deploymentSpec"]["executors"]["exec-finetune-asr"]["container"]["resources"]
+    assert res["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
+    assert res["accelerator"]["resourceType"] == "{{$.inputs.parameters['pipelinechannel--gpu_resource']}}"
+    assert "train_memory" in res["resourceMemoryLimit"]
+    ft = k8s["exec-finetune-asr"]
+    assert ft["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+    assert ft["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+    assert ft["emptyDirMounts"][0] == {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi",
+                                       "volumeName": "dshm"}
+    assert ft["pvcMount"][0]["pvcNameParameter"]["componentInputParameter"] == "data_pvc"
+    assert ft["pvcMount"][0]["mountPath"] == "/mnt"
+    secret = ft["secretAsEnv"][0]
+    assert secret["secretNameParameter"]["componentInputParameter"] == "credentials_secret"
+    assert {e["envVar"] for e in secret["keyToEnv"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # Lightning devices/strategy are wired from the same parameters as the GPU request
+    args = _tasks(spec)["finetune-asr"]["inputs"]["parameters"]
+    assert args["devices"]["componentInputParameter"] == "gpus"
+    assert args["strategy"]["componentInputParameter"] == "strategy"
+    assert args["work_root"]["componentInputParameter"] == "work_root"
+    # the defaults a user sees in the UI
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gpu_node_selector"]["defaultValue"] == {"nvidia.com/gpu.present": "true"}
+    assert params["gpu_tolerations"]["defaultValue"][0]["key"] == "nvidia.com/gpu"
+    # the evaluation runs on one GPU of the same kind, with the same placement
+    assert k8s["exec-evaluate-wer"]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+    # every step that talks to MLflow/S3 gets the credentials
+    for step in ("finetune-asr", "evaluate-wer", "register-model", "promote-model", "export-triton"):
+        assert k8s[f"exec-{step}"]["secretAsEnv"], step
+
+
+def test_every_parameter_is_described_for_the_ui(compiled):
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(inspect.signature(asr_finetune_pipeline.pipeline_func).parameters)
+    undocumented = [name for name, p in params.items() if len(p.get("description", "")) < 15]
+    assert not undocumented
+
+
+def test_display_names_and_caching_policy(compiled):
+    _, spec, _ = compiled
+    tasks = _tasks(spec)
+    for name in STEPS:
+        assert tasks[name]["taskInfo"]["name"][0].isupper(), name  # a display name, not the function name
+    cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
+    # data steps are cached, keyed by content (they run after the never-cached fingerprint); nothing after is
+    assert cached == {"validate-data", "build-manifest"}
+    assert "fingerprint-data" in tasks["validate-data"]["dependentTasks"]
+    assert tasks["finetune-asr"]["retryPolicy"]["maxRetryCount"] >= 1

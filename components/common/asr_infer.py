@@ -11,10 +11,15 @@ Sharing it is what makes a served transcript token-identical to the one the gate
   `CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=False)` and fed to `model.conformer_stream_step`.
   The result is token-identical to NeMo's own streaming simulation of the whole file (tests check this).
 
-The model object carries global inference settings (the streaming prompt index, the encoder's attention
-context). Every call therefore sets both under one lock before it runs, so streams of different languages or
-lookaheads can be interleaved without leaking into each other. Streams run one at a time for now; the feature
-and chunking state is per stream so a batched step over several streams can be added in `_run_chunk`.
+* batched streaming (`AsrModel.stream_step_batch`): several streams advanced by one piece each, their
+  encoder chunks run together in one batch (per-stream caches stacked along the batch dimension, per-stream
+  language prompts, per-stream RNNT hypotheses), as a Triton sequence batcher does. Token-identical to calling
+  `stream_step` on each stream alone (tests check this).
+
+The model object carries one global inference setting, the encoder's attention context (`att_context_size`);
+every call sets it under one lock before it runs, so streams of different lookaheads can be interleaved. The
+language prompt is applied here per batch row (NeMo's `conformer_stream_step` only knows one prompt per call,
+set on the model by `set_inference_prompt`), so streams of different languages share a batch.
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ class AsrModel:
         self._lock = threading.RLock()
         enc = model.encoder
         self._default_att = [int(v) for v in enc.att_context_size]
-        self._att_all = [[int(v) for v in a] for a in getattr(enc, "att_context_size_all", [self._default_att])]
+        self._att_all = [
+            [int(v) for v in a] for a in getattr(enc, "att_context_size_all", [self._default_att])
+        ]
         self._feat = model.preprocessor.featurizer
         self._stream_check: str | None = self._streaming_unsupported_reason()
 
@@ -115,25 +122,24 @@ class AsrModel:
     def _prompt_index(self, lang: str) -> int:
         pd = self.prompt_dictionary
         if lang not in pd:
-            raise ValueError(f"unknown language '{lang}': not a key of the model's prompt_dictionary {sorted(pd)}")
+            raise ValueError(
+                f"unknown language '{lang}': not a key of the model's prompt_dictionary {sorted(pd)}"
+            )
         return pd[lang]
 
     def _check_att(self, att_context_size: list[int] | None) -> list[int]:
         att = list(self._default_att if att_context_size is None else att_context_size)
         att = [int(v) for v in att]
         if att not in self._att_all:
-            raise ValueError(f"att_context_size {att} is not supported by this model; supported: {self._att_all}")
+            raise ValueError(
+                f"att_context_size {att} is not supported by this model; supported: {self._att_all}"
+            )
         return att
 
     def _use_att(self, att: list[int]) -> None:
         enc = self.model.encoder
         if [int(v) for v in enc.att_context_size] != att or enc.streaming_cfg is None:
             enc.set_default_att_context_size(att)  # also recomputes encoder.streaming_cfg
-
-    def _use_prompt(self, lang: str, index: int) -> None:
-        # set_inference_prompt logs at INFO on every call: only call it when the stream's language differs.
-        if getattr(self.model, "_inference_prompt_index", None) != index:
-            self.model.set_inference_prompt(lang)
 
     def _streaming_unsupported_reason(self) -> str | None:
         f = self._feat
@@ -145,7 +151,9 @@ class AsrModel:
             return "preprocessor frame_splicing != 1"
         if f.normalize not in _IDENTITY_NORMALIZE:
             return f"preprocessor normalize={f.normalize!r} needs whole-utterance statistics"
-        if not hasattr(self.model, "conformer_stream_step") or not hasattr(self.model.encoder, "streaming_cfg"):
+        if not hasattr(self.model, "conformer_stream_step") or not hasattr(
+            self.model.encoder, "streaming_cfg"
+        ):
             return "the encoder is not a cache-aware streaming encoder"
         return None
 
@@ -216,11 +224,59 @@ class AsrModel:
         with self._lock, torch.inference_mode():
             self._append_features(state, piece, last)
             self._use_att(state.att_context_size)
-            self._use_prompt(state.lang, state.prompt_index)
             for chunk, length, drop, keep_all in self._next_chunks(state, last):
-                self._run_chunk(state, chunk, length, drop, keep_all)
+                self._run_chunks([state], chunk, length, drop, keep_all)
         state.finished = last
         return state.text
+
+    def stream_step_batch(
+        self, states: list[StreamState], audios: list[np.ndarray], lasts: list[bool]
+    ) -> list[str]:
+        """Advance several streams by one piece of audio each; returns each stream's full text so far.
+
+        `states[i]` receives `audios[i]` (any length, may be empty) with `lasts[i]` meaning the same as
+        `stream_step`'s `last`. The result is token-identical to `[stream_step(s, a, l) for s, a, l in ...]`
+        but the encoder and decoder run once per group of chunks instead of once per stream: a piece may yield
+        zero, one or several encoder chunks per stream; the k-th chunks of all streams are grouped by shape
+        (a stream's first chunk is narrower than its later ones; a final chunk is cut short) and by lookahead,
+        and each group runs as one batch with per-stream caches, language prompts and RNNT hypotheses.
+        Streams may differ in language, lookahead, length and progress. A state may appear only once per call.
+        """
+        n = len(states)
+        if len(audios) != n or len(lasts) != n:
+            raise ValueError(
+                f"got {n} states, {len(audios)} audios and {len(lasts)} lasts: one of each per stream"
+            )
+        if len({id(s) for s in states}) != n:
+            raise ValueError("a stream appears more than once in one stream_step_batch call")
+        for i, st in enumerate(states):
+            if st.finished:
+                raise ValueError(
+                    f"stream #{i}: stream_step_batch called on a finished stream (last=True was sent)"
+                )
+        pieces = [_as_mono_float32(a, i) for i, a in enumerate(audios)]
+        with self._lock, torch.inference_mode():
+            by_att: dict[tuple[int, ...], list[int]] = {}
+            for i, (st, piece, last) in enumerate(zip(states, pieces, lasts, strict=True)):
+                self._append_features(st, piece, bool(last))
+                by_att.setdefault(tuple(st.att_context_size), []).append(i)
+            for att, ix in by_att.items():
+                self._use_att(list(att))
+                # Cutting is per stream and only reads that stream's features, so all chunks can be cut first.
+                queues = {i: list(self._next_chunks(states[i], bool(lasts[i]))) for i in ix}
+                for k in range(max((len(q) for q in queues.values()), default=0)):
+                    groups: dict[tuple, list[int]] = {}
+                    for i in ix:
+                        if k < len(queues[i]):
+                            x, _, drop, keep_all = queues[i][k]
+                            groups.setdefault((tuple(x.shape), drop, keep_all), []).append(i)
+                    for (_, drop, keep_all), rows in groups.items():
+                        chunk = torch.cat([queues[i][k][0] for i in rows], dim=0)
+                        length = torch.cat([queues[i][k][1] for i in rows], dim=0)
+                        self._run_chunks([states[i] for i in rows], chunk, length, drop, keep_all)
+            for st, last in zip(states, lasts, strict=True):
+                st.finished = bool(last)
+        return [st.text for st in states]
 
     # Incremental features. The preprocessor on the whole file does: pre-emphasis x[n] - p*x[n-1], a centred
     # STFT (n_fft//2 zeros each side), |.|^power, mel matmul, log(+guard), masking of frames >= len//hop.
@@ -262,7 +318,9 @@ class AsrModel:
             total = min(total, state.n_samples // hop)
         if total > state.n_frames:
             first = state.n_frames
-            seg = state.padded[first * hop - state.padded_offset : (total - 1) * hop + n_fft - state.padded_offset]
+            seg = state.padded[
+                first * hop - state.padded_offset : (total - 1) * hop + n_fft - state.padded_offset
+            ]
             new = self._mel(seg.unsqueeze(0))[0]  # [n_mels, total - first]
             state.feats = new if state.feats is None else torch.cat((state.feats, new), dim=1)
             state.n_frames = total
@@ -349,27 +407,56 @@ class AsrModel:
                 state.feats_offset = keep
             yield x.unsqueeze(0), torch.tensor([length], dtype=torch.long, device=self.device), drop, keep_all
 
-    def _run_chunk(
-        self, state: StreamState, chunk: torch.Tensor, length: torch.Tensor, drop: int, keep_all: bool
+    def _run_chunks(
+        self, states: list[StreamState], chunk: torch.Tensor, length: torch.Tensor, drop: int, keep_all: bool
     ) -> None:
-        """One encoder + decoder step for one stream (batching several streams here is a later change)."""
-        c1, c2, c3 = state.caches
-        pred, hyps, c1, c2, c3, _ = self.model.conformer_stream_step(
+        """One encoder + prompt + RNNT decoder step for a batch of streams (row i = states[i]).
+
+        This is `conformer_stream_step` for RNNT, op for op, except that the language prompt is one per row
+        (NeMo's takes a single model-wide prompt) and caches and hypotheses are gathered from and scattered
+        back to the streams. Caches are [layers, B, ...] for the first two tensors and [B] for the lengths.
+        """
+        caches = [s.caches for s in states]
+        c1 = torch.cat([c[0] for c in caches], dim=1) if len(states) > 1 else caches[0][0]
+        c2 = torch.cat([c[1] for c in caches], dim=1) if len(states) > 1 else caches[0][1]
+        c3 = torch.cat([c[2] for c in caches], dim=0) if len(states) > 1 else caches[0][2]
+        enc, enc_len, c1, c2, c3 = self.model.encoder.cache_aware_stream_step(
             processed_signal=chunk,
             processed_signal_length=length,
             cache_last_channel=c1,
             cache_last_time=c2,
             cache_last_channel_len=c3,
             keep_all_outputs=keep_all,
-            previous_hypotheses=state.hypotheses,
-            previous_pred_out=state.pred_out,
             drop_extra_pre_encoded=drop,
-            return_transcription=True,
         )
-        state.caches = (c1, c2, c3)
-        state.hypotheses = hyps
-        state.pred_out = pred
-        state.text = _text_of(hyps[0])
+        enc = self._apply_prompts(enc, [s.prompt_index for s in states])
+        partial = [s.hypotheses[0] if s.hypotheses else None for s in states]
+        hyps = self.model.decoding.rnnt_decoder_predictions_tensor(
+            encoder_output=enc,
+            encoded_lengths=enc_len,
+            return_hypotheses=True,
+            # None (not [None, ...]) when no stream has history: what conformer_stream_step passes first
+            partial_hypotheses=None if all(p is None for p in partial) else partial,
+        )
+        for row, s in enumerate(states):
+            s.caches = (c1[:, row : row + 1], c2[:, row : row + 1], c3[row : row + 1])
+            s.hypotheses = [hyps[row]]
+            s.pred_out = [hyps[row].y_sequence]
+            s.text = _text_of(hyps[row])
+
+    def _apply_prompts(self, encoded: torch.Tensor, prompt_indices: list[int]) -> torch.Tensor:
+        """PromptStreamingMixin._apply_prompt_to_encoded (same ops) with one prompt index per batch row."""
+        m = self.model
+        if not getattr(m, "concat", False):
+            return encoded
+        encoded = encoded.transpose(1, 2)  # (B, D, T) -> (B, T, D)
+        batch, steps, _ = encoded.shape
+        prompt = torch.zeros(batch, steps, m.num_prompts, dtype=encoded.dtype, device=encoded.device)
+        idx = torch.tensor(prompt_indices, dtype=torch.long, device=encoded.device)
+        prompt.scatter_(2, idx.view(batch, 1, 1).expand(-1, steps, -1), 1.0)
+        out_dtype = encoded.dtype
+        encoded = m.prompt_kernel(torch.cat([encoded, prompt], dim=-1)).to(out_dtype)
+        return encoded.transpose(1, 2)
 
 
 def _text_of(hyp: Any) -> str:
@@ -392,5 +479,7 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
 
     data, sr = sf.read(path, dtype="float32", always_2d=True)
     if sr != sample_rate:
-        raise ValueError(f"{path}: sample rate {sr} Hz, the model needs {sample_rate} Hz (resample in build_manifest)")
+        raise ValueError(
+            f"{path}: sample rate {sr} Hz, the model needs {sample_rate} Hz (resample in build_manifest)"
+        )
     return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], dtype=np.float32)

@@ -18,9 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "components" / "finetune_asr" / "conf" / "tiny_prompt_rnnt.yaml"
 EVAL_AUDIO = REPO.parent / "shared" / "eval-audio"
 _TOKENIZER_TEXT = [
-    "Καλημέρα σας, τι κάνετε σήμερα;", "Ενεργοποίησε το φως στην κουζίνα.", "Η θερμοκρασία είναι είκοσι βαθμοί.",
-    "Добро утро, как сте днес?", "Включи светлината в кухнята.", "Температурата е двадесет градуса.",
-    "Buenos días, ¿cómo está usted?", "Enciende la luz de la cocina.", "The quick brown fox jumps over the dog.",
+    "Καλημέρα σας, τι κάνετε σήμερα;",
+    "Ενεργοποίησε το φως στην κουζίνα.",
+    "Η θερμοκρασία είναι είκοσι βαθμοί.",
+    "Добро утро, как сте днес?",
+    "Включи светлината в кухнята.",
+    "Температурата е двадесет градуса.",
+    "Buenos días, ¿cómo está usted?",
+    "Enciende la luz de la cocina.",
+    "The quick brown fox jumps over the dog.",
 ]
 
 
@@ -36,8 +42,14 @@ def build_tiny_model(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     text = out_dir / "text.txt"
     text.write_text("\n".join(_TOKENIZER_TEXT * 10) + "\n", encoding="utf-8")
-    create_spt_model(str(text), vocab_size=96, sample_size=-1, do_lower_case=False, tokenizer_type="unigram",
-                     output_dir=str(out_dir / "tokenizer"))
+    create_spt_model(
+        str(text),
+        vocab_size=96,
+        sample_size=-1,
+        do_lower_case=False,
+        tokenizer_type="unigram",
+        output_dir=str(out_dir / "tokenizer"),
+    )
     cfg = OmegaConf.load(CONF)
     with open_dict(cfg):
         cfg.model.tokenizer.dir = str(out_dir / "tokenizer")
@@ -61,14 +73,17 @@ def _calibrate_blank_bias(model) -> None:
     base = float(bias[-1])
     lo, hi = -30.0, 30.0
     with torch.inference_mode():
-        enc, enc_len = model.forward(input_signal=a, input_signal_length=torch.tensor([a.shape[1]]),
-                                     prompt_indices=torch.tensor([21]))
+        enc, enc_len = model.forward(
+            input_signal=a, input_signal_length=torch.tensor([a.shape[1]]), prompt_indices=torch.tensor([21])
+        )
     for _ in range(20):
         mid = (lo + hi) / 2
         with torch.no_grad():
             bias[-1] = base + mid
         with torch.inference_mode():
-            hyp = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)[0]
+            hyp = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)[
+                0
+            ]
         rate = len(hyp.y_sequence) / int(enc_len[0])
         if 1.0 <= rate <= 3.0:
             return
@@ -124,17 +139,28 @@ def _nemo_reference(asr, audio, lang, att):
     with asr._lock, torch.inference_mode():
         m.encoder.set_default_att_context_size(att)
         m.set_inference_prompt(lang)
-        buf = CacheAwareStreamingAudioBuffer(model=m, online_normalization=False, pad_and_drop_preencoded=False)
-        feats, n = m.preprocessor(input_signal=torch.from_numpy(audio)[None], length=torch.tensor([audio.size]))
+        buf = CacheAwareStreamingAudioBuffer(
+            model=m, online_normalization=False, pad_and_drop_preencoded=False
+        )
+        feats, n = m.preprocessor(
+            input_signal=torch.from_numpy(audio)[None], length=torch.tensor([audio.size])
+        )
         buf.append_processed_signal(feats[:, :, : int(n[0])], stream_id=-1)
         c1, c2, c3 = m.encoder.get_initial_cache_state(batch_size=1)
         prev = pred = None
         for i, (chunk, clen) in enumerate(buf):
             pred, hyps, c1, c2, c3, prev = m.conformer_stream_step(
-                processed_signal=chunk, processed_signal_length=clen, cache_last_channel=c1, cache_last_time=c2,
-                cache_last_channel_len=c3, keep_all_outputs=buf.is_buffer_empty(), previous_hypotheses=prev,
-                previous_pred_out=pred, return_transcription=True,
-                drop_extra_pre_encoded=0 if i == 0 else m.encoder.streaming_cfg.drop_extra_pre_encoded)
+                processed_signal=chunk,
+                processed_signal_length=clen,
+                cache_last_channel=c1,
+                cache_last_time=c2,
+                cache_last_channel_len=c3,
+                keep_all_outputs=buf.is_buffer_empty(),
+                previous_hypotheses=prev,
+                previous_pred_out=pred,
+                return_transcription=True,
+                drop_extra_pre_encoded=0 if i == 0 else m.encoder.streaming_cfg.drop_extra_pre_encoded,
+            )
     return hyps[0]
 
 
@@ -165,7 +191,9 @@ def test_incremental_features_identical_to_preprocessor(asr):
             pos += n
         valid = a.size // 160  # the preprocessor's returned length (one more, masked, frame is excluded)
         assert st.n_frames == valid == full.shape[-1] - 1
-        assert torch.equal(st.feats, full[0, :, :valid]), f"max diff {(st.feats - full[0, :, :valid]).abs().max()}"
+        assert torch.equal(st.feats, full[0, :, :valid]), (
+            f"max diff {(st.feats - full[0, :, :valid]).abs().max()}"
+        )
 
 
 @pytest.mark.parametrize("att", [[56, 13], [56, 6], [56, 1], [56, 0]])
@@ -265,3 +293,103 @@ def test_real_recording_streaming_equals_offline(asr):
     a = data.mean(axis=1)[: 16000 * 2]
     offline = asr.transcribe([a], ["de-DE"], att_context_size=[56, 1])[0]
     assert _stream(asr, a, "de-DE", [56, 1], seed=0, max_piece=5000)[1] == offline
+
+
+def _pieces(audio: np.ndarray, seed: int, max_piece: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out, pos = [], 0
+    while pos < audio.size:
+        n = int(rng.integers(1, max_piece))
+        out.append(audio[pos : pos + n])
+        pos += n
+    return out or [audio[:0]]
+
+
+def test_stream_step_batch_equals_one_stream_at_a_time(asr):
+    """Streams of different languages, lookaheads, lengths, start times and piece sizes, stepped together,
+    give the same tokens as each stream alone, and the same partial text after every step. Streams that start
+    later share batches with streams already several chunks in (different cache fill in one batch)."""
+    # max piece < 0: fixed pieces of that size (clients sending equal pieces: their chunks line up in batches)
+    specs = [  # (samples, seed, lang, att, max piece, steps of silence on the wire before it starts)
+        (30000, 20, "el-GR", [56, 1], -2560, 0),
+        (26000, 21, "bg-BG", [56, 1], -2560, 0),
+        (9000, 22, "es-ES", [56, 1], -2560, 1),
+        (2500, 25, "el-GR", [56, 1], -2560, 3),
+        (23000, 27, "bg-BG", [56, 1], -2560, 5),
+        (20000, 28, "es-ES", [56, 1], 2560, 0),
+        (33490, 23, "bg-BG", [56, 6], 5000, 0),
+        (21000, 24, "el-GR", [56, 6], 1200, 2),
+        (17000, 26, "el-GR", [56, 0], 3000, 0),
+        (17000, 26, "bg-BG", [56, 0], 3000, 0),
+    ]
+    audios = [_audio(n, seed) for n, seed, *_ in specs]
+    pieces = [
+        [a[:0]] * late + (_pieces(a, seed, mp) if mp > 0 else [a[j : j - mp] for j in range(0, a.size, -mp)])
+        for a, (_, seed, _, _, mp, late) in zip(audios, specs, strict=True)
+    ]
+    alone_states, alone_partials = [], []
+    for a_pieces, (_, _, lang, att, _, _) in zip(pieces, specs, strict=True):
+        st = asr.new_stream(lang, att)
+        alone_partials.append(
+            [asr.stream_step(st, p, last=k == len(a_pieces) - 1) for k, p in enumerate(a_pieces)]
+        )
+        alone_states.append(st)
+
+    sizes = []
+    real = asr.model.encoder.cache_aware_stream_step
+
+    def spy(**kw):
+        sizes.append(int(kw["processed_signal"].shape[0]))
+        return real(**kw)
+
+    states = [asr.new_stream(lang, att) for _, _, lang, att, _, _ in specs]
+    batched_partials: list[list[str]] = [[] for _ in specs]
+    asr.model.encoder.cache_aware_stream_step = spy
+    try:
+        for k in range(max(len(p) for p in pieces)):
+            live = [i for i in range(len(specs)) if k < len(pieces[i])]
+            texts = asr.stream_step_batch(
+                [states[i] for i in live],
+                [pieces[i][k] for i in live],
+                [k == len(pieces[i]) - 1 for i in live],
+            )
+            for i, t in zip(live, texts, strict=True):
+                batched_partials[i].append(t)
+    finally:
+        del asr.model.encoder.cache_aware_stream_step
+    assert max(sizes) >= 4, sizes  # the comparison really covers multi-stream batches
+    for i in range(len(specs)):
+        assert _tokens(states[i].hypotheses[0]) == _tokens(alone_states[i].hypotheses[0]), f"stream {i}"
+        assert batched_partials[i] == alone_partials[i], f"stream {i}"
+        assert states[i].finished and states[i].chunks == alone_states[i].chunks
+    assert len({p[-1] for p in batched_partials}) == len(specs)  # distinct texts: the check is not trivial
+    assert batched_partials[8][-1] != batched_partials[9][-1]  # same audio, different prompt in one batch
+
+
+def test_stream_step_batch_groups_really_batch(asr, monkeypatch):
+    """Equal-shaped chunks of different streams go through the encoder together (not one call each)."""
+    sizes = []
+    real = asr.model.encoder.cache_aware_stream_step
+
+    def spy(**kw):
+        sizes.append(int(kw["processed_signal"].shape[0]))
+        return real(**kw)
+
+    monkeypatch.setattr(asr.model.encoder, "cache_aware_stream_step", spy)
+    states = [asr.new_stream(lg, [56, 1]) for lg in ("el-GR", "bg-BG", "es-ES", "el-GR")]
+    a = [_audio(16000, s) for s in range(30, 34)]
+    asr.stream_step_batch(states, [x[:8000] for x in a], [False] * 4)
+    assert sizes and max(sizes) == 4 and sum(sizes) == 4 * len(states[0].chunks)
+    asr.stream_step_batch(states, [x[8000:] for x in a], [True] * 4)
+
+
+def test_stream_step_batch_errors(asr):
+    s1, s2 = asr.new_stream("el-GR"), asr.new_stream("bg-BG")
+    with pytest.raises(ValueError, match="one of each per stream"):
+        asr.stream_step_batch([s1, s2], [_audio(100, 0)], [False, False])
+    with pytest.raises(ValueError, match="more than once"):
+        asr.stream_step_batch([s1, s1], [_audio(100, 0)] * 2, [False, False])
+    asr.stream_step_batch([s1, s2], [_audio(3000, 0), np.zeros(0, np.float32)], [True, False])
+    with pytest.raises(ValueError, match="stream #0.*finished"):
+        asr.stream_step_batch([s1, s2], [_audio(100, 0)] * 2, [True, True])
+    assert asr.stream_step_batch([], [], []) == []

@@ -1,4 +1,4 @@
-"""`python -m pipelines compile|run-local|demo`: the pipeline's command surface."""
+"""`python -m pipelines compile|run-local|submit|demo`: the pipeline's command surface."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--base-model-uri", required=True, help="local .nemo or models:/name@alias")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override pipelines/params.yaml")
+    s = sub.add_parser("submit", help="upload/version the pipeline on a Kubeflow Pipelines server and start a run")
+    s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a pipeline parameter (repeatable), e.g. --set target_langs=ro-RO --set gpus=4")
+    s.add_argument("--pipeline-name", default="nemotron-asr-finetune")
+    s.add_argument("--experiment", default="nemotron-asr")
+    s.add_argument("--run-name", default=None)
+    s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    s.add_argument("--existing-token", default=None, help="bearer token (default: kfp.Client's discovery)")
+    s.add_argument("--dry-run", action="store_true", help="compile and print what would be sent; send nothing")
     d = sub.add_parser("demo", help="the whole system end to end (make demo)")
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args(argv)
@@ -32,6 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(overrides=args.set)
         run_dir = run_local(pipeline_arguments(params, args.base_model_uri), REPO_ROOT / "outputs" / "kfp")
         print(run_dir)
+    elif args.cmd == "submit":
+        import json
+
+        from pipelines.submit import parse_overrides, submit
+
+        try:
+            params = parse_overrides(args.set)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.dry_run:
+            print(json.dumps({"host": args.host, "pipeline": args.pipeline_name, "experiment": args.experiment,
+                              "params": params}, indent=2))
+            return 0
+        res = submit(args.host, params, args.pipeline_name, args.experiment, args.run_name, args.namespace,
+                     args.existing_token)
+        print(f"pipeline {args.pipeline_name} ({res.pipeline_id}) version {res.version_name}")
+        print(f"run {res.run_id}: {res.run_url}")
     elif args.cmd == "demo":
         from pipelines.demo import main as demo
 

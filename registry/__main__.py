@@ -1,4 +1,11 @@
-"""Registry CLI: `python -m registry list|show|register|promote` (rollback arrives with the registry issue)."""
+"""Registry CLI: `python -m registry list|show|register|promote|rollback` (docs/REGISTRY.md).
+
+list                               versions, aliases, key tags, champion history
+show VERSION [--card]              every tag of one version (or its model card)
+register NEMO [--alias base]       register a .nemo (e.g. the real Nemotron 3.5 base) under an alias
+promote VERSION [--force --reason] move `champion`; refused without a passing gate unless forced with a reason
+rollback --reason TEXT [--to V]    move `champion` back to the previous champion and re-export it to Triton
+"""
 
 from __future__ import annotations
 
@@ -12,39 +19,101 @@ DEFAULT_MODEL = "nemotron-asr-finetuned"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m registry", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or .mlflow/mlflow.db")
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="versions, aliases and key tags")
+    sub.add_parser("list", help="versions, aliases, key tags and the champion history")
     show = sub.add_parser("show", help="every tag of one version")
     show.add_argument("version")
-    register = sub.add_parser("register", help="register a .nemo (e.g. the real Nemotron 3.5 base) under an alias")
+    show.add_argument("--card", action="store_true", help="print the version's model card (Markdown) instead")
+    register = sub.add_parser(
+        "register", help="register a .nemo (e.g. the real Nemotron 3.5 base) under an alias"
+    )
     register.add_argument("nemo", help="path to a .nemo file (model.json beside it is registered too)")
     register.add_argument("--alias", default="base")
     promote = sub.add_parser("promote", help="move `champion` to a version whose gate passed")
     promote.add_argument("version")
-    promote.add_argument("--force", action="store_true", help="override a failed/missing gate (needs --reason)")
+    promote.add_argument(
+        "--force", action="store_true", help="override a failed/missing gate (needs --reason)"
+    )
     promote.add_argument("--reason", default="")
+    promote.add_argument(
+        "--actor", default=None, help="who, for the audit tags (default: $ASR_REGISTRY_ACTOR or login)"
+    )
+    rollback = sub.add_parser(
+        "rollback", help="move `champion` back to the previous champion and re-export it"
+    )
+    rollback.add_argument("--reason", required=True, help="why the current champion is withdrawn (audit tag)")
+    rollback.add_argument(
+        "--to", default=None, metavar="VERSION", help="an earlier champion (default: the previous)"
+    )
+    rollback.add_argument(
+        "--triton-repo", default="triton_repo", help="Triton model repository (default: %(default)s)"
+    )
+    rollback.add_argument("--no-export", action="store_true", help="move the alias only; do not touch Triton")
+    rollback.add_argument(
+        "--att-context-size",
+        default=None,
+        help="streaming lookahead for the export (default: the one the version was evaluated at)",
+    )
+    rollback.add_argument(
+        "--actor", default=None, help="who, for the audit tags (default: $ASR_REGISTRY_ACTOR or login)"
+    )
+    rollback.add_argument(
+        "--run-id", default="", help="the pipeline/automation run doing this, for the audit tags"
+    )
     args = ap.parse_args(argv)
 
     reg = Registry(get_client(args.tracking_uri))
-    if args.cmd == "list":
-        print(json.dumps(reg.state(args.model), indent=2))
-    elif args.cmd == "show":
-        v = reg.get(args.model, args.version)
-        print(json.dumps({"version": v.version, "aliases": v.aliases, "source": v.source, "tags": v.tags},
-                         indent=2, ensure_ascii=False))
-    elif args.cmd == "register":
-        v = reg.register(args.model, args.nemo, tags={"role": args.alias}, aliases=(args.alias,))
-        print(f"registered models:/{args.model}@{args.alias} (v{v.version}, sha256 {v.tags['checkpoint_sha256'][:12]})")
-    elif args.cmd == "promote":
-        try:
-            v = reg.promote(args.model, args.version, force=args.force, reason=args.reason)
-        except (PermissionError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"{args.model} v{v.version} is now champion ({v.tags.get('promotion_reason')})")
+    try:
+        if args.cmd == "list":
+            print(json.dumps(reg.state(args.model), indent=2, ensure_ascii=False))
+        elif args.cmd == "show":
+            v = reg.get(args.model, args.version)
+            if args.card:
+                print(reg.client.get_model_version(args.model, v.version).description or "(no model card)")
+            else:
+                print(
+                    json.dumps(
+                        {"version": v.version, "aliases": v.aliases, "source": v.source, "tags": v.tags},
+                        indent=2,
+                        ensure_ascii=False,
+                    )
+                )
+        elif args.cmd == "register":
+            v = reg.register(args.model, args.nemo, tags={"role": args.alias}, aliases=(args.alias,))
+            print(
+                f"registered models:/{args.model}@{args.alias} (v{v.version}, "
+                f"sha256 {v.tags['checkpoint_sha256'][:12]})"
+            )
+        elif args.cmd == "promote":
+            v = reg.promote(args.model, args.version, force=args.force, reason=args.reason, actor=args.actor)
+            print(f"{args.model} v{v.version} is now champion ({v.tags.get('promotion_reason')})")
+        elif args.cmd == "rollback":
+            from registry.rollback import rollback as do_rollback
+
+            r = do_rollback(
+                reg,
+                args.model,
+                args.reason,
+                to=args.to,
+                actor=args.actor,
+                run_id=args.run_id,
+                triton_repo=None if args.no_export else args.triton_repo,
+                att_context_size=args.att_context_size,
+            )
+            where = (
+                f"; Triton version {r.triton_version} in {args.triton_repo}"
+                if r.triton_version is not None
+                else "; Triton not touched (--no-export)"
+            )
+            print(f"{args.model}: champion v{r.from_version} -> v{r.to_version} ({r.reason}){where}")
+    except (PermissionError, ValueError, LookupError, FileNotFoundError, TimeoutError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

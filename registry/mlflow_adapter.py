@@ -3,10 +3,19 @@
 Works on sqlite (local default) and against an `mlflow server` (cluster). Versions are created with the
 low-level `create_model_version(source=<run artifact uri>/model, run_id=...)` route, which works on both
 (reference/mlops-stack-on-cpu.md §2.2). Aliases, never stages.
+
+Consistency rules (docs/REGISTRY.md says why):
+- a version is created only after its artifacts are logged, with all its tags in the same call, so no version
+  exists without its checkpoint or its lineage;
+- registration is idempotent per `registration_key` (pipeline run + checkpoint), so a retry after a failure
+  between creating the version and setting `challenger` finishes the job instead of adding a twin;
+- `champion` moves only under the model's RegistryLock, after the version's checkpoint was downloaded and its
+  sha256 checked; every move is appended to the champion history (registry/history.py) and read back.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -16,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.io import sha256_file
+from registry import history
+from registry.history import HISTORY_TAG, Entry
+from registry.lock import RegistryLock
 from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion, parse_bool_tag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +50,22 @@ def get_client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+class ConcurrentPromotionError(RuntimeError):
+    """Read-back after a champion move found another writer's result: nothing is assumed, the caller retries."""
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def default_actor() -> str:
+    """Who is acting, for audit tags: $ASR_REGISTRY_ACTOR, else the login name, else 'unknown'."""
+    try:
+        return os.environ.get("ASR_REGISTRY_ACTOR") or getpass.getuser()
+    except Exception:  # no passwd entry (containers running as a bare uid)
+        return "unknown"
+
+
 @dataclass
 class VersionInfo:
     name: str
@@ -49,9 +77,13 @@ class VersionInfo:
 
 
 class Registry:
-    def __init__(self, client, experiment: str = EXPERIMENT):
+    def __init__(self, client, experiment: str = EXPERIMENT, lock_options: dict | None = None):
         self.client = client
         self.experiment = experiment
+        self.lock_options = lock_options or {}  # RegistryLock(lease_s=, timeout_s=, poll_s=)
+
+    def lock(self, name: str) -> RegistryLock:
+        return RegistryLock(self.client, name, **self.lock_options)
 
     # -- experiments / runs ------------------------------------------------------------------------------
     def experiment_id(self) -> str:
@@ -68,12 +100,22 @@ class Registry:
             return self.client.get_experiment_by_name(self.experiment).experiment_id
 
     # -- registration -------------------------------------------------------------------------------------
-    def register(self, name: str, model_dir: str | os.PathLike, tags: dict[str, str] | None = None,
-                 description: str = "", aliases: tuple[str, ...] = (CHALLENGER,),
-                 run_id: str | None = None, extra_files: dict[str, str] | None = None) -> VersionInfo:
+    def register(
+        self,
+        name: str,
+        model_dir: str | os.PathLike,
+        tags: dict[str, str] | None = None,
+        description: str = "",
+        aliases: tuple[str, ...] = (CHALLENGER,),
+        run_id: str | None = None,
+        extra_files: dict[str, str] | None = None,
+        registration_key: str = "",
+    ) -> VersionInfo:
         """Log `model_dir` (model.nemo + model.json) as run artifacts and create a model version from them.
 
-        `model_dir` may also be a .nemo file: it is registered as model.nemo with the model.json beside it."""
+        `model_dir` may also be a .nemo file: it is registered as model.nemo with the model.json beside it.
+        With a `registration_key`, a version already registered under that key is reused (its aliases are
+        set again): a retried pipeline step completes the registration instead of creating a second version."""
         model_dir = Path(model_dir)
         if model_dir.is_file():
             with tempfile.TemporaryDirectory() as staged:
@@ -83,14 +125,29 @@ class Registry:
                     shutil.copy2(model_dir, Path(staged) / "model.nemo")
                 if (model_dir.parent / "model.json").exists():
                     shutil.copy2(model_dir.parent / "model.json", Path(staged) / "model.json")
-                return self.register(name, staged, tags, description, aliases, run_id, extra_files)
+                return self.register(
+                    name, staged, tags, description, aliases, run_id, extra_files, registration_key
+                )
         nemo = model_dir / "model.nemo"
         if not nemo.is_file():
             raise FileNotFoundError(f"{nemo}: no model.nemo to register")
         sha = sha256_file(nemo)
-        sidecar = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
+        sidecar = (
+            json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
+        )
         if sidecar.get("sha256") and sidecar["sha256"] != sha:
             raise ValueError(f"{nemo}: sha256 {sha} does not match its sidecar ({sidecar['sha256']})")
+        if registration_key:
+            done = self.find_registration(name, registration_key)
+            if done is not None:
+                if done.tags.get("checkpoint_sha256") != sha:
+                    raise ValueError(
+                        f"{name} v{done.version} was registered under key {registration_key!r} "
+                        f"with a different checkpoint ({done.tags.get('checkpoint_sha256')})"
+                    )
+                for alias in aliases:
+                    self.client.set_registered_model_alias(name, alias, done.version)
+                return self.get(name, done.version)
         own_run = run_id is None
         if own_run:
             run_id = self.client.create_run(self.experiment_id(), run_name=f"register-{name}").info.run_id
@@ -109,18 +166,38 @@ class Registry:
             if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
                 raise
         all_tags = {"checkpoint_sha256": sha, **{k: str(v) for k, v in (tags or {}).items()}}
+        if registration_key:
+            all_tags["registration_key"] = registration_key
         run = self.client.get_run(run_id)
-        mv = self.client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
-                                              tags=all_tags, description=description)
+        mv = self.client.create_model_version(
+            name,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run_id,
+            tags=all_tags,
+            description=description,
+        )
         version = str(mv.version)
         for alias in aliases:
             self.client.set_registered_model_alias(name, alias, version)
         return self.get(name, version)
 
+    def find_registration(self, name: str, registration_key: str) -> VersionInfo | None:
+        """The version registered under `registration_key`, if any (oldest wins)."""
+        key = registration_key.replace("'", "")
+        try:
+            mvs = self.client.search_model_versions(f"name='{name}' and tags.registration_key='{key}'")
+        except Exception as e:
+            if "not found" in str(e).lower() or "RESOURCE_DOES_NOT_EXIST" in str(e):
+                return None
+            raise
+        mvs = sorted(mvs, key=lambda mv: int(mv.version))
+        return self.get(name, mvs[0].version) if mvs else None
+
     def get(self, name: str, version: str) -> VersionInfo:
         mv = self.client.get_model_version(name, str(version))
-        return VersionInfo(name, str(mv.version), list(mv.aliases or []), dict(mv.tags or {}), mv.source,
-                           mv.run_id or "")
+        return VersionInfo(
+            name, str(mv.version), list(mv.aliases or []), dict(mv.tags or {}), mv.source, mv.run_id or ""
+        )
 
     def by_alias(self, name: str, alias: str) -> VersionInfo | None:
         try:
@@ -136,24 +213,119 @@ class Registry:
             return []
         return sorted((self.get(name, mv.version) for mv in mvs), key=lambda v: int(v.version))
 
-    # -- promotion ----------------------------------------------------------------------------------------
-    def promote(self, name: str, version: str, force: bool = False, reason: str = "",
-                actor: str | None = None) -> VersionInfo:
-        """Move `champion` to `version` if its recorded gate passed (or forced with a reason); audit-tag it."""
+    # -- champion history and promotion ------------------------------------------------------------------
+    def history(self, name: str) -> list[Entry]:
+        """The recorded champion history, oldest first (registry/history.py)."""
+        return history.parse(self._history_text(name))
+
+    def _history_text(self, name: str) -> str:
+        try:
+            return dict(self.client.get_registered_model(name).tags or {}).get(HISTORY_TAG, "")
+        except Exception as e:
+            if "not found" in str(e).lower() or "RESOURCE_DOES_NOT_EXIST" in str(e):
+                return ""
+            raise
+
+    def _append_history(self, name: str, entries: list[Entry], entry: Entry, text: str) -> list[Entry]:
+        new = [*entries, entry]
+        self.client.set_registered_model_tag(
+            name, HISTORY_TAG, history.dump(new, dropped=history.dropped_count(text))
+        )
+        return new
+
+    def reconcile(self, name: str) -> tuple[list[Entry], str | None]:
+        """Make the history agree with the `champion` alias; call it holding the lock.
+
+        They disagree only when a writer died between moving the alias and appending to the log, or someone
+        moved the alias by hand: the alias is what serves, so the log records it (op `reconcile`)."""
+        text = self._history_text(name)
+        entries = history.parse(text)
+        champ = self.by_alias(name, CHAMPION)
+        current = champ.version if champ else None
+        st = history.stack(entries)
+        if current is not None and (not st or st[-1] != current):
+            entries = self._append_history(
+                name, entries, Entry(current, "reconcile", utc_now(), "registry", st[-1] if st else ""), text
+            )
+        return entries, current
+
+    def verify(self, info: VersionInfo) -> None:
+        """Download the version's checkpoint and check it against its recorded sha256 (no champion without
+        its artifacts). Raises FileNotFoundError / ValueError."""
+        if not info.tags.get("checkpoint_sha256"):
+            raise ValueError(
+                f"{info.name} v{info.version}: no checkpoint_sha256 tag; cannot verify its artifacts"
+            )
+        with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+            try:
+                self.download(info, tmp)
+            except ValueError:
+                raise
+            except Exception as e:  # missing run / artifact: surfaced with the version it belongs to
+                raise FileNotFoundError(f"{info.name} v{info.version}: artifacts not found ({e})") from e
+
+    def _check_moved(self, name: str, version: str, entry: Entry) -> None:
+        """Read back: the alias and the log's last entry must be ours, or someone else wrote in between."""
+        champ = self.by_alias(name, CHAMPION)
+        last = self.history(name)[-1:]
+        if champ is None or champ.version != version or not last or last[0] != entry:
+            raise ConcurrentPromotionError(
+                f"{name}: after moving champion to v{version} the registry shows champion="
+                f"{champ.version if champ else None}, last history entry={last[0] if last else None}"
+            )
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        force: bool = False,
+        reason: str = "",
+        actor: str | None = None,
+        run_id: str = "",
+        verify: bool = True,
+    ) -> VersionInfo:
+        """Move `champion` to `version` if its recorded gate passed (or forced with a reason); audit-tag it.
+
+        Safe to retry: promoting the current champion again is a no-op."""
+        version = str(version)
         info = self.get(name, version)
         decision = decide_promotion(parse_bool_tag(info.tags.get("gate.passed")), force, reason)
         if not decision.promote:
             raise PermissionError(f"{name} v{version}: {decision.reason}")
-        previous = self.by_alias(name, CHAMPION)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        audit = {"promoted_at": stamp, "promoted_by": actor or os.environ.get("USER", "unknown"),
-                 "promotion_reason": decision.reason,
-                 "previous_champion": previous.version if previous else ""}
-        if decision.forced:
-            audit["promotion_forced"] = "true"
-        for k, v in audit.items():
-            self.client.set_model_version_tag(name, str(version), k, v)
-        self.client.set_registered_model_alias(name, CHAMPION, str(version))
+        if verify:  # outside the lock: artifacts never change after registration
+            self.verify(info)
+        with self.lock(name) as lock:
+            entries, current = self.reconcile(name)
+            if current == version:
+                return self.get(name, version)
+            stamp, who = utc_now(), actor or default_actor()
+            audit = {
+                "promoted_at": stamp,
+                "promoted_by": who,
+                "promotion_reason": decision.reason,
+                "previous_champion": current or "",
+                "promotion_forced": str(decision.forced).lower(),
+            }
+            if run_id:
+                audit["promotion_run_id"] = run_id
+            if decision.forced:
+                audit["promotion_override_reason"] = reason.strip()
+            lock.check()
+            for k, v in audit.items():  # tags first: a crash after them leaves champion where it was
+                self.client.set_model_version_tag(name, version, k, v)
+            self.client.set_registered_model_alias(name, CHAMPION, version)
+            entry = Entry(
+                version,
+                "promote",
+                stamp,
+                who,
+                current or "",
+                decision.forced,
+                run_id,
+                decision.reason[: Entry.WHY_CHARS],
+            )
+            self._append_history(name, entries, entry, self._history_text(name))
+            self._check_moved(name, version, entry)
         return self.get(name, version)
 
     # -- resolution ---------------------------------------------------------------------------------------
@@ -165,15 +337,32 @@ class Registry:
         nemo = local / "model.nemo"
         expected = info.tags.get("checkpoint_sha256")
         if expected and sha256_file(nemo) != expected:
-            raise ValueError(f"{info.name} v{info.version}: downloaded {nemo} does not match sha256 {expected}")
+            raise ValueError(
+                f"{info.name} v{info.version}: downloaded {nemo} does not match sha256 {expected}"
+            )
         return nemo
 
     def state(self, name: str) -> dict:
-        """Versions, aliases and key tags: what `make demo` prints."""
-        keys = ("gate.passed", "data_md5", "base_model_uri", "checkpoint_sha256", "git_commit")
-        return {"model": name, "versions": [
-            {"version": v.version, "aliases": v.aliases, **{k: v.tags.get(k, "") for k in keys}}
-            for v in self.versions(name)]}
+        """Versions, aliases, key tags and the champion history: what `make demo` and `list` print."""
+        keys = (
+            "gate.passed",
+            "data_md5",
+            "base_model_uri",
+            "checkpoint_sha256",
+            "git_commit",
+            "promoted_at",
+            "promotion_forced",
+        )
+        champ = self.by_alias(name, CHAMPION)
+        return {
+            "model": name,
+            "champion": champ.version if champ else None,
+            "versions": [
+                {"version": v.version, "aliases": v.aliases, **{k: v.tags.get(k, "") for k in keys}}
+                for v in self.versions(name)
+            ],
+            "champion_history": [e.to_dict() for e in self.history(name)],
+        }
 
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -205,17 +394,34 @@ def resolve_model_uri(uri: str, dst_dir: str | os.PathLike, client=None) -> str:
     return str(reg.download(info, dst_dir))
 
 
-def resolve_alias(model_name: str, alias: str, dst_dir: str | os.PathLike, client=None
-                  ) -> tuple[str, str, dict]:
+def resolve_alias(
+    model_name: str, alias: str, dst_dir: str | os.PathLike, client=None
+) -> tuple[str, str, dict]:
     """(local .nemo path, expected sha256, version info) for `model_name@alias`."""
     reg = Registry(client or get_client())
     info = reg.by_alias(model_name, alias)
     if info is None:
         raise LookupError(f"models:/{model_name}@{alias}: alias not set")
     nemo = reg.download(info, dst_dir)
-    return str(nemo), info.tags["checkpoint_sha256"], {"name": info.name, "version": info.version,
-                                                        "tags": info.tags}
+    return (
+        str(nemo),
+        info.tags["checkpoint_sha256"],
+        {"name": info.name, "version": info.version, "tags": info.tags},
+    )
 
 
-__all__ = ["BASE", "CHALLENGER", "CHAMPION", "Registry", "VersionInfo", "default_tracking_uri", "get_client",
-           "parse_models_uri", "resolve_alias", "resolve_model_uri"]
+__all__ = [
+    "BASE",
+    "CHALLENGER",
+    "CHAMPION",
+    "ConcurrentPromotionError",
+    "Registry",
+    "VersionInfo",
+    "default_actor",
+    "default_tracking_uri",
+    "get_client",
+    "parse_models_uri",
+    "resolve_alias",
+    "resolve_model_uri",
+    "utc_now",
+]

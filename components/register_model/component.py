@@ -24,9 +24,9 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
 
 
 @component
-def promote_model(model_name: str, version: str, mlflow_tracking_uri: str) -> str:
+def promote_model(model_name: str, version: str, mlflow_tracking_uri: str, pipeline_run_id: str = "") -> str:
     from components.register_model.core import promote
 
-    v = promote(model_name, version, tracking_uri=mlflow_tracking_uri or None)
+    v = promote(model_name, version, tracking_uri=mlflow_tracking_uri or None, run_id=pipeline_run_id)
     print(f"{model_name} v{v} is now champion")
     return v

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.common.io import sha256_file
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION
 
@@ -53,38 +54,127 @@ def headline_metrics(evaluation: dict) -> dict[str, float]:
     return flat
 
 
-def model_card(name: str, sidecar: dict, evaluation: dict, lineage: dict[str, str]) -> str:
-    """A short Markdown model card: what it is, what data, how good, what the gate said."""
+def _fmt(x, spec: str = ".3f") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "–"
+
+
+def data_statistics(evaluation: dict, sidecar: dict, manifest_summary: dict | None = None) -> list[str]:
+    """Markdown lines on the data: the manifests' clips/hours per split x language when the summary is at hand,
+    the fine-tune's rows per language (sidecar), and the held-out utterances/words the WER rests on."""
+    lines: list[str] = []
+    if manifest_summary and manifest_summary.get("counts"):
+        counts, hours = manifest_summary["counts"], manifest_summary.get("hours") or {}
+        langs = sorted({lg for split in counts.values() for lg in split})
+        lines += ["| split | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+        for split in ("train", "val", "test"):
+            if split in counts:
+                cells = [f"{counts[split].get(lg, 0)} clips / {hours.get(split, {}).get(lg, 0):.2f} h" for lg in langs]
+                lines.append(f"| {split} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if sidecar.get("rows_per_lang"):
+        rows = ", ".join(f"{lg} {n}" for lg, n in sorted(sidecar["rows_per_lang"].items()))
+        lines.append(f"- Fine-tune rows per language: {rows} ({sidecar.get('train_steps', '?')} steps)")
+    cand = ((evaluation.get("metrics") or {}).get("candidate") or {}).get("streaming") or {}
+    held = [f"{lg} {m.get('n_utts', '?')} utts / {m.get('n_ref_words', '?')} words"
+            for lg, m in sorted(cand.items()) if lg != "overall" and isinstance(m, dict)]
+    if held:
+        lines.append(f"- Held-out test set (speakers unseen in training): {', '.join(held)}")
+    return lines
+
+
+def model_card(name: str, sidecar: dict, evaluation: dict, lineage: dict[str, str],
+               manifest_summary: dict | None = None, version: str = "") -> str:
+    """The model card (Markdown): what it is, from what data, how good (with CIs), at what latency, what the gate
+    said, and what it is (not) for. Stored as the version's description and as `model_card.md` beside it."""
     decision = evaluation.get("decision") or {}
-    lines = [f"# {name}", "",
+    att = evaluation.get("att_context_size")
+    piece = evaluation.get("stream_piece_s")
+    gate = "no decision recorded" if not decision else ("PASSED" if decision.get("passed") else "FAILED")
+    target = evaluation.get("target_langs") or sidecar.get("target_languages") or sidecar.get("languages") or []
+    replay = evaluation.get("replay_langs") or sidecar.get("replay_languages") or []
+    title = f"# {name}" + (f" v{version}" if version else "")
+    lines = [title, "",
              f"- Model class: `{sidecar.get('model_class', '?')}`",
-             f"- Base model: `{lineage.get('base_model_uri', '?')}` (sha256 `{sidecar.get('base_model_sha256', '?')}`)",
-             f"- Data version (DVC md5): `{lineage.get('data_md5', '?')}`",
-             f"- Languages: {', '.join(sidecar.get('languages', [])) or '?'}",
-             f"- Streaming operating point: att_context_size `{evaluation.get('att_context_size', '?')}`",
-             f"- Gate: **{'PASSED' if decision.get('passed') else 'FAILED'}**", "",
-             "| model | mode | language | WER raw | WER norm | CER | utts |", "|---|---|---|---|---|---|---|"]
-    for model, modes in (evaluation.get("metrics") or {}).items():
-        for mode, langs in (modes or {}).items():
-            for lang, m in (langs or {}).items():
-                if isinstance(m, dict):
-                    lines.append(f"| {model} | {mode} | {lang} | {m.get('wer_raw', float('nan')):.3f} | "
-                                 f"{m.get('wer_norm', float('nan')):.3f} | {m.get('cer', float('nan')):.3f} | "
-                                 f"{m.get('n_utts', '')} |")
+             f"- Base model: `{lineage.get('base_model_uri') or '?'}` "
+             f"(sha256 `{lineage.get('base_model_sha256') or sidecar.get('base_model_sha256') or '?'}`)",
+             f"- Checkpoint sha256: `{sidecar.get('sha256', '?')}`",
+             f"- Data version (DVC md5 of data.dvc): `{lineage.get('data_md5', '?')}`",
+             f"- Code: git `{lineage.get('git_commit', '?')}`, pipeline run `{lineage.get('pipeline_run_id', '?')}`",
+             f"- Languages: target {', '.join(target) or '?'}; kept (replay) {', '.join(replay) or 'none'}; "
+             f"all: {', '.join(sidecar.get('languages', [])) or '?'}",
+             f"- Latency operating point: streaming with att_context_size `{att if att is not None else '?'}`"
+             + (f", fed in {piece * 1000:.0f} ms pieces" if isinstance(piece, (int, float)) else ""),
+             f"- Gate: **{gate}**", "",
+             "## Data", "", *data_statistics(evaluation, sidecar, manifest_summary), "",
+             "## Word error rate", "",
+             "Held-out test split; `norm` = lower-cased, punctuation removed. Δ = candidate − base streaming WER "
+             "(norm) with its paired-bootstrap confidence interval (negative = better).", "",
+             "| language | mode | base WER norm | candidate WER raw | candidate WER norm | candidate CER | utts |"
+             " Δ WER [CI] |", "|---|---|---|---|---|---|---|---|"]
+    metrics = evaluation.get("metrics") or {}
+    base, cand = metrics.get("base") or {}, metrics.get("candidate") or {}
+    cis = evaluation.get("delta_ci") or {}
+    for mode in sorted(set(base) | set(cand), key=lambda m: (m != "streaming", m)):
+        langs = sorted(set(base.get(mode) or {}) | set(cand.get(mode) or {}), key=lambda lg: (lg == "overall", lg))
+        for lg in langs:
+            b, c = (base.get(mode) or {}).get(lg) or {}, (cand.get(mode) or {}).get(lg) or {}
+            ci = cis.get(lg) if mode == "streaming" else None
+            delta = (f"{ci['delta']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] ({ci.get('confidence', 0.95):.0%})"
+                     if isinstance(ci, dict) and "delta" in ci else "")
+            lines.append(f"| {lg} | {mode} | {_fmt(b.get('wer_norm'))} | {_fmt(c.get('wer_raw'))} | "
+                         f"{_fmt(c.get('wer_norm'))} | {_fmt(c.get('cer'))} | {c.get('n_utts', b.get('n_utts', ''))} |"
+                         f" {delta} |")
     lines += ["", "## Gate rules", ""]
     for r in decision.get("rules", []):
-        lines.append(f"- {'✅' if r.get('passed') else '❌'} {r.get('rule')}: {r.get('reason', '')}")
+        lines.append(f"- {'PASS' if r.get('passed') else 'FAIL'} `{r.get('rule')}`: {r.get('reason', '')}")
+    if not decision.get("rules"):
+        lines.append("- (none recorded)")
     lines += ["", "## Intended use and limitations", "",
-              "Streaming and offline speech recognition for the languages above at the recorded operating point. "
-              "WER was measured on held-out speakers of the pipeline's test split only; other domains, accents and "
-              "recording conditions were not measured."]
+              f"- Intended use: speech recognition with punctuation and capitalization for {', '.join(target) or 'the target languages'}"
+              + (f" (and {', '.join(replay)}, checked for regressions)" if replay else "")
+              + ", streaming at the operating point above or offline. Pass the language prompt (`target_lang`).",
+              "- WER was measured only on the held-out speakers of this dataset version; other domains, accents, "
+              "microphones, noise and speaking styles were not measured, and short test sets give wide intervals "
+              "(see the CI column).",
+              "- Languages not listed above were neither trained nor evaluated here: expect them to be worse than "
+              "the base model (forgetting).",
+              "- Streaming at a smaller right context than the operating point above (lower latency) was not gated "
+              "and is usually less accurate.",
+              "- Not for decisions about people without human review of the transcript."]
     return "\n".join(lines) + "\n"
+
+
+MAX_DESCRIPTION = 5000  # MLflow's model-version description column (VARCHAR(5000) on Postgres)
+
+
+def card_description(card: str, artifact: str = "model_card.md") -> str:
+    """The card as a version description, cut to fit the column; the full card is always the artifact."""
+    if len(card) <= MAX_DESCRIPTION:
+        return card
+    note = f"\n\n… (cut to fit; the full card is the run artifact `{artifact}`)\n"
+    return card[: MAX_DESCRIPTION - len(note)].rsplit("\n", 1)[0] + note
+
+
+def _manifest_summary(evaluation: dict) -> dict | None:
+    """build_manifest's summary.json sits beside the test manifest the evaluation read, when still reachable."""
+    manifest = evaluation.get("manifest")
+    if not manifest:
+        return None
+    p = Path(manifest).parent / "summary.json"
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model_name: str,
                        data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
-                       params: dict | None = None, commit: str = "", tracking_uri: str | None = None
-                       ) -> RegisterResult:
+                       params: dict | None = None, commit: str = "", tracking_uri: str | None = None,
+                       manifest_summary: dict | None = None) -> RegisterResult:
+    """Register a candidate with its lineage, gate decision and model card; move `challenger` to it.
+
+    Safe to retry: the pipeline run id + checkpoint sha256 form a registration key, so a retry after a failure
+    (e.g. between creating the version and setting `challenger`) completes the first attempt."""
     model_dir = Path(model_dir)
     evaluation = json.loads(Path(evaluation_path).read_text())
     sidecar_path = model_dir / "model.json"
@@ -100,16 +190,32 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     tags = {**lineage, "gate.passed": str(passed).lower(), "gate.reasons": reasons[:5000],
             **{f"params.{k}": str(v) for k, v in (params or {}).items()},
             **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
-    card = model_card(model_name, sidecar, evaluation, lineage)
+    if evaluation.get("att_context_size") is not None:  # the operating point the gate judged (rollback re-exports at it)
+        tags["att_context_size"] = json.dumps(evaluation["att_context_size"])
+    for lg, ci in (evaluation.get("delta_ci") or {}).items():
+        if isinstance(ci, dict) and "low" in ci:
+            tags[f"metrics.delta_ci.{lg}"] = f"{ci['delta']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")  # register() checks the two agree
+    card = model_card(model_name, {**sidecar, "sha256": sha}, evaluation, lineage,
+                      manifest_summary or _manifest_summary(evaluation))
+    tags["model_card"] = "model_card.md"
+    key = ""
+    if lineage["pipeline_run_id"] not in ("", "local"):
+        key = f"{lineage['pipeline_run_id']}/{sha}"
     reg = Registry(get_client(tracking_uri))
-    info = reg.register(model_name, model_dir, tags=tags, description=card, aliases=(CHALLENGER,),
+    info = reg.register(model_name, model_dir, tags=tags, description=card_description(card), aliases=(CHALLENGER,),
                         extra_files={"model_card.md": card,
-                                     "evaluation/evaluation.json": json.dumps(evaluation, indent=2)})
+                                     "evaluation/evaluation.json": json.dumps(evaluation, indent=2)},
+                        registration_key=key)
     return RegisterResult(model_name, info.version, info.aliases, passed)
 
 
-def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline") -> str:
-    """Move `champion` to a version that passed its gate; returns the version."""
-    info = Registry(get_client(tracking_uri)).promote(model_name, version, actor=actor)
+def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline",
+            run_id: str = "") -> str:
+    """Move `champion` to a version that passed its gate, after verifying its checkpoint; returns the version.
+
+    Safe to retry (promoting the current champion again is a no-op) and safe to run concurrently with other
+    pipelines (the registry's lock serialises champion moves)."""
+    info = Registry(get_client(tracking_uri)).promote(model_name, version, actor=actor, run_id=run_id)
     assert CHAMPION in info.aliases
     return info.version

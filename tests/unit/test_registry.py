@@ -104,8 +104,19 @@ def test_register_refuses_sidecar_mismatch(tmp_path, tracking_uri):
 def test_model_card_and_metrics(tmp_path):
     _, ev = _evaluation(tmp_path, "e", True)
     assert headline_metrics(ev)["base.streaming.bg-BG.wer_norm"] == 1.0
-    card = model_card("asr", {"model_class": "X", "languages": ["bg-BG"]}, ev, {"data_md5": "m"})
-    assert "| candidate | streaming | bg-BG | 0.600 | 0.500 | 0.300 | 4 |" in card and "PASSED" in card
+    ev["delta_ci"] = {"bg-BG": {"delta": -0.5, "low": -0.6, "high": -0.4, "confidence": 0.95}}
+    summary = {"counts": {"train": {"bg-BG": 500}, "test": {"bg-BG": 60}},
+               "hours": {"train": {"bg-BG": 0.5}, "test": {"bg-BG": 0.05}}}
+    card = model_card("asr", {"model_class": "X", "languages": ["bg-BG"], "rows_per_lang": {"bg-BG": 500},
+                              "train_steps": 300}, ev, {"data_md5": "m", "base_model_uri": "models:/b@base"},
+                      summary)
+    # the WER table: base vs candidate with the paired-bootstrap CI of the delta
+    assert "| bg-BG | streaming | 1.000 | 0.600 | 0.500 | 0.300 | 4 | -0.500 [-0.600, -0.400] (95%) |" in card
+    assert "**PASSED**" in card and "att_context_size `[56, 1]`" in card and "`models:/b@base`" in card
+    assert "| train | 500 clips / 0.50 h |" in card and "bg-BG 500 (300 steps)" in card  # data statistics
+    assert "## Intended use and limitations" in card and "target bg-BG" in card
+    no_gate = model_card("asr", {}, {}, {})
+    assert "no decision recorded" in no_gate and "(none recorded)" in no_gate
 
 
 def test_cli_register_list_promote_refusal(tmp_path, tracking_uri, capsys):

@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv demo test test-fast compile serve serve-stop bench lint clean
+.PHONY: help venv demo test test-fast compile submit images serve serve-stop bench bench-serve lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,17 @@ test-fast: $(STAMP)  ## tests without the slow ones
 compile: $(STAMP)  ## write pipeline.yaml for the Kubeflow UI
 	$(PY) -m pipelines compile --out pipeline.yaml
 
+submit: $(STAMP)  ## submit to Kubeflow: make submit HOST=https://... ARGS="--set target_langs=ro-RO"
+	@test -n "$(HOST)" || { echo "usage: make submit HOST=<KFP API URL> [ARGS='--set name=value ...']"; exit 2; }
+	$(PY) -m pipelines submit --host $(HOST) $(ARGS)
+
+IMAGE_REG ?= ghcr.io/nemotron-asr-pipeline
+IMAGE_TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r':([^:\"]+)\"', open('components/common/kfp_base.py').read()).group(1))")
+images:  ## build the component and Triton images (needs Docker; tag = COMPONENT_IMAGE's)
+	@docker info >/dev/null 2>&1 || { echo "error: no Docker engine here (docker info failed); build the images on a machine with Docker (docs/CLUSTER.md step 1)"; exit 2; }
+	docker build -f infra/docker/Dockerfile.component -t $(IMAGE_REG)/component:$(IMAGE_TAG) .
+	docker build -f infra/docker/Dockerfile.triton -t $(IMAGE_REG)/triton:$(IMAGE_TAG) .
+
 serve: $(STAMP)  ## start the real tritonserver over triton_repo/ (stop with make serve-stop)
 	$(PY) -m serving start --repo triton_repo
 
@@ -49,6 +60,9 @@ serve-stop:  ## stop the server started by make serve
 
 bench: $(STAMP)  ## benchmarks (print ratios measured in one run)
 	@ls tests/bench/*.py >/dev/null 2>&1 && for f in tests/bench/bench_*.py; do $(PY) $$f || exit 1; done || echo "no benchmarks yet"
+
+bench-serve: $(STAMP)  ## Triton load benchmark: latency percentiles, throughput, soak (prints ratios)
+	$(PY) tests/bench/bench_serve.py
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .

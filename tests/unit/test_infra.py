@@ -411,3 +411,33 @@ def test_every_component_runs_on_the_component_image():
                 found[f"{comp.parent.name}.{name}"] = spec.implementation.container.image
     assert len(found) >= 6, found
     assert {k: v for k, v in found.items() if v != COMPONENT_IMAGE} == {}
+
+
+def _dockerignored(rel: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path (or one of its parent folders) decides."""
+    import fnmatch
+
+    parts = rel.strip("/").split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pat in patterns:
+        neg = pat.startswith("!")
+        pat = pat[1:] if neg else pat
+        pat = pat.strip("/")
+        if any(fnmatch.fnmatch(c, pat) or fnmatch.fnmatch(c, pat.removeprefix("**/")) for c in candidates):
+            ignored = not neg
+    return ignored
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerignore_keeps_what_the_dockerfiles_copy_and_drops_local_state(dockerfile):
+    patterns = [
+        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for op, arg in _instructions(dockerfile):
+        if op in ("COPY", "ADD") and "--from" not in arg:
+            for src in [a for a in arg.split()[:-1] if not a.startswith("--")]:
+                assert not _dockerignored(src, patterns), f"{dockerfile.name}: COPY {src} is excluded by .dockerignore"
+    for local_state in (".venv", ".cache", ".mlflow", "data", "outputs", ".git", "triton_repo", ".dvc-remote"):
+        assert _dockerignored(local_state, patterns), local_state

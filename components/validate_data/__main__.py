@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from components.validate_data import core
 from components.validate_data.core import CHECKS, DatasetError, validate_dataset
 
 
@@ -17,8 +18,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data-root", required=True, help="folder with metadata.csv|jsonl and the audio")
     p.add_argument("--out", required=True, help="where validation.json, failures.csv and data_docs/ go")
-    p.add_argument("--min-duration", type=float, default=0.3, help="seconds (default 0.3)")
-    p.add_argument("--max-duration", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument(
+        "--min-duration", type=float, default=core.MIN_DURATION, help="seconds (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-duration", type=float, default=core.MAX_DURATION, help="seconds (default %(default)s)"
+    )
+    p.add_argument(
+        "--min-chars-per-second",
+        type=float,
+        default=core.MIN_CHARS_PER_SECOND,
+        help="letters+digits per second of audio, lower bound (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-chars-per-second",
+        type=float,
+        default=core.MAX_CHARS_PER_SECOND,
+        help="upper bound (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-clipped",
+        type=float,
+        default=core.MAX_CLIPPED,
+        help="share of samples at full scale above which a clip is flagged (default %(default)s)",
+    )
+    p.add_argument(
+        "--min-rms-dbfs",
+        type=float,
+        default=core.MIN_RMS_DBFS,
+        help="clips quieter than this (dBFS RMS) are flagged near-silent (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-failed-fraction",
+        type=float,
+        default=0.0,
+        help="share of rows that may fail hard checks with status 'warned' instead of 'failed' (default 0)",
+    )
     p.add_argument("--prompt-dictionary", help="JSON file {locale: index}; default: the tiny model config's")
     p.add_argument(
         "--hard-checks",
@@ -40,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             hard_checks=hard,
             data_docs=not a.no_data_docs,
             workers=a.workers,
+            min_chars_per_second=a.min_chars_per_second,
+            max_chars_per_second=a.max_chars_per_second,
+            max_clipped=a.max_clipped,
+            min_rms_dbfs=a.min_rms_dbfs,
+            max_failed_fraction=a.max_failed_fraction,
         )
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,9 @@ def validate_data(
     data_docs: Output[HTML],
     report: Output[Metrics],
     fail_on_error: bool = True,
+    min_chars_per_second: float = 1.0,
+    max_chars_per_second: float = 40.0,
+    max_failed_fraction: float = 0.0,
 ) -> NamedTuple("Outputs", [("passed", bool), ("summary", str)]):
     """fail_on_error=False returns passed=False instead of raising: on a cluster a failed task uploads no
     artifacts (only its logs), so a pipeline that wants the Data Docs in the UI gates on `passed` instead."""
@@ -24,7 +27,15 @@ def validate_data(
     from components.validate_data import core
 
     with tempfile.TemporaryDirectory() as out:  # the full GX site is folded into the one-file HTML artifact
-        res = core.validate_dataset(data_root, out, min_duration=min_duration, max_duration=max_duration)
+        res = core.validate_dataset(
+            data_root,
+            out,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            min_chars_per_second=min_chars_per_second,
+            max_chars_per_second=max_chars_per_second,
+            max_failed_fraction=max_failed_fraction,
+        )
         core.write_single_page(res, data_docs.path)
         shutil.copyfile(res.report_path, report.path)  # validation.json; a real file also enables caching
     for name, value in core.report_metrics(res).items():

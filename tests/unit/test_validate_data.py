@@ -27,8 +27,8 @@ from components.validate_data.core import (
 )
 
 
-def _speech(sr: int = 16000, seconds: float = 0.6, channels: int = 1) -> np.ndarray:
-    x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(sr * seconds)) / sr)).astype(np.float32)
+def _speech(sr: int = 16000, seconds: float = 0.6, channels: int = 1, freq: float = 220) -> np.ndarray:
+    x = (0.3 * np.sin(2 * np.pi * freq * np.arange(int(sr * seconds)) / sr)).astype(np.float32)
     return np.stack([x] * channels, 1) if channels > 1 else x
 
 
@@ -76,7 +76,7 @@ BAD_ROWS = [
     ("ABSOLUTE", "Hola.", "es-ES", "s1", "abs", "train", "audio_in_root"),
     ("clips/link.wav", "Hola.", "es-ES", "s1", "link", "train", "audio_in_root"),
     ("clips/short.wav", "Hola.", "es-ES", "s1", "short", "train", "duration_in_range"),
-    ("clips/long.wav", "Hola.", "es-ES", "s1", "long", "train", "duration_in_range"),
+    ("clips/long.wav", "Hola. " * 10, "es-ES", "s1", "long", "train", "duration_in_range"),
     ("clips/sr8k.wav", "Hola.", "es-ES", "s1", "sr8k", "train", "sample_rate_min"),
     ("clips/ch3.wav", "Hola.", "es-ES", "s1", "ch3", "train", "channels"),
     ("clips/silent.wav", "Hola.", "es-ES", "s1", "silent", "train", "not_silent"),
@@ -91,7 +91,24 @@ BAD_ROWS = [
     ("clips/ok9.wav", "Hola.", "es-ES", "s1", "badsplit", "dev", "split_valid"),
     ("clips/ok10.wav", "Hola.", "es-ES", "s2", "s2_in_train", "train", "speaker_split_disjoint"),
     ("clips/ok11.wav", "Hola.", "es-ES", "s1", "same_audio", "train", "audio_unique"),
+    ("clips/copy_of_ok2.wav", "Hola.", "es-ES", "s3", "leak", "test", "split_leak"),
+    ("clips/hot.wav", "Hola.", "es-ES", "s1", "clipped", "train", "not_clipped"),
+    ("clips/quiet.wav", "Hola.", "es-ES", "s1", "quiet", "train", "not_near_silent"),
+    ("clips/flac.wav", "Hola.", "es-ES", "s1", "flac_named_wav", "train", "audio_extension"),
+    (
+        "clips/ok12.wav",
+        "Hola, ¿qué tal? Muy bien, gracias, ¿y usted?",
+        "es-ES",
+        "s1",
+        "misaligned",
+        "train",
+        "chars_per_second",
+    ),
+    ("clips/pcm.raw", "Hola.", "es-ES", "s1", "raw_undeclared", "train", "audio_decodable"),
+    ("clips/pcm.raw", "Hola.", "es-ES", "s1", "raw_bad_decl", "train", "audio_decodable"),
+    ("clips/trunc.sph", "Hola.", "es-ES", "s1", "sphere_trunc", "train", "audio_decodable"),
 ]
+RAW_DECLARED = {"raw_bad_decl": ("s16", "16000", "1")}
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +118,15 @@ def bad(tmp_path_factory):
     clips = root / "clips"
     clips.mkdir(parents=True)
     good = _speech()
-    for i in range(1, 12):
-        sf.write(clips / f"ok{i}.wav", good, 16000, subtype="PCM_16")
+    for i in range(1, 13):  # distinct content: audio_unique compares content hashes
+        sf.write(clips / f"ok{i}.wav", _speech(freq=200 + 10 * i), 16000, subtype="PCM_16")
+    (clips / "copy_of_ok2.wav").write_bytes((clips / "ok2.wav").read_bytes())
+    sf.write(clips / "hot.wav", np.clip(5 * _speech(), -1, 1), 16000)
+    sf.write(clips / "quiet.wav", 1e-3 * _speech(), 16000, subtype="FLOAT")
+    sf.write(clips / "flac.wav", good, 16000, format="FLAC")
+    (clips / "pcm.raw").write_bytes((good * 32767).astype("<i2").tobytes())
+    sf.write(clips / "ok.sph", good, 16000, format="NIST", subtype="PCM_16")
+    (clips / "trunc.sph").write_bytes((clips / "ok.sph").read_bytes()[:3000])
     (clips / "zero.wav").write_bytes(b"")
     pcm = (clips / "ok1.wav").read_bytes()
     (clips / "header.wav").write_bytes(pcm[:44])
@@ -126,7 +150,10 @@ def bad(tmp_path_factory):
         }
         for a, t, lg, s, i, sp, _ in BAD_ROWS
     ]
-    rows[-1]["audio"] = "clips/ok1.wav"  # same_audio reuses ok1's file
+    for r in rows:
+        if r["id"] in RAW_DECLARED:
+            r["raw_format"], r["raw_sample_rate"], r["raw_channels"] = RAW_DECLARED[r["id"]]
+    next(r for r in rows if r["id"] == "same_audio")["audio"] = "clips/ok1.wav"  # reuses ok1's file
     write_metadata(root, rows, "metadata.jsonl")
     res = validate_dataset(root, base / "out", min_duration=0.3, max_duration=30.0)
     return res, rows
@@ -146,6 +173,11 @@ def test_each_check_flags_exactly_its_rows(bad, check):
         expected.add(line_of["notext"])  # ok1.wav is shared by "notext" and "same_audio"
     if check == "speaker_split_disjoint":
         expected.add(line_of["latin_in_greek"])  # s2 is declared in val there, in train on the other row
+    if check in ("audio_unique", "split_leak"):
+        expected.add(line_of["latin_in_greek"])  # ok2.wav (val) has the same bytes as copy_of_ok2.wav (test)
+        expected.add(line_of["leak"])
+    if check == "not_near_silent":
+        expected.add(line_of["silent"])  # digital silence is also below any loudness floor
     assert {f.line for f in res.failures if f.check == check} == expected
     assert res.check_counts[check] == len(expected)
 
@@ -169,6 +201,15 @@ def test_failure_reasons_are_specific(bad):
         or "also on line(s) 19" in reasons[("dup", "id_unique")]
     )
     assert "speaker 's2' appears in splits train, val" == reasons[("s2_in_train", "speaker_split_disjoint")]
+    assert reasons[("raw_undeclared", "audio_decodable")].startswith("undecodable: headerless PCM: declare")
+    assert reasons[("raw_bad_decl", "audio_decodable")].startswith("bad_raw_format: raw_format 's16'")
+    assert reasons[("sphere_trunc", "audio_decodable")].startswith("truncated: SPHERE header declares 9600")
+    assert "the same audio is in splits test, val" in reasons[("leak", "split_leak")]
+    assert "same audio content as line(s)" in reasons[("leak", "audio_unique")]
+    assert "% of samples at full scale" in reasons[("clipped", "not_clipped")]
+    assert "dBFS RMS < -60.0 dBFS" in reasons[("quiet", "not_near_silent")]
+    assert "extension '.wav' but the content is FLAC/PCM_16" in reasons[("flac_named_wav", "audio_extension")]
+    assert "letters/s" in reasons[("misaligned", "chars_per_second")]
 
 
 def failing_ids_row(rows, line):
@@ -178,7 +219,8 @@ def failing_ids_row(rows, line):
 def test_bad_dataset_fails_with_outputs_and_summary(bad):
     res, rows = bad
     assert not res.passed and res.n_rows == len(rows)
-    warning_only = {"sr8k", "ch3", "silent", "same_audio"}  # notext shares ok1.wav but fails text_present
+    # notext shares ok1.wav but fails text_present
+    warning_only = {"sr8k", "ch3", "silent", "same_audio", "clipped", "quiet", "flac_named_wav", "misaligned"}
     assert res.n_warning_rows == len(warning_only)
     assert res.n_failed_rows == len(rows) - len(warning_only)
     assert set(res.check_counts) == set(CHECKS)
@@ -309,3 +351,53 @@ def test_derive_id_and_default_prompts():
     assert derive_id("../x y.wav") == "x_y"
     prompts = default_prompt_dictionary()
     assert {"el-GR", "bg-BG", "es-ES", "en-US"} <= set(prompts)
+
+
+def test_thresholds_decide_pass_warn_fail(clean, tmp_path):
+    root, _ = clean
+    # the clean clips are 0.6 s: "¿Qué tal? ¡Muy bien, señor!" is 20 letters -> 33 letters/s
+    res = validate_dataset(root, tmp_path / "a", data_docs=False, max_chars_per_second=30.0)
+    assert res.status == "warned" and res.passed and res.check_counts["chars_per_second"] >= 1
+    assert res.summary.startswith("Data validation WARNED")
+    # the same check made hard: one row of six fails -> failed, unless 1/6 of rows may fail
+    hard = [c for c, spec in CHECKS.items() if spec.severity == "error"] + ["chars_per_second"]
+    kw = dict(data_docs=False, max_chars_per_second=30.0, hard_checks=hard)
+    failed = validate_dataset(root, tmp_path / "b", **kw)
+    n = failed.n_failed_rows
+    assert failed.status == "failed" and not failed.passed and 1 <= n < 6
+    tolerated = validate_dataset(root, tmp_path / "c", max_failed_fraction=n / 6, **kw)
+    assert tolerated.status == "warned" and tolerated.passed and "(tolerated: " in tolerated.summary
+    report = json.loads(tolerated.report_path.read_text())
+    assert report["status"] == "warned" and report["params"]["max_chars_per_second"] == 30.0
+    for bad in (
+        dict(min_chars_per_second=5, max_chars_per_second=2),
+        dict(max_clipped=2),
+        dict(min_duration=-1),
+    ):
+        with pytest.raises(ValueError):
+            validate_dataset(root, tmp_path / "d", data_docs=False, **bad)
+
+
+def test_sphere_and_declared_raw_pcm_pass(tmp_path):
+    root = clean_dataset(tmp_path / "data")
+    x = _speech(8000, seconds=1.0)
+    sf.write(root / "clips" / "en.sph", _speech(16000, seconds=1.0), 16000, format="NIST", subtype="PCM_16")
+    (root / "clips" / "en_raw.pcm").write_bytes((x * 32767).astype(">i2").tobytes())
+    rows = list(csv.DictReader(open(root / "metadata.csv", encoding="utf-8")))
+    rows += [
+        {"audio": "clips/en.sph", "text": "Good morning.", "lang": "en-US", "speaker": "en_a"},
+        {
+            "audio": "clips/en_raw.pcm",
+            "text": "Good evening.",
+            "lang": "en-US",
+            "speaker": "en_b",
+            "raw_format": "s16be",
+            "raw_sample_rate": "8000",
+            "raw_channels": "1",
+        },
+    ]
+    write_metadata(root, rows)
+    res = validate_dataset(root, tmp_path / "out", data_docs=False)
+    assert res.status == "warned" and res.passed, res.summary  # only the 8 kHz sample_rate_min warning
+    assert [(f.file, f.check) for f in res.failures] == [("clips/en_raw.pcm", "sample_rate_min")]
+    assert res.hours_decodable == pytest.approx((6 * 0.6 + 2.0) / 3600, rel=1e-3)

@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-ratio", type=float, default=0.1, help="share of utterances per language for test")
     p.add_argument("--langs", default="", help="comma-separated locales to keep (default: all)")
     p.add_argument("--workers", type=int, default=2, help="processes for audio conversion (default 2)")
+    p.add_argument(
+        "--tar-shards",
+        type=int,
+        default=0,
+        help="also write each split as a NeMo tarred dataset with this many shards (default 0: off)",
+    )
     a = p.parse_args(argv)
     try:
         r = build_manifests(
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             test_ratio=a.test_ratio,
             langs=a.langs or None,
             workers=a.workers,
+            tar_shards=a.tar_shards,
         )
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,7 +7,12 @@ from components.common.kfp_base import component
 
 @component
 def build_manifest(
-    data_root: str, seed: int, val_ratio: float, test_ratio: float, manifests: Output[Dataset]
+    data_root: str,
+    seed: int,
+    val_ratio: float,
+    test_ratio: float,
+    manifests: Output[Dataset],
+    tar_shards: int = 0,
 ) -> str:
     import json
     import os
@@ -15,6 +20,13 @@ def build_manifest(
     from components.build_manifest.core import build_manifests
 
     os.makedirs(manifests.path, exist_ok=True)  # kfp does not pre-create output directories
-    r = build_manifests(data_root, manifests.path, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
+    r = build_manifests(
+        data_root,
+        manifests.path,
+        seed=seed,
+        val_ratio=val_ratio,
+        test_ratio=test_ratio,
+        tar_shards=tar_shards,
+    )
     manifests.metadata.update(r.metadata())
     return json.dumps(r.brief(), ensure_ascii=False)

@@ -5,6 +5,9 @@ Output directory (docs/ARCHITECTURE.md, "Manifest contract"):
   train.jsonl, val.jsonl, test.jsonl    audio_filepath relative to this directory
   summary.json                          counts / hours / speakers per split x language, skipped rows
   sources.json                          id -> source sha256 + duration: lets a re-run skip converted clips
+  tarred/<split>/audio_<N>.tar          optional (tar_shards > 0): NeMo tarred dataset, one folder per split,
+  tarred/<split>/tarred_audio_manifest.json   with every line's `shard_id`, and
+  tarred/<split>/sharded_manifests/manifest_<N>.json   the per-shard manifests lhotse reads without overhead
 
 A declared `split` column is honoured (a speaker in two splits is an error); otherwise each language is
 split by speaker with a seeded shuffle, so the same data and seed always give the same split, and a
@@ -16,13 +19,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import sys
+import tarfile
+import tempfile
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common.audio import TARGET_SR, AudioError, decode, write_wav16
+from components.common.audio import TARGET_SR, AudioError, RawFormat, decode, write_wav16
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import SPLITS, write_manifest
@@ -51,6 +57,12 @@ class ManifestResult:
     manifests: dict[str, Path]
     summary_path: Path
     warnings: list[str] = field(default_factory=list)
+    tarred: dict[str, dict] = field(default_factory=dict)  # split -> {manifest, tars, shards}
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        """reason code (the part before ':') -> rows, e.g. {"truncated": 2, "undecodable": 1}."""
+        return dict(Counter(s["reason"].split(":", 1)[0].strip() for s in self.skipped))
 
     @property
     def n_skipped(self) -> int:
@@ -65,6 +77,7 @@ class ManifestResult:
             "counts": self.counts,
             "hours": self.hours,
             "n_skipped": self.n_skipped,
+            "skipped_by_reason": self.skipped_by_reason,
             "split_source": self.split_source,
             "warnings": self.warnings,
         }
@@ -82,14 +95,17 @@ class ManifestResult:
         }
 
 
-def _convert_one(job: tuple[str, str, str | None]) -> tuple[str, float | None, str | None, bool]:
-    """(src, dst, previous sha) -> (sha, duration, error, reused). Runs in a pool worker; hashes there too."""
-    src, dst, prev_sha = job
+Job = tuple[str, str, "str | None", "RawFormat | None"]
+
+
+def _convert_one(job: Job) -> tuple[str, float | None, str | None, bool]:
+    """(src, dst, previous sha, raw layout) -> (sha, duration, error, reused). Runs in a pool worker."""
+    src, dst, prev_sha, raw = job
     sha = sha256_file(src)
     if prev_sha == sha and os.path.isfile(dst) and os.path.getsize(dst) > 44:  # > a bare WAV header
         return sha, None, None, True
     try:
-        audio, _ = decode(src, TARGET_SR)
+        audio, _ = decode(src, TARGET_SR, raw=raw)
     except AudioError as e:
         return sha, None, f"{e.reason}: {e.detail}", False
     if len(audio) == 0:
@@ -98,21 +114,30 @@ def _convert_one(job: tuple[str, str, str | None]) -> tuple[str, float | None, s
     return sha, len(audio) / TARGET_SR, None, False
 
 
-def _run_jobs(
-    jobs: list[tuple[str, str, str | None]], workers: int
-) -> list[tuple[str, float | None, str | None, bool]]:
+def _convert_chunk(jobs: list[Job]) -> list[tuple[str, float | None, str | None, bool]]:
+    return [_convert_one(j) for j in jobs]
+
+
+def _run_jobs(jobs: list[Job], workers: int) -> list[tuple[str, float | None, str | None, bool]]:
+    """Convert in `workers` processes. Jobs travel in chunks of ~1/(8 x workers) of the corpus (at most 256)
+    so the pool's pickling round-trips stay negligible next to decoding short clips."""
     n, out = len(jobs), []
     step, show = max(1, n // 10), n >= _PROGRESS_MIN
+    shown = 0
 
     def tick(i: int) -> None:
-        if show and (i % step == 0 or i == n):
+        nonlocal shown
+        if show and (i - shown >= step or i == n):
+            shown = i
             print(f"build_manifest: {i}/{n} clips", file=sys.stderr, flush=True)
 
     if workers > 1 and n >= _POOL_MIN:
+        size = max(8, min(256, n // (8 * workers)))
+        chunks = [jobs[i : i + size] for i in range(0, n, size)]
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, r in enumerate(pool.map(_convert_one, jobs, chunksize=8), 1):
-                out.append(r)
-                tick(i)
+            for part in pool.map(_convert_chunk, chunks):
+                out.extend(part)
+                tick(len(out))
     else:
         for i, job in enumerate(jobs, 1):
             out.append(_convert_one(job))
@@ -168,6 +193,70 @@ def assign_speakers(
     return assigned, warnings
 
 
+TARRED_DIR = "tarred"
+TARRED_MANIFEST = "tarred_audio_manifest.json"
+
+
+def _tar_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Reproducible tar entries: same clips, same bytes (no mtimes, owners or modes of this machine)."""
+    info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+    return info
+
+
+def write_tarred_split(out_dir: Path, split: str, rows: list[dict], n_shards: int, seed: int = 0) -> dict:
+    """Write `rows` (manifest lines with audio under out_dir) as a NeMo tarred dataset in tarred/<split>/.
+
+    NeMo's layout (scripts/speech_recognition/convert_to_tarred_audio_dataset.py, read by
+    LazyNeMoTarredIterator): audio_<N>.tar hold the clips under their base names; every manifest line's
+    `audio_filepath` is that member name and `shard_id` is N; sharded_manifests/manifest_<N>.json hold each
+    shard's lines (lhotse reads them without buffering the whole manifest). Clips are shuffled with a seed
+    and dealt round-robin, so shards have equal sizes (+-1) and mix speakers. Each tar is written under a
+    temporary name and renamed, so a reader never sees half a shard; shards of an earlier, larger run are
+    removed. Returns {manifest, tars, shards, utterances}.
+    """
+    d = out_dir / TARRED_DIR / split
+    (d / "sharded_manifests").mkdir(parents=True, exist_ok=True)
+    order = sorted(rows, key=lambda r: r["id"])
+    random.Random(f"{seed}:tarred:{split}").shuffle(order)
+    n = max(1, min(n_shards, len(order)))
+    all_lines: list[dict] = []
+    tars = []
+    for sid in range(n):
+        shard = order[sid::n]
+        tar_path = d / f"audio_{sid}.tar"
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".audio_{sid}.", suffix=".tmp")
+        try:
+            with (
+                os.fdopen(fd, "wb") as f,
+                tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar,
+            ):
+                lines = []
+                for r in shard:
+                    name = f"{r['id']}.wav"
+                    tar.add(out_dir / r["audio_filepath"], arcname=name, filter=_tar_member)
+                    lines.append({**r, "audio_filepath": name, "shard_id": sid})
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, tar_path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        write_manifest(d / "sharded_manifests" / f"manifest_{sid}.json", lines)
+        all_lines.extend(lines)
+        tars.append(tar_path)
+    for stale in list(d.glob("audio_*.tar")) + list((d / "sharded_manifests").glob("manifest_*.json")):
+        num = stale.stem.rsplit("_", 1)[-1]
+        if num.isdigit() and int(num) >= n:
+            stale.unlink()
+    write_manifest(d / TARRED_MANIFEST, all_lines)
+    return {
+        "manifest": str(d / TARRED_MANIFEST),
+        "tars": [str(t) for t in tars],
+        "shards": n,
+        "utterances": len(all_lines),
+    }
+
+
 def _check_rows(rows: list[MetadataRow], metadata_path: Path, has_split: bool) -> None:
     """Errors that make a split or the output file names ambiguous: refuse rather than guess."""
     seen: dict[str, int] = {}
@@ -205,12 +294,18 @@ def build_manifests(
     test_ratio: float = 0.1,
     langs: list[str] | str | None = None,
     workers: int = 2,
+    tar_shards: int = 0,
 ) -> ManifestResult:
     """Convert the audio of `data_root` into `out_dir` and write the split manifests + summary.json.
 
     `langs` keeps only those languages (None/empty: all). Rows whose audio is outside the root, missing or
-    undecodable, or whose text/speaker/lang is empty, are skipped and listed with reasons in summary.json.
+    undecodable, or whose text/speaker/lang is empty, are skipped and listed with reasons in summary.json
+    (`skipped_by_reason` counts them per reason code). `tar_shards` > 0 also writes each split as a NeMo
+    tarred dataset of that many shards under tarred/<split>/ (for corpora too large for one file per clip on
+    a network filesystem); 0 (default) writes none.
     """
+    if tar_shards < 0:
+        raise ValueError(f"tar_shards must be >= 0, got {tar_shards}")
     if not (0 <= val_ratio < 1 and 0 <= test_ratio < 1 and val_ratio + test_ratio < 1):
         raise ValueError(
             f"need 0 <= val_ratio, test_ratio and val_ratio + test_ratio < 1, got {val_ratio}, {test_ratio}"
@@ -240,6 +335,8 @@ def build_manifests(
         src, reason = resolve_audio(data_root, r.audio)
         if reason is None and not src.is_file():
             reason = f"missing: file not found: {src}"
+        if reason is None and r.raw_error:
+            reason = r.raw_error
         for value, name in ((r.text, "text"), (r.speaker, "speaker"), (r.lang, "lang")):
             if reason is None and not value:
                 reason = f"{name} is empty"
@@ -248,11 +345,17 @@ def build_manifests(
         else:
             usable.append((r, src))
 
-    def previous_sha(rid: str) -> str | None:
-        entry = old_index.get(rid)
-        return entry.get("sha256") if isinstance(entry, dict) and entry.get("duration") else None
+    def raw_of(r: MetadataRow) -> dict | None:
+        return r.raw.to_dict() if r.raw else None
 
-    jobs = [(str(src), str(out / AUDIO_DIR / f"{r.id}.wav"), previous_sha(r.id)) for r, src in usable]
+    def previous_sha(r: MetadataRow) -> str | None:
+        """The source hash a previous run converted for this id, if it used the same raw declaration."""
+        entry = old_index.get(r.id)
+        if not (isinstance(entry, dict) and entry.get("duration")) or entry.get("raw") != raw_of(r):
+            return None
+        return entry.get("sha256")
+
+    jobs = [(str(src), str(out / AUDIO_DIR / f"{r.id}.wav"), previous_sha(r), r.raw) for r, src in usable]
     results = _run_jobs(jobs, workers)
 
     index: dict[str, dict] = {}
@@ -268,6 +371,8 @@ def build_manifests(
         else:
             n_converted += 1
         index[r.id] = {"source": r.audio, "sha256": sha, "duration": duration}
+        if r.raw:
+            index[r.id]["raw"] = raw_of(r)
         converted.append((r, duration))
     skipped.sort(key=lambda s: s["line"])
     if not converted:
@@ -317,6 +422,14 @@ def build_manifests(
         if f.is_file() and f.name not in wanted:
             f.unlink()
     atomic_write_text(index_path, json.dumps(index, ensure_ascii=False, indent=0, sort_keys=True))
+    tarred = {
+        s: write_tarred_split(out, s, per_split[s], tar_shards, seed)
+        for s in SPLITS
+        if tar_shards > 0 and per_split[s]
+    }
+    for s in SPLITS:  # tarred splits of an earlier run that this run did not write would be stale
+        if s not in tarred and (out / TARRED_DIR / s).is_dir():
+            shutil.rmtree(out / TARRED_DIR / s)
 
     res = ManifestResult(
         out_dir=out,
@@ -330,6 +443,7 @@ def build_manifests(
         manifests=manifests,
         summary_path=out / "summary.json",
         warnings=warnings,
+        tarred=tarred,
     )
     summary = {
         "data_root": str(data_root),
@@ -349,7 +463,9 @@ def build_manifests(
         "n_converted": n_converted,
         "n_reused": n_reused,
         "n_skipped": len(skipped),
+        "skipped_by_reason": res.skipped_by_reason,
         "skipped": skipped,
+        "tarred": tarred,
         "warnings": warnings,
     }
     atomic_write_text(res.summary_path, json.dumps(summary, ensure_ascii=False, indent=2))

@@ -203,3 +203,186 @@ def test_assign_speakers_ratios_and_cross_language_speakers():
     assert el.count("test") == 1 and el.count("train") == 2  # 1 of 3 speakers is closest to 30%
     es = [split[s] for s in "ad"]
     assert es.count("test") == 1 or any(w.startswith("es-ES: no test") for w in warnings)
+
+
+# ------------------------------------------------------------- malformed files, SPHERE, raw PCM, tarred
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """Three good speakers per language plus one file of every malformed kind (each a row of its own)."""
+    root = tmp_path_factory.mktemp("messy") / "data"
+    rows = make_corpus(root, speakers=3, utts=1)
+    clips = root / "clips"
+    good = (clips / "es-ES-0-0.wav").read_bytes()
+    sf.write(clips / "sphere.sph", np.full(8000, 0.1, np.float32), 16000, format="NIST", subtype="PCM_16")
+    (clips / "ok.raw").write_bytes((np.full(4000, 0.1) * 32767).astype("<i2").tobytes())  # 0.5 s at 8 kHz
+    sf.write(clips / "flac_named.wav", np.full(8000, 0.1, np.float32), 16000, format="FLAC")
+    malformed = {
+        "zero.wav": b"",
+        "header_only.wav": good[:44],
+        "bogus_header.wav": b"RIFF\xff\xff\xff\xffWAVEjunk" + good[44:],
+        "text_named.flac": b"id,text\n1,hello\n" * 20,
+        "html.mp3": b"<html><body>404 Not Found</body></html>" * 10,
+        "truncated.wav": good[: len(good) // 2],
+        "trunc_sphere.sph": (clips / "sphere.sph").read_bytes()[:2000],
+        "undeclared.raw": (clips / "ok.raw").read_bytes(),
+    }
+    for name, data in malformed.items():
+        (clips / name).write_bytes(data)
+    for name in ["sphere.sph", "flac_named.wav", *malformed]:
+        rows.append({"audio": f"clips/{name}", "text": "Hola.", "lang": "es-ES", "speaker": "es-ES-spk0"})
+    rows.append(
+        {
+            "audio": "clips/ok.raw",
+            "text": "Hola.",
+            "lang": "es-ES",
+            "speaker": "es-ES-spk1",
+            "raw_format": "s16le",
+            "raw_sample_rate": "8000",
+            "raw_channels": "1",
+        }
+    )
+    rows.append(
+        {
+            "audio": "clips/ok.raw",
+            "text": "Hola.",
+            "lang": "es-ES",
+            "speaker": "es-ES-spk1",
+            "id": "bad_decl",
+            "raw_format": "pcm16",
+            "raw_sample_rate": "8000",
+            "raw_channels": "1",
+        }
+    )
+    write_rows(root, rows)
+    return root
+
+
+def test_malformed_files_are_skipped_named_and_counted(messy, tmp_path):
+    res = build_manifests(messy, tmp_path / "m", workers=2)
+    reasons = {s["audio"]: s["reason"] for s in res.skipped}
+    expected = {
+        "clips/zero.wav": "empty_file",
+        "clips/header_only.wav": "no_audio",
+        "clips/bogus_header.wav": "undecodable",
+        "clips/text_named.flac": "undecodable",
+        "clips/html.mp3": "undecodable",
+        "clips/truncated.wav": "truncated",
+        "clips/trunc_sphere.sph": "truncated",
+        "clips/undeclared.raw": "undecodable",
+        "clips/ok.raw": "bad_raw_format",  # the row with the bad declaration; the declared one converts
+    }
+    assert {a: r.split(":")[0] for a, r in reasons.items()} == expected
+    assert res.skipped_by_reason == {
+        "empty_file": 1,
+        "no_audio": 1,
+        "undecodable": 4,
+        "truncated": 2,
+        "bad_raw_format": 1,
+    }
+    summary = json.loads(res.summary_path.read_text())
+    assert summary["skipped_by_reason"] == res.skipped_by_reason and summary["n_skipped"] == 9
+    assert "declare raw_format" in reasons["clips/undeclared.raw"]
+    # the rest is processed: 9 good clips + SPHERE + FLAC-named-.wav + declared raw PCM
+    rows = {r["id"]: r for p in res.manifests.values() for r in read_manifest(p)}
+    assert len(rows) == 12 and res.n_converted == 12
+    assert rows["clips__sphere"]["duration"] == pytest.approx(0.5)  # SPHERE, 16 kHz
+    assert rows["clips__flac_named"]["duration"] == pytest.approx(0.5)
+    assert rows["clips__ok"]["duration"] == pytest.approx(0.5)  # raw s16le declared at 8 kHz
+    for r in rows.values():
+        info = sf.info(r["audio_filepath"])
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+
+
+def test_raw_declaration_change_forces_reconversion(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.pcm").write_bytes((np.full(8000, 0.1) * 32767).astype("<i2").tobytes())
+    row = {
+        "audio": "a.pcm",
+        "text": "Hola.",
+        "lang": "es-ES",
+        "speaker": "s",
+        "split": "train",
+        "raw_format": "s16le",
+        "raw_sample_rate": "16000",
+        "raw_channels": "1",
+    }
+    write_rows(root, [row])
+    first = build_manifests(root, tmp_path / "m", workers=1)
+    assert first.n_converted == 1 and first.hours["train"]["es-ES"] == pytest.approx(0.5 / 3600, abs=1e-6)
+    assert build_manifests(root, tmp_path / "m", workers=1).n_reused == 1
+    write_rows(root, [{**row, "raw_sample_rate": "8000"}])  # same bytes, declared at half the rate
+    third = build_manifests(root, tmp_path / "m", workers=1)
+    assert (third.n_converted, third.n_reused) == (1, 0)
+    assert read_manifest(third.manifests["train"])[0]["duration"] == pytest.approx(1.0)
+
+
+def _check_tarred(res, n_shards: int) -> None:
+    import tarfile
+
+    for split, rows in ((s, read_manifest(p, absolute=False)) for s, p in res.manifests.items()):
+        t = res.tarred[split]
+        d = res.out_dir / "tarred" / split
+        assert t["shards"] == n_shards and sorted(Path(p).name for p in t["tars"]) == [
+            f"audio_{i}.tar" for i in range(n_shards)
+        ]
+        lines = [json.loads(x) for x in (d / "tarred_audio_manifest.json").read_text().splitlines()]
+        assert sorted(r["id"] for r in lines) == sorted(r["id"] for r in rows)
+        for sid in range(n_shards):
+            with tarfile.open(d / f"audio_{sid}.tar") as tar:
+                members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+            shard = [r for r in lines if r["shard_id"] == sid]
+            sharded = [
+                json.loads(x)
+                for x in (d / "sharded_manifests" / f"manifest_{sid}.json").read_text().splitlines()
+            ]
+            assert shard == sharded and sorted(members) == sorted(r["audio_filepath"] for r in shard)
+            for r in shard:  # the tar holds exactly the converted clip
+                assert (
+                    members[r["audio_filepath"]] == (res.out_dir / "audio" / r["audio_filepath"]).read_bytes()
+                )
+                assert r["target_lang"] == r["lang"]
+        sizes = [sum(r["shard_id"] == i for r in lines) for i in range(n_shards)]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_tarred_shards_are_written_on_request(corpus, tmp_path):
+    plain = build_manifests(corpus, tmp_path / "plain", val_ratio=0.2, test_ratio=0.2, workers=1)
+    assert plain.tarred == {} and not (tmp_path / "plain" / "tarred").exists()
+    res = build_manifests(corpus, tmp_path / "m", val_ratio=0.2, test_ratio=0.2, workers=1, tar_shards=2)
+    _check_tarred(res, 2)
+    first = {p: Path(p).read_bytes() for t in res.tarred.values() for p in t["tars"]}
+    again = build_manifests(corpus, tmp_path / "m", val_ratio=0.2, test_ratio=0.2, workers=1, tar_shards=1)
+    _check_tarred(again, 1)  # fewer shards: the old audio_1.tar is gone
+    assert not (tmp_path / "m" / "tarred" / "train" / "audio_1.tar").exists()
+    res = build_manifests(corpus, tmp_path / "m", val_ratio=0.2, test_ratio=0.2, workers=1, tar_shards=2)
+    assert {p: Path(p).read_bytes() for t in res.tarred.values() for p in t["tars"]} == first  # reproducible
+    build_manifests(corpus, tmp_path / "m", val_ratio=0.2, test_ratio=0.2, workers=1)
+    assert not (tmp_path / "m" / "tarred" / "train").exists()
+    with pytest.raises(ValueError, match="tar_shards"):
+        build_manifests(corpus, tmp_path / "x", tar_shards=-1)
+
+
+@pytest.mark.slow  # imports NeMo + lhotse (~10-30 s on a busy machine)
+def test_tarred_shards_read_by_nemo(corpus, tmp_path):
+    pytest.importorskip("nemo.collections.common.data.lhotse")
+    from nemo.collections.common.data.lhotse.nemo_adapters import LazyNeMoTarredIterator
+
+    res = build_manifests(corpus, tmp_path / "m", val_ratio=0.2, test_ratio=0.2, workers=1, tar_shards=3)
+    d = res.out_dir / "tarred" / "train"
+    it = LazyNeMoTarredIterator(
+        [str(d / "sharded_manifests" / f"manifest_{i}.json") for i in range(3)],
+        [str(d / f"audio_{i}.tar") for i in range(3)],
+    )
+    cuts = list(it)
+    train = {r["id"]: r for r in read_manifest(res.manifests["train"])}
+    assert len(cuts) == len(train)
+    for cut in cuts:
+        sup = cut.supervisions[0]
+        row = train[cut.recording.id.removesuffix(".wav")]
+        assert sup.text == row["text"] and sup.language == row["lang"]
+        assert cut.recording.sampling_rate == 16000
+        assert cut.duration == pytest.approx(row["duration"], abs=1e-3)
+        assert cut.load_audio().shape == (1, round(row["duration"] * 16000))

@@ -23,11 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-utts-per-lang", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--piece-s", type=float, default=0.16, help="streaming piece size in seconds (client chunk)")
+    p.add_argument("--streams", type=int, default=16, help="utterances streamed concurrently in one batch")
+    p.add_argument("--no-latency-curve", action="store_true",
+                   help="skip the candidate's WER-vs-latency curve over every supported att_context_size")
+    p.add_argument("--mlflow-tracking-uri", default="",
+                   help="where to log the run (default: $MLFLOW_TRACKING_URI, else .mlflow/mlflow.db; 'off': skip)")
+    p.add_argument("--pipeline-run-id", default="", help="tag the MLflow run with this pipeline run id")
     a = p.parse_args(argv)
     r = run_step(a.manifests, a.base, a.candidate, a.target_langs, a.replay_langs, a.att_context_size, a.policy,
                  out_dir=a.out, batch_size=a.batch_size, max_utts_per_lang=a.max_utts_per_lang, seed=a.seed,
-                 piece_s=a.piece_s)
+                 piece_s=a.piece_s, n_streams=a.streams, latency_curve=not a.no_latency_curve,
+                 mlflow_tracking_uri=a.mlflow_tracking_uri, pipeline_run_id=a.pipeline_run_id)
     print(f"evaluation: {r.evaluation_path}\nreport: {r.report_path}")
+    if r.mlflow_run_id:
+        print(f"mlflow run: {r.mlflow_run_id}")
     return 0 if r.passed else 3
 
 

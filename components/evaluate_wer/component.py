@@ -10,23 +10,28 @@ from components.common.kfp_base import component
 @component
 def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Input[Model], target_langs: str,
                  replay_langs: str, att_context_size: str, gate_policy: str, metrics: Output[Metrics],
-                 report: Output[HTML], evaluation: Output[Artifact]) -> NamedTuple("Outputs", [("passed", bool), ("decision", str)]):
-    """Score base vs candidate (streaming at att_context_size + offline) and apply the gate policy."""
+                 report: Output[HTML], evaluation: Output[Artifact], mlflow_tracking_uri: str = "",
+                 pipeline_run_id: str = "") -> NamedTuple("Outputs", [("passed", bool), ("decision", str),
+                                                                      ("mlflow_run_id", str)]):
+    """Score base vs candidate (streaming at att_context_size + offline; the candidate's WER-vs-latency curve),
+    apply the gate policy, log the report to MLflow and every per-language/mode number as KFP Metrics."""
     import json  # noqa: E401
     import shutil
     from collections import namedtuple
 
-    from components.evaluate_wer.core import flat_metrics, run_step
+    from components.evaluate_wer.core import run_step, summary_metrics
 
     r = run_step(manifests.path, base_model_uri, candidate.path, target_langs, replay_langs, att_context_size,
-                 gate_policy, out_dir=evaluation.path)
-    flat = flat_metrics(r.metrics)
+                 gate_policy, out_dir=evaluation.path, mlflow_tracking_uri=mlflow_tracking_uri,
+                 pipeline_run_id=pipeline_run_id)
+    flat = summary_metrics(r)
     for k, v in flat.items():
         metrics.log_metric(k, v)
     with open(metrics.path, "w") as f:
         json.dump(flat, f, indent=2)
     shutil.copyfile(r.report_path, report.path)
-    return namedtuple("Outputs", ["passed", "decision"])(r.passed, json.dumps(r.decision))
+    return namedtuple("Outputs", ["passed", "decision", "mlflow_run_id"])(r.passed, json.dumps(r.decision),
+                                                                          r.mlflow_run_id)
 
 
 @component

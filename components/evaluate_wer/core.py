@@ -1,7 +1,12 @@
 """evaluate_wer: score base vs candidate on the held-out split, offline and streaming, and apply the gate.
 
-Streaming is scored through the same `AsrModel.stream_step` the Triton backend serves with, feeding audio in
-server-sized pieces, at the `att_context_size` that will be deployed: the gate judges what users will get.
+Streaming is scored through the same `AsrModel` streaming code the Triton backend serves with, feeding audio
+in client-sized pieces, at the `att_context_size` that will be deployed: the gate judges what users will get.
+Like the server, it runs several utterances as concurrent streams stepped together in one batch
+(`AsrModel.stream_step_batch`, token-identical to one stream at a time); offline is batched too.
+
+Besides the gate's numbers it measures the candidate's WER at every `att_context_size` the model supports
+(the WER-vs-latency curve users pick their operating point from) and logs the report to MLflow.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import random
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from components.evaluate_wer import gate as gate_mod
 from components.evaluate_wer.report import format_table, render_html
 
 MODES = ("streaming", "offline")
+SAMPLE_RATE = 16000  # load_audio reads (and enforces) the manifest's 16 kHz
 MODELS = ("base", "candidate")
 
 
@@ -37,6 +44,9 @@ class EvaluationResult:
     report_path: str
     utterances_path: str
     timings_s: dict = field(default_factory=dict)
+    latency_curve: list = field(default_factory=list)
+    latency_curve_path: str = ""
+    mlflow_run_id: str = ""
 
 
 def _select(rows: list[dict], langs: list[str], max_per_lang: int | None, seed: int, where: str) -> list[dict]:
@@ -59,7 +69,7 @@ def _select(rows: list[dict], langs: list[str], max_per_lang: int | None, seed: 
 def transcribe_streaming(
     model: AsrModel, audio, lang: str, att_context_size: list[int] | None, piece_s: float
 ) -> str:
-    """Stream one utterance in fixed pieces, as a client sends it to the server."""
+    """Stream one utterance alone in fixed pieces, as a client sends it to the server (reference path)."""
     n = max(int(round(piece_s * model.sample_rate)), 1)
     state = model.new_stream(lang, att_context_size)
     text = ""
@@ -68,8 +78,60 @@ def transcribe_streaming(
     return text
 
 
+def transcribe_streaming_batch(
+    model: AsrModel,
+    audios: list,
+    langs: list[str],
+    att_context_size: list[int] | None,
+    piece_s: float,
+    n_streams: int = 16,
+) -> list[str]:
+    """Stream utterances as up to `n_streams` concurrent client streams, one piece each per step.
+
+    Each step sends the next `piece_s` of every live stream through one `stream_step_batch` call, as the
+    server's sequence batcher does; a stream that ends is replaced by the next utterance. The transcripts are
+    token-identical to `transcribe_streaming` on each utterance alone.
+    """
+    if len(audios) != len(langs):
+        raise ValueError(f"got {len(audios)} audios but {len(langs)} langs")
+    if n_streams < 1:
+        raise ValueError(f"n_streams must be >= 1, got {n_streams}")
+    n = max(int(round(piece_s * model.sample_rate)), 1)
+    out = [""] * len(audios)
+    todo = deque(range(len(audios)))
+    live: list[list] = []  # [utterance index, state, samples sent]
+    while todo or live:
+        while todo and len(live) < n_streams:
+            i = todo.popleft()
+            live.append([i, model.new_stream(langs[i], att_context_size), 0])
+        pieces = [audios[i][pos : pos + n] for i, _, pos in live]
+        lasts = [pos + n >= len(audios[i]) for i, _, pos in live]
+        texts = model.stream_step_batch([st for _, st, _ in live], pieces, lasts)
+        still = []
+        for item, text, last in zip(live, texts, lasts, strict=True):
+            if last:
+                out[item[0]] = text
+            else:
+                item[2] += n
+                still.append(item)
+        live = still
+    return out
+
+
+@dataclass
+class ModelRun:
+    """One model's transcripts and what they cost."""
+
+    hyps: dict[str, list[str]]  # {"offline"|"streaming": transcripts in utterance order}
+    att_context_size: list[int]
+    timings_s: dict[str, float]
+    att_context_sizes: list[list[int]]  # every lookahead the model supports
+    latency_ms: dict[str, float]  # {str(att): algorithmic latency}
+    curve_hyps: dict[str, list[str]] = field(default_factory=dict)  # {str(att): streaming transcripts}
+
+
 def _run_model(path: str, audios: list, langs: list[str], att: list[int] | None, batch_size: int,
-               piece_s: float) -> tuple[dict[str, list[str]], list[int], dict[str, float]]:
+               piece_s: float, n_streams: int = 16, curve: bool = False) -> ModelRun:
     model = AsrModel.load(path)
     unknown = sorted({lg for lg in langs if lg not in model.prompt_dictionary})
     if unknown:
@@ -78,10 +140,38 @@ def _run_model(path: str, audios: list, langs: list[str], att: list[int] | None,
     t0 = time.perf_counter()
     offline = model.transcribe(audios, langs, batch_size=batch_size, att_context_size=att_used)
     t1 = time.perf_counter()
-    streaming = [transcribe_streaming(model, a, lg, att_used, piece_s) for a, lg in zip(audios, langs, strict=True)]
+    streaming = transcribe_streaming_batch(model, audios, langs, att_used, piece_s, n_streams)
     t2 = time.perf_counter()
+    timings = {"offline": t1 - t0, "streaming": t2 - t1}
+    run = ModelRun(hyps={"offline": offline, "streaming": streaming}, att_context_size=att_used,
+                   timings_s=timings, att_context_sizes=model.att_context_sizes,
+                   latency_ms={str(a): model.latency_ms(a) for a in model.att_context_sizes})
+    if curve:
+        for a in model.att_context_sizes:
+            run.curve_hyps[str(a)] = (streaming if a == att_used else
+                                      transcribe_streaming_batch(model, audios, langs, a, piece_s, n_streams))
+        timings["latency_curve"] = time.perf_counter() - t2
     del model
-    return {"offline": offline, "streaming": streaming}, att_used, {"offline": t1 - t0, "streaming": t2 - t1}
+    return run
+
+
+def _latency_curve(run: ModelRun, refs: list[str], utt_langs: list[str], langs: list[str]) -> list[dict]:
+    """The candidate's streaming scores at every supported lookahead, lowest latency first."""
+    points = []
+    for a in run.att_context_sizes:
+        h = run.curve_hyps[str(a)]
+        per_lang = {}
+        for lg in langs:
+            ix = [i for i, x in enumerate(utt_langs) if x == lg]
+            per_lang[lg] = score([refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)).to_dict()
+        per_lang["overall"] = score(refs, h, utt_langs).to_dict()
+        points.append({
+            "att_context_size": list(a),
+            "latency_ms": run.latency_ms[str(a)],
+            "deployed": list(a) == run.att_context_size,
+            "metrics": {lg: {k: s[k] for k in ("wer_norm", "wer_raw", "cer", "n_utts")} for lg, s in per_lang.items()},
+        })
+    return sorted(points, key=lambda p: (p["latency_ms"], p["att_context_size"]))
 
 
 def evaluate(
@@ -98,9 +188,15 @@ def evaluate(
     seed: int = 0,
     piece_s: float = 0.16,
     n_resamples: int = 1000,
+    n_streams: int = 16,
+    latency_curve: bool = True,
 ) -> EvaluationResult:
     """Score both models on `<manifest_dir>/test.jsonl` and write evaluation.json, decision.json,
-    utterances.jsonl and report.html into `out_dir`."""
+    utterances.jsonl and report.html into `out_dir`.
+
+    `n_streams` utterances are streamed concurrently (one batch per step, as the server does);
+    `latency_curve` also streams the candidate at every other supported att_context_size.
+    """
     gate_mod.validate_policy(policy)
     target_langs, replay_langs = parse_langs(target_langs), parse_langs(replay_langs)
     if not target_langs:
@@ -117,12 +213,16 @@ def evaluate(
     utt_langs = [r["lang"] for r in rows]
     refs = [r["text"] for r in rows]
 
-    hyps: dict[str, dict[str, list[str]]] = {}
-    atts: dict[str, list[int]] = {}
-    timings: dict[str, dict[str, float]] = {}
-    for name, path in (("base", base_model), ("candidate", candidate_model)):
-        hyps[name], atts[name], timings[name] = _run_model(path, audios, utt_langs, att_context_size,
-                                                           batch_size, piece_s)
+    runs = {name: _run_model(path, audios, utt_langs, att_context_size, batch_size, piece_s, n_streams,
+                             curve=latency_curve and name == "candidate")
+            for name, path in (("base", base_model), ("candidate", candidate_model))}
+    hyps = {name: r.hyps for name, r in runs.items()}
+    atts = {name: r.att_context_size for name, r in runs.items()}
+    audio_s = float(sum(a.size for a in audios)) / SAMPLE_RATE
+    timings: dict = {name: dict(r.timings_s) for name, r in runs.items()}
+    for name in MODELS:  # evaluation speed: seconds of audio per second of compute, per mode
+        for mode in MODES:
+            timings[name][f"{mode}_rtfx"] = audio_s / max(timings[name][mode], 1e-9)
     if atts["base"] != atts["candidate"]:
         raise ValueError(f"base default att_context_size {atts['base']} differs from the candidate's "
                          f"{atts['candidate']}: pass att_context_size explicitly")
@@ -156,8 +256,11 @@ def evaluate(
         "target_langs": target_langs,
         "replay_langs": replay_langs,
         "n_utts": len(rows),
+        "audio_seconds": audio_s,
+        "stream_batch": n_streams,
         "metrics": metrics,
         "delta_ci": delta_ci,
+        "latency_curve": _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [],
         "timings_s": timings,
     }
     decision = gate_mod.decide(summary, policy)
@@ -177,8 +280,10 @@ def evaluate(
                                       "cer": u.cer, "errors": u.errors, "n_ref_words": u.n_ref_words}
         utt_lines.append(json.dumps(rec, ensure_ascii=False))
     paths = {k: out / f for k, f in (("evaluation", "evaluation.json"), ("decision", "decision.json"),
-                                       ("utterances", "utterances.jsonl"), ("report", "report.html"))}
+                                       ("utterances", "utterances.jsonl"), ("report", "report.html"),
+                                       ("latency_curve", "latency_curve.json"))}
     atomic_write_text(paths["utterances"], "\n".join(utt_lines) + "\n")
+    atomic_write_text(paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False))
     atomic_write_text(paths["report"], render_html(summary))
     atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
     atomic_write_text(paths["evaluation"], json.dumps(summary, indent=2, ensure_ascii=False))
@@ -193,6 +298,8 @@ def evaluate(
         report_path=str(paths["report"]),
         utterances_path=str(paths["utterances"]),
         timings_s=timings,
+        latency_curve=summary["latency_curve"],
+        latency_curve_path=str(paths["latency_curve"]),
     )
 
 
@@ -234,26 +341,40 @@ def run_step(
     att_context_size: str,
     gate_policy: str,
     out_dir: str,
+    mlflow_tracking_uri: str = "",
+    pipeline_run_id: str = "",
     **kwargs,
 ) -> EvaluationResult:
-    """The pipeline step with string parameters (what component.py and the CLI call)."""
-    base = resolve_model(base_model_uri, os.path.join(out_dir, "_base_model"))
-    cand = resolve_model(candidate_dir, os.path.join(out_dir, "_candidate_model"))
-    return evaluate(
-        base_model=base,
-        candidate_model=cand,
-        manifest_dir=manifests_dir,
-        out_dir=out_dir,
-        target_langs=parse_langs(target_langs),
-        replay_langs=parse_langs(replay_langs),
-        att_context_size=parse_att_context_size(att_context_size),
-        policy=gate_mod.load_policy(gate_policy),
-        **kwargs,
-    )
+    """The pipeline step with string parameters (what component.py and the CLI call).
+
+    After the outputs are written, the run is logged to MLflow (`mlflow_tracking_uri`, else
+    $MLFLOW_TRACKING_URI, else the repo's sqlite store; "off" skips it) and tagged with `pipeline_run_id`.
+    Models given as MLflow URIs are downloaded to a temporary directory, never into `out_dir` (the evaluation
+    artifact would otherwise carry a multi-GB checkpoint).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="evaluate_wer_models_") as tmp:
+        base = resolve_model(base_model_uri, os.path.join(tmp, "base"))
+        cand = resolve_model(candidate_dir, os.path.join(tmp, "candidate"))
+        result = evaluate(
+            base_model=base,
+            candidate_model=cand,
+            manifest_dir=manifests_dir,
+            out_dir=out_dir,
+            target_langs=parse_langs(target_langs),
+            replay_langs=parse_langs(replay_langs),
+            att_context_size=parse_att_context_size(att_context_size),
+            policy=gate_mod.load_policy(gate_policy),
+            **kwargs,
+        )
+    if mlflow_tracking_uri.strip().lower() not in ("off", "none", "false", "0"):
+        result.mlflow_run_id = log_to_mlflow(result, mlflow_tracking_uri.strip(), pipeline_run_id)
+    return result
 
 
 def flat_metrics(result_metrics: dict, mode: str = "streaming") -> dict[str, float]:
-    """{'candidate_streaming_wer_norm_bg-BG': 0.5, ...} for kfp Metrics / MLflow logging."""
+    """{'candidate_streaming_wer_norm_bg-BG': 0.5, ...}: every model x mode x language x metric."""
     flat = {}
     for m, modes in result_metrics.items():
         for md, langs in modes.items():
@@ -261,3 +382,75 @@ def flat_metrics(result_metrics: dict, mode: str = "streaming") -> dict[str, flo
                 for k in ("wer_norm", "wer_raw", "cer"):
                     flat[f"{m}_{md}_{k}_{lg}"] = float(s[k])
     return flat
+
+
+def summary_metrics(result: EvaluationResult) -> dict[str, float]:
+    """Every scalar worth a chart, flat (for the KFP Metrics artifact and MLflow): per model x mode x
+    language WER/CER, the delta and its 95% CI per language, the gate outcome, the candidate's WER at every
+    lookahead (`candidate_streaming_att56-1_wer_norm_bg-BG`) and the evaluation's speed (RTFx)."""
+    flat = flat_metrics(result.metrics)
+    for lg, d in result.delta_ci.items():
+        for k in ("delta", "low", "high"):
+            flat[f"delta_wer_norm_{k}_{lg}"] = float(d[k])
+    flat["gate_passed"] = 1.0 if result.passed else 0.0
+    for p in result.latency_curve:
+        tag = "att" + "-".join(str(v) for v in p["att_context_size"])
+        flat[f"candidate_streaming_{tag}_latency_ms"] = float(p["latency_ms"])
+        for lg, sc in p["metrics"].items():
+            flat[f"candidate_streaming_{tag}_wer_norm_{lg}"] = float(sc["wer_norm"])
+    for m, t in result.timings_s.items():
+        for k, v in t.items():
+            if k.endswith("_rtfx"):
+                flat[f"{m}_{k}"] = float(v)
+    return flat
+
+
+def log_to_mlflow(result: EvaluationResult, tracking_uri: str = "", pipeline_run_id: str = "") -> str:
+    """One MLflow run `evaluate_wer` (experiment $MLFLOW_EXPERIMENT_NAME or nemotron-asr): params, every
+    scalar of `summary_metrics`, the latency curve as `latency_curve_wer_norm_<lang>` stepped by latency in ms
+    (MLflow draws it as a curve), and the report files as artifacts under `evaluation/`. Returns the run id."""
+    from mlflow.entities import Metric, Param
+
+    from registry.mlflow_adapter import Registry, get_client
+
+    client = get_client(tracking_uri or None)
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr"
+    experiment_id = Registry(client, experiment).experiment_id()
+    with open(result.evaluation_path, encoding="utf-8") as f:
+        summary = json.load(f)
+    tags = {"step": "evaluate_wer", "gate_passed": str(result.passed).lower()}
+    if pipeline_run_id:
+        tags["pipeline_run_id"] = pipeline_run_id
+    run_id = client.create_run(experiment_id, run_name="evaluate_wer", tags=tags).info.run_id
+    try:
+        params = {
+            "base_model": summary["base_model"],
+            "candidate_model": summary["candidate_model"],
+            "manifest": summary["manifest"],
+            "att_context_size": str(summary["att_context_size"]),
+            "target_langs": ",".join(summary["target_langs"]),
+            "replay_langs": ",".join(summary["replay_langs"]),
+            "n_utts": str(summary["n_utts"]),
+            "stream_piece_s": str(summary["stream_piece_s"]),
+            "stream_batch": str(summary.get("stream_batch", "")),
+            "gate_mode": str(summary["policy"].get("mode", "streaming")),
+            "gate_metric": str(summary["policy"].get("metric", "wer_norm")),
+        }
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(result).items()]
+        for p in result.latency_curve:
+            for lg, sc in p["metrics"].items():
+                metrics.append(Metric(f"latency_curve_wer_norm_{lg}", float(sc["wer_norm"]), now,
+                                      int(round(p["latency_ms"]))))
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000],
+                             params=[Param(k, str(v)[:500]) for k, v in params.items()] if i == 0 else [])
+        for path in (result.evaluation_path, result.decision_path, result.report_path, result.utterances_path,
+                     result.latency_curve_path):
+            if path and os.path.isfile(path):
+                client.log_artifact(run_id, path, "evaluation")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id

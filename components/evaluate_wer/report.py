@@ -87,6 +87,29 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
     ax.legend(fontsize=8)
     out.append(("Streaming vs offline", _png(fig)))
     plt.close(fig)
+
+    curve = summary.get("latency_curve") or []
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        lat = [p["latency_ms"] for p in curve]
+        for lg in langs + ["overall"]:
+            ys = [p["metrics"][lg]["wer_norm"] * 100 for p in curve]
+            style = {"color": "black", "linewidth": 2.2} if lg == "overall" else {"linewidth": 1.2}
+            ax.plot(lat, ys, marker="o", label=lg, **style)
+        dep = next((p for p in curve if p["deployed"]), None)
+        if dep is not None:
+            ax.axvline(dep["latency_ms"], color="#b3261e", linestyle="--", linewidth=1)
+            ax.annotate(f"deployed {dep['att_context_size']}", (dep["latency_ms"], ax.get_ylim()[1]),
+                        textcoords="offset points", xytext=(4, -12), fontsize=8, color="#b3261e")
+        for p in curve:
+            ax.annotate(str(p["att_context_size"]), (p["latency_ms"], p["metrics"]["overall"]["wer_norm"] * 100),
+                        textcoords="offset points", xytext=(3, 4), fontsize=7)
+        ax.set_xlabel("algorithmic latency, ms (chunk = (right context + 1) x subsampling x hop)")
+        ax.set_ylabel("WER % (normalised)")
+        ax.set_title("Candidate: streaming WER vs latency (every supported att_context_size)")
+        ax.legend(fontsize=8)
+        out.append(("Candidate WER vs latency", _png(fig)))
+        plt.close(fig)
     return out
 
 
@@ -134,6 +157,29 @@ def render_html(summary: dict) -> str:
         parts.append(f"<tr><td class='l'>{e(lg)}</td><td>{d['delta'] * 100:+.2f}</td>"
                      f"<td>[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]</td><td>{d['n_utts']}</td>"
                      f"<td>{d['n_resamples']}</td></tr>")
-    parts.append("</table><p>WER values in % points; normalised = NFC, no punctuation (any script), "
+    parts.append("</table>")
+    curve = summary.get("latency_curve") or []
+    if curve:
+        langs = _langs(summary) + ["overall"]
+        parts.append("<h2>Candidate WER vs latency (streaming, WER norm %)</h2><table><tr>"
+                     "<th>att_context_size</th><th>latency ms</th>" + "".join(f"<th>{e(lg)}</th>" for lg in langs)
+                     + "</tr>")
+        for p in curve:
+            mark = " (deployed)" if p["deployed"] else ""
+            parts.append(f"<tr><td class='l'>{e(str(p['att_context_size']))}{mark}</td><td>{p['latency_ms']:.0f}</td>"
+                         + "".join(f"<td>{p['metrics'][lg]['wer_norm'] * 100:.2f}</td>" for lg in langs) + "</tr>")
+        parts.append("</table><p>Latency is algorithmic: a steady-state chunk covers (right context + 1) encoder "
+                     "frames; compute time comes on top. Data: latency_curve.json.</p>")
+    t = summary.get("timings_s") or {}
+    if t:
+        parts.append("<h2>Evaluation speed</h2><table><tr><th>model</th><th>offline s</th><th>offline RTFx</th>"
+                     "<th>streaming s</th><th>streaming RTFx</th></tr>")
+        for model, v in t.items():
+            parts.append(f"<tr><td class='l'>{e(model)}</td><td>{v.get('offline', 0):.1f}</td>"
+                         f"<td>{v.get('offline_rtfx', 0):.1f}</td><td>{v.get('streaming', 0):.1f}</td>"
+                         f"<td>{v.get('streaming_rtfx', 0):.1f}</td></tr>")
+        parts.append(f"</table><p>{summary.get('stream_batch', 1)} concurrent streams per batch; "
+                     f"{summary.get('audio_seconds', 0):.1f} s of audio per model and mode.</p>")
+    parts.append("<p>WER values in % points; normalised = NFC, no punctuation (any script), "
                  "case-folded, language tags stripped. Per-utterance results: utterances.jsonl.</p></body></html>")
     return "\n".join(parts)

@@ -159,8 +159,20 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     lines = (out / "utterances.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 5 and {"base_streaming", "candidate_offline"} <= set(json.loads(lines[0]))
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 2 and "FAILED" in html
+    assert html.count("data:image/png;base64,") == 3 and "FAILED" in html  # per-language, str/off, curve
+    assert "WER vs latency" in html and "Evaluation speed" in html
     assert "gate: FAILED" in capsys.readouterr().out
+    # the candidate's WER-vs-latency curve: every supported lookahead, latency from the chunk size
+    curve = ev["latency_curve"]
+    assert curve == json.loads((out / "latency_curve.json").read_text(encoding="utf-8")) == res.latency_curve
+    assert [p["att_context_size"] for p in curve] == [[56, 0], [56, 1], [56, 6], [56, 13]]
+    assert [p["latency_ms"] for p in curve] == [80.0, 160.0, 560.0, 1120.0]  # (right+1) x 8 x 10 ms
+    assert [p["deployed"] for p in curve] == [False, True, False, False]
+    deployed = curve[1]["metrics"]
+    for lang in ("bg-BG", "el-GR", "overall"):
+        assert deployed[lang]["wer_norm"] == ev["metrics"]["candidate"]["streaming"][lang]["wer_norm"]
+    assert len({p["metrics"]["overall"]["cer"] for p in curve}) > 1  # the lookahead changes the output
+    assert ev["timings_s"]["candidate"]["streaming_rtfx"] > 0 and ev["stream_batch"] == 16
 
 
 def test_evaluate_errors_name_the_problem(tiny_model_path, manifest_dir, tmp_path):
@@ -184,5 +196,67 @@ def test_cli_help_and_component_interface():
     from components.evaluate_wer.component import evaluate_wer
 
     spec = evaluate_wer.component_spec
-    assert set(spec.outputs) >= {"passed", "decision", "metrics", "report", "evaluation"}
-    assert set(spec.inputs) >= {"manifests", "base_model_uri", "candidate", "att_context_size", "gate_policy"}
+    assert set(spec.outputs) >= {"passed", "decision", "metrics", "report", "evaluation", "mlflow_run_id"}
+    assert set(spec.inputs) >= {"manifests", "base_model_uri", "candidate", "att_context_size", "gate_policy",
+                                "mlflow_tracking_uri", "pipeline_run_id"}
+
+
+def test_batched_streaming_evaluation_equals_one_stream_at_a_time(tiny_model_path, manifest_dir):
+    """The evaluator streams utterances concurrently (stream_step_batch); its transcripts are the ones a
+    client streaming each utterance alone gets, whatever the number of concurrent streams."""
+    from components.common.asr_infer import AsrModel, load_audio
+    from components.common.manifest import read_manifest
+    from components.evaluate_wer.core import transcribe_streaming, transcribe_streaming_batch
+
+    asr = AsrModel.load(str(tiny_model_path), device="cpu")
+    rows = read_manifest(manifest_dir / "test.jsonl")
+    audios = [load_audio(r["audio_filepath"]) for r in rows] + [np.zeros(0, np.float32)]
+    langs = [r["lang"] for r in rows] + ["el-GR"]
+    alone = [transcribe_streaming(asr, a, lg, [56, 6], 0.16) for a, lg in zip(audios, langs, strict=True)]
+    assert len(set(alone)) == len(alone)  # distinct outputs: the comparison is not trivial
+    for n_streams in (16, 2):  # all at once; and a pool that refills as streams end
+        assert transcribe_streaming_batch(asr, audios, langs, [56, 6], 0.16, n_streams) == alone
+
+
+def test_summary_metrics_and_mlflow_run(tiny_model_path, manifest_dir, tmp_path, monkeypatch):
+    """run_step logs the report to MLflow (real sqlite store) and flattens every number for KFP Metrics."""
+    from mlflow import MlflowClient
+
+    from components.evaluate_wer.core import run_step, summary_metrics
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "eval-test")
+    res = run_step(str(manifest_dir), str(tiny_model_path), str(tiny_model_path.parent), "bg-BG", "el-GR", "[56,6]",
+                   "", out_dir=str(tmp_path / "eval"), pipeline_run_id="run-123", max_utts_per_lang=2,
+                   latency_curve=False, n_resamples=200)
+    flat = summary_metrics(res)
+    assert flat["gate_passed"] == 0.0 and flat["delta_wer_norm_delta_bg-BG"] == 0.0
+    assert {"candidate_streaming_wer_norm_bg-BG", "base_offline_cer_el-GR", "candidate_streaming_rtfx"} <= set(flat)
+    assert not any("_att56-" in k for k in flat)  # no curve requested
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(res.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["pipeline_run_id"] == "run-123"
+    assert run.data.tags["gate_passed"] == "false" and run.data.params["att_context_size"] == "[56, 6]"
+    assert run.data.metrics["candidate_streaming_wer_norm_bg-BG"] == flat["candidate_streaming_wer_norm_bg-BG"]
+    names = {f.path for f in client.list_artifacts(res.mlflow_run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/evaluation.json", "evaluation/decision.json"} <= names
+    assert not (tmp_path / "eval" / "_base_model").exists()
+
+
+def test_latency_curve_metrics_are_flattened():
+    from components.evaluate_wer.core import EvaluationResult, summary_metrics
+
+    curve = [{"att_context_size": [56, 0], "latency_ms": 80.0, "deployed": False,
+              "metrics": {"bg-BG": {"wer_norm": 0.5}, "overall": {"wer_norm": 0.4}}},
+             {"att_context_size": [56, 3], "latency_ms": 320.0, "deployed": True,
+              "metrics": {"bg-BG": {"wer_norm": 0.3}, "overall": {"wer_norm": 0.2}}}]
+    r = EvaluationResult(passed=True, decision={}, metrics={}, delta_ci={}, evaluation_path="", decision_path="",
+                         report_path="", utterances_path="", latency_curve=curve)
+    flat = summary_metrics(r)
+    assert flat == {"gate_passed": 1.0, "candidate_streaming_att56-0_latency_ms": 80.0,
+                    "candidate_streaming_att56-0_wer_norm_bg-BG": 0.5,
+                    "candidate_streaming_att56-0_wer_norm_overall": 0.4,
+                    "candidate_streaming_att56-3_latency_ms": 320.0,
+                    "candidate_streaming_att56-3_wer_norm_bg-BG": 0.3,
+                    "candidate_streaming_att56-3_wer_norm_overall": 0.2}

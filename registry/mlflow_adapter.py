@@ -236,18 +236,52 @@ class Registry:
     def reconcile(self, name: str) -> tuple[list[Entry], str | None]:
         """Make the history agree with the `champion` alias; call it holding the lock.
 
-        They disagree only when a writer died between moving the alias and appending to the log, or someone
-        moved the alias by hand: the alias is what serves, so the log records it (op `reconcile`)."""
+        A champion move writes the history entry first (the intent), then the alias. So the two disagree when
+        a writer died in between: the last entry names a version that is not champion and its `prev` is the
+        current champion; that unfinished entry is dropped. Any other disagreement is an alias moved by hand
+        (UI, raw client): the alias is what serves, so the log records it as op `reconcile`."""
         text = self._history_text(name)
         entries = history.parse(text)
         champ = self.by_alias(name, CHAMPION)
         current = champ.version if champ else None
+        if entries and entries[-1].version != current and entries[-1].prev == (current or ""):
+            # finished moves stamp the version with the entry's time; an unfinished one does not
+            last = entries[-1]
+            tags = self.get(name, last.version).tags
+            if last.at not in (tags.get("promoted_at"), tags.get("rollback.restored_at")):
+                entries = entries[:-1]
+                self._write_history(name, entries, history.dropped_count(text))
         st = history.stack(entries)
         if current is not None and (not st or st[-1] != current):
             entries = self._append_history(
                 name, entries, Entry(current, "reconcile", utc_now(), "registry", st[-1] if st else ""), text
             )
         return entries, current
+
+    def _write_history(self, name: str, entries: list[Entry], dropped: int) -> None:
+        if entries or dropped:
+            self.client.set_registered_model_tag(name, HISTORY_TAG, history.dump(entries, dropped=dropped))
+        else:
+            self.client.delete_registered_model_tag(name, HISTORY_TAG)
+
+    def move_champion(self, name: str, lock: RegistryLock, entries: list[Entry], entry: Entry) -> None:
+        """Move `champion` to `entry.version` and log it; call it holding `lock`, with `entries` from reconcile.
+
+        Order: history entry (intent), then the alias, then a read-back. If the alias write fails, the entry is
+        taken back; if the process dies instead, the next reconcile drops it. Either way the registry is left
+        with the old champion and a history that says so."""
+        text = self._history_text(name)
+        lock.check()
+        self._append_history(name, entries, entry, text)
+        try:
+            self.client.set_registered_model_alias(name, CHAMPION, entry.version)
+        except BaseException:
+            try:
+                self._write_history(name, entries, history.dropped_count(text))
+            except Exception:  # the next reconcile drops the unfinished entry
+                pass
+            raise
+        self._check_moved(name, entry.version, entry)
 
     def verify(self, info: VersionInfo) -> None:
         """Download the version's checkpoint and check it against its recorded sha256 (no champion without
@@ -296,36 +330,36 @@ class Registry:
             self.verify(info)
         with self.lock(name) as lock:
             entries, current = self.reconcile(name)
-            if current == version:
-                return self.get(name, version)
-            stamp, who = utc_now(), actor or default_actor()
+            who = actor or default_actor()
+            if current != version:
+                entry = Entry(
+                    version,
+                    "promote",
+                    utc_now(),
+                    who,
+                    current or "",
+                    decision.forced,
+                    run_id,
+                    decision.reason[: Entry.WHY_CHARS],
+                )
+                self.move_champion(name, lock, entries, entry)
+            else:  # already champion: a retry, or promoted by someone else; fill in audit tags if missing
+                entry = next((e for e in reversed(entries) if e.version == version), None)
+                if entry is None or self.get(name, version).tags.get("promoted_at"):
+                    return self.get(name, version)
             audit = {
-                "promoted_at": stamp,
-                "promoted_by": who,
+                "promoted_at": entry.at,
+                "promoted_by": entry.by or who,
                 "promotion_reason": decision.reason,
-                "previous_champion": current or "",
+                "previous_champion": entry.prev,
                 "promotion_forced": str(decision.forced).lower(),
             }
             if run_id:
                 audit["promotion_run_id"] = run_id
             if decision.forced:
                 audit["promotion_override_reason"] = reason.strip()
-            lock.check()
-            for k, v in audit.items():  # tags first: a crash after them leaves champion where it was
+            for k, v in audit.items():  # after the move: a version carries promoted_* only if it was champion
                 self.client.set_model_version_tag(name, version, k, v)
-            self.client.set_registered_model_alias(name, CHAMPION, version)
-            entry = Entry(
-                version,
-                "promote",
-                stamp,
-                who,
-                current or "",
-                decision.forced,
-                run_id,
-                decision.reason[: Entry.WHY_CHARS],
-            )
-            self._append_history(name, entries, entry, self._history_text(name))
-            self._check_moved(name, version, entry)
         return self.get(name, version)
 
     # -- resolution ---------------------------------------------------------------------------------------

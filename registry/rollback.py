@@ -76,12 +76,6 @@ def rollback(
             }
             if run_id:
                 restored["rollback.run_id"] = demoted["rollback.run_id"] = run_id
-            lock.check()
-            for k, v in restored.items():
-                reg.client.set_model_version_tag(name, target, k, v)
-            for k, v in demoted.items():
-                reg.client.set_model_version_tag(name, current, k, v)
-            reg.client.set_registered_model_alias(name, CHAMPION, target)
             entry = Entry(
                 target,
                 "rollback",
@@ -92,8 +86,11 @@ def rollback(
                 run_id,
                 reason.strip()[: Entry.WHY_CHARS],
             )
-            reg._append_history(name, entries, entry, reg._history_text(name))
-            reg._check_moved(name, target, entry)
+            reg.move_champion(name, lock, entries, entry)
+            for k, v in restored.items():  # after the move: audit tags describe what happened
+                reg.client.set_model_version_tag(name, target, k, v)
+            for k, v in demoted.items():
+                reg.client.set_model_version_tag(name, current, k, v)
         result = RollbackResult(name, current or "", target, reason.strip(), who, stamp)
         if triton_repo is not None:
             from components.export_triton.core import export_model

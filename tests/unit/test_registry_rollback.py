@@ -16,7 +16,7 @@ from registry.history import Entry
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION
 from registry.rollback import rollback
-from tests.unit.test_registry import _evaluation, _model_dir
+from tests.unit.test_registry import _evaluation, _migrated_registry_db, _model_dir, tracking_uri  # noqa: F401
 
 # -- pure history rules ------------------------------------------------------------------------------------
 
@@ -59,8 +59,8 @@ def test_history_roundtrip_and_size_limit():
 
 
 @pytest.fixture()
-def reg(tmp_path):
-    return Registry(get_client(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+def reg(tracking_uri):  # noqa: F811 (the fixture imported above)
+    return Registry(get_client(tracking_uri))
 
 
 def _candidate(tmp_path, reg, tag: str, passed: bool, run: str = "") -> str:

@@ -1,0 +1,105 @@
+"""The same register / promote / rollback paths against a real `mlflow server` on loopback (the cluster shape:
+REST store, proxied artifacts), started and stopped by the test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from components.register_model.core import register_candidate
+from registry.lock import LOCK_SUFFIX
+from registry.mlflow_adapter import Registry, get_client
+from registry.policy import CHALLENGER, CHAMPION
+from registry.rollback import rollback
+from tests.unit.test_registry import _evaluation, _migrated_registry_db, _model_dir  # noqa: F401
+
+pytestmark = pytest.mark.slow  # the server alone takes 10-20 s to come up on this machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server_uri(tmp_path, _migrated_registry_db):  # noqa: F811 (the fixture imported above)
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    if not mlflow_bin.exists():
+        pytest.skip("mlflow CLI not installed in this environment")
+    shutil.copyfile(_migrated_registry_db, tmp_path / "server.db")  # skips the 10-15 s schema build
+    port = _free_port()
+    log = open(tmp_path / "server.log", "wb")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (gunicorn/uvicorn workers too)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server_uri)
+    reg = Registry(get_client(server_uri))
+    versions = []
+    for tag, passed in (("one", True), ("two", True), ("three", False)):
+        d = _model_dir(tmp_path, tag, f"weights-{tag}".encode())
+        ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed)
+        r = register_candidate(d, ev, "asr", data_md5=f"md5-{tag}", pipeline_run_id=f"run-{tag}",
+                               tracking_uri=server_uri)
+        versions.append(r.version)
+    v1, v2, v3 = versions
+    info = reg.get("asr", v1)
+    assert info.source.startswith("mlflow-artifacts:") and info.tags["data_md5"] == "md5-one"
+    assert "## Word error rate" in reg.client.get_model_version("asr", v1).description
+    assert reg.by_alias("asr", CHALLENGER).version == v3
+    # registration is idempotent through the REST store too (tag search)
+    again = register_candidate(tmp_path / "two", tmp_path / "ev-two.json", "asr", pipeline_run_id="run-two",
+                               tracking_uri=server_uri)
+    assert again.version == v2 and len(reg.versions("asr")) == 3
+
+    reg.promote("asr", v1, actor="ci")  # downloads through the server's artifact proxy and checks sha256
+    reg.promote("asr", v2, actor="ci")
+    with pytest.raises(PermissionError, match="gate failed"):
+        reg.promote("asr", v3)
+    assert reg.by_alias("asr", CHAMPION).version == v2  # a failed gate leaves champion where it was
+
+    r = rollback(reg, "asr", "latency regression", actor="oncall", triton_repo=tmp_path / "triton_repo")
+    assert (r.from_version, r.to_version, r.triton_version) == (v2, v1, 1)
+    assert (tmp_path / "triton_repo" / "asr_offline" / "1" / "model.nemo").read_bytes() == b"weights-one"
+    assert reg.by_alias("asr", CHAMPION).version == v1
+    assert [(e.version, e.op) for e in reg.history("asr")] == [(v1, "promote"), (v2, "promote"), (v1, "rollback")]
+    assert reg.get("asr", v1).tags["rollback.reason"] == "latency regression"
+    assert not [m for m in reg.client.search_registered_models() if m.name.endswith(LOCK_SUFFIX)]

@@ -54,6 +54,7 @@ def cmd_start(a: argparse.Namespace) -> int:
         models=a.models,
         state_dir=state_dir,
         startup_timeout_s=a.timeout,
+        host=a.host,
     )
     srv.start()  # raises with the log tail if a model does not load
     info = {
@@ -61,7 +62,7 @@ def cmd_start(a: argparse.Namespace) -> int:
         "repo": str(srv.repo),
         "http_url": srv.http_url,
         "grpc_url": srv.grpc_url,
-        "metrics_url": f"http://127.0.0.1:{srv.metrics_port}/metrics",
+        "metrics_url": f"http://{srv.client_host}:{srv.metrics_port}/metrics",
         "models": list(a.models),
         "log": str(srv.log_file),
         "started": time.strftime("%F %T"),
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "start", help="start tritonserver in the background and wait until the models are READY"
     )
     s.add_argument("--repo", default=str(PROJECT_ROOT / "triton_repo"), help="model repository (%(default)s)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="address the three endpoints bind to (default: loopback only)"
+    )
     s.add_argument("--http-port", type=int, default=8000)
     s.add_argument("--grpc-port", type=int, default=8001)
     s.add_argument("--metrics-port", type=int, default=8002)

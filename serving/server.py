@@ -141,6 +141,8 @@ class TritonServer:
     startup_timeout_s: float = 300.0
     stop_timeout_s: float = 45.0  # tritonserver itself waits up to 30 s for models to unload
     log_verbose: int = 0
+    # loopback only by default: the local server is for this machine (the cluster image binds 0.0.0.0 itself)
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.repo = Path(self.repo).resolve()
@@ -153,12 +155,16 @@ class TritonServer:
         self.start_seconds: float | None = None
 
     @property
+    def client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.client_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"grpc://127.0.0.1:{self.grpc_port}"
+        return f"grpc://{self.client_host}:{self.grpc_port}"
 
     def command(self) -> list[str]:
         src = pytriton_dir()
@@ -167,8 +173,11 @@ class TritonServer:
             f"--model-repository={self.repo}",
             f"--backend-directory={prepare_backends(self.state_dir)}",
             f"--cache-directory={src / 'caches'}",
+            f"--http-address={self.host}",
             f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             "--exit-on-error=false",

@@ -32,7 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keep", type=int, default=3, help="version folders kept per model (default: %(default)s)"
     )
-    p.add_argument("--max-batch-size", type=int, default=ServingConfig.max_batch_size)
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=ServingConfig.max_batch_size,
+        help="offline utterances per batch",
+    )
+    p.add_argument(
+        "--stream-max-batch-size",
+        type=int,
+        default=ServingConfig.stream_max_batch_size,
+        help="streams advanced together per streaming step",
+    )
     p.add_argument("--instances", type=int, default=ServingConfig.instances)
     a = p.parse_args(argv)
 
@@ -40,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     expected = a.sha256
     nemo = a.nemo
     try:
-        serving = ServingConfig(max_batch_size=a.max_batch_size, instances=a.instances)
+        serving = ServingConfig(
+            max_batch_size=a.max_batch_size,
+            stream_max_batch_size=a.stream_max_batch_size,
+            instances=a.instances,
+        )
         if nemo.startswith("models:/"):
             import os
             import tempfile

@@ -48,10 +48,13 @@ class ExportError(ValueError):
 class ServingConfig:
     """Knobs that end up in the generated config.pbtxt files (defaults fit the 2-core CPU box)."""
 
-    max_batch_size: int = 8
+    max_batch_size: int = 8  # offline: utterances per execute()
     max_queue_delay_us: int = 2000  # offline: wait this long to fill a batch
     instances: int = 1  # model instances per model (KIND_CPU); each holds one copy of the model
-    max_candidate_sequences: int = 16  # streaming: sequences batched together per step
+    stream_max_batch_size: int = 16  # streaming: chunks of different streams advanced in one batched step
+    # streaming: streams the oldest strategy schedules at once; more wait in a backlog until one ends, so this
+    # is the number of concurrent clients served without stalling (it costs no memory in Triton itself)
+    max_candidate_sequences: int = 256
     max_sequence_idle_us: int = 60_000_000  # streaming: an abandoned stream is freed after 60 s
     max_audio_s: float = 120.0  # longest utterance / chunk accepted; longer requests get an error
 
@@ -87,6 +90,7 @@ def render_config(model: str, att_context_size: list[int] | None, serving: Servi
     return Template(text).substitute(
         name=model,
         max_batch_size=serving.max_batch_size,
+        stream_max_batch_size=serving.stream_max_batch_size,
         max_queue_delay_us=serving.max_queue_delay_us,
         instances=serving.instances,
         max_candidate_sequences=serving.max_candidate_sequences,

@@ -31,6 +31,7 @@ CONF = REPO_ROOT / "components" / "finetune_asr" / "conf" / "tiny_prompt_rnnt.ya
 EVAL_AUDIO = REPO_ROOT.parent / "shared" / "eval-audio"
 ATT = [56, 1]  # the deployment lookahead the export is configured with
 CHUNK_S = 0.16
+MAX_AUDIO_S = 20.0  # the served models refuse longer requests
 CLIP_S = 3.0  # real clips are cropped: the point is parity, not accuracy, and the box has 2 cores
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -114,12 +115,15 @@ test_clips.__test__ = False  # a helper, not a test
 def served(tmp_path_factory):
     """(server, in-process AsrModel, clips): export a fresh tiny model and serve it."""
     from components.common.asr_infer import AsrModel
-    from components.export_triton.core import export_model
+    from components.export_triton.core import ServingConfig, export_model
 
     work = tmp_path_factory.mktemp("serving")
     nemo = build_tiny_model(work / "model")
     repo = work / "triton_repo"
-    res = export_model(nemo, repo, None, {"name": "tiny-e2e"}, ATT)
+    # a short max_audio_s makes "very long audio" cheap to send (the limit is what is tested, not its value)
+    res = export_model(
+        nemo, repo, None, {"name": "tiny-e2e"}, ATT, serving=ServingConfig(max_audio_s=MAX_AUDIO_S)
+    )
     assert res.version == 1
     server = TritonServer(repo, state_dir=work / "state", startup_timeout_s=600)
     server.start()
@@ -360,3 +364,177 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(served):
     assert (
         transcribe_streaming(server.grpc_url, audio, lang, CHUNK_S) == _in_process_stream(asr, audio, lang)[1]
     )
+
+
+def test_wrong_shape_dtype_and_too_long_audio_are_refused(served):
+    """The cases test_malformed_requests... does not send: wrong shape and dtype on both models, audio longer
+    than the exported max_audio_s on both, an empty offline utterance among valid ones."""
+    server, asr, clips = served
+    _, audio, lang = clips[0]
+    tc, client = _grpc(server)
+    too_long = np.zeros(int((MAX_AUDIO_S + 1) * 16000), np.float32)
+    try:
+        # offline: [1, 1, N] (three dimensions) is refused by Triton's shape check
+        a = audio[None, None, :]
+        inputs = [tc.InferInput("AUDIO", list(a.shape), "FP32"), tc.InferInput("LANG", [1, 1], "BYTES")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(np.array([[lang.encode()]], dtype=np.object_))
+        msg = _expect_error(client.infer, "asr_offline", inputs, match="shape")
+        print(f"\noffline [1,1,N] -> {msg}")
+        _expect_error(
+            client.infer, "asr_offline", _offline_inputs(tc, too_long, lang), match="longer than max_audio_s"
+        )
+        _expect_error(
+            client.infer,
+            "asr_offline",
+            _offline_inputs(tc, audio.astype(np.int16), lang),
+            match="data-type",
+        )
+
+        # streaming: FP64 chunk, a [2, N] chunk, a chunk longer than max_audio_s
+        c = np.zeros((1, 2560), np.float64)
+        inputs = [tc.InferInput("AUDIO_CHUNK", list(c.shape), "FP64")]
+        inputs[0].set_data_from_numpy(c)
+        _expect_error(
+            client.infer,
+            "asr_streaming",
+            inputs,
+            sequence_id=random.randrange(1, 2**63),
+            sequence_start=True,
+            sequence_end=True,
+            match="data-type",
+        )
+        c = np.zeros((2, 2560), np.float32)
+        inputs = [tc.InferInput("AUDIO_CHUNK", list(c.shape), "FP32"), tc.InferInput("LANG", [1, 1], "BYTES")]
+        inputs[0].set_data_from_numpy(c)
+        inputs[1].set_data_from_numpy(np.array([[lang.encode()]], dtype=np.object_))
+        with pytest.raises(
+            Exception
+        ) as e:  # Triton's sequence batcher or model.py: both name the batch/shape
+            client.infer(
+                "asr_streaming",
+                inputs,
+                sequence_id=random.randrange(1, 2**63),
+                sequence_start=True,
+                sequence_end=True,
+            )
+        msg = e.value.message() if hasattr(e.value, "message") else str(e.value)
+        print(f"streaming [2,N] -> {msg}")
+        assert "batch" in msg.lower() or "shape" in msg.lower(), msg
+        _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_request(tc, too_long, lang),
+            sequence_id=random.randrange(1, 2**63),
+            sequence_start=True,
+            sequence_end=True,
+            match="longer than max_audio_s",
+        )
+    finally:
+        client.close()
+    from serving.server import is_ready
+
+    assert is_ready(server.http_url)
+
+
+def test_malformed_requests_between_chunks_leave_live_streams_intact(served):
+    """Two live streams; between their chunks, malformed requests arrive: on a stream itself (NaN chunk, wrong
+    dtype), for unknown and ended sequences, with an unknown language. Every valid chunk's answer still equals
+    the in-process partial of its own stream: bad requests neither advance nor corrupt any stream's state."""
+    from tritonclient.utils import InferenceServerException
+
+    server, asr, clips = served
+    tc, client = _grpc(server)
+    step = int(CHUNK_S * 16000)
+    ended = random.randrange(1, 2**63)
+    client.infer(
+        "asr_streaming",
+        _stream_request(tc, clips[0][1][:step], clips[0][2]),
+        sequence_id=ended,
+        sequence_start=True,
+        sequence_end=True,
+    )
+    streams = []
+    for _, audio, lang in clips[:2]:
+        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
+        streams.append(
+            {
+                "id": random.randrange(1, 2**63),
+                "lang": lang,
+                "pieces": pieces,
+                "texts": [],
+                "expected": _in_process_stream(asr, audio, lang)[0],
+            }
+        )
+    nan = np.zeros(step, np.float32)
+    nan[5] = np.nan
+    f64 = np.zeros((1, step), np.float64)
+    f64_in = [tc.InferInput("AUDIO_CHUNK", list(f64.shape), "FP64")]
+    f64_in[0].set_data_from_numpy(f64)
+    refused = 0
+    try:
+        for i in range(max(len(s["pieces"]) for s in streams)):
+            for s in streams:
+                if i >= len(s["pieces"]):
+                    continue
+                last = i == len(s["pieces"]) - 1
+                if 0 < i and not last:
+                    bad = [
+                        (_stream_request(tc, nan, None), {"sequence_id": s["id"]}),
+                        (f64_in, {"sequence_id": s["id"]}),
+                        (_stream_request(tc, nan[:0], None), {"sequence_id": ended}),
+                        (
+                            _stream_request(tc, s["pieces"][i], None),
+                            {"sequence_id": random.randrange(1, 2**63)},
+                        ),
+                        (
+                            _stream_request(tc, s["pieces"][i], "xx-XX"),
+                            {
+                                "sequence_id": random.randrange(1, 2**63),
+                                "sequence_start": True,
+                                "sequence_end": True,
+                            },
+                        ),
+                    ][i % 5]
+                    with pytest.raises(InferenceServerException):
+                        client.infer("asr_streaming", bad[0], **bad[1])
+                    refused += 1
+                r = client.infer(
+                    "asr_streaming",
+                    _stream_request(tc, s["pieces"][i], s["lang"] if i == 0 else None),
+                    sequence_id=s["id"],
+                    sequence_start=i == 0,
+                    sequence_end=last,
+                )
+                s["texts"].append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+    finally:
+        client.close()
+    assert refused >= 10
+    for s in streams:
+        assert s["texts"] == s["expected"]
+
+
+def test_cli_streams_a_file_in_real_time_and_prints_partial_and_final_text(served, tmp_path, capsys):
+    """`python -m serving transcribe --streaming --realtime FILE`: one line per chunk (the text so far), then
+    the final text, paced like a microphone (a 3 s clip takes about 3 s)."""
+    import soundfile as sf
+
+    from serving.__main__ import main
+
+    server, asr, clips = served
+    name, audio, lang = clips[0]
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    partials, final = _in_process_stream(asr, audio, lang)
+    t0 = time.perf_counter()
+    rc = main(
+        ["transcribe", str(wav), "--lang", lang, "--url", server.grpc_url, "--streaming", "--realtime"]
+        + ["--chunk-ms", str(1000 * CHUNK_S)]
+    )
+    wall = time.perf_counter() - t0
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    shown = [line.split("] ", 1)[1] if "] " in line else "" for line in out if line.startswith(f"  [{wav} #")]
+    assert shown == partials
+    assert out[-1].startswith(f"{wav}\t{final}\t")
+    assert wall >= 0.9 * audio.size / 16000  # paced at the audio rate, not as fast as the server answers

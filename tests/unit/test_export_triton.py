@@ -162,6 +162,9 @@ def test_configs_parse_and_say_what_the_models_expect(tmp_path: Path, nemo: Path
     st = _parse_config((repo / "asr_streaming" / "config.pbtxt").read_text())
     d = MessageToDict(st)
     assert st.name == "asr_streaming" and "dynamicBatching" not in d
+    # several streams per step: the oldest strategy batches chunks of different sequences into one execute()
+    assert st.max_batch_size == ServingConfig.stream_max_batch_size > 1
+    assert int(d["sequenceBatching"]["oldest"]["maxCandidateSequences"]) >= st.max_batch_size
     assert [i["name"] for i in d["input"]] == ["AUDIO_CHUNK", "LANG"]
     sb = d["sequenceBatching"]
     assert int(sb["maxSequenceIdleMicroseconds"]) == ServingConfig.max_sequence_idle_us
@@ -254,6 +257,9 @@ def test_server_command_uses_explicit_model_control(tmp_path: Path):
     srv = serving_server.TritonServer(tmp_path, models=["asr_offline"], state_dir=tmp_path / "state")
     cmd = srv.command()
     assert "--model-control-mode=explicit" in cmd and "--load-model=asr_offline" in cmd
+    # loopback only: the local server is not reachable from other machines
+    for endpoint in ("http", "grpc", "metrics"):
+        assert f"--{endpoint}-address=127.0.0.1" in cmd
     assert len({srv.http_port, srv.grpc_port, srv.metrics_port}) == 3
     with pytest.raises(serving_server.ServerError, match="config.pbtxt: missing"):
         srv.start()

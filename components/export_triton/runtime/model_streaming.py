@@ -3,9 +3,11 @@
 Triton's sequence batcher routes every request of a client stream (one correlation id) to this instance, in
 order, with the control inputs START / END / READY / CORRID. The model keeps one `StreamState` (encoder caches,
 RNNT decoder state, unconsumed samples) per CORRID: created on START (reading LANG), advanced by
-`AsrModel.stream_step` on every chunk, dropped on END or after `max_sequence_idle_us` without a request (Triton
-frees the sequence slot on the same clock, but does not tell the model). A bad request gets its own TritonError
-response; it never raises out of execute().
+`AsrModel.stream_step_batch` on every chunk, dropped on END or after `max_sequence_idle_us` without a request
+(Triton frees the sequence slot on the same clock, but does not tell the model). The sequence batcher's `oldest`
+strategy hands execute() requests of up to max_batch_size different sequences; the valid ones advance together
+in one batched encoder + RNNT step (per-stream caches, prompts and hypotheses; token-identical to one stream at
+a time). A bad request gets its own TritonError response; it never raises out of execute().
 """
 
 import locale
@@ -61,10 +63,12 @@ class TritonPythonModel:
         self.streams: dict[int, object] = {}  # CORRID -> StreamState
         self.last_seen: dict[int, float] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()  # CORRID -> why it is gone
+        # several streams per encoder/decoder pass when asr_infer has the batched step (token-identical)
+        self.batched = hasattr(self.asr, "stream_step_batch")
         pb_utils.Logger.log_info(
             f"asr_streaming v{args['model_version']} loaded {nemo_path} in {time.time() - t0:.1f}s "
             f"(sha256 {meta.get('sha256', '?')[:12]}, att_context_size {self.att_context_size}, "
-            f"idle timeout {self.idle_s:.0f}s)"
+            f"idle timeout {self.idle_s:.0f}s, batched steps {self.batched})"
         )
 
     def _forget(self, corrid: int, why: str) -> None:
@@ -90,11 +94,10 @@ class TritonPythonModel:
             raise _BadRequest("AUDIO_CHUNK: contains NaN or Inf")
         return np.ascontiguousarray(a[0])
 
-    def _step(self, request) -> str:
-        """One chunk of one stream -> the text so far (or _BadRequest naming the input and the reason)."""
-        if not int(_scalar(request, "READY", 1)):
-            return ""  # a padding slot, not a client request
-        corrid = int(_scalar(request, "CORRID"))
+    def _prepare(self, request, corrid: int) -> tuple[object, np.ndarray, bool]:
+        """Validate one chunk of stream `corrid` -> (its StreamState, samples, END?); _BadRequest names the
+        input and the reason. Nothing about the stream changes unless the request is valid (a START creates
+        the stream)."""
         start = bool(int(_scalar(request, "START")))
         end = bool(int(_scalar(request, "END")))
         chunk = self._chunk(request)
@@ -113,25 +116,62 @@ class TritonPythonModel:
             why = self.ended.get(corrid, "never started (no START request)")
             raise _BadRequest(f"unknown sequence {corrid}: {why}")
         self.last_seen[corrid] = time.monotonic()
+        return state, chunk, end
+
+    def _advance(self, batch: list[tuple[int, int, object, np.ndarray, bool]], responses: list) -> None:
+        """Advance the streams of `batch` [(request index, corrid, state, samples, END)], one chunk each, with
+        one `stream_step_batch` call (one encoder + decoder pass per group of chunks instead of per stream)."""
+        if not batch:
+            return
+        if len(batch) == 1 or not self.batched:
+            for i, corrid, state, chunk, end in batch:
+                try:
+                    responses[i] = self._finish(corrid, self.asr.stream_step(state, chunk, last=end), end)
+                except Exception as e:  # the state may be half-advanced: end the stream, not serve garbage
+                    responses[i] = self._failed(corrid, e)
+            return
         try:
-            text = self.asr.stream_step(state, chunk, last=end)
-        except Exception as e:  # the state may be half-advanced: end the stream rather than serve garbage
-            self._forget(corrid, f"failed earlier ({type(e).__name__}: {e})")
-            raise _BadRequest(f"sequence {corrid}: streaming step failed: {type(e).__name__}: {e}") from e
+            texts = self.asr.stream_step_batch(
+                [b[2] for b in batch], [b[3] for b in batch], [b[4] for b in batch]
+            )
+        except Exception as e:  # inputs were validated, so this is a model fault: every state may be touched
+            for i, corrid, *_ in batch:
+                responses[i] = self._failed(corrid, e)
+            return
+        for (i, corrid, _, _, end), text in zip(batch, texts, strict=True):
+            responses[i] = self._finish(corrid, text, end)
+
+    def _finish(self, corrid: int, text: str, end: bool):
         if end:
             self._forget(corrid, "already ended (END was sent)")
-        return text
+        return _text_response(text)
+
+    def _failed(self, corrid: int, e: Exception):
+        self._forget(corrid, f"failed earlier ({type(e).__name__}: {e})")
+        msg = f"sequence {corrid}: streaming step failed: {type(e).__name__}: {e}"
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(msg))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
+        """The sequence batcher hands over up to max_batch_size requests, each of a different sequence: each is
+        validated on its own (a bad one gets its error response), then all valid ones advance together."""
+        responses: list = [None] * len(requests)
+        batch: list = []
+        for i, request in enumerate(requests):
             try:
-                responses.append(_text_response(self._step(request)))
+                if not int(_scalar(request, "READY", 1)):
+                    responses[i] = _text_response("")  # a padding slot, not a client request
+                    continue
+                corrid = int(_scalar(request, "CORRID"))
+                if any(b[1] == corrid for b in batch):  # never two chunks of one stream in one step
+                    self._advance(batch, responses)
+                    batch = []
+                batch.append((i, corrid, *self._prepare(request, corrid)))
             except _BadRequest as e:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
             except Exception as e:  # never let one request take the model down
                 msg = f"internal error: {type(e).__name__}: {e}"
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(msg)))
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(msg))
+        self._advance(batch, responses)
         now = time.monotonic()
         for corrid in [c for c, t in self.last_seen.items() if now - t > self.idle_s]:
             self._forget(corrid, f"expired after {self.idle_s:.0f}s without a request")

@@ -1,0 +1,577 @@
+"""`make bench-serve`: a bounded tritonclient (gRPC) load generator against the real tritonserver.
+
+perf_analyzer cannot run here (glibc), so this drives the served `asr_streaming` model itself. What it measures,
+all on one model, one att_context_size and the same audio chunks:
+
+1. in-process baseline: `AsrModel.stream_step` per-chunk latency (the code the server runs, no server);
+2. per-chunk latency p50/p95/p99 and aggregate chunks/s with 1, 4 and 16 concurrent streams. Each stream is a
+   gRPC bidirectional stream that sends its next chunk as soon as the previous answer arrives (closed loop, no
+   real-time pacing: pacing would cap throughput at the audio rate and hide the server's capacity);
+3. ratios: Triton p50 at 1 stream / in-process p50 (target <= 1.25); 16-stream chunks/s / 1-stream chunks/s
+   (target >= 4x);
+4. a soak of N chunks (default 10,000) over 4 concurrent streams, 5% of them malformed (wrong dtype, wrong shape,
+   NaN, unknown language, unknown sequence, chunk after END): server RSS (tritonserver + its python-backend stub
+   processes, VmRSS from /proc/<pid>/status) before and after (target growth < 10%), crashes (server exited, a
+   stub restarted, a model not READY: target 0), valid requests that failed, malformed requests that did not.
+
+Every completed sequence's final text is compared with the in-process text of the same clip (the load must not
+cost correctness). Figures are printed and written to outputs/bench/serve.json and serve.html (latency plot).
+
+Model: the cached demo base model (.cache/base_model/*/base.nemo) if present, else a tiny fixture model of the
+same class (random weights, like the tests build). Run `--quick` for a smoke run (~3 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import queue
+import random
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from serving.server import TritonServer, is_ready, repository_index  # noqa: E402
+
+EVAL_AUDIO = ROOT.parent / "shared" / "eval-audio"
+MODEL = "asr_streaming"
+MALFORMED_KINDS = ("dtype", "shape", "nan", "lang", "unknown_seq", "after_end")
+
+
+# ------------------------------------------------------------------------------------------- model and audio
+def pick_model(work: Path, explicit: str | None) -> tuple[Path, str]:
+    if explicit:
+        return Path(explicit), "given"
+    cached = sorted((ROOT / ".cache" / "base_model").glob("*/base.nemo"))
+    if cached:
+        return cached[-1], "cached demo base model"
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    from test_asr_infer import build_tiny_model  # the fixture model the unit tests use
+
+    return build_tiny_model(work / "tiny"), "tiny fixture model (random weights)"
+
+
+def load_clips(langs: set[str], n: int, max_s: float) -> list[tuple[str, np.ndarray, str]]:
+    """(name, 16 kHz mono float32, lang): real recordings cropped to max_s, else synthetic signals."""
+    from serving.client import load_audio
+
+    def key(lang: str) -> str | None:
+        for k in (lang, lang.split("-")[0]):
+            if k in langs:
+                return k
+        return None
+
+    clips = []
+    manifest = EVAL_AUDIO / "manifest.jsonl"
+    if manifest.is_file():
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if key(r["lang"]) and r.get("duration", 0) >= 2.0]
+        random.Random(0).shuffle(rows)
+        for r in rows[:n]:
+            audio = load_audio(EVAL_AUDIO / r["audio_filepath"])[: int(max_s * 16000)]
+            clips.append((Path(r["audio_filepath"]).name, audio, key(r["lang"])))
+    if not clips:
+        rng = np.random.RandomState(0)
+        lang = sorted(langs)[0]
+        t = np.arange(int(max_s * 16000)) / 16000
+        for i in range(n):
+            sig = 0.3 * np.sin(2 * np.pi * (150 + 50 * i + 200 * t) * t) + 0.05 * rng.randn(t.size)
+            clips.append((f"synthetic{i}", sig.astype(np.float32), lang))
+    return clips
+
+
+def split(audio: np.ndarray, step: int) -> list[np.ndarray]:
+    return [np.ascontiguousarray(audio[i : i + step]) for i in range(0, audio.size, step)]
+
+
+def chunk_samples(asr, att: list[int]) -> int:
+    """Samples per encoder step at `att` (first chunk aside): one request then advances the encoder once."""
+    enc = asr.model.encoder
+    enc.set_default_att_context_size(att)
+    shift = enc.streaming_cfg.shift_size
+    frames = int(shift[1] if isinstance(shift, (list, tuple)) else shift)
+    return frames * int(asr.model.preprocessor.featurizer.hop_length)
+
+
+def in_process(asr, clips, step: int, att: list[int], repeats: int) -> tuple[list[float], dict[str, str]]:
+    """Per-chunk stream_step seconds over every clip (`repeats` passes), and each clip's final text."""
+    lat, finals = [], {}
+    for _ in range(repeats):
+        for name, audio, lang in clips:
+            state = asr.new_stream(lang, att)
+            pieces = split(audio, step)
+            for i, p in enumerate(pieces):
+                t0 = time.perf_counter()
+                text = asr.stream_step(state, p, last=i == len(pieces) - 1)
+                lat.append(time.perf_counter() - t0)
+            finals[name] = text
+    return lat, finals
+
+
+# ------------------------------------------------------------------------------------------- server process
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (tritonserver + the python-backend stubs it spawned)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rss_kb(pid: int) -> dict[int, int]:
+    """{pid: VmRSS kB} for the server and its descendants."""
+    out = {}
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[p] = int(line.split()[1])
+        except OSError:
+            pass
+    return out
+
+
+def exec_counts(server: TritonServer) -> tuple[float, float]:
+    """(requests, model executions) of asr_streaming from Triton's metrics: their ratio is the mean batch."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    got = {}
+    for line in text.splitlines():
+        for name in ("nv_inference_count", "nv_inference_exec_count"):
+            if line.startswith(name + "{") and f'model="{MODEL}"' in line:
+                got[name] = float(line.rsplit(" ", 1)[1])
+    return got.get("nv_inference_count", 0.0), got.get("nv_inference_exec_count", 0.0)
+
+
+def server_health(server: TritonServer) -> dict:
+    alive = server.process is not None and server.process.poll() is None
+    ready = alive and is_ready(server.http_url)
+    states = {}
+    if ready:
+        states = {r["name"]: r.get("state") for r in repository_index(server.http_url) if r.get("name")}
+    return {"alive": alive, "ready": ready, "models": states}
+
+
+# ------------------------------------------------------------------------------------------- load generator
+def _inputs(tc, chunk: np.ndarray, lang: str | None, dtype: str = "FP32"):
+    c = chunk if chunk.ndim == 2 else chunk[None, :]
+    inputs = [tc.InferInput("AUDIO_CHUNK", list(c.shape), dtype)]
+    inputs[0].set_data_from_numpy(c)
+    if lang is not None:
+        inputs.append(tc.InferInput("LANG", [1, 1], "BYTES"))
+        inputs[1].set_data_from_numpy(np.array([[lang.encode()]], dtype=np.object_))
+    return inputs
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)  # seconds, valid chunks only
+    chunks: int = 0  # valid chunks answered
+    sequences: int = 0  # sequences that ran a whole clip
+    text_mismatches: list[str] = field(default_factory=list)
+    valid_errors: list[str] = field(default_factory=list)  # a valid request that got an error
+    malformed: dict[str, int] = field(default_factory=dict)  # kind -> refused as expected
+    malformed_accepted: list[str] = field(default_factory=list)  # a malformed request that got a result
+
+    def merge(self, o: Tally) -> None:
+        self.latencies += o.latencies
+        self.chunks += o.chunks
+        self.sequences += o.sequences
+        self.text_mismatches += o.text_mismatches
+        self.valid_errors += o.valid_errors
+        self.malformed_accepted += o.malformed_accepted
+        for k, v in o.malformed.items():
+            self.malformed[k] = self.malformed.get(k, 0) + v
+
+
+class Worker(threading.Thread):
+    """One client stream: sends clips chunk by chunk, each chunk after the previous answer (lock-step)."""
+
+    def __init__(self, url, clips, step, expected, budget, seed, malformed_frac=0.0, timeout_s=120.0):
+        super().__init__(daemon=True)
+        self.url, self.clips, self.step, self.expected = url, clips, step, expected
+        self.budget, self.rng, self.malformed_frac, self.timeout_s = (
+            budget,
+            random.Random(seed),
+            malformed_frac,
+            timeout_s,
+        )
+        self.tally = Tally()
+        self.error: BaseException | None = None
+        self._answers: queue.Queue = queue.Queue()
+
+    def _send(self, inputs, seq, start=False, end=False):
+        """-> (result or None, error message or None, seconds)."""
+        t0 = time.perf_counter()
+        self.client.async_stream_infer(MODEL, inputs, sequence_id=seq, sequence_start=start, sequence_end=end)
+        try:
+            result, error, t1 = self._answers.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"no answer within {self.timeout_s:.0f}s") from None
+        msg = None if error is None else (error.message() if hasattr(error, "message") else str(error))
+        return result, msg, t1 - t0
+
+    def _malformed(self, live_seq: int | None, ended_seq: int | None, lang: str) -> None:
+        tc = self.tc
+        kind = self.rng.choice(MALFORMED_KINDS)
+        chunk = np.zeros(self.step, np.float32)
+        if kind == "dtype" and live_seq:  # Triton's own input check, on a live stream
+            r, err, _ = self._send(_inputs(tc, chunk.astype(np.float64), None, "FP64"), live_seq)
+        elif kind == "shape" and live_seq:  # two rows in a sequence request
+            r, err, _ = self._send(_inputs(tc, np.zeros((2, self.step), np.float32), None), live_seq)
+        elif kind == "nan" and live_seq:  # refused before the stream's state is touched
+            bad = chunk.copy()
+            bad[7] = np.nan
+            r, err, _ = self._send(_inputs(tc, bad, None), live_seq)
+        elif kind == "after_end" and ended_seq:
+            r, err, _ = self._send(_inputs(tc, chunk, None), ended_seq)
+        elif kind == "unknown_seq":
+            r, err, _ = self._send(_inputs(tc, chunk, None), self.rng.randrange(1, 2**62))
+        else:  # "lang" (and the kinds above when there is no live/ended stream yet); START+END frees the slot
+            kind = "lang"
+            r, err, _ = self._send(_inputs(tc, chunk, "xx-XX"), self.rng.randrange(1, 2**62), True, True)
+        if err is None:
+            self.tally.malformed_accepted.append(kind)
+        else:
+            self.tally.malformed[kind] = self.tally.malformed.get(kind, 0) + 1
+
+    def run(self) -> None:
+        import tritonclient.grpc as tc
+
+        self.tc = tc
+        self.client = tc.InferenceServerClient(self.url.removeprefix("grpc://"))
+        self.client.start_stream(
+            callback=lambda result, error: self._answers.put((result, error, time.perf_counter()))
+        )
+        sent, ended = 0, None
+        try:
+            while sent < self.budget:
+                name, audio, lang = self.clips[self.rng.randrange(len(self.clips))]
+                seq = self.rng.randrange(1, 2**62)
+                pieces = split(audio, self.step)
+                text, whole = "", True
+                for i, piece in enumerate(pieces):
+                    if self.malformed_frac and self.rng.random() < self.malformed_frac:
+                        self._malformed(seq if i else None, ended, lang)
+                        sent += 1
+                    last = i == len(pieces) - 1 or sent + 1 >= self.budget
+                    r, err, dt = self._send(_inputs(tc, piece, lang if i == 0 else None), seq, i == 0, last)
+                    sent += 1
+                    if err is not None:
+                        self.tally.valid_errors.append(f"{name} chunk {i}: {err}")
+                    else:
+                        self.tally.latencies.append(dt)
+                        self.tally.chunks += 1
+                        text = r.as_numpy("TEXT").reshape(-1)[0].decode()
+                    if last:
+                        whole = i == len(pieces) - 1
+                        break
+                ended = seq
+                if whole:
+                    self.tally.sequences += 1
+                    if text != self.expected[name]:
+                        self.tally.text_mismatches.append(f"{name}: {text!r} != {self.expected[name]!r}")
+        except BaseException as e:  # reported by the caller
+            self.error = e
+        finally:
+            self.client.stop_stream()
+            self.client.close()
+
+
+def drive(url, clips, step, expected, streams, total, malformed_frac=0.0, seed=0) -> tuple[Tally, float]:
+    """`streams` concurrent workers sharing `total` requests, each at least one whole clip;
+    -> (merged tally, wall seconds)."""
+    per = max(-(-total // streams), max(-(-c[1].size // step) for c in clips))
+    workers = [
+        Worker(url, clips, step, expected, per, seed * 1000 + k, malformed_frac) for k in range(streams)
+    ]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    tally = Tally()
+    for w in workers:
+        if w.error is not None:
+            raise RuntimeError(f"load worker failed: {type(w.error).__name__}: {w.error}") from w.error
+        tally.merge(w.tally)
+    return tally, wall
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
+
+
+def summary(lat: list[float]) -> dict:
+    return {"n": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99)}
+
+
+# ------------------------------------------------------------------------------------------- report
+def write_html(path: Path, res: dict, lat: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, values in lat.items():
+        v = np.sort(np.asarray(values) * 1000.0)
+        if v.size:
+            ax.plot(v, np.arange(1, v.size + 1) / v.size, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("per-chunk latency (ms, log)")
+    ax.set_ylabel("fraction of chunks")
+    ax.set_title(f"asr_streaming per-chunk latency ({res['chunk_ms']:.0f} ms chunks)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{v['streams']}</td><td>{v['p50_ms']:.1f}</td><td>{v['p95_ms']:.1f}</td>"
+        f"<td>{v['p99_ms']:.1f}</td><td>{v['chunks_per_s']:.1f}</td><td>{v['mean_batch']:.1f}</td></tr>"
+        for k, v in res["levels"].items()
+    )
+    checks = "".join(
+        f"<tr><td>{c['name']}</td><td>{c['value']:.3g}</td><td>{c['target']}</td>"
+        f"<td>{'met' if c['met'] else 'NOT met'}</td></tr>"
+        for c in res["targets"]
+    )
+    html = f"""<!doctype html><meta charset="utf-8"><title>bench-serve</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}</style>
+<h1>Triton streaming benchmark</h1>
+<p>{res["model"]} ({res["model_source"]}), att_context_size {res["att_context_size"]}, {res["chunk_ms"]:.0f} ms chunks,
+{res["cpu_count"]} CPUs, ASR_THREADS={res["asr_threads"]}, {res["started"]}. Command: <code>{res["command"]}</code></p>
+<h2>Targets</h2><table><tr><th>figure</th><th>value</th><th>target</th><th></th></tr>{checks}</table>
+<h2>Latency and throughput</h2>
+<table><tr><th></th><th>streams</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>chunks/s</th><th>mean batch</th></tr>{rows}</table>
+<img src="data:image/png;base64,{png}" alt="latency CDF">
+<h2>Soak</h2><pre>{json.dumps(res["soak"], indent=2)}</pre>
+"""
+    path.write_text(html, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help=".nemo to serve (default: cached base model, else the tiny fixture)")
+    p.add_argument("--att-context-size", default="[56,1]", help="deployment lookahead (default %(default)s)")
+    p.add_argument("--chunks", type=int, default=10_000, help="soak requests (default %(default)s)")
+    p.add_argument("--level-chunks", type=int, default=600, help="chunks measured per concurrency level")
+    p.add_argument("--streams", default="1,4,16", help="concurrency levels (default %(default)s)")
+    p.add_argument("--soak-streams", type=int, default=4)
+    p.add_argument("--malformed", type=float, default=0.05, help="fraction of malformed soak requests")
+    p.add_argument("--clip-s", type=float, default=6.0, help="clips are cropped to this length")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, server and in-process alike")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1,000-chunk soak, 200 chunks per level")
+    p.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
+    a = p.parse_args(argv)
+    if a.quick:
+        a.chunks, a.level_chunks = min(a.chunks, 1000), min(a.level_chunks, 200)
+    os.environ["ASR_THREADS"] = str(a.threads)  # AsrModel.load here and server_env() for the stubs
+    levels = [int(s) for s in a.streams.split(",")]
+
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(nemo_logging.ERROR)  # restore_from prints the whole config otherwise
+
+    from components.common.asr_infer import AsrModel
+    from components.export_triton.core import ServingConfig, export_model, parse_att_context_size
+
+    att = parse_att_context_size(a.att_context_size)
+    t_start = time.time()
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    nemo, source = pick_model(work, a.model)
+    asr = AsrModel.load(str(nemo))
+    clips = load_clips(set(asr.prompt_dictionary), 12, a.clip_s)
+    step = chunk_samples(asr, att)
+    chunk_ms = 1000.0 * step / 16000
+    print(
+        f"model {nemo} ({source}); att_context_size {att}; {chunk_ms:.0f} ms chunks; {len(clips)} clips "
+        f"({sum(c[1].size for c in clips) / 16000:.0f} s audio); torch threads {a.threads}",
+        flush=True,
+    )
+
+    in_process(asr, clips[:2], step, att, 1)  # warm-up
+    base_lat, expected = in_process(asr, clips, step, att, 2)
+    base = summary(base_lat)
+    print(
+        f"in-process stream_step: p50 {base['p50_ms']:.2f} ms  p95 {base['p95_ms']:.2f}  "
+        f"p99 {base['p99_ms']:.2f}  ({base['n']} chunks)",
+        flush=True,
+    )
+
+    repo = work / "triton_repo"
+    export_model(nemo, repo, None, {"name": "bench-serve"}, att, serving=ServingConfig())
+    server = TritonServer(repo, models=[MODEL], state_dir=work / "state", startup_timeout_s=600)
+    server.start()
+    print(f"tritonserver ready in {server.start_seconds:.0f}s (log {server.log_file})", flush=True)
+    res: dict = {
+        "command": " ".join(
+            [Path(sys.executable).name, "tests/bench/bench_serve.py", *(argv or sys.argv[1:])]
+        ),
+        "started": time.strftime("%F %T"),
+        "model": str(nemo),
+        "model_source": source,
+        "att_context_size": att,
+        "chunk_ms": chunk_ms,
+        "cpu_count": os.cpu_count(),
+        "asr_threads": a.threads,
+        "load_avg_at_start": os.getloadavg(),
+        "server_start_s": server.start_seconds,
+        "in_process": base,
+        "levels": {},
+    }
+    lat_plot = {"in-process": base_lat}
+    try:
+        drive(server.grpc_url, clips[:2], step, expected, 1, 40)  # warm-up
+        for n in levels:
+            c0, e0 = exec_counts(server)
+            tally, wall = drive(server.grpc_url, clips, step, expected, n, a.level_chunks, seed=n)
+            c1, e1 = exec_counts(server)
+            s = summary(tally.latencies)
+            s.update(
+                mean_batch=(c1 - c0) / (e1 - e0) if e1 > e0 else float("nan"),
+                streams=n,
+                chunks_per_s=tally.chunks / wall,
+                wall_s=wall,
+                sequences=tally.sequences,
+                text_mismatches=len(tally.text_mismatches),
+                errors=len(tally.valid_errors),
+            )
+            res["levels"][f"{n} stream{'s' if n > 1 else ''}"] = s
+            lat_plot[f"Triton, {n} stream{'s' if n > 1 else ''}"] = tally.latencies
+            print(
+                f"{n:>2} streams: p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f}  p99 {s['p99_ms']:.1f}  "
+                f"{s['chunks_per_s']:.1f} chunks/s, mean batch {s['mean_batch']:.1f}  "
+                f"({tally.chunks} chunks, {tally.sequences} whole "
+                f"sequences, {len(tally.text_mismatches)} text mismatches, {len(tally.valid_errors)} errors)",
+                flush=True,
+            )
+            for m in (tally.text_mismatches + tally.valid_errors)[:3]:
+                print(f"    {m}")
+
+        # soak
+        before_health = server_health(server)
+        before = rss_kb(server.process.pid)
+        pid = server.process.pid
+        stubs_before = set(before) - {pid}
+        tally, wall = drive(
+            server.grpc_url, clips, step, expected, a.soak_streams, a.chunks, a.malformed, seed=99
+        )
+        time.sleep(1.0)
+        health = server_health(server)
+        after = rss_kb(pid) if health["alive"] else {}
+        crashes = (
+            int(not health["alive"])
+            + int(set(after) - {pid} != stubs_before)  # a python-backend stub died and was restarted
+            + int(health["models"].get(MODEL) != "READY")
+        )
+        rb, ra = sum(before.values()), sum(after.values())
+        res["soak"] = {
+            "requests": tally.chunks
+            + len(tally.valid_errors)
+            + sum(tally.malformed.values())
+            + len(tally.malformed_accepted),
+            "streams": a.soak_streams,
+            "wall_s": wall,
+            "valid_chunks": tally.chunks,
+            "malformed_refused": tally.malformed,
+            "malformed_accepted": len(tally.malformed_accepted),
+            "valid_errors": len(tally.valid_errors),
+            "whole_sequences": tally.sequences,
+            "text_mismatches": len(tally.text_mismatches),
+            "rss_before_kb": before,
+            "rss_after_kb": after,
+            "rss_before_mb": rb / 1024,
+            "rss_after_mb": ra / 1024,
+            "rss_growth": (ra - rb) / rb if rb else float("nan"),
+            "crashes": crashes,
+            "health_before": before_health,
+            "health_after": health,
+            "latency": summary(tally.latencies),
+        }
+        sk = res["soak"]
+        print(
+            f"soak: {sk['requests']} requests over {a.soak_streams} streams in {wall:.0f}s; malformed refused "
+            f"{sum(tally.malformed.values())} {tally.malformed}, accepted {sk['malformed_accepted']}; valid "
+            f"errors {sk['valid_errors']}; text mismatches {sk['text_mismatches']}/{tally.sequences}; "
+            f"RSS {sk['rss_before_mb']:.0f} -> {sk['rss_after_mb']:.0f} MB ({100 * sk['rss_growth']:+.1f}%); "
+            f"crashes {crashes}",
+            flush=True,
+        )
+        for m in (tally.text_mismatches + tally.valid_errors)[:3]:
+            print(f"    {m}")
+    finally:
+        server.stop()
+
+    one, many = res["levels"].get("1 stream"), res["levels"].get(f"{max(levels)} streams")
+    targets = []
+    if one:
+        targets.append(
+            {
+                "name": "Triton p50 / in-process p50 (1 stream)",
+                "value": one["p50_ms"] / base["p50_ms"],
+                "target": "<= 1.25",
+            }
+        )
+    if one and many:
+        targets.append(
+            {
+                "name": f"{max(levels)}-stream / 1-stream chunks/s",
+                "value": many["chunks_per_s"] / one["chunks_per_s"],
+                "target": ">= 4",
+            }
+        )
+    targets.append({"name": "soak RSS growth", "value": res["soak"]["rss_growth"], "target": "< 0.10"})
+    targets.append({"name": "soak crashes", "value": res["soak"]["crashes"], "target": "== 0"})
+    for t in targets:
+        op, thr = t["target"].split()
+        t["met"] = {
+            "<=": t["value"] <= float(thr),
+            ">=": t["value"] >= float(thr),
+            "<": t["value"] < float(thr),
+            "==": t["value"] == float(thr),
+        }[op]
+    res["targets"] = targets
+    res["total_s"] = time.time() - t_start
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    write_html(out / "serve.html", res, lat_plot)
+    print("\n== bench-serve ==")
+    for t in targets:
+        print(
+            f"{t['name']:<42} {t['value']:8.3f}   target {t['target']:<7} {'met' if t['met'] else 'NOT MET'}"
+        )
+    print(f"total {res['total_s']:.0f}s; wrote {out / 'serve.json'} and {out / 'serve.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

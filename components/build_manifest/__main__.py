@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also write each split as a NeMo tarred dataset with this many shards (default 0: off)",
     )
+    p.add_argument(
+        "--verify-sources",
+        action="store_true",
+        help="re-hash every source instead of trusting unchanged size+mtime from the previous run",
+    )
     a = p.parse_args(argv)
     try:
         r = build_manifests(
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             langs=a.langs or None,
             workers=a.workers,
             tar_shards=a.tar_shards,
+            verify_sources=a.verify_sources,
         )
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

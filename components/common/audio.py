@@ -344,9 +344,9 @@ def read_audio(path: str | os.PathLike, raw: RawFormat | None = None) -> tuple[n
     data = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     if subtype in ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III") and not np.isfinite(data).all():
         raise AudioError(p, "non_finite", f"{int((~np.isfinite(data)).sum())} NaN/inf samples")
-    mag = np.abs(data)
-    peak = float(mag.max())
-    clipped = float(np.count_nonzero(mag >= CLIP_LEVEL)) / mag.size
+    peak = max(float(data.max()), -float(data.min()))
+    # counting full-scale samples needs a pass over |x|: only when the peak says there can be any
+    clipped = float(np.count_nonzero(np.abs(data) >= CLIP_LEVEL)) / data.size if peak >= CLIP_LEVEL else 0.0
     flat = data.reshape(-1)
     power = float(np.dot(flat, flat)) / flat.size
     rms_dbfs = 10.0 * math.log10(power) if power > 0 else float("-inf")
@@ -433,8 +433,33 @@ def write_wav16(
         raise ValueError(f"{path}: write_wav16 expects mono (frames,), got shape {audio.shape}")
     if not np.isfinite(audio).all():
         raise ValueError(f"{path}: refusing to write NaN/inf samples")
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
     # fsync only when asked: converting a corpus writes thousands of clips, and one fsync each (~10 ms here)
     # dominated the conversion time; the temp-file + rename still means no reader ever sees half a file
-    atomic_write_bytes(path, buf.getvalue(), durable=durable)
+    atomic_write_bytes(path, wav16_bytes(audio, sr), durable=durable)
+
+
+def wav16_bytes(audio: np.ndarray, sr: int = TARGET_SR) -> bytes:
+    """A canonical 44-byte-header PCM16 mono WAV of float audio in [-1, 1] (clipped), rounded to nearest.
+
+    Built with numpy rather than libsndfile: for short clips, opening a libsndfile handle on a BytesIO cost
+    as much as the conversion itself. Same layout libsndfile writes (RIFF/WAVE, 'fmt ' PCM, 'data').
+    """
+    pcm = np.rint(np.clip(audio, -1.0, 1.0) * np.float32(32768.0))
+    pcm = np.clip(pcm, -32768, 32767).astype("<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        int(sr),
+        int(sr) * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
+    )
+    return header + pcm

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import html
 import io
 import json
@@ -193,18 +194,28 @@ def resolve_audio(data_root: str | os.PathLike, audio: str) -> tuple[Path | None
     """
     if not audio:
         return None, "audio path is empty"
-    root = Path(os.path.realpath(data_root))
-    p = Path(audio)
-    lexical = Path(os.path.normpath(p if p.is_absolute() else Path(os.path.abspath(data_root)) / p))
-    lexical_root = Path(os.path.normpath(os.path.abspath(data_root)))
-    if p.is_absolute() and not (lexical.is_relative_to(lexical_root) or lexical.is_relative_to(root)):
+    # os.path on strings, roots resolved once per dataset: this runs per row, 100,000s of times on big corpora
+    lexical_root, root = _roots(os.fspath(data_root))
+    absolute = os.path.isabs(audio)
+    lexical = os.path.normpath(audio if absolute else os.path.join(lexical_root, audio))
+    if absolute and not (_inside(lexical, lexical_root) or _inside(lexical, root)):
         return None, f"absolute path {audio!r} is outside the dataset root"
-    if not p.is_absolute() and not lexical.is_relative_to(lexical_root):
+    if not absolute and not _inside(lexical, lexical_root):
         return None, f"path {audio!r} escapes the dataset root via '..'"
-    real = Path(os.path.realpath(lexical))
-    if not real.is_relative_to(root):
+    real = os.path.realpath(lexical)
+    if not _inside(real, root):
         return None, f"path {audio!r} resolves through a symlink to {real}, outside the dataset root"
-    return real, None
+    return Path(real), None
+
+
+@functools.lru_cache(maxsize=64)
+def _roots(data_root: str) -> tuple[str, str]:
+    """(normalised absolute root, real root). Cached: a root's symlinks do not change during a run."""
+    return os.path.normpath(os.path.abspath(data_root)), os.path.realpath(data_root)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 # ------------------------------------------------------------------------------------------ text script

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -386,3 +387,24 @@ def test_tarred_shards_read_by_nemo(corpus, tmp_path):
         assert cut.recording.sampling_rate == 16000
         assert cut.duration == pytest.approx(row["duration"], abs=1e-3)
         assert cut.load_audio().shape == (1, round(row["duration"] * 16000))
+
+
+def test_stat_cache_and_verify_sources(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    sf.write(root / "a.wav", np.full(8000, 0.1, np.float32), 16000)
+    old = 1_600_000_000_000_000_000  # long before the index is written: not "racy"
+    os.utime(root / "a.wav", ns=(old, old))
+    write_rows(root, [{"audio": "a.wav", "text": "Hola.", "lang": "es-ES", "speaker": "s", "split": "train"}])
+    assert build_manifests(root, tmp_path / "m", workers=1).n_converted == 1
+    # same size and mtime, other content (a tool that preserves mtimes): the stat cache trusts it...
+    sf.write(root / "a.wav", np.full(8000, 0.2, np.float32), 16000)
+    os.utime(root / "a.wav", ns=(old, old))
+    assert build_manifests(root, tmp_path / "m", workers=1).n_reused == 1
+    # ... verify_sources re-hashes and converts it; a fresh mtime alone also triggers a re-hash
+    assert build_manifests(root, tmp_path / "m", workers=1, verify_sources=True).n_converted == 1
+    y, _ = sf.read(tmp_path / "m" / "audio" / "a.wav")
+    assert y[0] == pytest.approx(0.2, abs=1e-4)
+    (root / "a.wav").touch()
+    again = build_manifests(root, tmp_path / "m", workers=1)
+    assert (again.n_converted, again.n_reused) == (0, 1)  # touched, re-hashed, same content: reused

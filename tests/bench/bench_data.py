@@ -1,0 +1,206 @@
+"""Benchmark of the data stage (run by `make bench`; prints numbers, asserts nothing about time).
+
+1. Manifest building: N generated clips of mixed containers (WAV 16/24-bit/float, FLAC, OGG Vorbis, MP3 when
+   libsndfile has it), rates (8 - 48 kHz) and channels (mono/stereo), 0.3 - 1.5 s each. The same files are
+   converted by
+     - a naive sequential baseline: per file librosa.load(sr=16000) + soundfile.write, one process;
+     - build_manifests(workers=W): hashes, validates, resamples (soxr), writes atomically, splits;
+   then build_manifests runs again on the unchanged inputs (every clip reused by content hash).
+   Printed: files/s of each, builder / baseline (target >= 3 on 2 cores) and re-run / first run (<= 0.05).
+2. Validation: 100,000 synthetic metadata rows (a real metadata.csv parsed by read_metadata) joined with
+   pre-probed audio properties (decoding is measured in part 1), through the full great-expectations suite
+   and the failure report. Printed: rows/s.
+
+    .venv/bin/python tests/bench/bench_data.py                 # defaults: 5000 files, 100000 rows, 2 workers
+    .venv/bin/python tests/bench/bench_data.py --files 500 --rows 20000   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from components.build_manifest.core import build_manifests  # noqa: E402
+from components.validate_data.core import (  # noqa: E402
+    Thresholds,
+    dataset_frame,
+    read_metadata,
+    validate_frame,
+)
+
+RATES = (8000, 16000, 22050, 44100, 48000)
+LANGS = {"el-GR": "Καλημέρα σας, τι κάνετε;", "bg-BG": "Здравейте, как сте?", "es-ES": "¿Qué tal está usted?"}
+
+
+def formats() -> list[tuple[str, str, str]]:
+    """(extension, libsndfile format, subtype) of the mix."""
+    f = [
+        ("wav", "WAV", "PCM_16"),
+        ("wav", "WAV", "PCM_24"),
+        ("wav", "WAV", "FLOAT"),
+        ("flac", "FLAC", "PCM_16"),
+        ("ogg", "OGG", "VORBIS"),
+    ]
+    if "MP3" in sf.available_formats():
+        f.append(("mp3", "MP3", "MPEG_LAYER_III"))
+    return f
+
+
+def generate(root: Path, n: int, seed: int = 0) -> dict[str, int]:
+    """n clips + metadata.csv under root; returns clips per extension."""
+    rng = np.random.default_rng(seed)
+    (root / "clips").mkdir(parents=True)
+    fmts = formats()
+    langs = list(LANGS)
+    counts: dict[str, int] = {}
+    with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["audio", "text", "lang", "speaker"])
+        for i in range(n):
+            ext, fmt, subtype = fmts[i % len(fmts)]
+            sr = RATES[(i // len(fmts)) % len(RATES)]
+            ch = 2 if i % 3 == 0 else 1
+            seconds = 0.3 + 1.2 * rng.random()
+            t = np.arange(int(sr * seconds)) / sr
+            x = (
+                0.3
+                * np.sin(2 * np.pi * (150 + 50 * rng.random()) * t)
+                * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+            )
+            x = (x + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+            data = np.stack([x, 0.8 * x], 1) if ch == 2 else x
+            name = f"clips/{i:06d}.{ext}"
+            sf.write(root / name, data, sr, format=fmt, subtype=subtype)
+            lang = langs[i % len(langs)]
+            w.writerow([name, LANGS[lang], lang, f"{lang}-spk{(i // len(langs)) % 200}"])
+            counts[ext] = counts.get(ext, 0) + 1
+    return counts
+
+
+def baseline(root: Path, out: Path) -> float:
+    """The naive converter: one process, librosa.load(sr=16000) + soundfile.write per file. Returns seconds."""
+    import librosa
+
+    rows = list(csv.DictReader(open(root / "metadata.csv", encoding="utf-8")))
+    out.mkdir(parents=True)
+    librosa.load(root / rows[0]["audio"], sr=16000)  # warm-up: lazy imports inside librosa
+    t0 = time.perf_counter()
+    for r in rows:
+        y, _ = librosa.load(root / r["audio"], sr=16000)
+        sf.write(out / (Path(r["audio"]).stem + ".wav"), y, 16000, subtype="PCM_16")
+    return time.perf_counter() - t0
+
+
+def bench_manifests(n_files: int, workers: int, tmp: Path) -> None:
+    root = tmp / "data"
+    t0 = time.perf_counter()
+    mix = generate(root, n_files)
+    print(f"generated {n_files} clips in {time.perf_counter() - t0:.1f} s: {mix}, rates {RATES}, 1/3 stereo")
+
+    t_base = baseline(root, tmp / "baseline")
+    t0 = time.perf_counter()
+    first = build_manifests(root, tmp / "manifests", workers=workers)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = build_manifests(root, tmp / "manifests", workers=workers)
+    t_again = time.perf_counter() - t0
+    assert first.n_converted == n_files and again.n_reused == n_files, "benchmark corpus must convert cleanly"
+
+    print(
+        f"naive baseline (librosa.load + soundfile.write, 1 process): {t_base:7.2f} s  {n_files / t_base:8.1f} files/s"
+    )
+    print(
+        f"build_manifests (workers={workers}, first run):            {t_first:7.2f} s  {n_files / t_first:8.1f} files/s"
+    )
+    print(
+        f"build_manifests re-run, unchanged inputs:                 {t_again:7.2f} s  {n_files / t_again:8.1f} files/s"
+    )
+    print(f"RATIO builder / baseline (files/s): {t_base / t_first:.2f}x   (target >= 3 on 2 cores)")
+    print(f"RATIO re-run / first run (time):    {t_again / t_first:.3f}   (target <= 0.05)")
+
+
+def bench_validation(n_rows: int, tmp: Path) -> None:
+    """n_rows metadata rows (~1% with a defect) joined with pre-probed audio properties, full GX suite."""
+    root = tmp / "meta"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    langs = list(LANGS)
+    with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["audio", "text", "lang", "speaker", "split"])
+        for i in range(n_rows):
+            lang = langs[i % 3]
+            text = LANGS[lang] if i % 211 else ""  # ~0.5% empty transcripts
+            split = ("train", "train", "train", "val", "test")[(i // 3 // 100) % 5]
+            w.writerow([f"clips/{i:07d}.wav", text, lang, f"{lang}-spk{i // 3 // 100}", split])
+    t0 = time.perf_counter()
+    meta = read_metadata(root)
+    t_read = time.perf_counter() - t0
+
+    probed = []
+    for i, r in enumerate(meta.rows):
+        duration = float(rng.uniform(0.5, 12.0)) if i % 307 else 45.0  # ~0.3% too long
+        info = {
+            "sample_rate": 16000,
+            "channels": 1,
+            "frames": int(duration * 16000),
+            "duration": duration,
+            "format": "WAV",
+            "subtype": "PCM_16",
+            "peak": 0.5,
+            "rms_dbfs": -20.0,
+            "clipped": 0.0 if i % 401 else 0.01,
+            "extension_ok": True,
+            "sha256": f"{i:064x}",
+        }
+        probed.append((root / r.audio, None, info, None))
+    prompts = {lang: k for k, lang in enumerate(langs)}
+    t0 = time.perf_counter()
+    df = dataset_frame(meta, probed)
+    res = validate_frame(
+        df, tmp / "validation", meta.path, meta.has_split, prompts, Thresholds(), data_docs=False
+    )
+    t_val = time.perf_counter() - t0
+    print(
+        f"validation of {n_rows} metadata rows: read_metadata {t_read:.2f} s, frame + GX suite + reports "
+        f"{t_val:.2f} s -> {n_rows / (t_read + t_val):,.0f} rows/s "
+        f"({res.n_failed_rows} failing rows, {res.n_warning_rows} warning rows, status {res.status})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=5000, help="generated clips (default %(default)s)")
+    p.add_argument("--rows", type=int, default=100_000, help="synthetic metadata rows (default %(default)s)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="builder processes")
+    p.add_argument("--keep", help="generate into this folder and keep it (default: a temp dir, removed)")
+    a = p.parse_args(argv)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench_data."))
+    print(
+        f"== bench_data: {a.files} files, {a.rows} rows, {a.workers} workers, {os.cpu_count()} CPUs, in {tmp}"
+    )
+    try:
+        if a.files:
+            bench_manifests(a.files, a.workers, tmp)
+        if a.rows:
+            bench_validation(a.rows, tmp)
+    finally:
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

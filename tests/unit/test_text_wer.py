@@ -106,3 +106,54 @@ def test_bootstrap_is_seeded():
     a = paired_bootstrap([1, 2, 3], [2, 2, 1], [5, 5, 5], seed=7)
     b = paired_bootstrap([1, 2, 3], [2, 2, 1], [5, 5, 5], seed=7)
     assert (a.low, a.high) == (b.low, b.high)
+
+
+def test_greek_question_mark_forms_and_tonos_known_answers():
+    # ASCII ';' (how Greek text is usually typed) and U+037E score the same; a missing tonos is an error
+    s = score(["Τι ώρα είναι\u037e", "Πού είσαι;"], ["τι ώρα είναι;", "που είσαι"], ["el-GR", "el-GR"])
+    assert (s.substitutions, s.deletions, s.insertions, s.n_ref_words) == (1, 0, 0, 5)
+    assert s.wer_norm == pytest.approx(1 / 5) and s.cer == pytest.approx(1 / len("τι ώρα είναι" + "πού είσαι"))
+
+
+def test_greek_final_sigma_is_an_error_when_wrong():
+    s = score(["Ο δρόμος της πόλης."], ["ο δρόμοσ της πόλης"], ["el-GR"])
+    assert s.substitutions == 1 and s.wer_norm == pytest.approx(1 / 4)
+
+
+def test_cyrillic_quotes_and_case_only_hurt_raw():
+    s = score(["«Добро утро», каза тя."], ["добро утро каза тя"], ["bg-BG"])
+    assert s.wer_norm == 0.0 and s.cer == 0.0 and s.wer_raw == pytest.approx(3 / 4)
+
+
+def test_language_tag_in_reference_and_hypothesis():
+    s = score(["<bg-BG> Включи лампата."], ["<el-GR>Включи лампата"], ["bg-BG"])
+    assert s.wer_norm == 0.0 and s.n_ref_words == 2
+
+
+def test_empty_hypothesis_is_all_deletions_and_empty_both_is_perfect():
+    s = score(["Добро утро.", ""], ["", ""], ["bg-BG", "bg-BG"])
+    assert (s.deletions, s.insertions, s.n_ref_words, s.wer_norm, s.cer) == (2, 0, 2, 1.0, 1.0)
+    u = utterance_scores(["Добро утро.", ""], ["", ""])
+    assert [x.wer_norm for x in u] == [1.0, 0.0] and [x.n_ref_words for x in u] == [2, 0]
+
+
+def test_corpus_rate_is_errors_over_words_not_mean_of_utterances():
+    refs, hyps = ["ένα", "a b c d e f g h i j"], ["δύο", "a b c d e f g h i j"]
+    assert score(refs, hyps, ["el-GR", "en-US"]).wer_norm == pytest.approx(1 / 11)  # mean would be 0.5
+
+
+def test_bootstrap_clearly_worse_ci_above_zero_and_defaults():
+    base = [1, 0, 1, 2, 0, 1, 1, 0, 1, 1]
+    cand = [5, 4, 6, 5, 4, 6, 5, 5, 4, 6]
+    ci = paired_bootstrap(base, cand, [10] * 10)
+    assert ci.low > 0.0 and ci.delta == pytest.approx(0.42)
+    assert (ci.n_resamples, ci.confidence, ci.seed) == (1000, 0.95, 0)
+
+
+def test_bootstrap_on_empty_references_and_bad_input():
+    ci = paired_bootstrap([0, 0], [1, 0], [0, 0])  # only empty references: rates use max(words, 1)
+    assert ci.delta == 1.0 and ci.low <= ci.delta <= ci.high
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap([1], [1, 2], [3, 3])
+    with pytest.raises(ValueError, match="at least one utterance"):
+        paired_bootstrap([], [], [])

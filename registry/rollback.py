@@ -98,7 +98,7 @@ def rollback(
             att = (
                 att_context_size
                 if att_context_size is not None
-                else info.tags.get("att_context_size") or None
+                else info.tags.get("att_context_size") or info.tags.get("params.att_context_size") or None
             )
             model_info = {
                 "name": name,

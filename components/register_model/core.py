@@ -192,6 +192,7 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
             **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
     if evaluation.get("att_context_size") is not None:  # the operating point the gate judged (rollback re-exports at it)
         tags["att_context_size"] = json.dumps(evaluation["att_context_size"])
+        tags.setdefault("params.att_context_size", tags["att_context_size"])  # what the Triton sync sidecar reads
     for lg, ci in (evaluation.get("delta_ci") or {}).items():
         if isinstance(ci, dict) and "low" in ci:
             tags[f"metrics.delta_ci.{lg}"] = f"{ci['delta']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"

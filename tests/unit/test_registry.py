@@ -91,6 +91,9 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     assert v1.tags["data_md5"] == "d1.dir" and v1.tags["git_commit"] == "c0ffee"
     assert v1.tags["gate.passed"] == "true" and len(v1.tags["checkpoint_sha256"]) == 64
     assert float(v1.tags["metrics.candidate.streaming.bg-BG.wer_norm"]) == 0.5
+    assert v1.tags["att_context_size"] == v1.tags["params.att_context_size"] == "[56, 1]"  # latency point
+    assert v1.tags["base_model_sha256"] == "b" * 64 and v1.tags["pipeline_run_id"] == "local"
+    assert "gate.reasons" in v1.tags and "## Word error rate" in reg.client.get_model_version("asr", "1").description
     reg.promote("asr", r1.version, actor="test")
     assert reg.by_alias("asr", CHAMPION).version == r1.version
 

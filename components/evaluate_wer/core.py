@@ -238,14 +238,18 @@ def evaluate(
                 metrics[m][mode][lg] = score([refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)).to_dict()
             metrics[m][mode]["overall"] = score(refs, h, utt_langs).to_dict()
 
+    # The CI is of the delta the gate judges: the policy's mode and metric (default streaming wer_norm).
+    ci_mode, ci_metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
+    err_field, den_field = {"wer_norm": ("errors", "n_ref_words"), "wer_raw": ("raw_errors", "raw_ref_words"),
+                            "cer": ("char_errors", "n_ref_chars")}[ci_metric]
     delta_ci: dict = {}
     for lg in langs:
         ix = [i for i, x in enumerate(utt_langs) if x == lg]
-        b = per_utt["base"]["streaming"]
-        c = per_utt["candidate"]["streaming"]
-        ci = paired_bootstrap([b[i].errors for i in ix], [c[i].errors for i in ix],
-                              [b[i].n_ref_words for i in ix], n_resamples=n_resamples, seed=seed)
-        delta_ci[lg] = ci.__dict__.copy()
+        b = per_utt["base"][ci_mode]
+        c = per_utt["candidate"][ci_mode]
+        ci = paired_bootstrap([getattr(b[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
+                              [getattr(b[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
+        delta_ci[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
 
     summary = {
         "base_model": str(base_model),

@@ -59,19 +59,22 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
     x = np.arange(len(langs))
     out = []
 
+    # the gate's mode and metric (the bootstrap CI is of that delta)
+    first = next(iter(ci.values()), {})
+    mode, metric = first.get("mode", "streaming"), first.get("metric", "wer_norm")
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(langs) + 2), 3.2))
-    base = np.array([m["base"]["streaming"][lg]["wer_norm"] for lg in langs]) * 100
-    cand = np.array([m["candidate"]["streaming"][lg]["wer_norm"] for lg in langs]) * 100
+    base = np.array([m["base"][mode][lg][metric] for lg in langs]) * 100
+    cand = np.array([m["candidate"][mode][lg][metric] for lg in langs]) * 100
     # candidate bar error = the paired-bootstrap 95% CI of (candidate - base), drawn around the candidate
     lo = np.array([max(0.0, cand[i] - (base[i] + ci[lg]["low"] * 100)) for i, lg in enumerate(langs)])
     hi = np.array([max(0.0, (base[i] + ci[lg]["high"] * 100) - cand[i]) for i, lg in enumerate(langs)])
     ax.bar(x - 0.2, base, 0.4, label="base", color="#999999")
     ax.bar(x + 0.2, cand, 0.4, yerr=[lo, hi], capsize=4, label="candidate", color="#2b7bba")
     ax.set_xticks(x, [f"{lg}\n({'target' if lg in summary['target_langs'] else 'replay'})" for lg in langs])
-    ax.set_ylabel("WER % (normalised)")
-    ax.set_title(f"Streaming WER at att_context_size={summary['att_context_size']}")
+    ax.set_ylabel(f"{metric} %")
+    ax.set_title(f"{mode.capitalize()} {metric} at att_context_size={summary['att_context_size']}")
     ax.legend()
-    out.append(("WER per language, base vs candidate (streaming; error bars: 95% CI of the delta)", _png(fig)))
+    out.append((f"{metric} per language, base vs candidate ({mode}; error bars: 95% CI of the delta)", _png(fig)))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(langs) + 2), 3.2))
@@ -151,7 +154,9 @@ def render_html(summary: dict) -> str:
                     f"<td>{s['n_utts']}</td><td>{s['wer_raw'] * 100:.2f}</td><td>{s['wer_norm'] * 100:.2f}</td>"
                     f"<td>{s['cer'] * 100:.2f}</td><td>{s['substitutions']}</td><td>{s['deletions']}</td>"
                     f"<td>{s['insertions']}</td><td>{s['n_ref_words']}</td></tr>")
-    parts.append("</table><h2>Paired bootstrap (streaming, candidate - base, WER norm)</h2>"
+    first = next(iter(summary["delta_ci"].values()), {})
+    parts.append(f"</table><h2>Paired bootstrap ({e(first.get('mode', 'streaming'))}, candidate - base, "
+                 f"{e(first.get('metric', 'wer_norm'))})</h2>"
                  "<table><tr><th>language</th><th>delta</th><th>95% CI</th><th>n</th><th>resamples</th></tr>")
     for lg, d in summary["delta_ci"].items():
         parts.append(f"<tr><td class='l'>{e(lg)}</td><td>{d['delta'] * 100:+.2f}</td>"

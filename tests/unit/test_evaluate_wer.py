@@ -151,6 +151,7 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     for lang in ("bg-BG", "el-GR"):
         ci = ev["delta_ci"][lang]
         assert ci["delta"] == 0.0 and ci["low"] <= 0.0 <= ci["high"] and ci["n_resamples"] == 1000
+        assert (ci["mode"], ci["metric"]) == ("streaming", "wer_norm")  # the default policy's
     dec = json.loads((out / "decision.json").read_text(encoding="utf-8"))
     assert dec == ev["decision"] and dec["passed"] is False and res.passed is False
     failed = [r["rule"] for r in dec["rules"] if not r["passed"]]
@@ -227,9 +228,12 @@ def test_summary_metrics_and_mlflow_run(tiny_model_path, manifest_dir, tmp_path,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "eval-test")
+    policy = "mode: offline\nmetric: cer\nrules:\n  target_improves: {}\n"  # inline YAML, CI follows it
     res = run_step(str(manifest_dir), str(tiny_model_path), str(tiny_model_path.parent), "bg-BG", "el-GR", "[56,6]",
-                   "", out_dir=str(tmp_path / "eval"), pipeline_run_id="run-123", max_utts_per_lang=2,
+                   policy, out_dir=str(tmp_path / "eval"), pipeline_run_id="run-123", max_utts_per_lang=2,
                    latency_curve=False, n_resamples=200)
+    assert {(d["mode"], d["metric"], d["n_resamples"]) for d in res.delta_ci.values()} == {("offline", "cer", 200)}
+    assert [r["rule"] for r in res.decision["rules"]] == ["target_improves[bg-BG]"]
     flat = summary_metrics(res)
     assert flat["gate_passed"] == 0.0 and flat["delta_wer_norm_delta_bg-BG"] == 0.0
     assert {"candidate_streaming_wer_norm_bg-BG", "base_offline_cer_el-GR", "candidate_streaming_rtfx"} <= set(flat)

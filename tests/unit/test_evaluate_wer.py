@@ -264,3 +264,39 @@ def test_latency_curve_metrics_are_flattened():
                     "candidate_streaming_att56-3_latency_ms": 320.0,
                     "candidate_streaming_att56-3_wer_norm_bg-BG": 0.3,
                     "candidate_streaming_att56-3_wer_norm_overall": 0.2}
+
+
+@pytest.mark.slow  # ~70 s: a kfp.local subprocess imports NeMo and evaluates with the full latency curve
+def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, monkeypatch):
+    """The kfp wrapper as the pipeline runs it: KFP Metrics per language/mode, report, MLflow run id."""
+    from kfp import dsl, local
+
+    from components.evaluate_wer.component import evaluate_wer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+
+    def only_eval(manifests_uri, model_uri):
+        m = dsl.importer(artifact_uri=manifests_uri, artifact_class=dsl.Dataset)
+        c = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
+        t = evaluate_wer(manifests=m.output, base_model_uri=str(tiny_model_path), candidate=c.output,
+                         target_langs="bg-BG", replay_langs="el-GR", att_context_size="[56,6]", gate_policy="",
+                         pipeline_run_id="kfp-local-run")
+        return t.outputs["metrics"]
+
+    # real types, not the strings `from __future__ import annotations` would leave for kfp to parse
+    only_eval.__annotations__ = {"manifests_uri": str, "model_uri": str, "return": dsl.Metrics}
+    metrics = dsl.pipeline(only_eval)(manifests_uri=str(manifest_dir), model_uri=str(tiny_model_path.parent)).output
+    md = metrics.metadata
+    for model in ("base", "candidate"):
+        for mode in ("streaming", "offline"):
+            for lang in ("bg-BG", "el-GR", "overall"):
+                assert f"{model}_{mode}_wer_norm_{lang}" in md
+    assert md["gate_passed"] == 0.0 and "candidate_streaming_att56-0_wer_norm_bg-BG" in md
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(tracking_uri=uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()],
+        filter_string="tags.pipeline_run_id = 'kfp-local-run'")
+    assert len(runs) == 1 and runs[0].data.metrics["gate_passed"] == 0.0

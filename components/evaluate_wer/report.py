@@ -107,10 +107,13 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
         for p in curve:
             ax.annotate(str(p["att_context_size"]), (p["latency_ms"], p["metrics"]["overall"]["wer_norm"] * 100),
                         textcoords="offset points", xytext=(3, 4), fontsize=7)
+        ax.set_xscale("log")  # lookaheads grow roughly geometrically (80 ... 1120 ms): keep points apart
+        ax.set_xticks(lat, [f"{v:.0f}" for v in lat])
+        ax.minorticks_off()
         ax.set_xlabel("algorithmic latency, ms (chunk = (right context + 1) x subsampling x hop)")
         ax.set_ylabel("WER % (normalised)")
         ax.set_title("Candidate: streaming WER vs latency (every supported att_context_size)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         out.append(("Candidate WER vs latency", _png(fig)))
         plt.close(fig)
     return out

@@ -314,7 +314,8 @@ def train(
                 save_on_train_epoch_end=False,
             )
         )
-    tcfg = {k: v for k, v in trainer_cfg.items() if k not in ("max_steps", "callbacks", "logger")}
+    plugins = [_atomic_checkpoint_io()] if checkpoint_every > 0 else []
+    tcfg = {k: v for k, v in trainer_cfg.items() if k not in ("max_steps", "callbacks", "logger", "plugins")}
     tcfg.update(
         max_steps=max_steps,
         logger=False,
@@ -327,7 +328,7 @@ def train(
     )
     if tcfg.get("max_epochs") is None:
         tcfg["max_epochs"] = -1  # max_steps decides; a finite lhotse epoch just restarts
-    trainer = pl.Trainer(callbacks=callbacks, **tcfg)
+    trainer = pl.Trainer(callbacks=callbacks, plugins=plugins, **tcfg)
 
     model.set_trainer(trainer)
     with open_dict(model.cfg):
@@ -340,9 +341,7 @@ def train(
     if on_cpu and patch_rnnt_loss(model):
         log.info("RNNT loss: vectorised CPU loss (fastloss.FastRNNTLoss)")
 
-    ckpt_path = None
-    if resume and (ckpt_dir / "last.ckpt").is_file():
-        ckpt_path = str(ckpt_dir / "last.ckpt")
+    ckpt_path = newest_checkpoint(ckpt_dir) if resume else None
     t0 = time.monotonic()
     try:
         trainer.fit(model, ckpt_path=ckpt_path)
@@ -368,6 +367,31 @@ def train(
         seconds=seconds,
         lr_curve=recorder.lr_curve,
     )
+
+
+def newest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
+    """The most recently written complete checkpoint: `last.ckpt` or a `step=N.ckpt`, by mtime.
+
+    ModelCheckpoint writes `step=N.ckpt` first and `last.ckpt` after it, so a kill in between leaves the
+    step file newer; both are complete (atomic writes), temp files are ignored.
+    """
+    files = [p for p in Path(ckpt_dir).glob("*.ckpt") if p.is_file()]
+    return str(max(files, key=lambda p: p.stat().st_mtime_ns)) if files else None
+
+
+def _atomic_checkpoint_io():
+    """Lightning's checkpoint writer, but each file is written aside and renamed into place: a SIGKILL (OOM
+    killer, node loss) mid-write leaves the previous `last.ckpt` intact instead of a truncated one."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            path = Path(path)
+            tmp = path.with_name(f".{path.name}.tmp")
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    return AtomicCheckpointIO()
 
 
 def build_train_ds(
@@ -688,6 +712,53 @@ def apply_freeze(model, policy: str) -> None:
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
+
+
+def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[str, float]:
+    """Teacher-forced RNNT loss per language of `model` on manifest `rows` (absolute audio paths).
+
+    More sensitive than WER for a small model: it shows forgetting (a replay language's loss rising) long
+    before greedy decoding changes, and costs one forward pass.
+    """
+    import torch
+
+    from components.common.asr_infer import load_audio
+
+    pd = dict(model.cfg.model_defaults.get("prompt_dictionary", {}))
+    by_lang: dict[str, list[dict]] = {}
+    for r in rows:
+        by_lang.setdefault(_lang(r), []).append(r)
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        with torch.inference_mode():
+            for lang, part in sorted(by_lang.items()):
+                total, n = 0.0, 0
+                for i in range(0, len(part), batch_size):
+                    batch = part[i : i + batch_size]
+                    audio = [torch.from_numpy(load_audio(r["audio_filepath"])) for r in batch]
+                    ids = [model.tokenizer.text_to_ids(r["text"]) for r in batch]
+                    sig = torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
+                    sig_len = torch.tensor([a.numel() for a in audio])
+                    tgt = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in ids], batch_first=True)
+                    tgt_len = torch.tensor([len(t) for t in ids])
+                    enc, enc_len = model.forward(
+                        input_signal=sig,
+                        input_signal_length=sig_len,
+                        prompt_indices=torch.full((len(batch),), pd[lang], dtype=torch.long),
+                    )
+                    dec, _, _ = model.decoder(targets=tgt, target_length=tgt_len)
+                    joint = model.joint(encoder_outputs=enc, decoder_outputs=dec)
+                    loss = model.loss(
+                        log_probs=joint, targets=tgt, input_lengths=enc_len, target_lengths=tgt_len
+                    )
+                    total += float(loss) * len(batch)
+                    n += len(batch)
+                out[lang] = total / n
+    finally:
+        model.train(was_training)
+    return out
 
 
 def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int = 200) -> dict[str, float]:

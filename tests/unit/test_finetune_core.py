@@ -7,6 +7,7 @@ plumbing (artifacts, sha256, restore, resume), not learning — that needs the e
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,137 @@ def test_sigterm_fails_loudly_and_leaves_a_resumable_checkpoint(base_model, corp
     monkeypatch.setattr(core, "_callbacks", original)
     res = core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert res.resumed_from_step == 3 and res.steps_done == 5
+
+
+def _state(path):
+    from nemo.collections.asr.models import ASRModel
+
+    return {
+        k: v.clone() for k, v in ASRModel.restore_from(str(path), map_location="cpu").state_dict().items()
+    }
+
+
+@pytest.mark.slow  # real NeMo training: two 2-step fine-tunes
+@pytest.mark.parametrize(
+    "policy, frozen, trained",
+    [
+        ("encoder", ("encoder.",), ("decoder.", "joint.")),
+        ("all_but_prompt_decoder", ("encoder.", "joint."), ("decoder.",)),
+    ],
+)
+def test_freeze_policy_trains_only_what_it_says(base_model, corpus, tmp_path, policy, frozen, trained):
+    before = _state(base_model)
+    res = core.finetune(
+        base_model,
+        corpus / "train.jsonl",
+        tmp_path / policy,
+        ["bg-BG"],
+        max_steps=2,
+        batch_size=8,
+        checkpoint_every=0,
+        threads=2,
+        freeze=policy,
+    )
+    after = _state(res.model_path)
+    changed = {k for k in before if k in after and not torch_equal(before[k], after[k])}
+    for prefix in frozen:
+        assert not {k for k in changed if k.startswith(prefix)}, f"{policy}: {prefix} changed"
+    for prefix in trained:
+        assert {k for k in changed if k.startswith(prefix)}, f"{policy}: {prefix} did not train"
+    card = json.loads(Path(res.sidecar_path).read_text(encoding="utf-8"))
+    assert card["hyperparameters"]["freeze"] == policy
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def test_replay_ratio_sets_the_share_of_replay_rows(corpus):
+    rows = core.select_rows(
+        corpus / "train.jsonl", ["bg-BG"], replay_langs=["el-GR", "es-ES"], replay_ratio=0.5
+    )
+    counts = core.count_langs(rows)
+    assert counts["bg-BG"] == 8 and counts["el-GR"] == 4 and counts["es-ES"] == 4
+    with pytest.raises(ValueError, match="replay_ratio"):
+        core.select_rows(corpus / "train.jsonl", ["bg-BG"], replay_langs=["el-GR"], replay_ratio=1.0)
+
+
+def test_recipe_knobs_reach_the_nemo_config(base_model, corpus):
+    ds_base, optim_base, trainer = core.load_train_sections(core.NEMOTRON_CONFIG)
+    optim = core.build_optim(optim_base, None, None, "cosine")
+    assert optim["sched"]["name"] == "CosineAnnealing" and "d_model" not in optim["sched"]
+    assert core.build_optim(optim_base, None, None, "noam")["sched"]["name"] == "NoamAnnealing"
+    with pytest.raises(ValueError, match="scheduler"):
+        core.build_optim(optim_base, None, None, "linear")
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"sample_rate": 16000, "model_defaults": {"prompt_dictionary": {"bg-BG": 30}}})
+    ds = core.build_train_ds(ds_base, corpus / "train.jsonl", cfg, 0, None, batch_duration=120)
+    assert ds["batch_duration"] == 120 and ds["batch_size"] is None
+    ds = core.build_train_ds(ds_base, corpus / "train.jsonl", cfg, 0, 16)
+    assert ds["batch_size"] == 16 and "batch_duration" not in ds
+    assert core.parse_att_context_size("[56,1]") == [56, 1] and core.parse_att_context_size("") is None
+    with pytest.raises(ValueError, match="att_context_size"):
+        core.parse_att_context_size("[56]")
+
+
+@pytest.mark.slow  # a real fine-tune in a child process, killed with SIGKILL, then rerun
+def test_sigkill_then_rerun_resumes_from_the_last_checkpoint_and_logs_one_run(
+    base_model, corpus, tmp_path, monkeypatch
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from tests.conftest import REPO_ROOT
+
+    out, work_root = tmp_path / "out", tmp_path / "work"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    call = (
+        f"run_finetune_step({str(corpus)!r}, {str(base_model)!r}, {str(out)!r}, 'bg-BG', '', 0, 60, 2e-3, 8, 0, "
+        f"checkpoint_every=2, work_root={str(work_root)!r})"
+    )
+    script = f"from components.finetune_asr.core import run_finetune_step\n{call}\n"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "ASR_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    log = open(tmp_path / "child.log", "w")
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 600
+    ckpts: list[Path] = []
+    while time.monotonic() < deadline and child.poll() is None:
+        ckpts = list(work_root.glob("finetune_asr/*/checkpoints/step=*.ckpt"))
+        if any(int(p.stem.split("=")[1]) >= 6 for p in ckpts):
+            break
+        time.sleep(0.2)
+    assert child.poll() is None, (
+        f"the fine-tune ended before it could be killed: {(tmp_path / 'child.log').read_text()[-2000:]}"
+    )
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=60)
+    log.close()
+    assert child.returncode == -signal.SIGKILL
+    assert not (out / "model.nemo").exists()
+    newest = core.newest_checkpoint(next(work_root.glob("finetune_asr/*/checkpoints")))
+    killed_at = int(torch.load(newest, map_location="cpu", weights_only=False)["global_step"])
+    assert killed_at >= 6  # step=6.ckpt was complete when we killed: nothing before it is redone
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    res, run_id = core.run_finetune_step(
+        corpus, base_model, out, "bg-BG", "", 0, 60, 2e-3, 8, 0, checkpoint_every=2, work_root=str(work_root)
+    )
+    assert res.resumed_from_step == killed_at and res.steps_done == 60
+    assert res.train_loss_curve[0][0] == killed_at + 1  # the step counter continued
+    assert not any(work_root.glob("finetune_asr/*/checkpoints"))  # cleaned up after success
+
+    import mlflow
+
+    runs = mlflow.MlflowClient(tracking).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(tracking).search_experiments()],
+        filter_string="tags.step = 'finetune_asr'",
+    )
+    assert [r.info.run_id for r in runs] == [run_id]  # the killed attempt left no run, the rerun exactly one
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["train_steps"] == 60

@@ -75,9 +75,15 @@ def asr_finetune_pipeline(
     freeze: str = "none",
     train_att_context_size: str = "",
     finetune_config: str = "",
+    max_unk_rate: float = 0.001,
+    text_maps: str = "",
+    tar_shards: int = 0,
     seed: int = 0,
     min_duration: float = 0.3,
     max_duration: float = 30.0,
+    min_chars_per_second: float = 1.0,
+    max_chars_per_second: float = 40.0,
+    max_failed_fraction: float = 0.0,
     val_ratio: float = 0.1,
     test_ratio: float = 0.1,
     att_context_size: str = "[56,1]",
@@ -115,10 +121,16 @@ def asr_finetune_pipeline(
         precision: Lightning precision, e.g. bf16-mixed or 32; empty keeps the config's.
         freeze: none | encoder | all_but_prompt_decoder (train only the prompt projection + prediction net).
         train_att_context_size: Train at one lookahead, e.g. [56,1]; empty trains all of them (the recipe).
+        max_unk_rate: Stop before training if a language's share of <unk> tokens under the base tokenizer is above this.
+        text_maps: Spelling maps for characters the base tokenizer lacks, e.g. el_final_sigma (undone on output).
+        tar_shards: Write NeMo tarred audio shards (this many per split) for large corpora; 0 = plain manifests.
         finetune_config: NeMo YAML (train_ds/optim/trainer) inside the image; empty = Nemotron config on GPU.
         seed: Seed of the data split, replay sampling and training.
         min_duration: Shortest clip accepted by validation (s).
         max_duration: Longest clip accepted by validation (s).
+        min_chars_per_second: Fewer transcript characters per second of audio flags a misaligned transcript.
+        max_chars_per_second: More transcript characters per second of audio flags a misaligned transcript.
+        max_failed_fraction: Share of rows allowed to fail row-level checks (they are dropped) before the run stops.
         val_ratio: Validation share of speakers when metadata declares no split.
         test_ratio: Test share of speakers when metadata declares no split.
         att_context_size: Deployed streaming latency [left,right] evaluated and served; [56,3] = 320 ms on Nemotron.
@@ -140,10 +152,13 @@ def asr_finetune_pipeline(
     fingerprint = fingerprint_data(data_root=data_root)
     fingerprint.set_display_name("Fingerprint data").set_caching_options(False)
 
-    validated = validate_data(data_root=data_root, min_duration=min_duration, max_duration=max_duration)
+    validated = validate_data(data_root=data_root, min_duration=min_duration, max_duration=max_duration,
+                              min_chars_per_second=min_chars_per_second, max_chars_per_second=max_chars_per_second,
+                              max_failed_fraction=max_failed_fraction, data_version=fingerprint.output)
     validated.set_display_name("Validate data (great-expectations)").after(fingerprint)
 
-    manifests = build_manifest(data_root=data_root, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio)
+    manifests = build_manifest(data_root=data_root, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio,
+                               tar_shards=tar_shards, data_version=fingerprint.output)
     manifests.set_display_name("Build NeMo manifests").after(validated)
 
     tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=base_model_uri,
@@ -152,7 +167,8 @@ def asr_finetune_pipeline(
                          warmup_steps=warmup_steps, batch_size=batch_size, batch_duration=batch_duration,
                          precision=precision, freeze=freeze, train_att_context_size=train_att_context_size,
                          config=finetune_config, seed=seed, devices=gpus, strategy=strategy,
-                         work_root=work_root, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                         max_unk_rate=max_unk_rate, text_maps=text_maps, work_root=work_root,
+                         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     tuned.set_display_name("Fine-tune (NeMo)").set_caching_options(False)
     tuned.set_retry(num_retries=2, backoff_duration="60s")  # preemption/eviction: resume from the checkpoint
     _gpu_step(tuned, gpus, gpu_resource, gpu_node_selector, gpu_tolerations, train_memory)
@@ -160,7 +176,8 @@ def asr_finetune_pipeline(
     evaluated = evaluate_wer(manifests=manifests.outputs["manifests"], base_model_uri=base_model_uri,
                              candidate=tuned.outputs["model"], target_langs=target_langs,
                              replay_langs=replay_langs, att_context_size=att_context_size,
-                             gate_policy=gate_policy)
+                             gate_policy=gate_policy, mlflow_tracking_uri=mlflow_tracking_uri,
+                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     evaluated.set_display_name("Evaluate WER: base vs candidate").set_caching_options(False)
     _gpu_step(evaluated, 1, gpu_resource, gpu_node_selector, gpu_tolerations, "32G")
 
@@ -180,7 +197,8 @@ def asr_finetune_pipeline(
 
     with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition)
         promoted = promote_model(model_name=model_name, version=registered.outputs["version"],
-                                 mlflow_tracking_uri=mlflow_tracking_uri)
+                                 mlflow_tracking_uri=mlflow_tracking_uri,
+                                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=triton_repo, alias="champion",
                                  att_context_size=att_context_size, mlflow_tracking_uri=mlflow_tracking_uri)

@@ -13,7 +13,9 @@ def build_manifest(
     test_ratio: float,
     manifests: Output[Dataset],
     tar_shards: int = 0,
+    data_version: str = "",
 ) -> str:
+    """`data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key follow content."""
     import json
     import os
 

@@ -84,6 +84,16 @@ class AsrModel:
         ]
         self._feat = model.preprocessor.featurizer
         self._stream_check: str | None = self._streaming_unsupported_reason()
+        # Text maps the fine-tune trained with (e.g. el_final_sigma: ς -> σ for a tokenizer without ς), stored
+        # in the .nemo's config; every transcript is restored to the user's spelling (components.common.text).
+        self.text_maps: list[str] = [str(m) for m in (model.cfg.get("text_maps") or [])]
+
+    def _restore(self, text: str, lang: str) -> str:
+        if not self.text_maps:
+            return text
+        from components.common.text import restore_after_decoding
+
+        return restore_after_decoding(text, lang, self.text_maps)
 
     # ---------------------------------------------------------------- loading and properties
     @classmethod
@@ -215,7 +225,7 @@ class AsrModel:
                 if isinstance(hyps, tuple):  # older NeMo returned (best, all)
                     hyps = hyps[0]
                 for row, i in enumerate(part):
-                    out[i] = _text_of(hyps[row])
+                    out[i] = self._restore(_text_of(hyps[row]), langs[i])
         return out
 
     # ---------------------------------------------------------------- streaming
@@ -459,7 +469,7 @@ class AsrModel:
             s.caches = (c1[:, row : row + 1], c2[:, row : row + 1], c3[row : row + 1])
             s.hypotheses = [hyps[row]]
             s.pred_out = [hyps[row].y_sequence]
-            s.text = _text_of(hyps[row])
+            s.text = self._restore(_text_of(hyps[row]), s.lang)
 
     def _apply_prompts(self, encoded: torch.Tensor, prompt_indices: list[int]) -> torch.Tensor:
         """PromptStreamingMixin._apply_prompt_to_encoded (same ops) with one prompt index per batch row."""

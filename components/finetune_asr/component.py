@@ -33,6 +33,8 @@ def finetune_asr(
     checkpoint_every: int = 100,
     pipeline_run_id: str = "",
     work_root: str = "",
+    max_unk_rate: float = 0.001,
+    text_maps: str = "",
 ) -> NamedTuple("FinetuneOutputs", [("steps", int), ("final_loss", float), ("mlflow_run_id", str)]):
     from components.finetune_asr.core import run_finetune_step
 
@@ -61,6 +63,8 @@ def finetune_asr(
         checkpoint_every=checkpoint_every,
         pipeline_run_id=pipeline_run_id,
         work_root=work_root,
+        max_unk_rate=max_unk_rate,
+        text_maps=text_maps,
     )
     model.metadata.update(
         {

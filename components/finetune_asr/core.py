@@ -531,6 +531,8 @@ def finetune(
     strategy: str | None = None,
     val_manifest: str | os.PathLike | None = None,
     val_max_per_lang: int = 200,
+    max_unk_rate: float = 0.001,
+    text_maps: str | Sequence[str] | None = None,
 ) -> FinetuneResult:
     """Full fine-tune of a local `.nemo` on `target_langs` (+ replay) -> out_dir/model.nemo + model.json.
 
@@ -541,6 +543,10 @@ def finetune(
     work_dir resumes from its last checkpoint. `precision`, `devices`, `strategy` override the YAML's trainer
     (e.g. "bf16-mixed", 8, "ddp"). With `val_manifest`, the saved model is scored offline on up to
     `val_max_per_lang` rows per trained language (normalised WER, in the result and the sidecar).
+    Before training, every transcript goes through the base tokenizer: a language whose share of <unk>
+    tokens exceeds `max_unk_rate` stops the run with the offending characters named. `text_maps` (e.g.
+    "el_final_sigma") rewrites training text for a tokenizer that lacks a character; the maps are stored in
+    the saved model's config and undone on every transcript (components.common.asr_infer).
     """
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
@@ -573,16 +579,13 @@ def finetune(
         prompt_dictionary,
         replay_ratio=replay_ratio,
     )
+    coverage = tokenizer_coverage(model, rows, max_unk_rate, text_maps)  # fails before any training
+    if text_maps:
+        from components.common.text import map_for_tokenizer
+
+        rows = [{**r, "text": map_for_tokenizer(r["text"], r["lang"], text_maps)} for r in rows]
     manifest_path = work_dir / "train_manifest.jsonl"
     write_manifest(manifest_path, rows)
-    unk = _unknown_rows(model.tokenizer, [r["text"] for r in rows])
-    if unk:
-        log.warning(
-            "%d/%d training texts contain tokens the base tokenizer maps to <unk>, e.g. %r",
-            len(unk),
-            len(rows),
-            unk[0],
-        )
 
     train_ds = build_train_ds(ds_base, manifest_path, model.cfg, seed, batch_size, batch_duration)
     optim = build_optim(optim_base, lr, warmup_steps, scheduler)
@@ -601,6 +604,7 @@ def finetune(
         precision=trainer_cfg.get("precision"),
         freeze=freeze,
         att=att_context_size,
+        text_maps=coverage["text_maps"],
         seed=seed,
     )
     _check_resume(work_dir, fingerprint)
@@ -634,6 +638,11 @@ def finetune(
     if freeze != "none":
         for p in model.parameters():
             p.requires_grad_(True)  # the saved model must be trainable again for the next fine-tune
+    if coverage["text_maps"]:
+        from omegaconf import open_dict
+
+        with open_dict(model.cfg):
+            model.cfg.text_maps = list(coverage["text_maps"])
     model.eval()
     val_wer = validation_wer(model, val_manifest, langs_of(target_langs, replay_langs), val_max_per_lang)
 
@@ -669,6 +678,7 @@ def finetune(
                     "replay_ratio": replay_ratio,
                 },
                 val_wer=val_wer,
+                tokenizer_coverage=coverage,
             ),
         )
     return FinetuneResult(
@@ -788,10 +798,24 @@ def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int 
     return out
 
 
-def _unknown_rows(tokenizer, texts: list[str]) -> list[str]:
-    from components.finetune_asr.tokenizer import unknown_token_rows
+def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_maps) -> dict:
+    """Round-trip the training text through the base model's tokenizer (components.build_manifest.coverage);
+    raise CoverageError naming the languages and characters when the <unk> share is above `max_unk_rate`."""
+    from components.build_manifest.coverage import CoverageError, Tokenizer, check_coverage
 
-    return unknown_token_rows(tokenizer, texts)
+    rep = check_coverage(
+        [(r["text"], r["lang"]) for r in rows],
+        Tokenizer.from_nemo_tokenizer(model.tokenizer),
+        max_unk_rate,
+        text_maps,
+    )
+    print(rep.summary, file=sys.stderr, flush=True)
+    if not rep.passed:
+        raise CoverageError(
+            f"finetune: the base tokenizer cannot spell the training text ({rep.summary}); fix the text, or "
+            f"pass a text map (text_maps, e.g. el_final_sigma), or raise max_unk_rate knowingly"
+        )
+    return rep.to_dict()
 
 
 # ---------------------------------------------------------------------------------------- base model + mlflow
@@ -900,6 +924,8 @@ def run_finetune_step(
     checkpoint_every: int = 100,
     pipeline_run_id: str = "",
     work_root: str = "",
+    max_unk_rate: float = 0.001,
+    text_maps: str = "",
 ) -> tuple[FinetuneResult, str]:
     """What the kfp component does, testable without kfp: resolve the base, fine-tune, log to MLflow.
 
@@ -941,6 +967,8 @@ def run_finetune_step(
         "strategy": strategy,
         "seed": seed,
         "config": config,
+        "max_unk_rate": max_unk_rate,
+        "text_maps": text_maps,
     }
     root = work_root or os.environ.get("ASR_WORK_DIR")
     if root:
@@ -980,6 +1008,8 @@ def run_finetune_step(
         work_dir=work,
         base_model_uri=base_model_uri,
         val_manifest=val if val.is_file() else None,
+        max_unk_rate=max_unk_rate,
+        text_maps=text_maps or None,
     )
     if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
         return result, ""  # a DDP worker re-running this body: rank 0 logs and cleans up

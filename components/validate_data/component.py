@@ -18,9 +18,11 @@ def validate_data(
     min_chars_per_second: float = 1.0,
     max_chars_per_second: float = 40.0,
     max_failed_fraction: float = 0.0,
+    data_version: str = "",
 ) -> NamedTuple("Outputs", [("passed", bool), ("summary", str)]):
     """fail_on_error=False returns passed=False instead of raising: on a cluster a failed task uploads no
-    artifacts (only its logs), so a pipeline that wants the Data Docs in the UI gates on `passed` instead."""
+    artifacts (only its logs), so a pipeline that wants the Data Docs in the UI gates on `passed` instead.
+    `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key follow content."""
     import shutil
     import tempfile
 

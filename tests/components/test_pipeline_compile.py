@@ -96,5 +96,10 @@ def test_display_names_and_caching_policy(compiled):
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
     # data steps are cached, keyed by content (they run after the never-cached fingerprint); nothing after is
     assert cached == {"validate-data", "build-manifest"}
-    assert "fingerprint-data" in tasks["validate-data"]["dependentTasks"]
+    for step in ("validate-data", "build-manifest"):  # the cache key follows the dataset's content
+        src = tasks[step]["inputs"]["parameters"]["data_version"]["taskOutputParameter"]
+        assert src["producerTask"] == "fingerprint-data", step
+    for step in ("finetune-asr", "evaluate-wer", "register-model", "promote-model"):  # MLflow runs link back
+        run_id = tasks[step]["inputs"]["parameters"]["pipeline_run_id"]
+        assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}, step
     assert tasks["finetune-asr"]["retryPolicy"]["maxRetryCount"] >= 1

@@ -363,3 +363,50 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint_and_logs_one_run(
     )
     assert [r.info.run_id for r in runs] == [run_id]  # the killed attempt left no run, the rerun exactly one
     assert json.loads((out / "model.json").read_text(encoding="utf-8"))["train_steps"] == 60
+
+
+@pytest.fixture(scope="module")
+def base_without_final_sigma(corpus, tmp_path_factory) -> str:
+    """A base whose tokenizer never saw 'ς' (like Nemotron's real one)."""
+    from components.common.manifest import read_manifest
+    from components.finetune_asr.bootstrap import bootstrap_base_model
+
+    texts = [r["text"].replace("ς", "σ") for r in read_manifest(corpus / "train.jsonl", absolute=False)]
+    return bootstrap_base_model(
+        corpus / "train.jsonl",
+        tmp_path_factory.mktemp("nosigma"),
+        ["el-GR", "es-ES"],
+        texts,
+        max_steps=1,
+        threads=2,
+    )
+
+
+@pytest.mark.slow  # real NeMo: a 1-step bootstrap and a 2-step fine-tune
+def test_tokenizer_coverage_stops_the_run_or_maps_the_text(base_without_final_sigma, corpus, tmp_path):
+    from components.build_manifest.coverage import CoverageError
+    from components.common.asr_infer import AsrModel
+
+    kw = dict(max_steps=2, batch_size=8, checkpoint_every=0, threads=2)
+    with pytest.raises(CoverageError, match=r"el-GR[\s\S]*ς|ς[\s\S]*el-GR"):
+        core.finetune(base_without_final_sigma, corpus / "train.jsonl", tmp_path / "a", ["el-GR"], **kw)
+    assert not (tmp_path / "a" / "model.nemo").exists()  # stopped before training
+
+    res = core.finetune(
+        base_without_final_sigma,
+        corpus / "train.jsonl",
+        tmp_path / "b",
+        ["el-GR"],
+        text_maps="el_final_sigma",
+        **kw,
+    )
+    trained_on = (tmp_path / "b" / "work" / "train_manifest.jsonl").read_text(encoding="utf-8")
+    assert "ς" not in trained_on and "φωσ" in trained_on
+    card = json.loads(Path(res.sidecar_path).read_text(encoding="utf-8"))
+    assert card["tokenizer_coverage"]["passed"] and card["tokenizer_coverage"]["text_maps"] == [
+        "el_final_sigma"
+    ]
+    asr = AsrModel.load(res.model_path)
+    assert asr.text_maps == ["el_final_sigma"]  # travels inside the .nemo to the evaluator and Triton
+    assert asr._restore("άναψε το φωσ.", "el-GR") == "άναψε το φως."
+    assert asr._restore("el φωσ", "es-ES") == "el φωσ"  # only for the languages the map covers

@@ -125,6 +125,9 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     for ver in state["versions"]:
         print(f"  {name} v{ver['version']:>3s} aliases={ver['aliases']} gate.passed={ver['gate.passed']} "
               f"data_md5={ver['data_md5']} sha256={ver['checkpoint_sha256'][:12]}")
+    history = ", ".join(f"{h['op']} v{h['v']}" + (f" (from v{h['prev']})" if h.get("prev") else "")
+                        for h in state.get("champion_history", [])) or "(none)"
+    print(f"  champion: v{state.get('champion') or '-'}  history: {history}")
     e = task_outputs(run_dir, "export-triton")
     print(f"\nTriton model repository: {params['export_triton']['triton_repo']}/ version {e.get('version', '-')}")
     out.update(registry=state, decision=decision, triton_version=e.get("version"))

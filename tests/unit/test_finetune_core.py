@@ -410,3 +410,33 @@ def test_tokenizer_coverage_stops_the_run_or_maps_the_text(base_without_final_si
     assert asr.text_maps == ["el_final_sigma"]  # travels inside the .nemo to the evaluator and Triton
     assert asr._restore("άναψε το φωσ.", "el-GR") == "άναψε το φως."
     assert asr._restore("el φωσ", "es-ES") == "el φωσ"  # only for the languages the map covers
+
+
+def test_mlflow_run_has_params_config_curves_val_wer_model_and_sidecar(tmp_path, monkeypatch):
+    import mlflow
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    (tmp_path / "model.nemo").write_bytes(b"not really a model")
+    (tmp_path / "model.json").write_text('{"sha256": "x"}', encoding="utf-8")
+    res = core.FinetuneResult(
+        model_path=str(tmp_path / "model.nemo"),
+        sidecar_path=str(tmp_path / "model.json"),
+        steps_done=3,
+        train_loss_curve=[(1, 9.0), (2, 8.0), (3, float("nan"))],
+        seconds=1.5,
+        lr_curve=[(1, 1e-4), (2, 2e-4), (3, 3e-4)],
+        val_wer={"bg-BG": 0.5},
+        resolved_config={"optim": {"name": "adamw", "lr": 0.002}},
+    )
+    run_id = core.log_to_mlflow(res, {"max_steps": 3, "target_langs": "bg-BG"}, pipeline_run_id="kfp-run-42")
+    client = mlflow.MlflowClient(tracking)
+    run = client.get_run(run_id)
+    assert run.data.tags["pipeline_run_id"] == "kfp-run-42" and run.data.params["max_steps"] == "3"
+    assert run.data.metrics["val_wer_bg-BG"] == 0.5 and run.data.metrics["steps"] == 3
+    assert [m.value for m in client.get_metric_history(run_id, "lr")] == [1e-4, 2e-4, 3e-4]
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]  # NaN dropped
+    arts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "model")
+    }
+    assert {"resolved_config.yaml", "model/model.nemo", "model/model.json"} <= arts

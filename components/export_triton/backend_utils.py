@@ -10,6 +10,8 @@ import json
 import os
 
 from components.common.io import sha256_file
+from components.common.languages import LANG_TAG_RE
+from components.common.text import strip_lang_tags
 
 
 def config_param(model_config: dict, key: str, default: str = "") -> str:
@@ -25,7 +27,9 @@ def load_verified_checkpoint(version_dir: str) -> tuple[str, dict]:
     nemo_path = os.path.join(version_dir, "model.nemo")
     expected, actual = meta.get("sha256", ""), sha256_file(nemo_path)
     if expected and actual != expected:
-        raise ValueError(f"{nemo_path}: sha256 {actual} != {expected} recorded in model.json; refusing to serve")
+        raise ValueError(
+            f"{nemo_path}: sha256 {actual} != {expected} recorded in model.json; refusing to serve"
+        )
     return nemo_path, meta
 
 
@@ -38,3 +42,12 @@ def model_settings(args: dict) -> tuple[dict, str, dict, list[int] | None, int]:
     att_context_size = json.loads(att) if att else meta.get("att_context_size")
     max_samples = int(float(config_param(model_config, "max_audio_s", "120")) * 16000)
     return model_config, nemo_path, meta, att_context_size, max_samples
+
+
+def lang_tag_filter(model_config: dict):
+    """text -> text for the `strip_lang_tags` config parameter: with "true" (the default) the `<xx-XX>` tags a
+    prompt model writes in `auto` mode are removed; text without a tag is returned untouched (byte-identical
+    to in-process NeMo, which the parity tests check)."""
+    if config_param(model_config, "strip_lang_tags", "true").lower() not in ("1", "true", "yes"):
+        return lambda text: text
+    return lambda text: strip_lang_tags(text) if LANG_TAG_RE.search(text) else text

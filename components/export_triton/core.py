@@ -52,11 +52,13 @@ class ServingConfig:
     max_queue_delay_us: int = 2000  # offline: wait this long to fill a batch
     instances: int = 1  # model instances per model (KIND_CPU); each holds one copy of the model
     stream_max_batch_size: int = 16  # streaming: chunks of different streams advanced in one batched step
+    stream_queue_delay_us: int = 0  # streaming: wait this long for more streams' chunks to join a step
     # streaming: streams the oldest strategy schedules at once; more wait in a backlog until one ends, so this
     # is the number of concurrent clients served without stalling (it costs no memory in Triton itself)
     max_candidate_sequences: int = 256
     max_sequence_idle_us: int = 60_000_000  # streaming: an abandoned stream is freed after 60 s
     max_audio_s: float = 120.0  # longest utterance / chunk accepted; longer requests get an error
+    strip_lang_tags: bool = True  # remove the <xx-XX> tags `auto` mode emits from served text
 
 
 @dataclass
@@ -91,11 +93,13 @@ def render_config(model: str, att_context_size: list[int] | None, serving: Servi
         name=model,
         max_batch_size=serving.max_batch_size,
         stream_max_batch_size=serving.stream_max_batch_size,
+        stream_queue_delay_us=serving.stream_queue_delay_us,
         max_queue_delay_us=serving.max_queue_delay_us,
         instances=serving.instances,
         max_candidate_sequences=serving.max_candidate_sequences,
         max_sequence_idle_us=serving.max_sequence_idle_us,
         max_audio_s=serving.max_audio_s,
+        strip_lang_tags="true" if serving.strip_lang_tags else "false",
         att_context_size=json.dumps(att_context_size) if att_context_size else "",
     )
 

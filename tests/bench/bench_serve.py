@@ -1,17 +1,21 @@
 """`make bench-serve`: a bounded tritonclient (gRPC) load generator against the real tritonserver.
 
-perf_analyzer cannot run here (glibc), so this drives the served `asr_streaming` model itself. What it measures,
-all on one model, one att_context_size and the same audio chunks:
+perf_analyzer cannot run here (glibc), so this drives the served `asr_streaming` model itself. What it
+measures, all on one model, one att_context_size and the same audio chunks:
 
-1. in-process baseline: `AsrModel.stream_step` per-chunk latency (the code the server runs, no server);
+1. in-process baseline: `AsrModel.stream_step` per-chunk latency (the code the server runs, no server), in passes
+   that alternate with 1-stream Triton passes over the same clips and chunks (the machine is shared: alternating
+   spreads load drift over both sides of the ratio);
 2. per-chunk latency p50/p95/p99 and aggregate chunks/s with 1, 4 and 16 concurrent streams. Each stream is a
    gRPC bidirectional stream that sends its next chunk as soon as the previous answer arrives (closed loop, no
-   real-time pacing: pacing would cap throughput at the audio rate and hide the server's capacity);
+   real-time pacing: pacing would cap throughput at the audio rate and hide the server's capacity). Triton's
+   metrics give the mean batch per execute() and the server-side split (queue, execute); empty-chunk round
+   trips give the serving path's own cost;
 3. ratios: Triton p50 at 1 stream / in-process p50 (target <= 1.25); 16-stream chunks/s / 1-stream chunks/s
    (target >= 4x);
-4. a soak of N chunks (default 10,000) over 4 concurrent streams, 5% of them malformed (wrong dtype, wrong shape,
-   NaN, unknown language, unknown sequence, chunk after END): server RSS (tritonserver + its python-backend stub
-   processes, VmRSS from /proc/<pid>/status) before and after (target growth < 10%), crashes (server exited, a
+4. a soak of N chunks (default 10,000) over 4 concurrent streams, 5% of them malformed (wrong dtype, wrong
+   shape, NaN, unknown language, unknown sequence, chunk after END): server RSS (tritonserver + its python-backend
+   stub processes, VmRSS from /proc/<pid>/status) before and after (target growth < 10%), crashes (server exited, a
    stub restarted, a model not READY: target 0), valid requests that failed, malformed requests that did not.
 
 Every completed sequence's final text is compared with the in-process text of the same clip (the load must not
@@ -30,6 +34,7 @@ import json
 import os
 import queue
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -42,6 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from components.export_triton.core import ServingConfig, export_model, parse_att_context_size  # noqa: E402
 from serving.server import TritonServer, is_ready, repository_index  # noqa: E402
 
 EVAL_AUDIO = ROOT.parent / "shared" / "eval-audio"
@@ -151,18 +157,99 @@ def rss_kb(pid: int) -> dict[int, int]:
     return out
 
 
-def exec_counts(server: TritonServer) -> tuple[float, float]:
-    """(requests, model executions) of asr_streaming from Triton's metrics: their ratio is the mean batch."""
+_METRICS = (
+    "nv_inference_count",  # requests
+    "nv_inference_exec_count",  # model executions (batches)
+    "nv_inference_request_duration_us",  # in the server, per request: queue + compute
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",  # execute() of the batch the request was in
+)
+
+
+def metrics(server: TritonServer) -> dict[str, float]:
+    """Cumulative asr_streaming counters from Triton's Prometheus endpoint."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    got = {}
+    got = dict.fromkeys(_METRICS, 0.0)
     for line in text.splitlines():
-        for name in ("nv_inference_count", "nv_inference_exec_count"):
-            if line.startswith(name + "{") and f'model="{MODEL}"' in line:
-                got[name] = float(line.rsplit(" ", 1)[1])
-    return got.get("nv_inference_count", 0.0), got.get("nv_inference_exec_count", 0.0)
+        name = line.split("{", 1)[0]
+        if name in got and f'model="{MODEL}"' in line:
+            got[name] += float(line.rsplit(" ", 1)[1])
+    return got
+
+
+def metrics_delta(before: dict, after: dict) -> dict:
+    """Mean batch size and the server-side split of one request's time (ms) between two snapshots."""
+    d = {k: after[k] - before[k] for k in before}
+    n, e = d["nv_inference_count"], d["nv_inference_exec_count"]
+    return {
+        "mean_batch": n / e if e else float("nan"),
+        "server_request_ms": d["nv_inference_request_duration_us"] / n / 1000 if n else float("nan"),
+        "server_queue_ms": d["nv_inference_queue_duration_us"] / n / 1000 if n else float("nan"),
+        "server_compute_ms": d["nv_inference_compute_infer_duration_us"] / n / 1000 if n else float("nan"),
+    }
+
+
+def round_trip(url: str, lang: str, n: int) -> list[float]:
+    """Seconds per lock-step request carrying an empty chunk: the serving path's own cost (gRPC, Triton, the
+    python backend's IPC and model.py) with almost no model work."""
+    import tritonclient.grpc as tc
+
+    answers: queue.Queue = queue.Queue()
+    client = tc.InferenceServerClient(url.removeprefix("grpc://"))
+    client.start_stream(callback=lambda result, error: answers.put((error, time.perf_counter())))
+    seq, out = random.randrange(1, 2**62), []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            inputs = _inputs(tc, np.zeros(0, np.float32), lang if i == 0 else None)
+            client.async_stream_infer(
+                MODEL, inputs, sequence_id=seq, sequence_start=i == 0, sequence_end=i == n - 1
+            )
+            error, t1 = answers.get(timeout=60)
+            if error is not None:
+                raise RuntimeError(f"empty chunk refused: {error}")
+            out.append(t1 - t0)
+    finally:
+        client.stop_stream()
+        client.close()
+    return out
+
+
+def triton_sequential(url: str, clips, step: int) -> tuple[list[float], dict[str, str], float]:
+    """One client stream, clips one after the other, lock-step: the served twin of `in_process`
+    -> (per-chunk seconds, final text per clip, wall seconds)."""
+    import tritonclient.grpc as tc
+
+    answers: queue.Queue = queue.Queue()
+    client = tc.InferenceServerClient(url.removeprefix("grpc://"))
+    client.start_stream(callback=lambda result, error: answers.put((result, error, time.perf_counter())))
+    lat, finals = [], {}
+    t_start = time.perf_counter()
+    try:
+        for name, audio, lang in clips:
+            seq = random.randrange(1, 2**62)
+            pieces = split(audio, step)
+            for i, piece in enumerate(pieces):
+                t0 = time.perf_counter()
+                client.async_stream_infer(
+                    MODEL,
+                    _inputs(tc, piece, lang if i == 0 else None),
+                    sequence_id=seq,
+                    sequence_start=i == 0,
+                    sequence_end=i == len(pieces) - 1,
+                )
+                result, error, t1 = answers.get(timeout=120)
+                if error is not None:
+                    raise RuntimeError(f"{name} chunk {i}: {error}")
+                lat.append(t1 - t0)
+            finals[name] = result.as_numpy("TEXT").reshape(-1)[0].decode()
+    finally:
+        client.stop_stream()
+        client.close()
+    return lat, finals, time.perf_counter() - t_start
 
 
 def server_health(server: TritonServer) -> dict:
@@ -188,6 +275,7 @@ def _inputs(tc, chunk: np.ndarray, lang: str | None, dtype: str = "FP32"):
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)  # seconds, valid chunks only
+    answered_at: list[float] = field(default_factory=list)  # time.time() of each valid answer
     chunks: int = 0  # valid chunks answered
     sequences: int = 0  # sequences that ran a whole clip
     text_mismatches: list[str] = field(default_factory=list)
@@ -197,6 +285,7 @@ class Tally:
 
     def merge(self, o: Tally) -> None:
         self.latencies += o.latencies
+        self.answered_at += o.answered_at
         self.chunks += o.chunks
         self.sequences += o.sequences
         self.text_mismatches += o.text_mismatches
@@ -218,6 +307,8 @@ class Worker(threading.Thread):
             malformed_frac,
             timeout_s,
         )
+        # every n-th request is malformed (exactly the asked fraction; the kind is drawn at random)
+        self.malformed_every = round(1 / malformed_frac) if malformed_frac > 0 else 0
         self.tally = Tally()
         self.error: BaseException | None = None
         self._answers: queue.Queue = queue.Queue()
@@ -273,7 +364,7 @@ class Worker(threading.Thread):
                 pieces = split(audio, self.step)
                 text, whole = "", True
                 for i, piece in enumerate(pieces):
-                    if self.malformed_frac and self.rng.random() < self.malformed_frac:
+                    if self.malformed_every and (sent + 1) % self.malformed_every == 0:
                         self._malformed(seq if i else None, ended, lang)
                         sent += 1
                     last = i == len(pieces) - 1 or sent + 1 >= self.budget
@@ -284,6 +375,7 @@ class Worker(threading.Thread):
                     else:
                         self.tally.latencies.append(dt)
                         self.tally.chunks += 1
+                        self.tally.answered_at.append(time.time())
                         text = r.as_numpy("TEXT").reshape(-1)[0].decode()
                     if last:
                         whole = i == len(pieces) - 1
@@ -300,25 +392,57 @@ class Worker(threading.Thread):
             self.client.close()
 
 
-def drive(url, clips, step, expected, streams, total, malformed_frac=0.0, seed=0) -> tuple[Tally, float]:
-    """`streams` concurrent workers sharing `total` requests, each at least one whole clip;
-    -> (merged tally, wall seconds)."""
-    per = max(-(-total // streams), max(-(-c[1].size // step) for c in clips))
-    workers = [
-        Worker(url, clips, step, expected, per, seed * 1000 + k, malformed_frac) for k in range(streams)
-    ]
-    t0 = time.perf_counter()
+def _run_workers(url, clips, step, expected, jobs, malformed_frac, start_at) -> list[tuple]:
+    """In one client process: one thread per (budget, seed) job, all starting at wall-clock `start_at`;
+    -> [(tally, error text or None)]."""
+    workers = [Worker(url, clips, step, expected, per, seed, malformed_frac) for per, seed in jobs]
+    time.sleep(max(0.0, start_at - time.time()))
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    wall = time.perf_counter() - t0
+    return [(w.tally, None if w.error is None else f"{type(w.error).__name__}: {w.error}") for w in workers]
+
+
+def drive(
+    url, clips, step, expected, streams, total, malformed_frac=0.0, seed=0, procs=1
+) -> tuple[Tally, float, float]:
+    """`streams` concurrent client streams sharing `total` requests (each at least one whole clip), spread over
+    `procs` client processes (Python threads of one process share one GIL: with many streams the load
+    generator, not the server, would set the pace); -> (merged tally, wall seconds, steady chunks/s).
+
+    Steady chunks/s counts only the window in which every stream was running (from the last stream's first
+    answer to the first stream's last answer): ramp-up and the stragglers' tail are not "n concurrent streams".
+    """
+    per = max(-(-total // streams), max(-(-c[1].size // step) for c in clips))
+    jobs = [(per, seed * 1000 + k) for k in range(streams)]
+    procs = max(1, min(procs, streams))
+    if procs == 1:
+        results = _run_workers(url, clips, step, expected, jobs, malformed_frac, 0.0)
+    else:
+        import multiprocessing
+
+        start_at = time.time() + 8.0  # spawned processes import numpy + tritonclient first
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            parts = pool.starmap(
+                _run_workers,
+                [
+                    (url, clips, step, expected, jobs[k::procs], malformed_frac, start_at)
+                    for k in range(procs)
+                ],
+            )
+        results = [r for part in parts for r in part]
     tally = Tally()
-    for w in workers:
-        if w.error is not None:
-            raise RuntimeError(f"load worker failed: {type(w.error).__name__}: {w.error}") from w.error
-        tally.merge(w.tally)
-    return tally, wall
+    for t, err in results:
+        if err is not None:
+            raise RuntimeError(f"load worker failed: {err}")
+        tally.merge(t)
+    times = [r[0].answered_at for r in results if r[0].answered_at]
+    wall = max(t[-1] for t in times) - min(t[0] for t in times)
+    lo, hi = max(t[0] for t in times), min(t[-1] for t in times)
+    inside = sum(lo < x <= hi for t in times for x in t)
+    steady = inside / (hi - lo) if hi > lo and inside else tally.chunks / wall
+    return tally, wall, steady
 
 
 def pct(values: list[float], q: float) -> float:
@@ -381,17 +505,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help=".nemo to serve (default: cached base model, else the tiny fixture)")
     p.add_argument("--att-context-size", default="[56,1]", help="deployment lookahead (default %(default)s)")
     p.add_argument("--chunks", type=int, default=10_000, help="soak requests (default %(default)s)")
-    p.add_argument("--level-chunks", type=int, default=600, help="chunks measured per concurrency level")
+    p.add_argument("--level-chunks", type=int, default=1600, help="chunks measured per concurrency level")
     p.add_argument("--streams", default="1,4,16", help="concurrency levels (default %(default)s)")
     p.add_argument("--soak-streams", type=int, default=4)
     p.add_argument("--malformed", type=float, default=0.05, help="fraction of malformed soak requests")
     p.add_argument("--clip-s", type=float, default=6.0, help="clips are cropped to this length")
     p.add_argument("--threads", type=int, default=1, help="torch threads, server and in-process alike")
+    p.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=ServingConfig.stream_queue_delay_us,
+        help="sequence batcher max_queue_delay_microseconds of the exported model",
+    )
+    p.add_argument(
+        "--client-procs", type=int, default=4, help="load-generator processes (streams are spread over them)"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="paired in-process / 1-stream Triton passes")
     p.add_argument("--quick", action="store_true", help="smoke run: 1,000-chunk soak, 200 chunks per level")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     a = p.parse_args(argv)
     if a.quick:
-        a.chunks, a.level_chunks = min(a.chunks, 1000), min(a.level_chunks, 200)
+        a.chunks, a.level_chunks, a.rounds = min(a.chunks, 1000), min(a.level_chunks, 200), 1
     os.environ["ASR_THREADS"] = str(a.threads)  # AsrModel.load here and server_env() for the stubs
     levels = [int(s) for s in a.streams.split(",")]
 
@@ -400,7 +534,6 @@ def main(argv: list[str] | None = None) -> int:
     nemo_logging.setLevel(nemo_logging.ERROR)  # restore_from prints the whole config otherwise
 
     from components.common.asr_infer import AsrModel
-    from components.export_triton.core import ServingConfig, export_model, parse_att_context_size
 
     att = parse_att_context_size(a.att_context_size)
     t_start = time.time()
@@ -417,16 +550,17 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     in_process(asr, clips[:2], step, att, 1)  # warm-up
-    base_lat, expected = in_process(asr, clips, step, att, 2)
-    base = summary(base_lat)
-    print(
-        f"in-process stream_step: p50 {base['p50_ms']:.2f} ms  p95 {base['p95_ms']:.2f}  "
-        f"p99 {base['p99_ms']:.2f}  ({base['n']} chunks)",
-        flush=True,
-    )
+    _, expected = in_process(asr, clips, step, att, 1)
 
     repo = work / "triton_repo"
-    export_model(nemo, repo, None, {"name": "bench-serve"}, att, serving=ServingConfig())
+    export_model(
+        nemo,
+        repo,
+        None,
+        {"name": "bench-serve"},
+        att,
+        serving=ServingConfig(stream_queue_delay_us=a.queue_delay_us),
+    )
     server = TritonServer(repo, models=[MODEL], state_dir=work / "state", startup_timeout_s=600)
     server.start()
     print(f"tritonserver ready in {server.start_seconds:.0f}s (log {server.log_file})", flush=True)
@@ -441,23 +575,69 @@ def main(argv: list[str] | None = None) -> int:
         "chunk_ms": chunk_ms,
         "cpu_count": os.cpu_count(),
         "asr_threads": a.threads,
+        "stream_queue_delay_us": a.queue_delay_us,
+        "client_procs": a.client_procs,
         "load_avg_at_start": os.getloadavg(),
         "server_start_s": server.start_seconds,
-        "in_process": base,
         "levels": {},
     }
-    lat_plot = {"in-process": base_lat}
+    lat_plot: dict[str, list[float]] = {}
+    ok = False
     try:
         drive(server.grpc_url, clips[:2], step, expected, 1, 40)  # warm-up
-        for n in levels:
-            c0, e0 = exec_counts(server)
-            tally, wall = drive(server.grpc_url, clips, step, expected, n, a.level_chunks, seed=n)
-            c1, e1 = exec_counts(server)
+        m0 = metrics(server)
+        rt = round_trip(server.grpc_url, clips[0][2], 200)
+        res["empty_chunk_round_trip"] = {**summary(rt), **metrics_delta(m0, metrics(server))}
+        e = res["empty_chunk_round_trip"]
+        print(
+            f"serving overhead (empty chunks, 1 stream): p50 {e['p50_ms']:.2f} ms, of which in the server "
+            f"{e['server_request_ms']:.2f} ms (execute {e['server_compute_ms']:.2f})",
+            flush=True,
+        )
+        # 1 stream vs in-process: alternating passes over the same clips and chunks, so that the load of the
+        # (shared) machine drifts equally over both
+        base_lat, tri_lat, tri_wall, mismatches = [], [], 0.0, 0
+        m0 = metrics(server)
+        for _ in range(a.rounds):
+            lat, _ = in_process(asr, clips, step, att, 1)
+            base_lat += lat
+            lat, finals, wall = triton_sequential(server.grpc_url, clips, step)
+            tri_lat += lat
+            tri_wall += wall
+            mismatches += sum(finals[n] != expected[n] for n in finals)
+        base = res["in_process"] = summary(base_lat)
+        lat_plot["in-process"] = base_lat
+        lat_plot["Triton, 1 stream"] = tri_lat
+        s = summary(tri_lat)
+        s.update(metrics_delta(m0, metrics(server)))
+        s.update(
+            streams=1,
+            chunks_per_s=len(tri_lat) / tri_wall,
+            wall_s=tri_wall,
+            sequences=a.rounds * len(clips),
+            text_mismatches=mismatches,
+            errors=0,
+        )
+        res["levels"]["1 stream"] = s
+        print(
+            f"in-process stream_step: p50 {base['p50_ms']:.2f} ms  p95 {base['p95_ms']:.2f}  "
+            f"p99 {base['p99_ms']:.2f}  ({base['n']} chunks, {a.rounds} passes alternating with Triton's)\n"
+            f" 1 stream : p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f}  p99 {s['p99_ms']:.1f}  "
+            f"{s['chunks_per_s']:.1f} chunks/s; in server {s['server_request_ms']:.1f} ms (execute "
+            f"{s['server_compute_ms']:.1f}); text mismatches {mismatches}/{s['sequences']}",
+            flush=True,
+        )
+        for n in [n for n in levels if n != 1]:
+            m0 = metrics(server)
+            tally, wall, steady = drive(
+                server.grpc_url, clips, step, expected, n, a.level_chunks, seed=n, procs=a.client_procs
+            )
             s = summary(tally.latencies)
+            s.update(metrics_delta(m0, metrics(server)))
             s.update(
-                mean_batch=(c1 - c0) / (e1 - e0) if e1 > e0 else float("nan"),
                 streams=n,
-                chunks_per_s=tally.chunks / wall,
+                chunks_per_s=steady,
+                chunks_per_s_overall=tally.chunks / wall,
                 wall_s=wall,
                 sequences=tally.sequences,
                 text_mismatches=len(tally.text_mismatches),
@@ -467,7 +647,9 @@ def main(argv: list[str] | None = None) -> int:
             lat_plot[f"Triton, {n} stream{'s' if n > 1 else ''}"] = tally.latencies
             print(
                 f"{n:>2} streams: p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f}  p99 {s['p99_ms']:.1f}  "
-                f"{s['chunks_per_s']:.1f} chunks/s, mean batch {s['mean_batch']:.1f}  "
+                f"{s['chunks_per_s']:.1f} chunks/s, mean batch {s['mean_batch']:.1f}; in server "
+                f"{s['server_request_ms']:.1f} ms (queue {s['server_queue_ms']:.1f}, execute "
+                f"{s['server_compute_ms']:.1f})  "
                 f"({tally.chunks} chunks, {tally.sequences} whole "
                 f"sequences, {len(tally.text_mismatches)} text mismatches, {len(tally.valid_errors)} errors)",
                 flush=True,
@@ -480,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         before = rss_kb(server.process.pid)
         pid = server.process.pid
         stubs_before = set(before) - {pid}
-        tally, wall = drive(
+        tally, wall, _ = drive(
             server.grpc_url, clips, step, expected, a.soak_streams, a.chunks, a.malformed, seed=99
         )
         time.sleep(1.0)
@@ -526,8 +708,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         for m in (tally.text_mismatches + tally.valid_errors)[:3]:
             print(f"    {m}")
+        ok = True
     finally:
         server.stop()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work} for inspection (server log {server.log_file})", file=sys.stderr)
 
     one, many = res["levels"].get("1 stream"), res["levels"].get(f"{max(levels)} streams")
     targets = []

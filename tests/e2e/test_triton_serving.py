@@ -538,3 +538,26 @@ def test_cli_streams_a_file_in_real_time_and_prints_partial_and_final_text(serve
     assert shown == partials
     assert out[-1].startswith(f"{wav}\t{final}\t")
     assert wall >= 0.9 * audio.size / 16000  # paced at the audio rate, not as fast as the server answers
+
+
+def test_auto_language_is_served_with_tags_stripped(served):
+    """LANG "auto" (the prompt model's language-detection mode) works on both models; the export's default
+    strip_lang_tags option removes the <xx-XX> tags auto mode writes, and nothing else."""
+    from components.common.text import strip_lang_tags
+    from serving.client import transcribe_offline, transcribe_streaming
+
+    server, asr, clips = served
+    _, audio, _ = clips[0]
+
+    def served_form(text: str) -> str:
+        return strip_lang_tags(text) if "<" in text else text
+
+    expected = served_form(asr.transcribe([audio], ["auto"], att_context_size=ATT)[0])
+    assert transcribe_offline(server.grpc_url, audio, "auto") == expected
+    partials, final = _in_process_stream(asr, audio, "auto")
+    seen: list[str] = []
+    got = transcribe_streaming(
+        server.grpc_url, audio, "auto", CHUNK_S, on_partial=lambda i, t: seen.append(t)
+    )
+    assert got == served_form(final)
+    assert seen == [served_form(p) for p in partials]

@@ -281,3 +281,22 @@ def test_backend_refuses_a_checkpoint_that_does_not_match_its_sidecar(tmp_path):
         load_verified_checkpoint(str(tmp_path))
     cfg = {"parameters": {"att_context_size": {"string_value": "[56,1]"}}}
     assert config_param(cfg, "att_context_size") == "[56,1]" and config_param(cfg, "missing", "x") == "x"
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_strip_lang_tags_option_reaches_both_configs_and_the_backend_filter(strip: bool):
+    """`auto` mode makes the model write <xx-XX> tags; the export option decides whether the server removes
+    them. Text without a tag is never touched (served text stays byte-identical to in-process NeMo)."""
+    from google.protobuf.json_format import MessageToDict
+
+    from components.export_triton.backend_utils import lang_tag_filter
+
+    for model in ("asr_offline", "asr_streaming"):
+        text = render_config(model, [56, 1], ServingConfig(strip_lang_tags=strip))
+        # the JSON Triton hands model.py keeps the proto field names (string_value)
+        cfg = MessageToDict(_parse_config(text), preserving_proto_field_name=True)
+        assert cfg["parameters"]["strip_lang_tags"]["string_value"] == str(strip).lower()
+        tags = lang_tag_filter(cfg)
+        tagged = "Hola a todos. <es-ES> Bonjour. <fr-FR>"
+        assert tags(tagged) == ("Hola a todos. Bonjour." if strip else tagged)
+        assert tags(" no  tag here ") == " no  tag here "

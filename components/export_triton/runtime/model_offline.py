@@ -19,7 +19,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from components.export_triton.backend_utils import model_settings  # noqa: E402
+from components.export_triton.backend_utils import lang_tag_filter, model_settings  # noqa: E402
 
 
 class _BadRequest(ValueError):
@@ -52,6 +52,7 @@ class TritonPythonModel:
                 f"{nemo_path}: model rate {self.asr.sample_rate} Hz, expected 16000"
             )
         self.langs = set(self.asr.prompt_dictionary)
+        self.tags = lang_tag_filter(self.model_config)
         pb_utils.Logger.log_info(
             f"asr_offline v{args['model_version']} loaded {nemo_path} in {time.time() - t0:.1f}s "
             f"(sha256 {meta.get('sha256', '?')[:12]}, att_context_size {self.att_context_size})"
@@ -117,9 +118,10 @@ class TritonPythonModel:
         return responses
 
     def _transcribe(self, audios: list[np.ndarray], langs: list[str]) -> list[str]:
-        return self.asr.transcribe(
+        texts = self.asr.transcribe(
             audios, langs, batch_size=len(audios), att_context_size=self.att_context_size
         )
+        return [self.tags(t) for t in texts]
 
     def finalize(self):
         self.asr = None

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from components.export_triton.backend_utils import config_param as _param  # noqa: E402
-from components.export_triton.backend_utils import model_settings  # noqa: E402
+from components.export_triton.backend_utils import lang_tag_filter, model_settings  # noqa: E402
 
 _ENDED_MEMORY = 4096  # remember this many ended/expired ids, to say *why* a late chunk is refused
 
@@ -59,7 +59,14 @@ class TritonPythonModel:
         t0 = time.time()
         self.asr = AsrModel.load(nemo_path)
         self.langs = set(self.asr.prompt_dictionary)
-        self.asr.new_stream(next(iter(sorted(self.langs))), self.att_context_size)  # fail now on a bad att
+        self.tags = lang_tag_filter(self.model_config)
+        # fail now on a bad att_context_size, and warm up (the first steps allocate and pick kernels: without
+        # this the first client chunks would pay for it)
+        lang = next(iter(sorted(self.langs)))
+        warm = [self.asr.new_stream(lang, self.att_context_size) for _ in range(3)]
+        self.asr.stream_step(warm[0], np.zeros(16000, np.float32), last=True)
+        if hasattr(self.asr, "stream_step_batch"):
+            self.asr.stream_step_batch(warm[1:], [np.zeros(8000, np.float32)] * 2, [False, True])
         self.streams: dict[int, object] = {}  # CORRID -> StreamState
         self.last_seen: dict[int, float] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()  # CORRID -> why it is gone
@@ -144,7 +151,7 @@ class TritonPythonModel:
     def _finish(self, corrid: int, text: str, end: bool):
         if end:
             self._forget(corrid, "already ended (END was sent)")
-        return _text_response(text)
+        return _text_response(self.tags(text))
 
     def _failed(self, corrid: int, e: Exception):
         self._forget(corrid, f"failed earlier ({type(e).__name__}: {e})")

@@ -37,7 +37,9 @@ rules:
   replay_max_regression: {max_increase: 100.0}
   streaming_offline_gap: {max_gap: 100.0}
 """
-IMPOSSIBLE = PERMISSIVE.replace("min_improvement: -100.0", "min_improvement: 100.0")
+# A replay-language regression: any candidate counts as regressing el-GR/es-ES when no increase at all (not even
+# a negative one, i.e. replay languages must get 100 points *better*) is allowed. Only those rules fail.
+REPLAY_REGRESSION = PERMISSIVE.replace("max_increase: 100.0", "max_increase: -1.0")
 MODEL = "e2e-asr"
 
 
@@ -163,10 +165,12 @@ def test_failed_gate_moves_nothing(world, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     reg = Registry(get_client(uri))
     champion_before = reg.by_alias(MODEL, CHAMPION)
-    run_dir = run_local({**world["args"], "gate_policy": IMPOSSIBLE}, root / "kfp")
+    run_dir = run_local({**world["args"], "gate_policy": REPLAY_REGRESSION}, root / "kfp")
 
     ev = json.loads((run_dir / "evaluate-wer" / "evaluation" / "evaluation.json").read_text())
     assert ev["decision"]["passed"] is False
+    failed = sorted(r["rule"] for r in ev["decision"]["rules"] if not r["passed"])
+    assert failed == ["replay_max_regression[el-GR]", "replay_max_regression[es-ES]"]
     assert not (run_dir / "export-triton").exists()  # the gated branch never ran
     challenger = reg.by_alias(MODEL, CHALLENGER)
     assert challenger.tags["gate.passed"] == "false"

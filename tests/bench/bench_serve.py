@@ -125,6 +125,21 @@ def in_process(asr, clips, step: int, att: list[int], repeats: int) -> tuple[lis
     return lat, finals
 
 
+def in_process_batched(asr, clips, step: int, att: list[int], n: int) -> tuple[float, float]:
+    """The server's own ceiling: `n` streams advanced together by `AsrModel.stream_step_batch` in this process
+    (no Triton) -> (chunks/s, seconds per batched step). Streams are cut to the shortest clip so all n stay live.
+    """
+    streams = [clips[k % len(clips)] for k in range(n)]
+    pieces = [split(audio, step) for _, audio, _ in streams]
+    steps = min(len(p) for p in pieces)
+    states = [asr.new_stream(lang, att) for _, _, lang in streams]
+    t0 = time.perf_counter()
+    for k in range(steps):
+        asr.stream_step_batch(states, [p[k] for p in pieces], [k == steps - 1] * n)
+    wall = time.perf_counter() - t0
+    return n * steps / wall, wall / steps
+
+
 # ------------------------------------------------------------------------------------------- server process
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (tritonserver + the python-backend stubs it spawned)."""
@@ -518,7 +533,10 @@ def main(argv: list[str] | None = None) -> int:
         help="sequence batcher max_queue_delay_microseconds of the exported model",
     )
     p.add_argument(
-        "--client-procs", type=int, default=4, help="load-generator processes (streams are spread over them)"
+        "--client-procs",
+        type=int,
+        default=1,
+        help="load-generator processes (streams are spread over them; >1 pays off only with spare cores)",
     )
     p.add_argument("--rounds", type=int, default=3, help="paired in-process / 1-stream Triton passes")
     p.add_argument("--quick", action="store_true", help="smoke run: 1,000-chunk soak, 200 chunks per level")
@@ -627,6 +645,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['server_compute_ms']:.1f}); text mismatches {mismatches}/{s['sequences']}",
             flush=True,
         )
+        if hasattr(asr, "stream_step_batch"):
+            one_cps = in_process_batched(asr, clips, step, att, 1)[0]
+            many_cps = in_process_batched(asr, clips, step, att, max(levels))[0]
+            res["in_process_batched"] = {
+                "1_stream_chunks_per_s": one_cps,
+                f"{max(levels)}_streams_chunks_per_s": many_cps,
+                "ratio": many_cps / one_cps,
+            }
+            print(
+                f"in-process stream_step_batch (no Triton, the server's ceiling): 1 stream {one_cps:.0f} chunks/s, "
+                f"{max(levels)} streams {many_cps:.0f} chunks/s ({many_cps / one_cps:.2f}x)",
+                flush=True,
+            )
         for n in [n for n in levels if n != 1]:
             m0 = metrics(server)
             tally, wall, steady = drive(

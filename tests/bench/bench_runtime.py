@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "runtime.json" if not a.d_model else f"runtime-d{a.d_model}x{a.layers}.json"
     (out / name).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out / name}")
+    shutil.rmtree(work, ignore_errors=True)  # the exported graph (and a scaled model) are large
     return 0
 
 

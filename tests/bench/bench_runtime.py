@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     os.environ["ASR_THREADS"] = str(a.threads)
 
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime is not installed (pip install onnxruntime==1.32.0): runtime comparison skipped")
+        return 0
     import torch
     from nemo.utils import logging as nemo_logging
 

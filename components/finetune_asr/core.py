@@ -593,6 +593,7 @@ def finetune(
     for key, value in (("precision", precision), ("devices", devices), ("strategy", strategy)):
         if value not in (None, ""):
             trainer_cfg[key] = value
+    trainer_cfg["use_distributed_sampler"] = False  # lhotse shards the data per rank itself
     base_sha = sha256_file(base_model)
     fingerprint = _run_fingerprint(
         base=base_sha,
@@ -933,7 +934,7 @@ def run_finetune_step(
     as 'a,b'; lr <= 0 keeps the config's optimiser (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses
     a 20-step warmup unless `warmup_steps` >= 0, the tiny recipe); batch_size <= 0 keeps the config's batching
     (the Nemotron YAML's batch_duration) unless `batch_duration` > 0; replay_ratio < 0 means "use
-    replay_per_lang"; '' keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's;
+    replay_per_lang"; '' keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's; strategy applies only when devices > 1;
     train_att_context_size '' trains every lookahead (the recipe), '[56,1]' only that one. Checkpoints live in
     $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried or re-run task resumes) or a temp
     dir, never in the model artifact, and are deleted after success. `work_root` overrides $ASR_WORK_DIR. Returns (result, MLflow run id or '').
@@ -1004,7 +1005,9 @@ def run_finetune_step(
         scheduler=scheduler or None,
         precision=precision or None,
         devices=devices if devices > 0 else None,
-        strategy=strategy or None,
+        strategy=strategy
+        if strategy and devices > 1
+        else None,  # one device: no DDP (the config decides at 0)
         work_dir=work,
         base_model_uri=base_model_uri,
         val_manifest=val if val.is_file() else None,

@@ -5,6 +5,7 @@ Output directory (docs/ARCHITECTURE.md, "Manifest contract"):
   train.jsonl, val.jsonl, test.jsonl    audio_filepath relative to this directory
   summary.json                          counts / hours / speakers per split x language, skipped rows
   sources.json                          id -> source sha256 + duration: lets a re-run skip converted clips
+  build_state.json                      fingerprint of the last run's inputs and outputs (unchanged re-run)
   tarred/<split>/audio_<N>.tar          optional (tar_shards > 0): NeMo tarred dataset, one folder per split,
   tarred/<split>/tarred_audio_manifest.json   with every line's `shard_id`, and
   tarred/<split>/sharded_manifests/manifest_<N>.json   the per-shard manifests lhotse reads without overhead
@@ -16,27 +17,41 @@ speaker never lands in two splits (across languages too: a voice heard in traini
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
+import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common.audio import TARGET_SR, AudioError, RawFormat, decode, write_wav16
+from components.common.audio import TARGET_SR, AudioError, RawFormat, decode_mono, wav16_bytes
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import SPLITS, write_manifest
-from components.validate_data.core import ID_RE, DatasetError, MetadataRow, read_metadata, resolve_audio
+from components.validate_data.core import (
+    ID_RE,
+    DatasetError,
+    MetadataRow,
+    find_metadata,
+    read_metadata,
+    resolve_audio,
+)
 
 AUDIO_DIR = "audio"
 INDEX_NAME = "sources.json"
+STATE_NAME = "build_state.json"
+_STATE_VERSION = 1  # bump when the outputs for the same inputs change
 _POOL_MIN = 32  # below this many clips a process pool costs more than it saves
+_CHUNK = 32  # clips per pool task: small enough to balance the tail, large enough to amortise pickling
+_RACY_NS = 2_000_000_000
 _PROGRESS_MIN = 200
 
 
@@ -95,54 +110,107 @@ class ManifestResult:
         }
 
 
-Job = tuple[str, str, "str | None", "RawFormat | None"]
+Job = tuple[str, str, "RawFormat | None"]
+Result = tuple[str, "float | None", "str | None", bool]  # (source sha256, duration, error, reused)
 
 
-def _convert_one(job: Job) -> tuple[str, float | None, str | None, bool]:
-    """(src, dst, previous sha, raw layout) -> (sha, duration, error, reused). Runs in a pool worker."""
-    src, dst, prev_sha, raw = job
-    sha = sha256_file(src)
-    if prev_sha == sha and os.path.isfile(dst) and os.path.getsize(dst) > 44:  # > a bare WAV header
-        return sha, None, None, True
+def _write_atomic(dst: str, data: bytes) -> None:
+    """Temp file + rename (a reader never sees half a clip), no fsync: see write_wav16. A fixed per-process
+    temp name costs less than mkstemp's random names; leftovers of a killed run are pruned as stale clips."""
+    tmp = f"{dst}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # umask applies
     try:
-        audio, _ = decode(src, TARGET_SR, raw=raw)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _convert_one(job: Job) -> Result:
+    """(src, dst, raw layout) -> (sha, duration, error, False). Runs in a pool worker.
+
+    The source is hashed once (for sources.json); decoding skips the loudness statistics the validation
+    stage computes (`decode_mono`), and the PCM16 WAV is packed with numpy and written without fsync."""
+    src, dst, raw = job
+    try:
+        sha = sha256_file(src)
+    except OSError as e:
+        return "", None, f"missing: cannot read {src}: {e.strerror}", False
+    try:
+        audio = decode_mono(src, TARGET_SR, raw=raw)
     except AudioError as e:
         return sha, None, f"{e.reason}: {e.detail}", False
     if len(audio) == 0:
         return sha, None, "no_audio: nothing left after resampling", False
-    write_wav16(dst, audio, TARGET_SR)
+    _write_atomic(dst, wav16_bytes(audio, TARGET_SR))
     return sha, len(audio) / TARGET_SR, None, False
 
 
-def _convert_chunk(jobs: list[Job]) -> list[tuple[str, float | None, str | None, bool]]:
+def _convert_chunk(jobs: list[Job]) -> list[Result]:
     return [_convert_one(j) for j in jobs]
 
 
-def _run_jobs(jobs: list[Job], workers: int) -> list[tuple[str, float | None, str | None, bool]]:
-    """Convert in `workers` processes. Jobs travel in chunks of ~1/(8 x workers) of the corpus (at most 256)
-    so the pool's pickling round-trips stay negligible next to decoding short clips."""
-    n, out = len(jobs), []
-    step, show = max(1, n // 10), n >= _PROGRESS_MIN
-    shown = 0
+class _Converter:
+    """Converts jobs as they are submitted: in `workers` processes (chunks of _CHUNK clips, only small result
+    tuples travel back) while the main process keeps preparing rows, or inline for small corpora."""
 
-    def tick(i: int) -> None:
-        nonlocal shown
-        if show and (i - shown >= step or i == n):
-            shown = i
-            print(f"build_manifest: {i}/{n} clips", file=sys.stderr, flush=True)
+    def __init__(self, workers: int, expected: int):
+        self.pool = (
+            ProcessPoolExecutor(max_workers=workers) if workers > 1 and expected >= _POOL_MIN else None
+        )
+        self.pending: list[Job] = []
+        self.parts: list[Future | list[Result]] = []
+        self.expected, self.done, self.shown, self.submitted = expected, 0, 0, 0
 
-    if workers > 1 and n >= _POOL_MIN:
-        size = max(8, min(256, n // (8 * workers)))
-        chunks = [jobs[i : i + size] for i in range(0, n, size)]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(_convert_chunk, chunks):
-                out.extend(part)
-                tick(len(out))
-    else:
-        for i, job in enumerate(jobs, 1):
-            out.append(_convert_one(job))
-            tick(i)
-    return out
+    def submit(self, job: Job) -> None:
+        self.submitted += 1
+        self.pending.append(job)
+        if len(self.pending) >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        chunk, self.pending = self.pending, []
+        if self.pool is not None:
+            self.parts.append(self.pool.submit(_convert_chunk, chunk))
+        else:
+            self.parts.append(_convert_chunk(chunk))
+            self._tick(len(chunk))
+
+    def _tick(self, k: int) -> None:
+        n = max(self.expected, 1)
+        self.done += k
+        if self.expected >= _PROGRESS_MIN and (self.done - self.shown >= max(1, n // 10) or self.done == n):
+            self.shown = self.done
+            print(f"build_manifest: {self.done}/{n} clips", file=sys.stderr, flush=True)
+
+    def results(self) -> list[Result]:
+        self.expected = self.submitted
+        self._flush()
+        out: list[Result] = []
+        try:
+            for part in self.parts:
+                if isinstance(part, Future):
+                    got = part.result()
+                    self._tick(len(got))
+                    out.extend(got)
+                else:
+                    out.extend(part)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
+        return out
+
+
+def _run_jobs(jobs: list[Job], workers: int) -> list[Result]:
+    conv = _Converter(workers, len(jobs))
+    for j in jobs:
+        conv.submit(j)
+    return conv.results()
 
 
 def assign_speakers(
@@ -286,6 +354,146 @@ def _check_rows(rows: list[MetadataRow], metadata_path: Path, has_split: bool) -
             )
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _state_key(meta_path: Path, data_root: Path, out: Path, params: list) -> str:
+    """What decides the outputs besides the audio: the metadata bytes, the parameters, this code's version."""
+    h = hashlib.sha256(meta_path.read_bytes())
+    h.update(json.dumps([_STATE_VERSION, str(data_root), str(meta_path), str(out), params]).encode())
+    return h.hexdigest()
+
+
+def _stat_sig(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _output_paths(out: Path, tarred: dict) -> list[str]:
+    """Outputs whose stat the unchanged-input path checks (audio/ by its folder mtime and per clip)."""
+    paths = [str(out / f"{s}.jsonl") for s in SPLITS] + [str(out / INDEX_NAME), str(out / AUDIO_DIR)]
+    for s in SPLITS:
+        d = out / TARRED_DIR / s
+        paths.append(str(d))
+        if s in tarred:
+            paths += [str(d / "sharded_manifests"), tarred[s]["manifest"], *tarred[s]["tars"]]
+            paths += [str(d / "sharded_manifests" / f"manifest_{i}.json") for i in range(tarred[s]["shards"])]
+    return paths
+
+
+def _summary(fields: dict, n_converted: int, n_reused: int) -> dict:
+    f = fields
+    return {
+        "data_root": f["data_root"],
+        "metadata": f["metadata"],
+        "seed": f["seed"],
+        "val_ratio": f["val_ratio"],
+        "test_ratio": f["test_ratio"],
+        "langs": f["langs"],
+        "split_source": f["split_source"],
+        "sample_rate": TARGET_SR,
+        "counts": f["counts"],
+        "hours": f["hours"],
+        "speakers": f["speakers"],
+        "totals": {s: sum(f["counts"].get(s, {}).values()) for s in SPLITS},
+        "n_rows": f["n_rows"],
+        "n_excluded_by_lang": f["n_excluded_by_lang"],
+        "n_converted": n_converted,
+        "n_reused": n_reused,
+        "n_skipped": len(f["skipped"]),
+        "skipped_by_reason": dict(Counter(x["reason"].split(":", 1)[0].strip() for x in f["skipped"])),
+        "skipped": f["skipped"],
+        "tarred": f["tarred"],
+        "warnings": f["warnings"],
+    }
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Atomic (and durable) write, skipped when the file already holds exactly this text."""
+    data = text.encode("utf-8")
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_text(path, text)
+
+
+def _finish(out: Path, fields: dict, n_converted: int, n_reused: int) -> ManifestResult:
+    res = ManifestResult(
+        out_dir=out,
+        counts=fields["counts"],
+        hours=fields["hours"],
+        speakers=fields["speakers"],
+        split_source=fields["split_source"],
+        n_converted=n_converted,
+        n_reused=n_reused,
+        skipped=fields["skipped"],
+        manifests={s: out / f"{s}.jsonl" for s in SPLITS},
+        summary_path=out / "summary.json",
+        warnings=fields["warnings"],
+        tarred=fields["tarred"],
+    )
+    summary = _summary(fields, n_converted, n_reused)
+    _write_if_changed(res.summary_path, json.dumps(summary, ensure_ascii=False, indent=2))
+    print(
+        f"build_manifest: {sum(res.totals().values())} clips ({res.totals()}), converted {n_converted}, "
+        f"reused {n_reused}, skipped {len(res.skipped)} -> {out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return res
+
+
+def _unchanged(out: Path, key: str) -> ManifestResult | None:
+    """The result of the previous run when nothing it depended on changed, else None (do the full build).
+
+    Nothing changed when: the metadata bytes and parameters hash to the recorded key; every folder holding
+    audio resolves (realpath) to the same place inside the root as before; every source file is still a
+    regular file (not a symlink) with the recorded size, mtime and inode, and was not modified within 2 s
+    before the previous run finished (git's racy rule); every missing source is still missing; and every
+    output (manifests, sources.json, audio/ and its clips, tarred shards) has the recorded stat. That is
+    one lstat per source and one stat per clip, no metadata parsing, no hashing, no manifest writing."""
+    try:
+        state = json.loads((out / STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("key") != key or not state.get("fast"):
+        return None
+    try:
+        for d, real in state["dirs"].items():
+            if os.path.realpath(d) != real:
+                return None
+        for path, sig in state["outputs"].items():
+            if _stat_sig(path) != sig:
+                return None
+        lstat, isreg = os.lstat, stat.S_ISREG
+        for path, size, mtime_ns, ino in state["sources"]:
+            try:
+                st = lstat(path)
+            except FileNotFoundError:
+                if size is None:
+                    continue
+                return None
+            if size is None or not isreg(st.st_mode):
+                return None
+            if st.st_size != size or st.st_mtime_ns != mtime_ns or st.st_ino != ino:
+                return None
+        audio = os.path.join(str(out), AUDIO_DIR)
+        for name, size, ino in state["clips"]:
+            st = os.stat(os.path.join(audio, name))
+            if st.st_size != size or st.st_ino != ino:
+                return None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    fields = state["fields"]
+    return _finish(out, fields, 0, sum(sum(c.values()) for c in fields["counts"].values()))
+
+
 def build_manifests(
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -304,7 +512,9 @@ def build_manifests(
     (`skipped_by_reason` counts them per reason code). `tar_shards` > 0 also writes each split as a NeMo
     tarred dataset of that many shards under tarred/<split>/ (for corpora too large for one file per clip on
     a network filesystem); 0 (default) writes none. A re-run reuses clips whose source is unchanged (same
-    size and mtime as recorded, or else the same sha256); `verify_sources` re-hashes every source.
+    size and mtime as recorded, or else the same sha256); `verify_sources` re-hashes every source. A re-run
+    on entirely unchanged inputs and outputs only stats them (build_state.json) and rewrites nothing but a
+    changed summary.json.
     """
     if tar_shards < 0:
         raise ValueError(f"tar_shards must be >= 0, got {tar_shards}")
@@ -314,6 +524,13 @@ def build_manifests(
         )
     data_root, out = Path(data_root), Path(out_dir)
     keep = set(parse_langs(langs))
+    meta_path = find_metadata(data_root)
+    key = _state_key(meta_path, data_root, out, [seed, val_ratio, test_ratio, sorted(keep), tar_shards])
+    if not verify_sources:
+        res = _unchanged(out, key)
+        if res is not None:
+            return res
+
     meta = read_metadata(data_root)
     rows = [r for r in meta.rows if not keep or r.lang in keep]
     n_excluded = len(meta.rows) - len(rows)
@@ -325,27 +542,14 @@ def build_manifests(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / AUDIO_DIR).mkdir(exist_ok=True)
+    state_path = out / STATE_NAME
+    if state_path.exists():
+        state_path.unlink()  # outputs are about to change: only a completed run records a new state
     index_path = out / INDEX_NAME
     try:
         old_index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}
     except json.JSONDecodeError:
         old_index = {}  # a damaged cache only costs a re-conversion
-
-    skipped: list[dict] = []
-    usable: list[tuple[MetadataRow, Path]] = []
-    for r in rows:
-        src, reason = resolve_audio(data_root, r.audio)
-        if reason is None and not src.is_file():
-            reason = f"missing: file not found: {src}"
-        if reason is None and r.raw_error:
-            reason = r.raw_error
-        for value, name in ((r.text, "text"), (r.speaker, "speaker"), (r.lang, "lang")):
-            if reason is None and not value:
-                reason = f"{name} is empty"
-        if reason:
-            skipped.append({"line": r.line, "audio": r.audio, "reason": reason})
-        else:
-            usable.append((r, src))
 
     def raw_of(r: MetadataRow) -> dict | None:
         return r.raw.to_dict() if r.raw else None
@@ -360,37 +564,102 @@ def build_manifests(
     # Reuse is decided here, so a re-run of an unchanged corpus starts no worker process at all. A source
     # whose size and mtime (ns) match what the previous run recorded keeps its recorded sha256 (the stat
     # cache git and DVC use); any other source a previous run converted is hashed again and reused only if
-    # its content is unchanged. `verify_sources=True` hashes every source regardless.
-    results: list = [None] * len(usable)
-    jobs: list[Job] = []
-    todo: list[int] = []
-    stats: dict[str, tuple[int, int]] = {}
+    # its content is unchanged. `verify_sources=True` hashes every source regardless. Clips to convert go to
+    # the worker pool as soon as they are known, so conversion overlaps the preparation of later rows.
     # "racy" entries (git's term): a file modified within 2 s before the index was written may have been
     # rewritten in the same timestamp tick, so its stat proves nothing and it is hashed.
-    racy_after = index_path.stat().st_mtime_ns - 2_000_000_000 if old_index else 0
-    for i, (r, src) in enumerate(usable):
-        dst = out / AUDIO_DIR / f"{r.id}.wav"
-        st = src.stat()
-        stats[r.id] = (st.st_size, st.st_mtime_ns)
-        prev = previous_sha(r)
-        if prev is not None:
-            entry = old_index[r.id]
-            same_stat = [entry.get("size"), entry.get("mtime_ns")] == [st.st_size, st.st_mtime_ns] and (
-                st.st_mtime_ns < racy_after
-            )
-            sha = prev if same_stat and not verify_sources else sha256_file(src)
-            if sha == prev and os.path.isfile(dst) and os.path.getsize(dst) > 44:  # > a bare WAV header
-                results[i] = (sha, None, None, True)
+    racy_after = index_path.stat().st_mtime_ns - _RACY_NS if old_index else 0
+    started_ns = time.time_ns()  # before any source is looked at (the racy rule of build_state.json)
+    skipped: list[dict] = []
+    usable: list[MetadataRow] = []
+    results: list = []
+    todo: list[int] = []
+    stats: list[tuple[int, int]] = []
+    # for build_state.json: lexical source path -> (size, mtime, inode) or None (missing); folder -> realpath
+    sources: list[list] = []
+    dirs: dict[str, str] = {}
+    fast = True
+    lexical_root = os.path.normpath(os.path.abspath(data_root))
+    real_root = os.path.realpath(data_root)
+    root_prefix = lexical_root.rstrip(os.sep) + os.sep
+    audio_dir = os.path.join(str(out), AUDIO_DIR)
+    conv = _Converter(workers, len(rows))
+    try:
+        for r in rows:
+            # resolve_audio's answer, with the realpath of each folder computed once: a regular file (not a
+            # symlink) lexically inside the root, in a folder whose real path is inside the real root, is
+            # that folder's real path + its name. Anything else takes resolve_audio's full per-row path.
+            src = reason = st = None
+            lexical = os.path.normpath(os.path.join(lexical_root, r.audio)) if r.audio else ""
+            if r.audio and not os.path.isabs(r.audio) and lexical.startswith(root_prefix):
+                d, name = os.path.split(lexical)
+                real_d = dirs.get(d)
+                if real_d is None:
+                    real_d = dirs[d] = os.path.realpath(d)
+                try:
+                    lst = os.lstat(lexical)
+                except OSError:
+                    lst = None
+                if lst is not None and stat.S_ISREG(lst.st_mode) and _inside(real_d, real_root):
+                    st, src = lst, os.path.join(real_d, name)
+                    sources.append([lexical, lst.st_size, lst.st_mtime_ns, lst.st_ino])
+            if src is None:
+                real, reason = resolve_audio(data_root, r.audio)
+                if reason is None:
+                    src = str(real)
+                    lexical = os.path.normpath(
+                        r.audio if os.path.isabs(r.audio) else os.path.join(lexical_root, r.audio)
+                    )
+                    # a missing file is recorded; a symlink or a file met by an absolute path is not
+                    if os.path.isabs(r.audio) or os.path.lexists(lexical):
+                        fast = False
+                    sources.append([lexical, None, None, None])
+                    if os.path.isfile(src):
+                        st = os.stat(src)
+                    else:
+                        reason = f"missing: file not found: {src}"
+                else:
+                    fast = False  # the reason depends on paths/symlinks the state does not record
+            if reason is None and r.raw_error:
+                reason = r.raw_error
+            for value, name in ((r.text, "text"), (r.speaker, "speaker"), (r.lang, "lang")):
+                if reason is None and not value:
+                    reason = f"{name} is empty"
+            if reason:
+                skipped.append({"line": r.line, "audio": r.audio, "reason": reason})
                 continue
-        jobs.append((str(src), str(dst), None, r.raw))
-        todo.append(i)
-    for i, res in zip(todo, _run_jobs(jobs, workers), strict=True):
+            i = len(usable)
+            usable.append(r)
+            stats.append((st.st_size, st.st_mtime_ns))
+            results.append(None)
+            dst = os.path.join(audio_dir, f"{r.id}.wav")
+            prev = previous_sha(r)
+            if prev is not None:
+                entry = old_index[r.id]
+                same_stat = entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+                same_stat = same_stat and st.st_mtime_ns < racy_after
+                sha = prev if same_stat and not verify_sources else sha256_file(src)
+                if sha == prev:
+                    try:
+                        ok = os.stat(dst).st_size > 44  # > a bare WAV header
+                    except OSError:
+                        ok = False
+                    if ok:
+                        results[i] = (sha, None, None, True)
+                        continue
+            conv.submit((src, dst, r.raw))
+            todo.append(i)
+        converted_results = conv.results()
+    finally:
+        if conv.pool is not None:
+            conv.pool.shutdown(cancel_futures=True)
+    for i, res in zip(todo, converted_results, strict=True):
         results[i] = res
 
     index: dict[str, dict] = {}
     converted: list[tuple[MetadataRow, float]] = []
     n_converted = n_reused = 0
-    for (r, _), (sha, duration, err, reused) in zip(usable, results, strict=True):
+    for r, (sha, duration, err, reused), (size, mtime_ns) in zip(usable, results, stats, strict=True):
         if err:
             skipped.append({"line": r.line, "audio": r.audio, "reason": err})
             continue
@@ -399,16 +668,10 @@ def build_manifests(
             n_reused += 1
         else:
             n_converted += 1
-        size, mtime_ns = stats[r.id]
-        index[r.id] = {
-            "source": r.audio,
-            "sha256": sha,
-            "duration": duration,
-            "size": size,
-            "mtime_ns": mtime_ns,
-        }
+        entry = {"source": r.audio, "sha256": sha, "duration": duration, "size": size, "mtime_ns": mtime_ns}
         if r.raw:
-            index[r.id]["raw"] = raw_of(r)
+            entry["raw"] = raw_of(r)
+        index[r.id] = entry
         converted.append((r, duration))
     skipped.sort(key=lambda s: s["line"])
     if not converted:
@@ -451,13 +714,15 @@ def build_manifests(
 
     manifests = {s: out / f"{s}.jsonl" for s in SPLITS}
     for s in SPLITS:
-        write_manifest(manifests[s], per_split[s])
+        lines = [json.dumps(row, ensure_ascii=False) for row in per_split[s]]
+        _write_if_changed(manifests[s], "\n".join(lines) + ("\n" if lines else ""))
     # Remove clips of earlier runs that this dataset no longer has, so audio/ matches the manifests.
     wanted = {f"{rid}.wav" for rid in index}
-    for f in (out / AUDIO_DIR).iterdir():
-        if f.is_file() and f.name not in wanted:
-            f.unlink()
-    atomic_write_text(index_path, json.dumps(index, ensure_ascii=False, indent=0, sort_keys=True))
+    with os.scandir(audio_dir) as it:
+        for f in it:
+            if f.name not in wanted and f.is_file(follow_symlinks=False):
+                os.unlink(f.path)
+    _write_if_changed(index_path, json.dumps(index, ensure_ascii=False, indent=0, sort_keys=True))
     tarred = {
         s: write_tarred_split(out, s, per_split[s], tar_shards, seed)
         for s in SPLITS
@@ -467,21 +732,7 @@ def build_manifests(
         if s not in tarred and (out / TARRED_DIR / s).is_dir():
             shutil.rmtree(out / TARRED_DIR / s)
 
-    res = ManifestResult(
-        out_dir=out,
-        counts=counts,
-        hours=hours,
-        speakers=speakers,
-        split_source=split_source,
-        n_converted=n_converted,
-        n_reused=n_reused,
-        skipped=skipped,
-        manifests=manifests,
-        summary_path=out / "summary.json",
-        warnings=warnings,
-        tarred=tarred,
-    )
-    summary = {
+    fields = {
         "data_root": str(data_root),
         "metadata": str(meta.path),
         "seed": seed,
@@ -489,26 +740,47 @@ def build_manifests(
         "test_ratio": test_ratio,
         "langs": sorted(keep) or None,
         "split_source": split_source,
-        "sample_rate": TARGET_SR,
         "counts": counts,
         "hours": hours,
         "speakers": speakers,
-        "totals": res.totals(),
         "n_rows": len(meta.rows),
         "n_excluded_by_lang": n_excluded,
-        "n_converted": n_converted,
-        "n_reused": n_reused,
-        "n_skipped": len(skipped),
-        "skipped_by_reason": res.skipped_by_reason,
         "skipped": skipped,
         "tarred": tarred,
         "warnings": warnings,
     }
-    atomic_write_text(res.summary_path, json.dumps(summary, ensure_ascii=False, indent=2))
-    print(
-        f"build_manifest: {sum(res.totals().values())} clips ({res.totals()}), converted {n_converted}, "
-        f"reused {n_reused}, skipped {len(skipped)} -> {out}",
-        file=sys.stderr,
-        flush=True,
-    )
+    res = _finish(out, fields, n_converted, n_reused)
+    _write_state(out, key, fields, sources, dirs, index, fast and _not_racy(sources, started_ns))
     return res
+
+
+def _not_racy(sources: list[list], started_ns: int) -> bool:
+    """False when a source was modified within 2 s before this run looked at it: it may change again within
+    the same timestamp tick, so its stat cannot prove it unchanged next time (git's racy rule)."""
+    limit = started_ns - _RACY_NS
+    return all(m is None or m < limit for _, _, m, _ in sources)
+
+
+def _write_state(
+    out: Path, key: str, fields: dict, sources: list[list], dirs: dict, index: dict, fast: bool
+) -> None:
+    """Record what this run's outputs depend on, for `_unchanged`. Written last, after every output."""
+    audio = os.path.join(str(out), AUDIO_DIR)
+    clips = []
+    if fast:
+        for rid in index:
+            sig = _stat_sig(os.path.join(audio, f"{rid}.wav"))
+            if sig is None:
+                fast = False
+                break
+            clips.append([f"{rid}.wav", sig[0], sig[2]])
+    state = {
+        "key": key,
+        "fast": fast,
+        "dirs": dirs,
+        "outputs": {p: _stat_sig(p) for p in _output_paths(out, fields["tarred"])} if fast else {},
+        "sources": sources if fast else [],
+        "clips": clips,
+        "fields": fields,
+    }
+    atomic_write_text(out / STATE_NAME, json.dumps(state, ensure_ascii=False, separators=(",", ":")))

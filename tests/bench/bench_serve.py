@@ -56,9 +56,18 @@ MALFORMED_KINDS = ("dtype", "shape", "nan", "lang", "unknown_seq", "after_end")
 
 
 # ------------------------------------------------------------------------------------------- model and audio
-def pick_model(work: Path, explicit: str | None) -> tuple[Path, str]:
+def pick_model(
+    work: Path, explicit: str | None, d_model: int | None = None, layers: int = 8
+) -> tuple[Path, str]:
     if explicit:
         return Path(explicit), "given"
+    if d_model:  # the demo model is 0.39 M parameters: per-step costs that don't scale with size dominate it
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_runtime import build_scaled_model
+
+        return build_scaled_model(
+            work, d_model, layers
+        ), f"random weights, d_model {d_model} x {layers} layers"
     cached = sorted((ROOT / ".cache" / "base_model").glob("*/base.nemo"))
     if cached:
         return cached[-1], "cached demo base model"
@@ -518,6 +527,8 @@ def write_html(path: Path, res: dict, lat: dict[str, list[float]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=".nemo to serve (default: cached base model, else the tiny fixture)")
+    p.add_argument("--d-model", type=int, help="instead of --model: a random model this wide (e.g. 256)")
+    p.add_argument("--layers", type=int, default=8, help="with --d-model: encoder layers")
     p.add_argument("--att-context-size", default="[56,1]", help="deployment lookahead (default %(default)s)")
     p.add_argument("--chunks", type=int, default=10_000, help="soak requests (default %(default)s)")
     p.add_argument("--level-chunks", type=int, default=1600, help="chunks measured per concurrency level")
@@ -556,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     att = parse_att_context_size(a.att_context_size)
     t_start = time.time()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    nemo, source = pick_model(work, a.model)
+    nemo, source = pick_model(work, a.model, a.d_model, a.layers)
     asr = AsrModel.load(str(nemo))
     clips = load_clips(set(asr.prompt_dictionary), 12, a.clip_s)
     step = chunk_samples(asr, att)

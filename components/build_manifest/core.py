@@ -48,7 +48,9 @@ from components.validate_data.core import (
 AUDIO_DIR = "audio"
 INDEX_NAME = "sources.json"
 STATE_NAME = "build_state.json"
-_STATE_VERSION = 1  # bump when the outputs for the same inputs change
+_STATE_VERSION = 2  # bump when the outputs for the same inputs change
+# The conversion's identity: a clip converted by another resampler/encoder is not reused (bump with the code).
+CONVERTER = "soxr-hq+pcm16-round/2"
 _POOL_MIN = 32  # below this many clips a process pool costs more than it saves
 _CHUNK = 32  # clips per pool task: small enough to balance the tail, large enough to amortise pickling
 _RACY_NS = 2_000_000_000
@@ -559,6 +561,8 @@ def build_manifests(
         entry = old_index.get(r.id)
         if not (isinstance(entry, dict) and entry.get("duration")) or entry.get("raw") != raw_of(r):
             return None
+        if entry.get("converter") != CONVERTER:  # converted by other code: the same source gives other samples
+            return None
         return entry.get("sha256")
 
     # Reuse is decided here, so a re-run of an unchanged corpus starts no worker process at all. A source
@@ -668,7 +672,8 @@ def build_manifests(
             n_reused += 1
         else:
             n_converted += 1
-        entry = {"source": r.audio, "sha256": sha, "duration": duration, "size": size, "mtime_ns": mtime_ns}
+        entry = {"source": r.audio, "sha256": sha, "duration": duration, "size": size, "mtime_ns": mtime_ns,
+                 "converter": CONVERTER}
         if r.raw:
             entry["raw"] = raw_of(r)
         index[r.id] = entry

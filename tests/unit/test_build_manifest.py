@@ -408,3 +408,31 @@ def test_stat_cache_and_verify_sources(tmp_path):
     (root / "a.wav").touch()
     again = build_manifests(root, tmp_path / "m", workers=1)
     assert (again.n_converted, again.n_reused) == (0, 1)  # touched, re-hashed, same content: reused
+
+
+def test_clips_converted_by_other_code_are_converted_again(tmp_path):
+    """A re-run after the resampler/encoder changed must not reuse clips the old code produced."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from components.build_manifest import core
+
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    rows = ["audio,text,lang,speaker"]
+    for i in range(4):
+        sf.write(data / "a" / f"{i}.wav", 0.1 * np.sin(np.arange(8000 + 800 * i) / 7.0), 22050)
+        rows.append(f"a/{i}.wav,Hola número {i}.,es-ES,s{i}")
+    (data / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "m"
+    assert core.build_manifests(data, out, val_ratio=0.25, test_ratio=0.25).n_converted == 4
+    assert core.build_manifests(data, out, val_ratio=0.25, test_ratio=0.25).n_reused == 4
+    index = json.loads((out / core.INDEX_NAME).read_text(encoding="utf-8"))
+    for entry in index.values():
+        entry["converter"] = "some-older-resampler/1"
+    (out / core.INDEX_NAME).write_text(json.dumps(index), encoding="utf-8")
+    (out / core.STATE_NAME).unlink(missing_ok=True)  # as after an upgrade: the fast path's key changed too
+    again = core.build_manifests(data, out, val_ratio=0.25, test_ratio=0.25)
+    assert again.n_converted == 4 and again.n_reused == 0

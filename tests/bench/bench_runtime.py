@@ -40,22 +40,12 @@ def build_scaled_model(work: Path, d_model: int, layers: int) -> Path:
     layers; heads d_model/64): how the runtime ratio moves towards the 600 M-parameter Nemotron size."""
     import torch
     from nemo.collections.asr.models import EncDecRNNTBPEModelWithPrompt
-    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
     from omegaconf import OmegaConf, open_dict
 
     sys.path.insert(0, str(ROOT / "tests" / "unit"))
-    from test_asr_infer import _TOKENIZER_TEXT
+    from test_asr_infer import write_tiny_tokenizer
 
-    text = work / "text.txt"
-    text.write_text("\n".join(_TOKENIZER_TEXT * 10) + "\n", encoding="utf-8")
-    create_spt_model(
-        str(text),
-        vocab_size=96,
-        sample_size=-1,
-        do_lower_case=False,
-        tokenizer_type="unigram",
-        output_dir=str(work / "tokenizer"),
-    )
+    write_tiny_tokenizer(work)
     cfg = OmegaConf.load(ROOT / "components" / "finetune_asr" / "conf" / "tiny_prompt_rnnt.yaml")
     with open_dict(cfg):
         cfg.model.tokenizer.dir = str(work / "tokenizer")

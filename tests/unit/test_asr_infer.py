@@ -30,16 +30,10 @@ _TOKENIZER_TEXT = [
 ]
 
 
-def build_tiny_model(out_dir: Path) -> Path:
-    """tiny_prompt_rnnt.yaml + a SentencePiece tokenizer built here -> model.nemo (cached per directory)."""
-    nemo_path = out_dir / "model.nemo"
-    if nemo_path.exists():
-        return nemo_path
-    from nemo.collections.asr.models import EncDecRNNTBPEModelWithPrompt
+def write_tiny_tokenizer(out_dir: Path) -> Path:
+    """A 96-piece SentencePiece tokenizer over the fixture text, in out_dir/tokenizer."""
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
-    from omegaconf import OmegaConf, open_dict
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     text = out_dir / "text.txt"
     text.write_text("\n".join(_TOKENIZER_TEXT * 10) + "\n", encoding="utf-8")
     create_spt_model(
@@ -50,6 +44,19 @@ def build_tiny_model(out_dir: Path) -> Path:
         tokenizer_type="unigram",
         output_dir=str(out_dir / "tokenizer"),
     )
+    return out_dir / "tokenizer"
+
+
+def build_tiny_model(out_dir: Path) -> Path:
+    """tiny_prompt_rnnt.yaml + a SentencePiece tokenizer built here -> model.nemo (cached per directory)."""
+    nemo_path = out_dir / "model.nemo"
+    if nemo_path.exists():
+        return nemo_path
+    from nemo.collections.asr.models import EncDecRNNTBPEModelWithPrompt
+    from omegaconf import OmegaConf, open_dict
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_tiny_tokenizer(out_dir)
     cfg = OmegaConf.load(CONF)
     with open_dict(cfg):
         cfg.model.tokenizer.dir = str(out_dir / "tokenizer")

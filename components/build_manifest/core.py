@@ -32,7 +32,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common.audio import TARGET_SR, AudioError, RawFormat, decode_mono, wav16_bytes
+from components.common.audio import TARGET_SR, WAV_FAST_MAX, AudioError, RawFormat, decode_mono, wav16_bytes
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import SPLITS, write_manifest
@@ -137,12 +137,17 @@ def _convert_one(job: Job) -> Result:
     The source is hashed once (for sources.json); decoding skips the loudness statistics the validation
     stage computes (`decode_mono`), and the PCM16 WAV is packed with numpy and written without fsync."""
     src, dst, raw = job
+    blob = None
     try:
-        sha = sha256_file(src)
+        if raw is None and src.lower().endswith((".wav", ".wave")) and os.path.getsize(src) <= WAV_FAST_MAX:
+            blob = Path(src).read_bytes()  # read once: hashed here, decoded from memory (read_wav_fast)
+            sha = hashlib.sha256(blob).hexdigest()
+        else:
+            sha = sha256_file(src)
     except OSError as e:
         return "", None, f"missing: cannot read {src}: {e.strerror}", False
     try:
-        audio = decode_mono(src, TARGET_SR, raw=raw)
+        audio = decode_mono(src, TARGET_SR, raw=raw, blob=blob)
     except AudioError as e:
         return sha, None, f"{e.reason}: {e.detail}", False
     if len(audio) == 0:
@@ -561,7 +566,9 @@ def build_manifests(
         entry = old_index.get(r.id)
         if not (isinstance(entry, dict) and entry.get("duration")) or entry.get("raw") != raw_of(r):
             return None
-        if entry.get("converter") != CONVERTER:  # converted by other code: the same source gives other samples
+        if (
+            entry.get("converter") != CONVERTER
+        ):  # converted by other code: the same source gives other samples
             return None
         return entry.get("sha256")
 
@@ -672,8 +679,14 @@ def build_manifests(
             n_reused += 1
         else:
             n_converted += 1
-        entry = {"source": r.audio, "sha256": sha, "duration": duration, "size": size, "mtime_ns": mtime_ns,
-                 "converter": CONVERTER}
+        entry = {
+            "source": r.audio,
+            "sha256": sha,
+            "duration": duration,
+            "size": size,
+            "mtime_ns": mtime_ns,
+            "converter": CONVERTER,
+        }
         if r.raw:
             entry["raw"] = raw_of(r)
         index[r.id] = entry

@@ -964,3 +964,26 @@ tr.error td{{background:#fde8e8}} tr.warning td{{background:#fff7e0}}</style></h
 """
     atomic_write_text(dest, page)
     return Path(dest)
+
+
+def run_step(
+    data_root: str | os.PathLike,
+    docs_html: str | os.PathLike,
+    report_json: str | os.PathLike,
+    fail_on_error: bool = True,
+    **thresholds,
+) -> tuple[ValidationResult, dict[str, float]]:
+    """The pipeline step: validate `data_root`, write the one-page Data Docs to `docs_html` and
+    validation.json to `report_json`, print the one-screen summary; returns (result, metrics to log).
+
+    The full GX site is folded into the one-file HTML (a kfp HTML artifact is a single file). Raises
+    ValidationFailed after writing both outputs when hard checks fail and `fail_on_error` is set.
+    """
+    with tempfile.TemporaryDirectory() as out:
+        res = validate_dataset(data_root, out, **thresholds)
+        write_single_page(res, docs_html)
+        shutil.copyfile(res.report_path, report_json)
+    print(res.summary)
+    if not res.passed and fail_on_error:
+        raise ValidationFailed(res.summary)
+    return res, report_metrics(res)

@@ -17,6 +17,8 @@ from components.common.audio import (
     load_audio,
     probe_audio,
     read_audio,
+    read_samples,
+    read_wav_fast,
     resample,
     to_mono,
     write_wav16,
@@ -316,3 +318,42 @@ def test_level_statistics(tmp_path):
     )
     sf.write(tmp_path / "zero.wav", np.zeros(1600, np.float32), 16000)
     assert probe_audio(tmp_path / "zero.wav").rms_dbfs == float("-inf")
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_fast_wav_reader_is_bit_identical_to_libsndfile(tmp_path, subtype, channels):
+    """read_wav_fast (numpy, used for plain WAV) returns exactly what libsndfile decodes, for every PCM/float
+    layout, in plain and WAVE_FORMAT_EXTENSIBLE headers; other layouts fall back (None)."""
+    rng = np.random.default_rng(0)
+    x = np.clip(rng.standard_normal((1234, channels)) * 0.4, -1, 1).astype(np.float32)
+    x[0] = 1.0  # full scale and the most negative value are where conversions go wrong
+    x[1] = -1.0
+    for name, fmt in (("plain.wav", None), ("ext.wav", "WAVEX")):
+        path = tmp_path / name
+        sf.write(path, x if channels > 1 else x[:, 0], 8000, subtype=subtype, format=fmt or "WAV")
+        got = read_wav_fast(path, path.read_bytes())
+        assert got is not None, f"{name} {subtype} should take the fast path"
+        want = sf.read(path, dtype="float32", always_2d=True)[0]
+        data, sr, ch, container, sub = got
+        assert (sr, ch, container, sub) == (8000, channels, "WAV", subtype)
+        assert data.dtype == np.float32 and data.shape == want.shape
+        np.testing.assert_array_equal(data, want)
+        np.testing.assert_array_equal(read_samples(path)[0], want)  # the public path uses it
+
+
+def test_fast_wav_reader_declines_what_it_does_not_know(tmp_path):
+    x = tone(440, 8000, 0.2)
+    sf.write(tmp_path / "a.wav", x, 8000, subtype="IMA_ADPCM")
+    sf.write(tmp_path / "b.flac", x, 8000)
+    for name in ("a.wav", "b.flac"):
+        assert read_wav_fast(tmp_path / name, (tmp_path / name).read_bytes()) is None
+    assert read_samples(tmp_path / "a.wav")[4] == "IMA_ADPCM"  # libsndfile still decodes it
+    good = tmp_path / "good.wav"
+    sf.write(good, x, 8000, subtype="PCM_16")
+    blob = good.read_bytes()
+    streaming = blob[:40] + b"\xff\xff\xff\xff" + blob[44:]  # a streaming writer's unknown data size
+    assert read_wav_fast(good, streaming) is None
+    with pytest.raises(AudioError) as e:
+        read_wav_fast(good, blob[:-100])
+    assert e.value.reason == "truncated"

@@ -32,6 +32,7 @@ EVAL_AUDIO = REPO_ROOT.parent / "shared" / "eval-audio"
 ATT = [56, 1]  # the deployment lookahead the export is configured with
 CHUNK_S = 0.16
 MAX_AUDIO_S = 20.0  # the served models refuse longer requests
+IDLE_S = 5.0  # max_sequence_idle of the served streaming model (production: 60 s), so expiry can be tested
 CLIP_S = 3.0  # real clips are cropped: the point is parity, not accuracy, and the box has 2 cores
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -122,7 +123,12 @@ def served(tmp_path_factory):
     repo = work / "triton_repo"
     # a short max_audio_s makes "very long audio" cheap to send (the limit is what is tested, not its value)
     res = export_model(
-        nemo, repo, None, {"name": "tiny-e2e"}, ATT, serving=ServingConfig(max_audio_s=MAX_AUDIO_S)
+        nemo,
+        repo,
+        None,
+        {"name": "tiny-e2e"},
+        ATT,
+        serving=ServingConfig(max_audio_s=MAX_AUDIO_S, max_sequence_idle_us=int(IDLE_S * 1e6)),
     )
     assert res.version == 1
     server = TritonServer(repo, state_dir=work / "state", startup_timeout_s=600)
@@ -266,6 +272,59 @@ def test_interleaved_sequences_keep_their_own_state(served):
         client.close()
     for s in streams:
         assert s["texts"] == s["expected"]
+
+
+def test_abandoned_stream_is_freed_after_max_sequence_idle(served):
+    """A client that vanishes mid-stream: after max_sequence_idle its sequence is gone (a late chunk is
+    refused, not appended to stale state), other streams are unaffected, and the id can start afresh."""
+    server, asr, clips = served
+    (_, audio, lang), (_, other, other_lang) = clips[0], clips[1]
+    tc, client = _grpc(server)
+    step = int(CHUNK_S * 16000)
+    sid = random.randrange(1, 2**63)
+    try:
+        client.infer(
+            "asr_streaming", _stream_request(tc, audio[:step], lang), sequence_id=sid, sequence_start=True
+        )
+        time.sleep(IDLE_S + 2.0)
+        # any request runs the model's expiry sweep; this whole stream must still be served exactly
+        texts = []
+        pieces = [other[i : i + step] for i in range(0, other.size, step)]
+        oid = random.randrange(1, 2**63)
+        for i, piece in enumerate(pieces):
+            r = client.infer(
+                "asr_streaming",
+                _stream_request(tc, piece, other_lang if i == 0 else None),
+                sequence_id=oid,
+                sequence_start=i == 0,
+                sequence_end=i == len(pieces) - 1,
+            )
+            texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+        assert texts == _in_process_stream(asr, other, other_lang)[0]
+        # the abandoned stream's next chunk is refused (by Triton's sequence batcher, which freed the slot,
+        # or by model.py, which dropped the state on the same clock), never decoded onto the old state
+        _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_request(tc, audio[step : 2 * step], None),
+            sequence_id=sid,
+            match="sequence",
+        )
+        # the same id starts afresh and is served like any new stream
+        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
+        texts = []
+        for i, piece in enumerate(pieces):
+            r = client.infer(
+                "asr_streaming",
+                _stream_request(tc, piece, lang if i == 0 else None),
+                sequence_id=sid,
+                sequence_start=i == 0,
+                sequence_end=i == len(pieces) - 1,
+            )
+            texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+        assert texts == _in_process_stream(asr, audio, lang)[0]
+    finally:
+        client.close()
 
 
 def _expect_error(fn, *args, match: str, **kw):

@@ -274,6 +274,23 @@ def test_interleaved_sequences_keep_their_own_state(served):
         assert s["texts"] == s["expected"]
 
 
+def _stream_unary(tc, client, audio: np.ndarray, lang: str, sid: int) -> list[str]:
+    """One whole stream over unary requests (CHUNK_S pieces) -> the text after every chunk."""
+    step = int(CHUNK_S * 16000)
+    pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
+    texts = []
+    for i, piece in enumerate(pieces):
+        r = client.infer(
+            "asr_streaming",
+            _stream_request(tc, piece, lang if i == 0 else None),
+            sequence_id=sid,
+            sequence_start=i == 0,
+            sequence_end=i == len(pieces) - 1,
+        )
+        texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+    return texts
+
+
 def test_abandoned_stream_is_freed_after_max_sequence_idle(served):
     """A client that vanishes mid-stream: after max_sequence_idle its sequence is gone (a late chunk is
     refused, not appended to stale state), other streams are unaffected, and the id can start afresh."""
@@ -288,18 +305,7 @@ def test_abandoned_stream_is_freed_after_max_sequence_idle(served):
         )
         time.sleep(IDLE_S + 2.0)
         # any request runs the model's expiry sweep; this whole stream must still be served exactly
-        texts = []
-        pieces = [other[i : i + step] for i in range(0, other.size, step)]
-        oid = random.randrange(1, 2**63)
-        for i, piece in enumerate(pieces):
-            r = client.infer(
-                "asr_streaming",
-                _stream_request(tc, piece, other_lang if i == 0 else None),
-                sequence_id=oid,
-                sequence_start=i == 0,
-                sequence_end=i == len(pieces) - 1,
-            )
-            texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+        texts = _stream_unary(tc, client, other, other_lang, random.randrange(1, 2**63))
         assert texts == _in_process_stream(asr, other, other_lang)[0]
         # the abandoned stream's next chunk is refused (by Triton's sequence batcher, which freed the slot,
         # or by model.py, which dropped the state on the same clock), never decoded onto the old state
@@ -311,18 +317,7 @@ def test_abandoned_stream_is_freed_after_max_sequence_idle(served):
             match="sequence",
         )
         # the same id starts afresh and is served like any new stream
-        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
-        texts = []
-        for i, piece in enumerate(pieces):
-            r = client.infer(
-                "asr_streaming",
-                _stream_request(tc, piece, lang if i == 0 else None),
-                sequence_id=sid,
-                sequence_start=i == 0,
-                sequence_end=i == len(pieces) - 1,
-            )
-            texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
-        assert texts == _in_process_stream(asr, audio, lang)[0]
+        assert _stream_unary(tc, client, audio, lang, sid) == _in_process_stream(asr, audio, lang)[0]
     finally:
         client.close()
 

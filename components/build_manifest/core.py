@@ -32,7 +32,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common.audio import TARGET_SR, WAV_FAST_MAX, AudioError, RawFormat, decode_mono, wav16_bytes
+from components.common.audio import (
+    TARGET_SR,
+    AudioError,
+    RawFormat,
+    decode_mono,
+    wav16_bytes,
+    wav_bytes_for_fast_path,
+)
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import SPLITS, write_manifest
@@ -137,13 +144,9 @@ def _convert_one(job: Job) -> Result:
     The source is hashed once (for sources.json); decoding skips the loudness statistics the validation
     stage computes (`decode_mono`), and the PCM16 WAV is packed with numpy and written without fsync."""
     src, dst, raw = job
-    blob = None
     try:
-        if raw is None and src.lower().endswith((".wav", ".wave")) and os.path.getsize(src) <= WAV_FAST_MAX:
-            blob = Path(src).read_bytes()  # read once: hashed here, decoded from memory (read_wav_fast)
-            sha = hashlib.sha256(blob).hexdigest()
-        else:
-            sha = sha256_file(src)
+        blob = wav_bytes_for_fast_path(src, raw, os.path.getsize(src))  # a WAV is read once: hashed, decoded
+        sha = hashlib.sha256(blob).hexdigest() if blob is not None else sha256_file(src)
     except OSError as e:
         return "", None, f"missing: cannot read {src}: {e.strerror}", False
     try:
@@ -566,9 +569,7 @@ def build_manifests(
         entry = old_index.get(r.id)
         if not (isinstance(entry, dict) and entry.get("duration")) or entry.get("raw") != raw_of(r):
             return None
-        if (
-            entry.get("converter") != CONVERTER
-        ):  # converted by other code: the same source gives other samples
+        if entry.get("converter") != CONVERTER:  # converted by other code: the same source, other samples
             return None
         return entry.get("sha256")
 

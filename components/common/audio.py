@@ -230,9 +230,8 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
             if size < 16 or body + size > len(blob):
                 return None
             tag, ch, sr, _, align, bits = struct.unpack_from("<HHIIHH", blob, body)
-            if (
-                tag == 0xFFFE and size >= 40
-            ):  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the tag
+            # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the real tag
+            if tag == 0xFFFE and size >= 40:
                 bits = struct.unpack_from("<H", blob, body + 18)[0] or bits  # wValidBitsPerSample
                 tag = struct.unpack_from("<H", blob, body + 24)[0]
             fmt = (tag, bits, ch, sr, align)
@@ -265,6 +264,14 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
                 x = raw.view(dtype).astype(np.float32) * np.float32(scale)
             return x.reshape(frames, ch), int(sr), int(ch), "WAV", subtype
         pos = body + size + (size & 1)
+    return None
+
+
+def wav_bytes_for_fast_path(path: str | os.PathLike, raw: RawFormat | None, size: int) -> bytes | None:
+    """The file's bytes when `read_wav_fast` may decode it (a .wav/.wave name, no declared raw layout, at
+    most WAV_FAST_MAX bytes), else None: the caller reads a WAV once and can hash the same bytes."""
+    if raw is None and size <= WAV_FAST_MAX and str(path).lower().endswith((".wav", ".wave")):
+        return Path(path).read_bytes()
     return None
 
 
@@ -366,7 +373,9 @@ def _open(p: Path, raw: RawFormat | None) -> sf.SoundFile:
 CLIP_LEVEL = 0.999  # |x| at or above this is full scale (PCM16 full scale is 32767/32768 = 0.99997)
 
 
-def read_audio(path: str | os.PathLike, raw: RawFormat | None = None) -> tuple[np.ndarray, AudioInfo]:
+def read_audio(
+    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+) -> tuple[np.ndarray, AudioInfo]:
     """Decode a whole file to float32 `(frames, channels)` in [-1, 1] and describe it.
 
     `raw` declares the layout of a headerless PCM file (required for .raw/.pcm files without a header).
@@ -376,7 +385,7 @@ def read_audio(path: str | os.PathLike, raw: RawFormat | None = None) -> tuple[n
     possible in float files), bad_raw_format / raw_has_header (a wrong raw declaration).
     """
     p = Path(path)
-    data, sr, ch, fmt, subtype = read_samples(p, raw)
+    data, sr, ch, fmt, subtype = read_samples(p, raw, blob)
     got = len(data)
     peak = max(float(data.max()), -float(data.min()))
     # counting full-scale samples needs a pass over |x|: only when the peak says there can be any
@@ -388,31 +397,9 @@ def read_audio(path: str | os.PathLike, raw: RawFormat | None = None) -> tuple[n
     return data, AudioInfo(sr, ch, got, got / sr, fmt, subtype, peak, rms_dbfs, clipped, ext_ok)
 
 
-def read_samples(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
-) -> tuple[np.ndarray, int, int, str, str]:
-    """Decode and check a file without the loudness statistics: (float32 (frames, channels), rate, channels,
-    libsndfile format, subtype). Same checks and AudioError reasons as `read_audio`, which adds the statistics;
-    the manifest builder, which needs only the samples, calls this directly. `blob`, the file's bytes when
-    the caller has already read them (to hash them), lets a plain WAV be decoded without reading it again."""
-    p = Path(path)
-    try:
-        st = os.stat(p)
-    except OSError:
-        st = None
-    if st is None or not stat.S_ISREG(st.st_mode):
-        raise AudioError(p, "missing", "file not found")
-    if st.st_size == 0:
-        raise AudioError(p, "empty_file", "file is 0 bytes")
-    if raw is None and blob is None and st.st_size <= WAV_FAST_MAX and p.suffix.lower() in (".wav", ".wave"):
-        blob = p.read_bytes()
-    if raw is None and blob is not None:
-        fast = read_wav_fast(p, blob)
-        if fast is not None:
-            data = fast[0]
-            if fast[4] in ("FLOAT", "DOUBLE") and not np.isfinite(data).all():
-                raise AudioError(p, "non_finite", f"{int((~np.isfinite(data)).sum())} NaN/inf samples")
-            return fast
+def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, int, str, str]:
+    """read_samples' decoder for everything read_wav_fast does not take: blockwise libsndfile decoding with
+    the header/length checks (undecodable, corrupt, no_audio, truncated)."""
     try:
         f = _open(p, raw)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -444,6 +431,29 @@ def read_samples(
         if sizes and sizes[1] < sizes[0]:
             raise AudioError(p, "truncated", f"'data' chunk declares {sizes[0]} bytes, file holds {sizes[1]}")
     data = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    return data, sr, ch, fmt, subtype
+
+
+def read_samples(
+    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+) -> tuple[np.ndarray, int, int, str, str]:
+    """Decode and check a file without the loudness statistics: (float32 (frames, channels), rate, channels,
+    libsndfile format, subtype). Same checks and AudioError reasons as `read_audio`, which adds the statistics;
+    the manifest builder, which needs only the samples, calls this directly. `blob`, the file's bytes when
+    the caller has already read them (to hash them), lets a plain WAV be decoded without reading it again."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise AudioError(p, "missing", "file not found")
+    if st.st_size == 0:
+        raise AudioError(p, "empty_file", "file is 0 bytes")
+    if blob is None:
+        blob = wav_bytes_for_fast_path(p, raw, st.st_size)
+    fast = read_wav_fast(p, blob) if raw is None and blob is not None else None
+    data, sr, ch, fmt, subtype = fast or _read_libsndfile(p, raw)
     if subtype in ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III") and not np.isfinite(data).all():
         raise AudioError(p, "non_finite", f"{int((~np.isfinite(data)).sum())} NaN/inf samples")
     return data, sr, ch, fmt, subtype
@@ -454,9 +464,12 @@ def _sf_message(e: Exception) -> str:
     return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg
 
 
-def probe_audio(path: str | os.PathLike, raw: RawFormat | None = None) -> AudioInfo:
-    """Decode the file and return its properties (raises AudioError with a named reason)."""
-    return read_audio(path, raw)[1]
+def probe_audio(
+    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+) -> AudioInfo:
+    """Decode the file and return its properties (raises AudioError with a named reason); `blob` as in
+    read_samples."""
+    return read_audio(path, raw, blob)[1]
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import difflib
 import functools
+import hashlib
 import html
 import io
 import json
@@ -32,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.common.audio import AudioError, RawFormat, probe_audio
+from components.common.audio import AudioError, RawFormat, probe_audio, wav_bytes_for_fast_path
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import language_of, script_of
 from components.common.manifest import SPLITS
@@ -390,10 +391,16 @@ def _probe_one(job: str | tuple[str, RawFormat | None]) -> tuple[dict | None, st
     """Picklable wrapper for the pool: (info dict + sha256, None) or (None, 'reason: detail')."""
     path, raw = (job, None) if isinstance(job, str) else job
     try:
-        info = probe_audio(path, raw).to_dict()
+        # a WAV is read once: decoded and hashed from the same bytes
+        blob = wav_bytes_for_fast_path(path, raw, os.path.getsize(path))
+    except OSError:
+        blob = None  # probe_audio names the reason
+    try:
+        info = probe_audio(path, raw, blob).to_dict()
     except AudioError as e:
         return None, f"{e.reason}: {e.detail}"
-    info["sha256"] = sha256_file(path)  # the file is in the page cache right after decoding: cheap
+    # other files are in the page cache right after decoding: hashing them is cheap
+    info["sha256"] = hashlib.sha256(blob).hexdigest() if blob is not None else sha256_file(path)
     return info, None
 
 

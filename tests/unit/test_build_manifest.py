@@ -412,11 +412,6 @@ def test_stat_cache_and_verify_sources(tmp_path):
 
 def test_clips_converted_by_other_code_are_converted_again(tmp_path):
     """A re-run after the resampler/encoder changed must not reuse clips the old code produced."""
-    import json
-
-    import numpy as np
-    import soundfile as sf
-
     from components.build_manifest import core
 
     data = tmp_path / "data"

@@ -65,6 +65,7 @@ def asr_finetune_pipeline(
     replay_langs: str = "el-GR,es-ES",
     replay_per_lang: int = 150,
     replay_ratio: float = -1.0,
+    replay_distill: float = 1.0,
     max_steps: int = 300,
     lr: float = 2e-3,
     scheduler: str = "",
@@ -112,6 +113,7 @@ def asr_finetune_pipeline(
         replay_langs: Languages to keep (mixed into training against forgetting; also gated).
         replay_per_lang: Replay utterances per replay language (when replay_ratio < 0).
         replay_ratio: Replay share of the training mix, 0-0.9; -1 uses replay_per_lang.
+        replay_distill: Weight of the KL to the base model's RNNT lattice on replay rows (0 = labels only).
         max_steps: Training budget in optimizer steps.
         lr: Peak learning rate (Noam: multiplier); 0 keeps the config's optimizer (Nemotron recipe).
         scheduler: noam | cosine; empty keeps the config's (Nemotron: Noam).
@@ -163,8 +165,8 @@ def asr_finetune_pipeline(
 
     tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=base_model_uri,
                          target_langs=target_langs, replay_langs=replay_langs, replay_per_lang=replay_per_lang,
-                         replay_ratio=replay_ratio, max_steps=max_steps, lr=lr, scheduler=scheduler,
-                         warmup_steps=warmup_steps, batch_size=batch_size, batch_duration=batch_duration,
+                         replay_ratio=replay_ratio, replay_distill=replay_distill, max_steps=max_steps, lr=lr,
+                         scheduler=scheduler, warmup_steps=warmup_steps, batch_size=batch_size, batch_duration=batch_duration,
                          precision=precision, freeze=freeze, train_att_context_size=train_att_context_size,
                          config=finetune_config, seed=seed, devices=gpus, strategy=strategy,
                          max_unk_rate=max_unk_rate, text_maps=text_maps, work_root=work_root,

@@ -27,7 +27,7 @@ def load_params(path: str | os.PathLike = PARAMS_FILE, overrides: list[str] | No
 
 
 # finetune_asr knobs params.yaml may set; absent ones keep the pipeline's defaults.
-_OPTIONAL_FINETUNE = ("replay_ratio", "scheduler", "warmup_steps", "batch_duration", "precision", "freeze",
+_OPTIONAL_FINETUNE = ("replay_ratio", "replay_distill", "scheduler", "warmup_steps", "batch_duration", "precision", "freeze",
                       "train_att_context_size")
 
 

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="replay share of the training mix (replaces --replay-per-lang)",
     )
+    f.add_argument(
+        "--replay-distill",
+        type=float,
+        default=1.0,
+        help="weight of the KL to the base model's RNNT lattice on replay rows (0 = labels only)",
+    )
     f.add_argument("--steps", type=int, default=300)
     f.add_argument(
         "--lr", type=float, default=2e-3, help="peak lr (Noam: multiplier); <=0 keeps the config's"
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size if args.batch_size > 0 and not args.batch_duration else None,
         batch_duration=args.batch_duration,
         replay_ratio=args.replay_ratio,
+        replay_distill=args.replay_distill,
         precision=args.precision,
         devices=int(args.devices) if args.devices and args.devices.lstrip("-").isdigit() else args.devices,
         strategy=args.strategy,

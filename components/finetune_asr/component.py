@@ -35,6 +35,7 @@ def finetune_asr(
     work_root: str = "",
     max_unk_rate: float = 0.001,
     text_maps: str = "",
+    replay_distill: float = 1.0,
 ) -> NamedTuple("FinetuneOutputs", [("steps", int), ("final_loss", float), ("mlflow_run_id", str)]):
     from components.finetune_asr.core import run_finetune_step
 
@@ -65,6 +66,7 @@ def finetune_asr(
         work_root=work_root,
         max_unk_rate=max_unk_rate,
         text_maps=text_maps,
+        replay_distill=replay_distill,
     )
     model.metadata.update(
         {

@@ -533,6 +533,7 @@ def finetune(
     val_max_per_lang: int = 200,
     max_unk_rate: float = 0.001,
     text_maps: str | Sequence[str] | None = None,
+    replay_distill: float = 1.0,
 ) -> FinetuneResult:
     """Full fine-tune of a local `.nemo` on `target_langs` (+ replay) -> out_dir/model.nemo + model.json.
 
@@ -547,6 +548,8 @@ def finetune(
     tokens exceeds `max_unk_rate` stops the run with the offending characters named. `text_maps` (e.g.
     "el_final_sigma") rewrites training text for a tokenizer that lacks a character; the maps are stored in
     the saved model's config and undone on every transcript (components.common.asr_infer).
+    `replay_distill` > 0 adds that weight times the KL from the frozen base model's RNNT lattice on the
+    replay rows (components.finetune_asr.distill): the replay languages keep the base's alignment.
     """
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
@@ -557,6 +560,8 @@ def finetune(
         raise FileNotFoundError(f"base model not found: {base_model}")
     if freeze not in FREEZE_CHOICES:
         raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
+    if not replay_distill >= 0:
+        raise ValueError(f"finetune: replay_distill must be >= 0, got {replay_distill}")
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -607,10 +612,22 @@ def finetune(
         att=att_context_size,
         text_maps=coverage["text_maps"],
         seed=seed,
+        replay_distill=replay_distill,
     )
     _check_resume(work_dir, fingerprint)
 
     apply_freeze(model, freeze)
+    replay_only = [lang for lang in replay_langs if lang not in target_langs]
+    if replay_distill > 0 and replay_only:
+        if prompt_dictionary:
+            from components.finetune_asr.distill import attach_replay_distillation
+
+            teacher = ASRModel.restore_from(str(base_model), map_location="cpu")
+            attach_replay_distillation(
+                model, teacher, [int(prompt_dictionary[lang]) for lang in replay_only], replay_distill
+            )
+        else:
+            log.warning("replay_distill needs a prompt model (replay rows are told apart by prompt); off")
     saved_probs = None
     if att_context_size is not None:
         att = [int(a) for a in att_context_size]
@@ -677,6 +694,7 @@ def finetune(
                     "seed": seed,
                     "replay_per_lang": replay_per_lang,
                     "replay_ratio": replay_ratio,
+                    "replay_distill": replay_distill,
                 },
                 val_wer=val_wer,
                 tokenizer_coverage=coverage,
@@ -927,6 +945,7 @@ def run_finetune_step(
     work_root: str = "",
     max_unk_rate: float = 0.001,
     text_maps: str = "",
+    replay_distill: float = 1.0,
 ) -> tuple[FinetuneResult, str]:
     """What the kfp component does, testable without kfp: resolve the base, fine-tune, log to MLflow.
 
@@ -934,7 +953,7 @@ def run_finetune_step(
     as 'a,b'; lr <= 0 keeps the config's optimiser (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses
     a 20-step warmup unless `warmup_steps` >= 0, the tiny recipe); batch_size <= 0 keeps the config's batching
     (the Nemotron YAML's batch_duration) unless `batch_duration` > 0; replay_ratio < 0 means "use
-    replay_per_lang"; '' keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's; strategy applies only when devices > 1;
+    replay_per_lang"; replay_distill weighs the KL to the base model on replay rows (0 = labels only); '' keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's; strategy applies only when devices > 1;
     train_att_context_size '' trains every lookahead (the recipe), '[56,1]' only that one. Checkpoints live in
     $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried or re-run task resumes) or a temp
     dir, never in the model artifact, and are deleted after success. `work_root` overrides $ASR_WORK_DIR. Returns (result, MLflow run id or '').
@@ -955,6 +974,7 @@ def run_finetune_step(
         "replay_manifest": replay_manifest,
         "replay_per_lang": replay_per_lang,
         "replay_ratio": replay_ratio,
+        "replay_distill": replay_distill,
         "max_steps": max_steps,
         "lr": lr,
         "scheduler": scheduler,
@@ -992,6 +1012,7 @@ def run_finetune_step(
         replay_langs=replays,
         replay_per_lang=replay_per_lang,
         replay_ratio=replay_ratio if replay_ratio >= 0 else None,
+        replay_distill=replay_distill,
         max_steps=max_steps,
         lr=lr if lr > 0 else None,
         warmup_steps=warmup_steps if warmup_steps >= 0 else (20 if lr > 0 else None),

@@ -133,6 +133,41 @@ def test_tokenizer_is_cased_covers_all_scripts_and_refuses_overwrite(tmp_path):
         build_tokenizer(texts, out)
 
 
+def test_lattice_kl_is_zero_for_equal_lattices_and_ignores_padding():
+    import torch
+
+    from components.finetune_asr.distill import lattice_kl
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 5, 4, 7, generator=g).log_softmax(-1)
+    student = torch.randn(2, 5, 4, 7, generator=g).log_softmax(-1)
+    enc_lens, label_lens = torch.tensor([5, 3]), torch.tensor([3, 1])
+    assert torch.allclose(lattice_kl(teacher, teacher, enc_lens, label_lens), torch.zeros(2), atol=1e-6)
+    kl = lattice_kl(student, teacher, enc_lens, label_lens)
+    assert (kl > 0).all()
+    # sample 1 by hand: frames 0-2, label positions 0-1, summed KL / 3 frames
+    p = teacher[1, :3, :2].exp()
+    by_hand = (p * (teacher[1, :3, :2] - student[1, :3, :2])).sum() / 3
+    assert torch.isclose(kl[1], by_hand)
+    # nodes past a sample's lengths (batch padding) do not count
+    noisy = student.clone()
+    noisy[1, 3:] = 0.0
+    noisy[1, :, 2:] = 0.0
+    assert torch.isclose(lattice_kl(noisy, teacher, enc_lens, label_lens)[1], kl[1])
+
+
+def test_fixed_att_context_restores_the_encoder_even_on_error():
+    from types import SimpleNamespace
+
+    from components.finetune_asr.distill import fixed_att_context
+
+    enc = SimpleNamespace(att_context_size_all=[[56, 13], [56, 1]], att_context_size=[56, 13])
+    with pytest.raises(RuntimeError), fixed_att_context(enc, [56, 1]):
+        assert enc.att_context_size_all == [[56, 1]] and enc.att_context_size == [56, 1]
+        raise RuntimeError("boom")
+    assert enc.att_context_size_all == [[56, 13], [56, 1]] and enc.att_context_size == [56, 13]
+
+
 # ------------------------------------------------------------------------------------------ real training
 @pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
 def test_bootstrap_writes_model_and_sidecar_and_is_cached(base_model, corpus):
@@ -440,3 +475,44 @@ def test_mlflow_run_has_params_config_curves_val_wer_model_and_sidecar(tmp_path,
         a.path for a in client.list_artifacts(run_id, "model")
     }
     assert {"resolved_config.yaml", "model/model.nemo", "model/model.json"} <= arts
+
+
+@pytest.mark.slow
+def test_replay_kd_counts_only_replay_rows_and_trains_only_the_student(base_model):
+    import torch
+    from nemo.collections.asr.models import ASRModel
+
+    from components.finetune_asr.distill import fixed_att_context, replay_kd
+
+    student = ASRModel.restore_from(base_model, map_location="cpu").eval()  # eval: no dither, same as teacher
+    teacher = ASRModel.restore_from(base_model, map_location="cpu").eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    prompts = student.cfg.model_defaults.prompt_dictionary
+    g = torch.Generator().manual_seed(0)
+    signal = 0.1 * torch.randn(3, 8000, generator=g)
+    batch = (
+        signal,
+        torch.tensor([8000, 6000, 8000]),
+        torch.randint(0, student.tokenizer.vocab_size, (3, 4), generator=g),
+        torch.tensor([4, 2, 3]),
+        torch.tensor([prompts["bg-BG"], prompts["el-GR"], prompts["es-ES"]]),
+    )
+    att = list(student.encoder.att_context_size_all[-1])
+
+    def kd_of(ids):
+        with fixed_att_context(student.encoder, att):
+            enc, enc_len = student.forward(input_signal=batch[0], input_signal_length=batch[1], prompt_indices=batch[4])
+        dec, _, _ = student.decoder(targets=batch[2], target_length=batch[3])
+        return replay_kd(student, teacher, torch.tensor(ids), att, 4, batch, enc, enc_len, dec)
+
+    assert kd_of([prompts["de-DE"]]) is None  # no replay row in the batch
+    same = kd_of([prompts["el-GR"], prompts["es-ES"]])
+    assert same is not None and abs(float(same.detach())) < 1e-5  # student == teacher
+    with torch.no_grad():
+        student.joint.joint_net[-1].weight.add_(0.05 * torch.randn_like(student.joint.joint_net[-1].weight))
+    kd = kd_of([prompts["el-GR"], prompts["es-ES"]])
+    assert float(kd.detach()) > 1e-3
+    kd.backward()
+    assert student.joint.joint_net[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())

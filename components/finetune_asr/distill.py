@@ -4,13 +4,14 @@ Why: replay rows alone (hard labels) do not stop a small prompt-RNNT from forget
 languages. After a fine-tune on a new language the tiny demo model emits an old-language sentence prefix in
 the first frames, then blanks (truncated transcripts), and more replay rows did not fix it (issue 4 notes).
 Distillation adds, on the replay rows of each batch only, the KL divergence from the frozen base model's
-output distribution to the student's at every node (t, u) of the RNNT lattice (Panchapagesan et al.,
-"Efficient knowledge distillation for RNN-Transducer models", ICASSP 2021, used the full-lattice form
-before collapsing it for memory). The blank probabilities are part of that distribution, so the base's
-timing is kept, not just its labels. Target-language rows are trained on their labels only.
+output distribution to the student's at every node (t, u) of the RNNT lattice. This is the full-distribution
+form; Panchapagesan et al. ("Efficient knowledge distillation for RNN-Transducer models", ICASSP 2021)
+collapse it to blank / correct label / rest to save memory at large vocabularies. The blank probabilities
+are part of the distribution, so the base's timing is kept, not just its labels. Target-language rows are
+trained on their labels only.
 
 The teacher is the base model itself (frozen, eval mode, same prompt, same att_context_size as the
-student's step), run on the replay rows only: ~+20 % time per step on the demo mix.
+student's step), run on the replay rows only; `make bench` prints the cost per step (docs/FINETUNE.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import types
 from collections.abc import Sequence
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 def lattice_kl(
@@ -59,14 +61,13 @@ def _pick_att_context(encoder) -> list[int]:
     return list(random.choices(options, weights=encoder.att_context_probs)[0])
 
 
-def _joint_logp(joint, encoded: torch.Tensor, decoded: torch.Tensor, fused_batch: int) -> torch.Tensor:
-    """Joint log-probabilities [B, T, U+1, V+1] from encoder [B, D, T] and decoder [B, H, U+1] outputs."""
-    parts = []
-    step = max(1, fused_batch)
-    for i in range(0, encoded.shape[0], step):
-        logits = joint.joint(encoded[i : i + step].transpose(1, 2), decoded[i : i + step].transpose(1, 2))
-        parts.append(logits.float().log_softmax(-1))  # idempotent where NeMo's CPU joint already did it
-    return torch.cat(parts)
+def _chunk_kl(student_joint, teacher_joint, s_enc, s_dec, t_enc, t_dec, enc_lens, label_lens) -> torch.Tensor:
+    """lattice_kl for a few rows; encoder outputs [b, T, D], decoder outputs [b, U+1, H] (joint layout)."""
+    # log_softmax is idempotent where NeMo's joint already returned log-probabilities (on CPU)
+    student = student_joint.joint(s_enc, s_dec).float().log_softmax(-1)
+    with torch.no_grad():
+        teacher = teacher_joint.joint(t_enc, t_dec).float().log_softmax(-1)
+    return lattice_kl(student, teacher, enc_lens, label_lens)
 
 
 def replay_kd(
@@ -99,9 +100,29 @@ def replay_kd(
             input_signal=signal[idx], input_signal_length=signal_len[idx], prompt_indices=prompt_indices[idx]
         )
         t_dec, _, _ = teacher.decoder(targets=transcript[idx, :u_max], target_length=transcript_len[idx])
-        t_logp = _joint_logp(teacher.joint, t_enc, t_dec, fused)
-    s_logp = _joint_logp(model.joint, encoded[idx], decoder[idx, :, : u_max + 1], fused)
-    return lattice_kl(s_logp, t_logp, encoded_len[idx], transcript_len[idx]).mean()
+    s_enc, s_dec = encoded[idx].transpose(1, 2), decoder[idx, :, : u_max + 1].transpose(1, 2)
+    t_enc, t_dec = t_enc.transpose(1, 2), t_dec.transpose(1, 2)
+    enc_lens, label_lens = encoded_len[idx], transcript_len[idx]
+    # The [b, T, U+1, V+1] lattices are built `fused` rows at a time and rebuilt in the backward pass
+    # (activation checkpointing), so memory stays at one sub-batch's lattice, as in NeMo's fused joint.
+    kls = []
+    for i in range(0, len(idx), max(1, fused)):
+        rows = slice(i, i + max(1, fused))
+        kls.append(
+            checkpoint(
+                _chunk_kl,
+                model.joint,
+                teacher.joint,
+                s_enc[rows],
+                s_dec[rows],
+                t_enc[rows],
+                t_dec[rows],
+                enc_lens[rows],
+                label_lens[rows],
+                use_reentrant=False,
+            )
+        )
+    return torch.cat(kls).mean()
 
 
 def attach_replay_distillation(model, teacher, replay_prompt_ids: Sequence[int], weight: float) -> None:

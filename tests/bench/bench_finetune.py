@@ -64,8 +64,12 @@ def _data(tmp: Path) -> tuple[str, Path]:
     )
 
 
-def _setup(base: str, manifest: Path, work: Path, batch_size: int):
-    """The model and the exact sections finetune() would use (same code path: core.select_rows etc.)."""
+def _setup(base: str, manifest: Path, work: Path, batch_size: int, distill: float = 0.0):
+    """The model and the exact sections finetune() would use (same code path: core.select_rows etc.).
+
+    The first language is the target and the others are replayed (all their rows), as in the demo; with
+    `distill` > 0 the step also runs finetune()'s replay distillation against the base model.
+    """
     from nemo.collections.asr.models import ASRModel
 
     from components.common.manifest import write_manifest
@@ -73,7 +77,13 @@ def _setup(base: str, manifest: Path, work: Path, batch_size: int):
 
     model = ASRModel.restore_from(base, map_location="cpu")
     langs = sorted({r["lang"] for r in core._read(manifest)})
-    rows = core.select_rows(manifest, langs)
+    rows = core.select_rows(manifest, langs[:1], replay_langs=langs[1:], replay_per_lang=10**9)
+    if distill > 0:
+        from components.finetune_asr.distill import attach_replay_distillation
+
+        prompts = model.cfg.model_defaults.prompt_dictionary
+        teacher = ASRModel.restore_from(base, map_location="cpu")
+        attach_replay_distillation(model, teacher, [int(prompts[lang]) for lang in langs[1:]], distill)
     work.mkdir(parents=True, exist_ok=True)
     write_manifest(work / "train.jsonl", rows)
     ds_base, optim_base, trainer_cfg = core.load_train_sections(core.default_config())
@@ -82,13 +92,13 @@ def _setup(base: str, manifest: Path, work: Path, batch_size: int):
     return model, train_ds, optim, trainer_cfg
 
 
-def run_ours(base, manifest, work, steps, batch_size) -> list[float]:
+def run_ours(base, manifest, work, steps, batch_size, distill: float = 0.0) -> list[float]:
     import lightning.pytorch as pl
 
     from components.finetune_asr import core
 
     pl.seed_everything(0, verbose=False)
-    model, train_ds, optim, trainer_cfg = _setup(base, manifest, work, batch_size)
+    model, train_ds, optim, trainer_cfg = _setup(base, manifest, work, batch_size, distill)
     timer = _step_timer()
     original = core._callbacks
 
@@ -143,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="first steps dropped from the median")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--replay-distill",
+        type=float,
+        default=1.0,
+        help="finetune_asr's replay distillation weight (the pipeline default); 0 = labels only",
+    )
     args = ap.parse_args(argv)
 
     from components.finetune_asr.core import set_threads
@@ -152,14 +168,26 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         base, manifest = _data(tmp)
         print(f"model {base}\ndata {manifest}, batch {args.batch_size}, {args.threads} threads", flush=True)
-        ours = run_ours(base, manifest, tmp / "ours", args.steps, args.batch_size)
+        ours = run_ours(base, manifest, tmp / "ours", args.steps, args.batch_size, args.replay_distill)
+        labels = (
+            run_ours(base, manifest, tmp / "labels", args.steps, args.batch_size)
+            if args.replay_distill
+            else ours
+        )
         plain = run_plain(base, manifest, tmp / "plain", args.baseline_steps, args.batch_size)
     s_ours = _median_after_warmup(ours, args.warmup)
+    s_labels = _median_after_warmup(labels, args.warmup)
     s_plain = _median_after_warmup(plain, args.warmup)
     ratio = s_ours / s_plain
     print(
-        f"finetune_asr loop (fastloss):          {s_ours:6.3f} s/step (median of {len(ours) - args.warmup})"
+        f"finetune_asr loop (fastloss, replay distillation {args.replay_distill:g}): "
+        f"{s_ours:6.3f} s/step (median of {len(ours) - args.warmup})"
     )
+    if args.replay_distill:
+        print(
+            f"  the same loop without distillation: {s_labels:6.3f} s/step -> distillation costs "
+            f"{s_ours / s_labels:.2f}x per step"
+        )
     print(
         f"plain Trainer.fit (NeMo default loss):  {s_plain:6.3f} s/step (median of {len(plain) - args.warmup})"
     )
@@ -172,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                 "model": base,
                 "batch_size": args.batch_size,
                 "threads": args.threads,
+                "replay_distill": args.replay_distill,
                 "s_per_step_ours": s_ours,
+                "s_per_step_labels_only": s_labels,
                 "s_per_step_plain": s_plain,
                 "ratio": ratio,
                 "steps_ours": ours,

@@ -212,6 +212,8 @@ def test_finetune_writes_restorable_model_with_matching_sidecar(base_model, corp
     base = ASRModel.restore_from(base_model, map_location="cpu")
     assert type(restored).__name__ == "EncDecRNNTBPEModelWithPrompt"
     assert restored.tokenizer.vocab_size == base.tokenizer.vocab_size  # the base tokenizer is kept
+    assert side["hyperparameters"]["replay_distill"] == 1.0  # the default: el rows distilled from the base
+    assert restored.state_dict().keys() == base.state_dict().keys()  # the teacher is not saved
     changed = [
         k
         for k, v in restored.state_dict().items()

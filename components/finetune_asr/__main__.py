@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--precision", default=None, help="e.g. 32, bf16-mixed (default: the config's)")
     f.add_argument("--devices", default=None, help="Lightning devices (default: the config's)")
     f.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp (default: the config's)")
-    f.add_argument("--max-unk-rate", type=float, default=0.001, help="fail above this <unk> share per language")
+    f.add_argument(
+        "--max-unk-rate", type=float, default=0.001, help="fail above this <unk> share per language"
+    )
     f.add_argument("--text-maps", default=None, help="e.g. el_final_sigma (see components/common/text.py)")
     f.add_argument("--val", default=None, help="val manifest: WER per language of the result (sidecar)")
     f.add_argument("--scheduler", default=None, help="noam | cosine (default: the config's)")

@@ -54,6 +54,7 @@ class FinetuneResult:
     lr_curve: list[tuple[int, float]] = field(default_factory=list)  # (global step, learning rate)
     val_wer: dict[str, float] = field(default_factory=dict)  # normalised WER per language on the val manifest
     resolved_config: dict = field(default_factory=dict)  # train_ds / optim / trainer as used
+    replay_kd_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, replay distillation KL)
 
     @property
     def final_loss(self) -> float:
@@ -71,6 +72,7 @@ class TrainOutcome:
     loss_curve: list[tuple[int, float]]
     seconds: float
     lr_curve: list[tuple[int, float]] = field(default_factory=list)
+    replay_kd_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- data selection
@@ -213,6 +215,7 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
         def __init__(self) -> None:
             self.curve: list[tuple[int, float]] = []
             self.lr_curve: list[tuple[int, float]] = []
+            self.kd_curve: list[tuple[int, float]] = []  # the replay distillation term, when it is on
             self.start_step = 0
             self._t0 = 0.0
             self._last_t = 0.0
@@ -238,13 +241,18 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
             self.curve.append((step, float(loss.detach().cpu()) if hasattr(loss, "detach") else float(loss)))
             if trainer.optimizers:
                 self.lr_curve.append((step, float(trainer.optimizers[0].param_groups[0]["lr"])))
+            kd = trainer.callback_metrics.get("train_replay_kd")  # logged by distill.py's training step
+            if kd is not None:
+                self.kd_curve.append((step, float(kd)))
             if step % every == 0 or step == max_steps or step == self.start_step + 1:
                 now = time.monotonic()
                 s_per_step = (now - self._last_t) / max(1, step - self._last_step)
                 window = [v for _, v in self.curve[-every:]]
+                kd_window = [v for _, v in self.kd_curve[-every:]]
+                kd = f" (replay KD {sum(kd_window) / len(kd_window):.3f})" if kd_window else ""
                 eta = s_per_step * (max_steps - step)
                 print(
-                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f} "
+                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f}{kd} "
                     f"{s_per_step:.2f} s/step ETA {_fmt_s(eta)}",
                     file=sys.stderr,
                     flush=True,
@@ -366,6 +374,7 @@ def train(
         loss_curve=recorder.curve,
         seconds=seconds,
         lr_curve=recorder.lr_curve,
+        replay_kd_curve=recorder.kd_curve,
     )
 
 
@@ -712,6 +721,7 @@ def finetune(
         lr_curve=outcome.lr_curve,
         val_wer=val_wer,
         resolved_config={"train_ds": train_ds, "optim": optim, "trainer": trainer_cfg},
+        replay_kd_curve=outcome.replay_kd_curve,
     )
 
 
@@ -883,7 +893,11 @@ def log_to_mlflow(
         now = int(time.time() * 1000)
         metrics = [
             Metric(name, value, now, step)
-            for name, curve in (("train_loss", result.train_loss_curve), ("lr", result.lr_curve))
+            for name, curve in (
+                ("train_loss", result.train_loss_curve),
+                ("lr", result.lr_curve),
+                ("train_replay_kd", result.replay_kd_curve),
+            )
             for step, value in curve
             if math.isfinite(value)
         ]

@@ -213,6 +213,7 @@ def test_finetune_writes_restorable_model_with_matching_sidecar(base_model, corp
     assert type(restored).__name__ == "EncDecRNNTBPEModelWithPrompt"
     assert restored.tokenizer.vocab_size == base.tokenizer.vocab_size  # the base tokenizer is kept
     assert side["hyperparameters"]["replay_distill"] == 1.0  # the default: el rows distilled from the base
+    assert [s for s, _ in res.replay_kd_curve] == [1, 2, 3] and all(v >= 0 for _, v in res.replay_kd_curve)
     assert restored.state_dict().keys() == base.state_dict().keys()  # the teacher is not saved
     changed = [
         k
@@ -465,6 +466,7 @@ def test_mlflow_run_has_params_config_curves_val_wer_model_and_sidecar(tmp_path,
         lr_curve=[(1, 1e-4), (2, 2e-4), (3, 3e-4)],
         val_wer={"bg-BG": 0.5},
         resolved_config={"optim": {"name": "adamw", "lr": 0.002}},
+        replay_kd_curve=[(1, 0.0), (2, 0.25), (3, 0.5)],
     )
     run_id = core.log_to_mlflow(res, {"max_steps": 3, "target_langs": "bg-BG"}, pipeline_run_id="kfp-run-42")
     client = mlflow.MlflowClient(tracking)
@@ -472,6 +474,7 @@ def test_mlflow_run_has_params_config_curves_val_wer_model_and_sidecar(tmp_path,
     assert run.data.tags["pipeline_run_id"] == "kfp-run-42" and run.data.params["max_steps"] == "3"
     assert run.data.metrics["val_wer_bg-BG"] == 0.5 and run.data.metrics["steps"] == 3
     assert [m.value for m in client.get_metric_history(run_id, "lr")] == [1e-4, 2e-4, 3e-4]
+    assert [m.value for m in client.get_metric_history(run_id, "train_replay_kd")] == [0.0, 0.25, 0.5]
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]  # NaN dropped
     arts = {a.path for a in client.list_artifacts(run_id)} | {
         a.path for a in client.list_artifacts(run_id, "model")
@@ -504,7 +507,9 @@ def test_replay_kd_counts_only_replay_rows_and_trains_only_the_student(base_mode
 
     def kd_of(ids):
         with fixed_att_context(student.encoder, att):
-            enc, enc_len = student.forward(input_signal=batch[0], input_signal_length=batch[1], prompt_indices=batch[4])
+            enc, enc_len = student.forward(
+                input_signal=batch[0], input_signal_length=batch[1], prompt_indices=batch[4]
+            )
         dec, _, _ = student.decoder(targets=batch[2], target_length=batch[3])
         return replay_kd(student, teacher, torch.tensor(ids), att, 4, batch, enc, enc_len, dec)
 

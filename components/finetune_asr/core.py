@@ -249,10 +249,10 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
                 s_per_step = (now - self._last_t) / max(1, step - self._last_step)
                 window = [v for _, v in self.curve[-every:]]
                 kd_window = [v for _, v in self.kd_curve[-every:]]
-                kd = f" (replay KD {sum(kd_window) / len(kd_window):.3f})" if kd_window else ""
+                kd_text = f" (replay KD {sum(kd_window) / len(kd_window):.3f})" if kd_window else ""
                 eta = s_per_step * (max_steps - step)
                 print(
-                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f}{kd} "
+                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f}{kd_text} "
                     f"{s_per_step:.2f} s/step ETA {_fmt_s(eta)}",
                     file=sys.stderr,
                     flush=True,
@@ -967,7 +967,9 @@ def run_finetune_step(
     as 'a,b'; lr <= 0 keeps the config's optimiser (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses
     a 20-step warmup unless `warmup_steps` >= 0, the tiny recipe); batch_size <= 0 keeps the config's batching
     (the Nemotron YAML's batch_duration) unless `batch_duration` > 0; replay_ratio < 0 means "use
-    replay_per_lang"; replay_distill weighs the KL to the base model on replay rows (0 = labels only); '' keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's; strategy applies only when devices > 1;
+    replay_per_lang"; replay_distill weighs the KL to the base model on replay rows (0 = labels only); ''
+    keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's; strategy applies only
+    when devices > 1;
     train_att_context_size '' trains every lookahead (the recipe), '[56,1]' only that one. Checkpoints live in
     $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried or re-run task resumes) or a temp
     dir, never in the model artifact, and are deleted after success. `work_root` overrides $ASR_WORK_DIR. Returns (result, MLflow run id or '').

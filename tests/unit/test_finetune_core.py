@@ -213,7 +213,8 @@ def test_finetune_writes_restorable_model_with_matching_sidecar(base_model, corp
     assert type(restored).__name__ == "EncDecRNNTBPEModelWithPrompt"
     assert restored.tokenizer.vocab_size == base.tokenizer.vocab_size  # the base tokenizer is kept
     assert side["hyperparameters"]["replay_distill"] == 1.0  # the default: el rows distilled from the base
-    assert [s for s, _ in res.replay_kd_curve] == [1, 2, 3] and all(v >= 0 for _, v in res.replay_kd_curve)
+    # KL >= 0 up to float rounding (student == teacher at step 1 gives values around 0)
+    assert [s for s, _ in res.replay_kd_curve] == [1, 2, 3] and all(v > -1e-3 for _, v in res.replay_kd_curve)
     assert restored.state_dict().keys() == base.state_dict().keys()  # the teacher is not saved
     changed = [
         k

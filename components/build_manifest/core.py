@@ -146,7 +146,7 @@ def _convert_one(job: Job) -> Result:
     src, dst, raw = job
     try:
         blob = wav_bytes_for_fast_path(src, raw, os.path.getsize(src))  # a WAV is read once: hashed, decoded
-        sha = hashlib.sha256(blob).hexdigest() if blob is not None else sha256_file(src)
+        sha = sha256_file(src, data=blob)
     except OSError as e:
         return "", None, f"missing: cannot read {src}: {e.strerror}", False
     try:

@@ -563,6 +563,8 @@ def finetune(
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
 
+    from components.finetune_asr.distill import distill_replay_from_base
+
     t_start = time.monotonic()
     base_model = Path(base_model)
     if not base_model.is_file():
@@ -626,17 +628,9 @@ def finetune(
     _check_resume(work_dir, fingerprint)
 
     apply_freeze(model, freeze)
-    replay_only = [lang for lang in replay_langs if lang not in target_langs]
-    if replay_distill > 0 and replay_only:
-        if prompt_dictionary:
-            from components.finetune_asr.distill import attach_replay_distillation
-
-            teacher = ASRModel.restore_from(str(base_model), map_location="cpu")
-            attach_replay_distillation(
-                model, teacher, [int(prompt_dictionary[lang]) for lang in replay_only], replay_distill
-            )
-        else:
-            log.warning("replay_distill needs a prompt model (replay rows are told apart by prompt); off")
+    distill_replay_from_base(
+        model, base_model, [lang for lang in replay_langs if lang not in target_langs], replay_distill
+    )
     saved_probs = None
     if att_context_size is not None:
         att = [int(a) for a in att_context_size]

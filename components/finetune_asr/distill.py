@@ -17,12 +17,16 @@ student's step), run on the replay rows only; `make bench` prints the cost per s
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import random
 import types
 from collections.abc import Sequence
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def lattice_kl(
@@ -182,3 +186,22 @@ def attach_replay_distillation(model, teacher, replay_prompt_ids: Sequence[int],
         return {"loss": loss_value}
 
     model.training_step = types.MethodType(training_step, model)
+
+
+def distill_replay_from_base(
+    model, base_model: str | os.PathLike, replay_langs: Sequence[str], weight: float
+) -> bool:
+    """finetune()'s entry point: load the teacher from the base `.nemo` and attach replay distillation for
+    `replay_langs`. False (nothing attached) when the weight is 0, there is no replay language, or the model
+    has no prompt dictionary (replay rows are told apart by their prompt)."""
+    if weight <= 0 or not replay_langs:
+        return False
+    prompts = dict(model.cfg.model_defaults.get("prompt_dictionary", {}) or {})
+    if not prompts:
+        log.warning("replay_distill needs a prompt model (replay rows are told apart by prompt); off")
+        return False
+    from nemo.collections.asr.models import ASRModel
+
+    teacher = ASRModel.restore_from(str(base_model), map_location="cpu")
+    attach_replay_distillation(model, teacher, [int(prompts[lang]) for lang in replay_langs], weight)
+    return True

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import difflib
 import functools
-import hashlib
 import html
 import io
 import json
@@ -400,7 +399,7 @@ def _probe_one(job: str | tuple[str, RawFormat | None]) -> tuple[dict | None, st
     except AudioError as e:
         return None, f"{e.reason}: {e.detail}"
     # other files are in the page cache right after decoding: hashing them is cheap
-    info["sha256"] = hashlib.sha256(blob).hexdigest() if blob is not None else sha256_file(path)
+    info["sha256"] = sha256_file(path, data=blob)
     return info, None
 
 

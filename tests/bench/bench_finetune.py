@@ -74,16 +74,12 @@ def _setup(base: str, manifest: Path, work: Path, batch_size: int, distill: floa
 
     from components.common.manifest import write_manifest
     from components.finetune_asr import core
+    from components.finetune_asr.distill import distill_replay_from_base
 
     model = ASRModel.restore_from(base, map_location="cpu")
     langs = sorted({r["lang"] for r in core._read(manifest)})
     rows = core.select_rows(manifest, langs[:1], replay_langs=langs[1:], replay_per_lang=10**9)
-    if distill > 0:
-        from components.finetune_asr.distill import attach_replay_distillation
-
-        prompts = model.cfg.model_defaults.prompt_dictionary
-        teacher = ASRModel.restore_from(base, map_location="cpu")
-        attach_replay_distillation(model, teacher, [int(prompts[lang]) for lang in langs[1:]], distill)
+    distill_replay_from_base(model, base, langs[1:], distill)
     work.mkdir(parents=True, exist_ok=True)
     write_manifest(work / "train.jsonl", rows)
     ds_base, optim_base, trainer_cfg = core.load_train_sections(core.default_config())

@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", default="pipeline.yaml")
     r = sub.add_parser("run-local", help="run the pipeline with kfp.local (base model must exist)")
     r.add_argument("--base-model-uri", required=True, help="local .nemo or models:/name@alias")
+    r.add_argument("--recipe", default=None, help="tiny-demo | nemotron35 | a recipe YAML (= --set finetune_asr.recipe=...)")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override pipelines/params.yaml")
     s = sub.add_parser("submit", help="upload/version the pipeline on a Kubeflow Pipelines server and start a run")
@@ -37,10 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         compiler.Compiler().compile(asr_finetune_pipeline, args.out)
         print(f"wrote {args.out}")
     elif args.cmd == "run-local":
-        from pipelines.local import REPO_ROOT, load_params, pipeline_arguments, run_local
+        from components.common.settings import SettingsError
+        from pipelines.local import REPO_ROOT, PipelineFailed, load_params, pipeline_arguments, run_local
 
-        params = load_params(overrides=args.set)
-        run_dir = run_local(pipeline_arguments(params, args.base_model_uri), REPO_ROOT / "outputs" / "kfp")
+        try:
+            overrides = args.set + ([f"finetune_asr.recipe={args.recipe}"] if args.recipe else [])
+            arguments = pipeline_arguments(load_params(overrides=overrides), args.base_model_uri)
+            run_dir = run_local(arguments, REPO_ROOT / "outputs" / "kfp")
+        except (SettingsError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except PipelineFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(run_dir)
     elif args.cmd == "submit":
         import json

@@ -1,7 +1,7 @@
 """The DAG: wiring only. Each step's logic lives in components/<step>/core.py.
 
-fingerprint_data ─► validate_data ─► build_manifest ─► finetune_asr ─► evaluate_wer ─► register_model ─► release_gate
-                                                                    └─[dsl.If gate passed]─► promote_model ─► export_triton
+fingerprint_data ─► validate_data ─► build_manifest ─► preflight_finetune ─► finetune_asr ─► evaluate_wer ─►
+    register_model ─► release_gate ─[dsl.If gate passed]─► promote_model ─► export_triton
 
 Caching on a cluster: the data steps are cached by the dataset's *content* (fingerprint_data, never cached
 itself, feeds its hash to them), so an unchanged dataset is not re-validated or re-converted. Everything from
@@ -16,10 +16,12 @@ from kfp import dsl, kubernetes
 from components.build_manifest.component import build_manifest
 from components.evaluate_wer.component import evaluate_wer, release_gate
 from components.export_triton.component import export_triton
-from components.finetune_asr.component import finetune_asr
+from components.finetune_asr.component import finetune_asr, preflight_finetune
+from components.finetune_asr.settings import FinetuneSettings
 from components.fingerprint_data.component import fingerprint_data
 from components.register_model.component import promote_model, register_model
 from components.validate_data.component import validate_data
+from pipelines.settings import pipeline_from_records, record_text
 
 PIPELINE_NAME = "nemotron-asr-finetune"
 # Env var <- key of the credentials Secret (infra/k8s/secrets): S3 for DVC/MLflow artifacts, MLflow basic auth.
@@ -54,156 +56,84 @@ def _credentials(task, secret) -> dsl.PipelineTask:
     return task
 
 
-@dsl.pipeline(name=PIPELINE_NAME,
-              description="Validate data, fine-tune Nemotron 3.5 ASR (NeMo), evaluate base vs candidate at the "
-                          "deployed streaming latency, gate, register in MLflow, export to Triton.")
-def asr_finetune_pipeline(
-    data_root: str = "/mnt/data/asr",
-    data_md5: str = "",
-    base_model_uri: str = "models:/nemotron-asr-finetuned-base@base",
-    target_langs: str = "bg-BG",
-    replay_langs: str = "el-GR,es-ES",
-    replay_per_lang: int = 150,
-    replay_ratio: float = -1.0,
-    replay_distill: float = 1.0,
-    max_steps: int = 300,
-    lr: float = 2e-3,
-    scheduler: str = "",
-    warmup_steps: int = -1,
-    batch_size: int = 16,
-    batch_duration: float = 0.0,
-    precision: str = "",
-    freeze: str = "none",
-    train_att_context_size: str = "",
-    finetune_config: str = "",
-    max_unk_rate: float = 0.001,
-    text_maps: str = "",
-    tar_shards: int = 0,
-    seed: int = 0,
-    min_duration: float = 0.3,
-    max_duration: float = 30.0,
-    min_chars_per_second: float = 1.0,
-    max_chars_per_second: float = 40.0,
-    max_failed_fraction: float = 0.0,
-    val_ratio: float = 0.1,
-    test_ratio: float = 0.1,
-    att_context_size: str = "[56,1]",
-    gate_policy: str = "",
-    model_name: str = "nemotron-asr-finetuned",
-    triton_repo: str = "/mnt/models/triton_repo",
-    mlflow_tracking_uri: str = "",
-    git_commit: str = "",
-    data_pvc: str = "asr-data",
-    work_root: str = "/mnt/work",
-    credentials_secret: str = "asr-pipeline-credentials",
-    gpus: int = 1,
-    gpu_resource: str = "nvidia.com/gpu",
-    gpu_node_selector: dict = {"nvidia.com/gpu.present": "true"},  # noqa: B006 (kfp reads the default)
-    gpu_tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],  # noqa: B006
-    train_memory: str = "64G",
-    strategy: str = "ddp",
-):
+@pipeline_from_records(
+    PIPELINE_NAME,
+    "Validate data, preflight against the base checkpoint, fine-tune Nemotron 3.5 ASR (NeMo), evaluate base vs "
+    "candidate at the deployed streaming latency, gate, register in MLflow, export to Triton.",
+)
+def asr_finetune_pipeline(S):
     """Fine-tune Nemotron 3.5 ASR on your data and ship it only if it is better.
 
-    Args:
-        data_root: Raw dataset folder inside the pods (metadata.csv + audio), on the data PVC.
-        data_md5: Dataset version from data.dvc (`md5:`), recorded on the registered model.
-        base_model_uri: Model to start from: models:/<name>@<alias> in MLflow, or a .nemo path on the PVC.
-        target_langs: Languages to adapt to, comma-separated prompt keys (e.g. bg-BG,ro-RO).
-        replay_langs: Languages to keep (mixed into training against forgetting; also gated).
-        replay_per_lang: Replay utterances per replay language (when replay_ratio < 0).
-        replay_ratio: Replay share of the training mix, 0-0.9; -1 uses replay_per_lang.
-        replay_distill: Weight of the KL to the base model's RNNT lattice on replay rows (0 = labels only).
-        max_steps: Training budget in optimizer steps.
-        lr: Peak learning rate (Noam: multiplier); 0 keeps the config's optimizer (Nemotron recipe).
-        scheduler: noam | cosine; empty keeps the config's (Nemotron: Noam).
-        warmup_steps: Warm-up steps; -1 = 20 when lr > 0, else the config's.
-        batch_size: Utterances per batch per GPU; 0 uses the config's batching (Nemotron: batch_duration).
-        batch_duration: Seconds of audio per batch (lhotse dynamic batching) when batch_size is 0.
-        precision: Lightning precision, e.g. bf16-mixed or 32; empty keeps the config's.
-        freeze: none | encoder | all_but_prompt_decoder (train only the prompt projection + prediction net).
-        train_att_context_size: Train at one lookahead, e.g. [56,1]; empty trains all of them (the recipe).
-        max_unk_rate: Stop before training if a language's share of <unk> tokens under the base tokenizer is above this.
-        text_maps: Spelling maps for characters the base tokenizer lacks, e.g. el_final_sigma (undone on output).
-        tar_shards: Write NeMo tarred audio shards (this many per split) for large corpora; 0 = plain manifests.
-        finetune_config: NeMo YAML (train_ds/optim/trainer) inside the image; empty = Nemotron config on GPU.
-        seed: Seed of the data split, replay sampling and training.
-        min_duration: Shortest clip accepted by validation (s).
-        max_duration: Longest clip accepted by validation (s).
-        min_chars_per_second: Fewer transcript characters per second of audio flags a misaligned transcript.
-        max_chars_per_second: More transcript characters per second of audio flags a misaligned transcript.
-        max_failed_fraction: Share of rows allowed to fail row-level checks (they are dropped) before the run stops.
-        val_ratio: Validation share of speakers when metadata declares no split.
-        test_ratio: Test share of speakers when metadata declares no split.
-        att_context_size: Deployed streaming latency [left,right] evaluated and served; [56,3] = 320 ms on Nemotron.
-        gate_policy: Gate policy YAML path; empty = the shipped default_gate.yaml.
-        model_name: Registered model name in MLflow (Triton serves its champion).
-        triton_repo: Triton model repository folder written by the export step.
-        mlflow_tracking_uri: MLflow server, e.g. http://mlflow.asr-prod.svc.cluster.local:5000.
-        git_commit: Commit the pipeline was compiled from (lineage tag).
-        data_pvc: PersistentVolumeClaim mounted at /mnt (data, checkpoints, Triton repository).
-        work_root: Fine-tune checkpoints folder (on the PVC): a retried or re-run fine-tune resumes from it.
-        credentials_secret: Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/MLFLOW_TRACKING_* keys.
-        gpus: GPUs per training/evaluation pod (Lightning devices = this).
-        gpu_resource: Extended resource name of the GPU.
-        gpu_node_selector: Node labels the GPU pods must match.
-        gpu_tolerations: Tolerations of the GPU pods (the GPU nodes' taints).
-        train_memory: Memory request and limit of the GPU pods.
-        strategy: Lightning strategy for gpus > 1 (ddp); ignored on one device.
+    Every parameter is a field of a settings record (pipelines/settings.py, components/finetune_asr/settings.py);
+    `S.<section>.<name>` is its pipeline channel here.
     """
-    fingerprint = fingerprint_data(data_root=data_root)
+    run, cl = S.run, S.cluster
+    fingerprint = fingerprint_data(data_root=run.data_root)
     fingerprint.set_display_name("Fingerprint data").set_caching_options(False)
 
-    validated = validate_data(data_root=data_root, min_duration=min_duration, max_duration=max_duration,
-                              min_chars_per_second=min_chars_per_second, max_chars_per_second=max_chars_per_second,
-                              max_failed_fraction=max_failed_fraction, data_version=fingerprint.output)
+    v = S.validate_data
+    validated = validate_data(data_root=run.data_root, min_duration=v.min_duration, max_duration=v.max_duration,
+                              min_chars_per_second=v.min_chars_per_second,
+                              max_chars_per_second=v.max_chars_per_second,
+                              max_failed_fraction=v.max_failed_fraction, data_version=fingerprint.output)
     validated.set_display_name("Validate data (great-expectations)").after(fingerprint)
 
-    manifests = build_manifest(data_root=data_root, seed=seed, val_ratio=val_ratio, test_ratio=test_ratio,
-                               tar_shards=tar_shards, data_version=fingerprint.output)
+    m = S.build_manifest
+    manifests = build_manifest(data_root=run.data_root, seed=S.finetune_asr.seed, val_ratio=m.val_ratio,
+                               test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=fingerprint.output)
     manifests.set_display_name("Build NeMo manifests").after(validated)
 
-    tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=base_model_uri,
-                         target_langs=target_langs, replay_langs=replay_langs, replay_per_lang=replay_per_lang,
-                         replay_ratio=replay_ratio, replay_distill=replay_distill, max_steps=max_steps, lr=lr,
-                         scheduler=scheduler, warmup_steps=warmup_steps, batch_size=batch_size, batch_duration=batch_duration,
-                         precision=precision, freeze=freeze, train_att_context_size=train_att_context_size,
-                         config=finetune_config, seed=seed, devices=gpus, strategy=strategy,
-                         max_unk_rate=max_unk_rate, text_maps=text_maps, work_root=work_root,
-                         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    tuned.set_display_name("Fine-tune (NeMo)").set_caching_options(False)
-    tuned.set_retry(num_retries=2, backoff_duration="60s")  # preemption/eviction: resume from the checkpoint
-    _gpu_step(tuned, gpus, gpu_resource, gpu_node_selector, gpu_tolerations, train_memory)
+    finetune_settings = record_text(S.finetune_asr, FinetuneSettings)
+    # Deterministic checks first, in seconds and without retry: settings, languages, lookahead, tokenizer,
+    # coverage and "can this data be evaluated" against the base checkpoint's config (no weights loaded).
+    checked = preflight_finetune(manifests=manifests.outputs["manifests"], base_model_uri=run.base_model_uri,
+                                 settings=finetune_settings, att_context_size=S.evaluate_wer.att_context_size,
+                                 work_root=cl.work_root)
+    checked.set_display_name("Preflight (settings + data vs base checkpoint)").set_caching_options(False)
+    att_context_size = checked.outputs["att_context_size"]  # the recipe's unless the run sets one
 
-    evaluated = evaluate_wer(manifests=manifests.outputs["manifests"], base_model_uri=base_model_uri,
-                             candidate=tuned.outputs["model"], target_langs=target_langs,
-                             replay_langs=replay_langs, att_context_size=att_context_size,
-                             gate_policy=gate_policy, mlflow_tracking_uri=mlflow_tracking_uri,
+    tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=run.base_model_uri,
+                         settings=finetune_settings, mlflow_tracking_uri=run.mlflow_tracking_uri,
+                         devices=cl.gpus, strategy=cl.strategy, work_root=cl.work_root,
+                         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    tuned.set_display_name("Fine-tune (NeMo)").set_caching_options(False).after(checked)
+    # Retries are for preemption/eviction (resume from the checkpoint). A deterministic failure was caught by
+    # the preflight, or is remembered in the work dir and fails the retry at once (components.common.errors).
+    tuned.set_retry(num_retries=2, backoff_duration="60s")
+    _gpu_step(tuned, cl.gpus, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, cl.train_memory)
+
+    e = S.evaluate_wer
+    evaluated = evaluate_wer(manifests=manifests.outputs["manifests"], base_model_uri=run.base_model_uri,
+                             candidate=tuned.outputs["model"], target_langs=S.finetune_asr.target_langs,
+                             replay_langs=S.finetune_asr.replay_langs, att_context_size=att_context_size,
+                             gate_policy=e.gate_policy, mlflow_tracking_uri=run.mlflow_tracking_uri,
                              pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     evaluated.set_display_name("Evaluate WER: base vs candidate").set_caching_options(False)
-    _gpu_step(evaluated, 1, gpu_resource, gpu_node_selector, gpu_tolerations, "32G")
+    _gpu_step(evaluated, 1, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, "32G")
 
+    model_name = S.register_model.model_name
     registered = register_model(candidate=tuned.outputs["model"], evaluation=evaluated.outputs["evaluation"],
-                                model_name=model_name, data_md5=data_md5, base_model_uri=base_model_uri,
-                                git_commit=git_commit, mlflow_tracking_uri=mlflow_tracking_uri,
+                                model_name=model_name, data_md5=run.data_md5, base_model_uri=run.base_model_uri,
+                                git_commit=run.git_commit, mlflow_tracking_uri=run.mlflow_tracking_uri,
                                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
 
     gate = release_gate(evaluation=evaluated.outputs["evaluation"])
     gate.set_display_name("Release gate").set_caching_options(False).after(registered)
 
-    for task in (fingerprint, validated, manifests, tuned, evaluated):
-        _storage(task, data_pvc)
-    for task in (tuned, evaluated, registered):
-        _credentials(task, credentials_secret)
+    for task in (fingerprint, validated, manifests, checked, tuned, evaluated):
+        _storage(task, cl.data_pvc)
+    for task in (checked, tuned, evaluated, registered):
+        _credentials(task, cl.credentials_secret)
 
     with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition)
         promoted = promote_model(model_name=model_name, version=registered.outputs["version"],
-                                 mlflow_tracking_uri=mlflow_tracking_uri,
+                                 mlflow_tracking_uri=run.mlflow_tracking_uri,
                                  pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         promoted.set_display_name("Promote to champion").set_caching_options(False)
-        exported = export_triton(model_name=model_name, triton_repo=triton_repo, alias="champion",
-                                 att_context_size=att_context_size, mlflow_tracking_uri=mlflow_tracking_uri)
-        _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted), data_pvc)
+        exported = export_triton(model_name=model_name, triton_repo=S.export_triton.triton_repo, alias="champion",
+                                 att_context_size=att_context_size, mlflow_tracking_uri=run.mlflow_tracking_uri)
+        _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted),
+                 cl.data_pvc)
         for task in (promoted, exported):
-            _credentials(task, credentials_secret)
+            _credentials(task, cl.credentials_secret)

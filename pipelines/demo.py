@@ -56,7 +56,7 @@ def step_base_model(params: dict) -> str:
     b, name = params["bootstrap"], params["register_model"]["model_name"] + "-base"
     banner(f"2/5 Base model: tiny {b['langs']} (target {params['finetune_asr']['target_langs']} unseen)")
     man_dir = REPO_ROOT / b["cache_dir"] / "manifests"
-    build_manifests(REPO_ROOT / params["corpus"]["out"], man_dir, seed=params["build_manifest"]["seed"])
+    build_manifests(REPO_ROOT / params["corpus"]["out"], man_dir, seed=params["finetune_asr"]["seed"])
     nemo = bootstrap_base_model(train_manifest=man_dir / "train.jsonl", cache_dir=REPO_ROOT / b["cache_dir"],
                                 langs=list(b["langs"]), max_steps=int(b["max_steps"]),
                                 config=REPO_ROOT / b["config"], seed=int(params["corpus"]["seed"]))
@@ -105,8 +105,8 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     ev_file = run_dir / "evaluate-wer" / "evaluation" / "evaluation.json"
     evaluation = json.loads(ev_file.read_text()) if ev_file.exists() else {}
     out["evaluation"] = str(ev_file)
-    print("\nWER on held-out speakers (normalized; streaming at att_context_size "
-          f"{params['evaluate_wer']['att_context_size']}):")
+    att = task_outputs(run_dir, "preflight-finetune").get("att_context_size", "?")
+    print(f"\nWER on held-out speakers (normalized; streaming at att_context_size {att}):")
     print(f"  {'language':10s} {'mode':10s} {'base':>8s} {'candidate':>10s}")
     metrics = evaluation.get("metrics", {})
     for mode in ("streaming", "offline"):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,53 +18,78 @@ PARAMS_FILE = REPO_ROOT / "pipelines" / "params.yaml"
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE, overrides: list[str] | None = None) -> dict:
-    """params.yaml + `section.key=value` overrides (values parsed as YAML scalars)."""
+    """params.yaml + `section.key=value` overrides (values parsed as YAML scalars; an empty value is empty)."""
     params = yaml.safe_load(Path(path).read_text())
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise ValueError(f"override '{item}': expected section.key=value")
         section, name = key.split(".", 1)
-        params.setdefault(section, {})[name] = yaml.safe_load(value)
+        # `--set finetune_asr.replay_langs=` means empty (YAML would read it as null)
+        params.setdefault(section, {})[name] = yaml.safe_load(value) if value.strip() else ""
     return params
 
 
-# finetune_asr knobs params.yaml may set; absent ones keep the pipeline's defaults.
-_OPTIONAL_FINETUNE = ("replay_ratio", "replay_distill", "scheduler", "warmup_steps", "batch_duration", "precision", "freeze",
-                      "train_att_context_size")
-
-
 def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", git_commit: str = "") -> dict:
-    """Map params.yaml sections onto the pipeline's parameters (absolute local paths)."""
-    p = params
-    return {
-        "data_root": str(REPO_ROOT / p["corpus"]["out"]),
+    """params.yaml's record sections as the pipeline's arguments, with this machine's absolute paths."""
+    from pipelines.settings import pipeline_arguments_from_params
+
+    local = {
+        "data_root": str(REPO_ROOT / params["corpus"]["out"]),
         "data_md5": data_md5,
         "base_model_uri": base_model_uri,
-        "target_langs": p["finetune_asr"]["target_langs"],
-        "replay_langs": p["finetune_asr"]["replay_langs"],
-        "replay_per_lang": int(p["finetune_asr"]["replay_per_lang"]),
-        "max_steps": int(p["finetune_asr"]["max_steps"]),
-        "lr": float(p["finetune_asr"]["lr"]),
-        "batch_size": int(p["finetune_asr"]["batch_size"]),
-        "seed": int(p["finetune_asr"]["seed"]),
-        **{k: v for k, v in p["finetune_asr"].items() if k in _OPTIONAL_FINETUNE},
         "work_root": str(REPO_ROOT / ".cache" / "finetune_work"),
-        "min_duration": float(p["validate_data"]["min_duration"]),
-        "max_duration": float(p["validate_data"]["max_duration"]),
-        "val_ratio": float(p["build_manifest"]["val_ratio"]),
-        "test_ratio": float(p["build_manifest"]["test_ratio"]),
-        "att_context_size": str(p["evaluate_wer"]["att_context_size"]),
-        "gate_policy": str(p["evaluate_wer"].get("gate_policy") or ""),
-        "model_name": p["register_model"]["model_name"],
-        "triton_repo": str(REPO_ROOT / p["export_triton"]["triton_repo"]),
+        "triton_repo": str(REPO_ROOT / params["export_triton"]["triton_repo"]),
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
         "git_commit": git_commit,
     }
+    return pipeline_arguments_from_params(params, local)
+
+
+class PipelineFailed(RuntimeError):
+    """A step failed; `step` and `reason` are what a person needs (the tasks' logs were printed above)."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"step {step} failed: {reason}")
+        self.step, self.reason = step, reason
+
+
+class _Tail(io.TextIOBase):
+    """stdout, passed through, with the last lines kept: kfp.local prints the tasks' logs there."""
+
+    def __init__(self, stream, keep: int = 400) -> None:
+        self.stream, self.lines, self._part = stream, collections.deque(maxlen=keep), ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self._part += text
+        *done, self._part = self._part.split("\n")
+        self.lines.extend(done)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
+    """The failed task (from kfp.local's message) and its reason: the step's own one-line `... failed: ...`
+    (components.common.errors), else the last exception line of its traceback."""
+    message = _ANSI.sub("", str(error))
+    tasks = re.findall(r"'([\w-]+)'", message.split("Inner task failed:")[-1])
+    step = tasks[-1] if tasks else "?"
+    lines = [_ANSI.sub("", line).strip() for line in log_lines]
+    own = [line for line in lines if re.match(r"^[\w-]+ failed: ", line)]
+    exc = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b[\w.]*: ", line)]
+    reason = own[-1].split(" failed: ", 1)[1] if own else exc[-1] if exc else message
+    return PipelineFailed(step, reason)
 
 
 def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
-    """Run the pipeline through kfp.local's SubprocessRunner; returns this run's artifact folder."""
+    """Run the pipeline through kfp.local's SubprocessRunner; returns this run's artifact folder. A failed
+    step raises PipelineFailed naming the step and its reason."""
     from kfp import local
 
     from pipelines.asr_pipeline import PIPELINE_NAME, asr_finetune_pipeline
@@ -72,7 +100,14 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
     t0 = time.time()
-    asr_finetune_pipeline(**arguments)
+    tail, stdout = _Tail(sys.stdout), sys.stdout
+    sys.stdout = tail
+    try:
+        asr_finetune_pipeline(**arguments)
+    except RuntimeError as e:
+        raise failure_reason(e, tail.lines) from e
+    finally:
+        sys.stdout = stdout
     new = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     if not new:
         raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")

@@ -51,6 +51,20 @@ def pipeline_parameter_names() -> dict[str, Any]:
     return {name: p.default for name, p in sig.parameters.items()}
 
 
+def _check_against_record(name: str, value: Any) -> None:
+    """The value as its settings record reads it (pipelines/settings.py): a bad one is refused by name."""
+    from components.common.settings import coerce
+    from pipelines.settings import PIPELINE_RECORDS, all_knobs
+
+    for section, k in all_knobs():
+        if k.name == name:
+            checked = coerce(k, value, "")
+            cls = PIPELINE_RECORDS[section]
+            if k.name == "recipe" or k.choices:
+                cls(**{k.name: checked})  # the record's own checks (a recipe that exists, choices)
+            return
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['max_steps=2000', 'gpu_tolerations=[]'] -> {'max_steps': 2000, 'gpu_tolerations': []}, checked."""
     known = pipeline_parameter_names()
@@ -78,6 +92,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"--set {name}={raw}: expected a {type(default).__name__} (YAML/JSON)")
         if isinstance(default, float) and isinstance(value, int):
             value = float(value)
+        _check_against_record(name, value)
         out[name] = value
     return out
 

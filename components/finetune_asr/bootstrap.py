@@ -21,6 +21,7 @@ from pathlib import Path
 
 from components.common.manifest import write_manifest
 from components.finetune_asr import core
+from components.finetune_asr.settings import load_recipe
 from components.finetune_asr.tokenizer import build_tokenizer
 
 BOOTSTRAP_VERSION = 1  # bump when the training code changes what a given key produces
@@ -117,12 +118,14 @@ def bootstrap_base_model(
             cfg.model.train_ds.manifest_filepath = str(manifest)
             # No validation during training (standalone evaluation is the gate); NeMo still builds the loader.
             cfg.model.validation_ds.manifest_filepath = str(manifest)
-        ds_base, optim_base, trainer_cfg = core.load_train_sections(config)
+        sections = load_recipe(config)  # the tiny YAML carries train_ds / optim / trainer too
         model = EncDecRNNTBPEModelWithPrompt(cfg=cfg.model)
-        train_ds = core.build_train_ds(ds_base, manifest, model.cfg, seed, batch_size)
-        optim = core.build_optim(optim_base, lr, None, None)
+        train_ds = core.build_train_ds(sections.train_ds, manifest, model.cfg, seed)
+        if batch_size:
+            train_ds.update(batch_size=int(batch_size))
+        optim = dict(sections.optim, **({"lr": float(lr)} if lr else {}))
         outcome = core.train(
-            model, train_ds, optim, trainer_cfg, max_steps, work, checkpoint_every=0, label="bootstrap"
+            model, train_ds, optim, sections.trainer, max_steps, work, checkpoint_every=0, label="bootstrap"
         )
 
         stage = work / "final"

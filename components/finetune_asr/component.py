@@ -1,79 +1,58 @@
-"""kfp wrapper of core.run_finetune_step: manifests dir in, model dir (model.nemo + model.json) out."""
+"""kfp wrappers: the preflight (settings + data vs the base checkpoint, no retry) and the fine-tune itself.
+
+Both take the step's settings as one `settings` text (components.common.settings): the pipeline builds it
+from its parameters, so a new knob needs no edit here.
+"""
 
 from typing import NamedTuple
 
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.common.kfp_base import component
+
+
+@component
+def preflight_finetune(
+    manifests: Input[Dataset],
+    base_model_uri: str,
+    settings: str,
+    att_context_size: str,
+    report: Output[Artifact],
+    work_root: str = "",
+) -> NamedTuple("PreflightOutputs", [("att_context_size", str), ("offline_att_context_size", str)]):
+    from components.common.errors import exit_on_deterministic
+    from components.finetune_asr.core import preflight_step
+
+    try:
+        rep = preflight_step(manifests.path, base_model_uri, settings, att_context_size, report.path, work_root)
+    except BaseException as e:  # noqa: BLE001 (a deterministic failure exits with its own code)
+        exit_on_deterministic("preflight_finetune", e)
+    return (str(rep.att_context_size or ""), str(rep.offline_att_context_size or ""))
 
 
 @component
 def finetune_asr(
     manifests: Input[Dataset],
     base_model_uri: str,
-    target_langs: str,
-    replay_langs: str,
-    replay_per_lang: int,
-    max_steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
+    settings: str,
     model: Output[Model],
-    config: str = "",
-    replay_manifest: str = "",
-    replay_ratio: float = -1.0,
-    scheduler: str = "",
-    warmup_steps: int = -1,
-    precision: str = "",
-    batch_duration: float = 0.0,
-    freeze: str = "none",
-    train_att_context_size: str = "",
+    mlflow_tracking_uri: str = "",
     devices: int = 0,
     strategy: str = "",
-    checkpoint_every: int = 100,
-    pipeline_run_id: str = "",
     work_root: str = "",
-    max_unk_rate: float = 0.001,
-    text_maps: str = "",
-    replay_distill: float = 1.0,
+    pipeline_run_id: str = "",
 ) -> NamedTuple("FinetuneOutputs", [("steps", int), ("final_loss", float), ("mlflow_run_id", str)]):
+    from components.common.errors import exit_on_deterministic
     from components.finetune_asr.core import run_finetune_step
 
-    res, run_id = run_finetune_step(
-        manifests.path,
-        base_model_uri,
-        model.path,
-        target_langs,
-        replay_langs,
-        replay_per_lang,
-        max_steps,
-        lr,
-        batch_size,
-        seed,
-        config,
-        replay_manifest=replay_manifest,
-        replay_ratio=replay_ratio,
-        scheduler=scheduler,
-        warmup_steps=warmup_steps,
-        precision=precision,
-        batch_duration=batch_duration,
-        freeze=freeze,
-        train_att_context_size=train_att_context_size,
-        devices=devices,
-        strategy=strategy,
-        checkpoint_every=checkpoint_every,
-        pipeline_run_id=pipeline_run_id,
-        work_root=work_root,
-        max_unk_rate=max_unk_rate,
-        text_maps=text_maps,
-        replay_distill=replay_distill,
-    )
+    try:
+        res, run_id = run_finetune_step(
+            manifests.path, base_model_uri, model.path, settings, mlflow_tracking_uri=mlflow_tracking_uri,
+            devices=devices, strategy=strategy, work_root=work_root, pipeline_run_id=pipeline_run_id,
+        )
+    except BaseException as e:  # noqa: BLE001
+        exit_on_deterministic("finetune_asr", e)
     model.metadata.update(
-        {
-            "steps": res.steps_done,
-            "final_loss": res.final_loss,
-            "sidecar": "model.json",
-            "val_wer": res.val_wer,
-        }
+        {"steps": res.steps_done, "final_loss": res.final_loss, "sidecar": "model.json", "val_wer": res.val_wer}
     )
     return (res.steps_done, res.final_loss, run_id)

@@ -27,16 +27,22 @@ from typing import Any
 
 from components.common.io import atomic_write_text, sha256_file
 from components.common.manifest import ManifestError, read_manifest, write_manifest
+from components.finetune_asr.settings import (
+    CONF_DIR,
+    FREEZE_CHOICES,
+    FinetuneSettings,
+    apply,
+    parse_att_context_size,
+    peak_lr,
+)
+from components.finetune_asr.tracking import FinetuneTracker, tracking_uri
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-TINY_CONFIG = CONF_DIR / "tiny_prompt_rnnt.yaml"
-NEMOTRON_CONFIG = CONF_DIR / "nemotron35_finetune.yaml"
-# Freeze policies: "encoder" trains prompt_kernel + decoder + joint; "all_but_prompt_decoder" trains only the
-# prompt projection and the prediction network (the cheapest adaptation: a new domain's vocabulary/LM behaviour).
-FREEZE_CHOICES = ("none", "encoder", "all_but_prompt_decoder")
-SCHEDULERS = {"noam": "NoamAnnealing", "cosine": "CosineAnnealing"}
+
+TINY_CONFIG = CONF_DIR / "tiny_prompt_rnnt.yaml"  # the tiny demo model's architecture (bootstrap)
+# Freeze policies (FREEZE_CHOICES): "encoder" trains prompt_kernel + decoder + joint; "all_but_prompt_decoder"
+# trains only the prompt projection and the prediction network (a new domain's vocabulary/LM behaviour).
 # Manifest fields we pass on to NeMo (lhotse reads audio_filepath/duration/text/lang; the rest is provenance).
 _KEEP_FIELDS = ("audio_filepath", "duration", "text", "lang", "target_lang", "speaker", "id")
 
@@ -55,6 +61,7 @@ class FinetuneResult:
     val_wer: dict[str, float] = field(default_factory=dict)  # normalised WER per language on the val manifest
     resolved_config: dict = field(default_factory=dict)  # train_ds / optim / trainer as used
     replay_kd_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, replay distillation KL)
+    replay_rows_distilled: int = 0  # replay rows the distillation term covered (found by language, any prompt)
 
     @property
     def final_loss(self) -> float:
@@ -73,6 +80,7 @@ class TrainOutcome:
     seconds: float
     lr_curve: list[tuple[int, float]] = field(default_factory=list)
     replay_kd_curve: list[tuple[int, float]] = field(default_factory=list)
+    replay_rows_distilled: int = 0
 
 
 # --------------------------------------------------------------------------------------------- data selection
@@ -162,38 +170,6 @@ def count_langs(rows: Sequence[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-# ----------------------------------------------------------------------------------------------- config
-def default_config() -> Path:
-    """The tiny YAML on a CPU box, the Nemotron fine-tune YAML where CUDA is available."""
-    import torch
-
-    return NEMOTRON_CONFIG if torch.cuda.is_available() else TINY_CONFIG
-
-
-def load_train_sections(config: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """(train_ds, optim, trainer) from a NeMo-native YAML, interpolations resolved, `???` left as None."""
-    from omegaconf import OmegaConf
-
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"finetune config not found: {path}")
-    cfg = OmegaConf.load(path)
-    for key in ("model.train_ds", "model.optim", "trainer"):
-        if OmegaConf.select(cfg, key) is None:
-            raise ValueError(f"{path}: missing section '{key}'")
-
-    def section(key: str) -> dict:
-        node = OmegaConf.select(cfg, key)
-        out = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
-        return {k: (None if v == "???" else v) for k, v in out.items()}
-
-    return section("model.train_ds"), section("model.optim"), section("trainer")
-
-
-def config_sha256(config: str | os.PathLike) -> str:
-    return sha256_file(config)
-
-
 # --------------------------------------------------------------------------------------------- training
 def set_threads(threads: int | None) -> int:
     """torch threads = `threads`, else $ASR_THREADS, else the CPU count (the documented default)."""
@@ -204,7 +180,7 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
-def _callbacks(label: str, max_steps: int, every: int = 50):
+def _callbacks(label: str, max_steps: int, every: int = 50, tracker=None):
     """Lightning callbacks: per-step loss recorder with progress lines on stderr, and the resume marker."""
     import lightning.pytorch as pl
 
@@ -216,6 +192,7 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
             self.curve: list[tuple[int, float]] = []
             self.lr_curve: list[tuple[int, float]] = []
             self.kd_curve: list[tuple[int, float]] = []  # the replay distillation term, when it is on
+            self.replay_rows = 0  # rows the distillation term covered
             self.start_step = 0
             self._t0 = 0.0
             self._last_t = 0.0
@@ -244,6 +221,14 @@ def _callbacks(label: str, max_steps: int, every: int = 50):
             kd = trainer.callback_metrics.get("train_replay_kd")  # logged by distill.py's training step
             if kd is not None:
                 self.kd_curve.append((step, float(kd)))
+                self.replay_rows += int(trainer.callback_metrics.get("train_replay_rows", 0))
+            if tracker is not None:  # live in MLflow while it trains
+                live = {"train_loss": self.curve[-1][1]}
+                if self.lr_curve:
+                    live["lr"] = self.lr_curve[-1][1]
+                if kd is not None:
+                    live["train_replay_kd"] = float(kd)
+                tracker.log_step(step, **live)
             if step % every == 0 or step == max_steps or step == self.start_step + 1:
                 now = time.monotonic()
                 s_per_step = (now - self._last_t) / max(1, step - self._last_step)
@@ -277,6 +262,7 @@ def train(
     checkpoint_every: int = 0,
     resume: bool = False,
     label: str = "train",
+    tracker=None,
 ) -> TrainOutcome:
     """Attach a Lightning trainer, set up lhotse training data and the optimiser, fit for `max_steps`.
 
@@ -295,7 +281,7 @@ def train(
     work_dir = Path(work_dir)
     ckpt_dir = work_dir / "checkpoints"
     callbacks: list = []
-    recorder = _callbacks(label, max_steps)
+    recorder = _callbacks(label, max_steps, tracker=tracker)
     callbacks.append(recorder)
     if checkpoint_every > 0:
         from lightning.pytorch.callbacks import ModelCheckpoint
@@ -375,6 +361,7 @@ def train(
         seconds=seconds,
         lr_curve=recorder.lr_curve,
         replay_kd_curve=recorder.kd_curve,
+        replay_rows_distilled=recorder.replay_rows,
     )
 
 
@@ -403,16 +390,9 @@ def _atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def build_train_ds(
-    base: dict,
-    manifest_path: str | os.PathLike,
-    model_cfg,
-    seed: int,
-    batch_size: int | None,
-    batch_duration: float | None = None,
-) -> dict:
-    """The dataset section: the YAML's, plus what must come from the model (prompt dictionary, sample rate)."""
-    ds = dict(base)
+def build_train_ds(recipe_ds: dict, manifest_path: str | os.PathLike, model_cfg, seed: int) -> dict:
+    """The recipe's dataset section plus what must come from the model (prompt dictionary, sample rate)."""
+    ds = dict(recipe_ds)
     ds.update(
         manifest_filepath=str(manifest_path),
         use_lhotse=True,
@@ -424,35 +404,48 @@ def build_train_ds(
         seed=seed,
     )
     ds.setdefault("default_prompt_mode", "langID")
-    if batch_size and batch_duration:
-        raise ValueError("finetune: give batch_size or batch_duration, not both")
-    if batch_size:
-        ds["batch_size"] = int(batch_size)
-        ds.pop("batch_duration", None)
-    elif batch_duration:
-        ds["batch_duration"] = float(batch_duration)  # lhotse dynamic batching: seconds of audio per batch
-        ds["batch_size"] = None
     return ds
 
 
-def build_optim(base: dict, lr: float | None, warmup_steps: int | None, scheduler: str | None) -> dict:
-    optim = json.loads(json.dumps(base))  # deep copy of plain data
-    sched = optim.setdefault("sched", {})
-    if scheduler:
-        sched["name"] = SCHEDULERS.get(scheduler.lower(), scheduler)
-        if sched["name"] not in SCHEDULERS.values():
-            raise ValueError(f"finetune: scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
-    if lr is not None:
-        optim["lr"] = float(lr)
-    if warmup_steps is not None:
-        sched["warmup_steps"] = int(warmup_steps)
-    if sched.get("name") != "NoamAnnealing":
-        sched.pop("d_model", None)
-    if sched.get("name") == "NoamAnnealing":
-        sched.setdefault("d_model", 1024)
-        sched.pop("max_steps", None)
-    sched.pop("max_steps", None)  # NeMo derives it from trainer.max_steps
-    return optim
+def fit_to_host(trainer_cfg: dict, train_ds: dict) -> list[str]:
+    """Adapt a GPU recipe to the machine it runs on, and say what changed (printed by the caller).
+
+    A recipe written for GPU nodes (accelerator gpu, every device, DDP, 8 loader workers, bf16) must still run
+    on a CPU box (the rehearsal, a laptop): without CUDA it trains on one CPU device, with no loader workers,
+    and in bf16-mixed only where the CPU has native bf16 (else fp32).
+    """
+    import torch
+
+    notes = []
+    if torch.cuda.is_available() or trainer_cfg.get("accelerator") == "cpu":
+        return notes
+    trainer_cfg.update(accelerator="cpu", devices=1)
+    trainer_cfg.pop("strategy", None)
+    notes.append("no CUDA device: training on 1 CPU device")
+    if train_ds.get("num_workers") or train_ds.get("pin_memory"):
+        train_ds.update(num_workers=0, pin_memory=False)
+        notes.append("CPU: no dataloader workers, no pinned memory")
+    precision = str(trainer_cfg.get("precision"))
+    if precision.startswith("bf16"):
+        if cpu_has_bf16():
+            trainer_cfg["precision"] = "bf16-mixed"
+            notes.append("CPU with native bf16 (AVX512-BF16/AMX): precision bf16-mixed")
+        else:
+            trainer_cfg["precision"] = 32
+            notes.append("this CPU has no native bf16 (no AVX512-BF16/AMX): precision fp32")
+    elif precision.startswith("16"):
+        trainer_cfg["precision"] = 32
+        notes.append("fp16 needs CUDA: precision fp32")
+    return notes
+
+
+def cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def save_model_atomic(model, path: str | os.PathLike) -> str:
@@ -516,42 +509,26 @@ def finetune(
     base_model: str | os.PathLike,
     train_manifest: str | os.PathLike,
     out_dir: str | os.PathLike,
-    target_langs: Sequence[str],
+    settings: FinetuneSettings,
+    *,
     replay_manifest: str | os.PathLike | None = None,
-    replay_langs: Sequence[str] = (),
-    replay_per_lang: int = 150,
-    max_steps: int = 300,
-    lr: float | None = 2e-3,
-    warmup_steps: int | None = 20,
-    batch_size: int | None = 16,
-    freeze: str = "none",
-    att_context_size: Sequence[int] | None = None,
-    seed: int = 0,
-    checkpoint_every: int = 100,
-    threads: int | None = None,
-    config: str | os.PathLike | None = None,
-    scheduler: str | None = None,
     work_dir: str | os.PathLike | None = None,
-    base_model_uri: str | None = None,
-    replay_ratio: float | None = None,
-    batch_duration: float | None = None,
-    precision: str | None = None,
+    threads: int | None = None,
     devices: int | str | None = None,
     strategy: str | None = None,
+    base_model_uri: str | None = None,
     val_manifest: str | os.PathLike | None = None,
     val_max_per_lang: int = 200,
-    max_unk_rate: float = 0.001,
-    text_maps: str | Sequence[str] | None = None,
-    replay_distill: float = 1.0,
+    tracker=None,
 ) -> FinetuneResult:
-    """Full fine-tune of a local `.nemo` on `target_langs` (+ replay) -> out_dir/model.nemo + model.json.
+    """Full fine-tune of a local `.nemo` per `settings` -> out_dir/model.nemo + model.json.
 
-    `config` (default: tiny YAML on CPU, Nemotron YAML on GPU) supplies train_ds/optim/trainer; explicit
-    arguments override it (None keeps the YAML's value, e.g. lr=None keeps the Nemotron Noam lr 0.1).
-    `att_context_size` trains at one lookahead only (the deployment latency); the saved model keeps all.
-    `work_dir` (default out_dir/work) holds the NeMo manifest and checkpoints; an unfinished run in the same
-    work_dir resumes from its last checkpoint. `precision`, `devices`, `strategy` override the YAML's trainer
-    (e.g. "bf16-mixed", 8, "ddp"). With `val_manifest`, the saved model is scored offline on up to
+    The recipe (`settings.recipe`) supplies train_ds/optim/trainer; the knobs that are set override it
+    (settings.apply). A GPU recipe on a CPU-only host is fitted to it (fit_to_host: one CPU device, bf16 only
+    with native support), and each change is printed. `settings.train_att_context_size` trains at one
+    lookahead only; the saved model keeps all. `work_dir` (default out_dir/work) holds the NeMo manifest and
+    checkpoints; an unfinished run in the same work_dir resumes from its last checkpoint. `devices`/`strategy`
+    override the recipe's trainer. With `val_manifest`, the saved model is scored offline on up to
     `val_max_per_lang` rows per trained language (normalised WER, in the result and the sidecar).
     Before training, every transcript goes through the base tokenizer: a language whose share of <unk>
     tokens exceeds `max_unk_rate` stops the run with the offending characters named. `text_maps` (e.g.
@@ -559,6 +536,7 @@ def finetune(
     the saved model's config and undone on every transcript (components.common.asr_infer).
     `replay_distill` > 0 adds that weight times the KL from the frozen base model's RNNT lattice on the
     replay rows (components.finetune_asr.distill): the replay languages keep the base's alignment.
+    `tracker` (FinetuneTracker) receives loss, lr and the distillation term while training.
     """
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
@@ -566,20 +544,20 @@ def finetune(
     from components.finetune_asr.distill import distill_replay_from_base
 
     t_start = time.monotonic()
+    s = settings
     base_model = Path(base_model)
     if not base_model.is_file():
         raise FileNotFoundError(f"base model not found: {base_model}")
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
-    if not replay_distill >= 0:
-        raise ValueError(f"finetune: replay_distill must be >= 0, got {replay_distill}")
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
-    config = Path(config) if config else default_config()
-    ds_base, optim_base, trainer_cfg = load_train_sections(config)
+    recipe = apply(s)
+    trainer_cfg = dict(recipe.trainer)
+    for key, value in (("devices", devices), ("strategy", strategy)):
+        if value not in (None, ""):
+            trainer_cfg[key] = value
     set_threads(threads)
-    pl.seed_everything(seed, workers=True, verbose=False)
+    pl.seed_everything(s.seed, workers=True, verbose=False)
 
     model = ASRModel.restore_from(str(base_model), map_location="cpu")
     if not hasattr(model, "prompt_kernel"):
@@ -587,60 +565,68 @@ def finetune(
     prompt_dictionary = dict(model.cfg.model_defaults.get("prompt_dictionary", {})) or None
     rows = select_rows(
         train_manifest,
-        target_langs,
+        s.targets,
         replay_manifest,
-        replay_langs,
-        replay_per_lang,
-        seed,
+        s.replays,
+        s.replay_per_lang,
+        s.seed,
         prompt_dictionary,
-        replay_ratio=replay_ratio,
+        replay_ratio=s.replay_ratio,
     )
-    coverage = tokenizer_coverage(model, rows, max_unk_rate, text_maps)  # fails before any training
-    if text_maps:
+    coverage = tokenizer_coverage(model, rows, s.max_unk_rate, s.text_maps or None)  # fails before training
+    if s.text_maps:
         from components.common.text import map_for_tokenizer
 
-        rows = [{**r, "text": map_for_tokenizer(r["text"], r["lang"], text_maps)} for r in rows]
+        rows = [{**r, "text": map_for_tokenizer(r["text"], r["lang"], s.text_maps)} for r in rows]
     manifest_path = work_dir / "train_manifest.jsonl"
     write_manifest(manifest_path, rows)
 
-    train_ds = build_train_ds(ds_base, manifest_path, model.cfg, seed, batch_size, batch_duration)
-    optim = build_optim(optim_base, lr, warmup_steps, scheduler)
-    trainer_cfg = dict(trainer_cfg)
-    for key, value in (("precision", precision), ("devices", devices), ("strategy", strategy)):
-        if value not in (None, ""):
-            trainer_cfg[key] = value
+    train_ds = build_train_ds(recipe.train_ds, manifest_path, model.cfg, s.seed)
+    optim = recipe.optim
+    for note in fit_to_host(trainer_cfg, train_ds):
+        print(f"[finetune] {note}", file=sys.stderr, flush=True)
     trainer_cfg["use_distributed_sampler"] = False  # lhotse shards the data per rank itself
+    att_context_size = parse_att_context_size(s.train_att_context_size)
     base_sha = sha256_file(base_model)
     fingerprint = _run_fingerprint(
         base=base_sha,
         rows=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
-        config=config_sha256(config),
+        recipe=sha256_file(recipe.path),
         optim=optim,
         batch_size=train_ds.get("batch_size"),
         batch_duration=train_ds.get("batch_duration"),
+        prompt_mode=train_ds.get("default_prompt_mode"),
         precision=trainer_cfg.get("precision"),
-        freeze=freeze,
+        freeze=s.freeze,
         att=att_context_size,
         text_maps=coverage["text_maps"],
-        seed=seed,
-        replay_distill=replay_distill,
+        seed=s.seed,
+        replay_distill=s.replay_distill,
     )
     _check_resume(work_dir, fingerprint)
-
-    apply_freeze(model, freeze)
-    distill_replay_from_base(
-        model, base_model, [lang for lang in replay_langs if lang not in target_langs], replay_distill
+    print(
+        f"[finetune] recipe {s.recipe}: {optim.get('name')} lr {optim.get('lr')} "
+        f"({optim.get('sched', {}).get('name')}, peak {peak_lr(optim):.3g}), "
+        + (f"batch {train_ds['batch_size']}" if train_ds.get("batch_size") else
+           f"batch_duration {train_ds.get('batch_duration')} s")
+        + f", precision {trainer_cfg.get('precision')}, prompt mode {train_ds.get('default_prompt_mode')}"
+        + (f"; overrides {s.overrides()}" if s.overrides() else ""),
+        file=sys.stderr,
+        flush=True,
     )
+
+    apply_freeze(model, s.freeze)
+    distill_replay_from_base(model, base_model, s.replays, s.replay_distill)
     saved_probs = None
     if att_context_size is not None:
-        att = [int(a) for a in att_context_size]
-        if att not in model.encoder.att_context_size_all:
+        if att_context_size not in model.encoder.att_context_size_all:
             raise ValueError(
-                f"att_context_size {att} is not one of the model's {model.encoder.att_context_size_all}"
+                f"train_att_context_size {att_context_size} is not one of the model's "
+                f"{model.encoder.att_context_size_all}"
             )
         saved_probs = list(model.encoder.att_context_probs)
         model.encoder.att_context_probs = [
-            1.0 if a == att else 0.0 for a in model.encoder.att_context_size_all
+            1.0 if a == att_context_size else 0.0 for a in model.encoder.att_context_size_all
         ]
 
     outcome = train(
@@ -648,15 +634,16 @@ def finetune(
         train_ds,
         optim,
         trainer_cfg,
-        max_steps,
+        s.max_steps,
         work_dir,
-        checkpoint_every=checkpoint_every,
+        checkpoint_every=s.checkpoint_every,
         resume=True,
         label="finetune",
+        tracker=tracker,
     )
     if saved_probs is not None:
         model.encoder.att_context_probs = saved_probs
-    if freeze != "none":
+    if s.freeze != "none":
         for p in model.parameters():
             p.requires_grad_(True)  # the saved model must be trainable again for the next fine-tune
     if coverage["text_maps"]:
@@ -665,9 +652,9 @@ def finetune(
         with open_dict(model.cfg):
             model.cfg.text_maps = list(coverage["text_maps"])
     model.eval()
-    val_wer = validation_wer(model, val_manifest, langs_of(target_langs, replay_langs), val_max_per_lang)
+    langs = langs_of(s.targets, s.replays)
+    val_wer = validation_wer(model, val_manifest, langs, val_max_per_lang)
 
-    langs = langs_of(target_langs, replay_langs)
     is_rank_zero = getattr(model, "global_rank", 0) == 0
     model_path = out_dir / "model.nemo"
     sidecar = out_dir / "model.json"
@@ -680,24 +667,28 @@ def finetune(
                 base_model_uri=base_model_uri or str(base_model),
                 base_model_sha256=base_sha,
                 languages=langs,
-                target_languages=list(target_langs),
-                replay_languages=[lang for lang in replay_langs if lang not in target_langs],
+                target_languages=s.targets,
+                replay_languages=s.replays,
                 train_steps=outcome.steps_done,
                 rows_per_lang=count_langs(rows),
-                config=config.name,
+                config=recipe.path.name,
+                recipe=s.recipe,
+                overrides=s.overrides(),
                 hyperparameters={
                     "lr": optim.get("lr"),
+                    "peak_lr": peak_lr(optim),
                     "scheduler": optim.get("sched", {}).get("name"),
                     "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
                     "batch_size": train_ds.get("batch_size"),
                     "batch_duration": train_ds.get("batch_duration"),
+                    "prompt_mode": train_ds.get("default_prompt_mode"),
                     "precision": trainer_cfg.get("precision"),
-                    "freeze": freeze,
-                    "att_context_size": list(att_context_size) if att_context_size else None,
-                    "seed": seed,
-                    "replay_per_lang": replay_per_lang,
-                    "replay_ratio": replay_ratio,
-                    "replay_distill": replay_distill,
+                    "freeze": s.freeze,
+                    "att_context_size": att_context_size,
+                    "seed": s.seed,
+                    "replay_per_lang": s.replay_per_lang,
+                    "replay_ratio": s.replay_ratio,
+                    "replay_distill": s.replay_distill,
                 },
                 val_wer=val_wer,
                 tokenizer_coverage=coverage,
@@ -716,6 +707,7 @@ def finetune(
         val_wer=val_wer,
         resolved_config={"train_ds": train_ds, "optim": optim, "trainer": trainer_cfg},
         replay_kd_curve=outcome.replay_kd_curve,
+        replay_rows_distilled=outcome.replay_rows_distilled,
     )
 
 
@@ -826,6 +818,11 @@ def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_ma
     raise CoverageError naming the languages and characters when the <unk> share is above `max_unk_rate`."""
     from components.build_manifest.coverage import CoverageError, Tokenizer, check_coverage
 
+    if type(model.tokenizer).__name__ == "AggregateTokenizer":
+        raise CoverageError(
+            "finetune: the base model has an aggregate tokenizer (one SentencePiece model per language); "
+            "this pipeline's coverage check and text maps need one multilingual tokenizer"
+        )
     rep = check_coverage(
         [(r["text"], r["lang"]) for r in rows],
         Tokenizer.from_nemo_tokenizer(model.tokenizer),
@@ -858,66 +855,6 @@ def resolve_base_model(uri: str, dst_dir: str | os.PathLike) -> str:
     return resolve_model_uri(uri, str(dst_dir))
 
 
-def log_to_mlflow(
-    result: FinetuneResult, params: dict, pipeline_run_id: str = "", log_model: bool = True
-) -> str | None:
-    """Log a run when MLFLOW_TRACKING_URI is set (None when it is not): params, the resolved config, loss and
-    learning-rate curves, validation WER, the .nemo and its sidecar, tagged with the pipeline run id.
-
-    register_model later registers the model with its lineage tags; set `log_model=False` to skip the copy here
-    when artifact storage is precious (a Nemotron .nemo is ~2.4 GB).
-    """
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    import mlflow
-    import yaml
-    from mlflow.entities import Metric
-
-    from registry.mlflow_adapter import Registry, get_client
-
-    # the project's experiment keeps artifacts next to the tracking store (never ./mlruns in the cwd)
-    experiment_id = Registry(
-        get_client(), os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr"
-    ).experiment_id()
-    tags = {"step": "finetune_asr"}
-    if pipeline_run_id:
-        tags["pipeline_run_id"] = pipeline_run_id
-    with mlflow.start_run(run_name="finetune_asr", experiment_id=experiment_id, tags=tags) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(name, value, now, step)
-            for name, curve in (
-                ("train_loss", result.train_loss_curve),
-                ("lr", result.lr_curve),
-                ("train_replay_kd", result.replay_kd_curve),
-            )
-            for step, value in curve
-            if math.isfinite(value)
-        ]
-        client = mlflow.MlflowClient()
-        for i in range(0, len(metrics), 1000):
-            client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
-        mlflow.log_metrics(
-            {
-                "final_train_loss": result.final_loss,
-                "steps": result.steps_done,
-                "train_seconds": result.seconds,
-                "resumed_from_step": result.resumed_from_step,
-                **{f"val_wer_{lang}": wer for lang, wer in result.val_wer.items()},
-            }
-        )
-        if result.resolved_config:
-            mlflow.log_text(
-                yaml.safe_dump(result.resolved_config, sort_keys=False, allow_unicode=True),
-                "resolved_config.yaml",
-            )
-        mlflow.log_artifact(result.sidecar_path, "model")
-        if log_model:
-            mlflow.log_artifact(result.model_path, "model")
-        return run.info.run_id
-
-
 def result_dict(result: FinetuneResult) -> dict:
     d = dataclasses.asdict(result)
     d["final_loss"] = result.final_loss
@@ -929,141 +866,103 @@ def run_finetune_step(
     manifest_dir: str | os.PathLike,
     base_model_uri: str,
     out_dir: str | os.PathLike,
-    target_langs: str | Sequence[str],
-    replay_langs: str | Sequence[str] = "",
-    replay_per_lang: int = 150,
-    max_steps: int = 300,
-    lr: float = 2e-3,
-    batch_size: int = 16,
-    seed: int = 0,
-    config: str = "",
+    settings: FinetuneSettings | str,
     *,
-    replay_manifest: str = "",
-    replay_ratio: float = -1.0,
-    scheduler: str = "",
-    warmup_steps: int = -1,
-    precision: str = "",
-    batch_duration: float = 0.0,
-    freeze: str = "none",
-    train_att_context_size: str = "",
+    mlflow_tracking_uri: str = "",
     devices: int = 0,
     strategy: str = "",
-    checkpoint_every: int = 100,
-    pipeline_run_id: str = "",
     work_root: str = "",
-    max_unk_rate: float = 0.001,
-    text_maps: str = "",
-    replay_distill: float = 1.0,
+    pipeline_run_id: str = "",
+    replay_manifest: str = "",
+    threads: int | None = None,
 ) -> tuple[FinetuneResult, str]:
     """What the kfp component does, testable without kfp: resolve the base, fine-tune, log to MLflow.
 
-    Pipeline parameters arrive as plain values, and "unset" is spelled as a value the UI can show: languages
-    as 'a,b'; lr <= 0 keeps the config's optimiser (the Nemotron YAML's Noam lr 0.1 x warmup 100; lr > 0 uses
-    a 20-step warmup unless `warmup_steps` >= 0, the tiny recipe); batch_size <= 0 keeps the config's batching
-    (the Nemotron YAML's batch_duration) unless `batch_duration` > 0; replay_ratio < 0 means "use
-    replay_per_lang"; replay_distill weighs the KL to the base model on replay rows (0 = labels only); ''
-    keeps the config's scheduler / precision / strategy; devices <= 0 keeps the config's; strategy applies only
-    when devices > 1;
-    train_att_context_size '' trains every lookahead (the recipe), '[56,1]' only that one. Checkpoints live in
-    $ASR_WORK_DIR/finetune_asr/<run key> (a PVC on the cluster: a retried or re-run task resumes) or a temp
-    dir, never in the model artifact, and are deleted after success. `work_root` overrides $ASR_WORK_DIR. Returns (result, MLflow run id or '').
+    `settings` is the step's record (or its `name=value` text from the pipeline). Checkpoints live in
+    `work_root` (else $ASR_WORK_DIR)/finetune_asr/<run key> (a PVC on the cluster: a retried or re-run task
+    resumes, and continues the same MLflow run) or a temp dir, never in the model artifact, and are deleted
+    after success. A deterministic failure (settings, data, tokenizer coverage) is remembered there, so a
+    retry of the same task fails at once instead of loading the model again. devices <= 0 keeps the recipe's;
+    strategy applies only when devices > 1. Returns (result, MLflow run id or '').
     """
     import shutil
 
-    from components.common.languages import parse_langs
+    from components.common.errors import remember_deterministic_failure
 
-    targets, replays = parse_langs(target_langs), parse_langs(replay_langs)
-    att = parse_att_context_size(train_att_context_size)
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"finetune: freeze must be one of {FREEZE_CHOICES}, got {freeze!r}")
+    if isinstance(settings, str):
+        from components.common.settings import decode
+
+        settings = decode(FinetuneSettings, settings, "finetune_asr.")
     params = {
         "base_model_uri": base_model_uri,
         "manifests": str(manifest_dir),
-        "target_langs": ",".join(targets),
-        "replay_langs": ",".join(replays),
         "replay_manifest": replay_manifest,
-        "replay_per_lang": replay_per_lang,
-        "replay_ratio": replay_ratio,
-        "replay_distill": replay_distill,
-        "max_steps": max_steps,
-        "lr": lr,
-        "scheduler": scheduler,
-        "warmup_steps": warmup_steps,
-        "batch_size": batch_size,
-        "batch_duration": batch_duration,
-        "precision": precision,
-        "freeze": freeze,
-        "train_att_context_size": att,
         "devices": devices,
         "strategy": strategy,
-        "seed": seed,
-        "config": config,
-        "max_unk_rate": max_unk_rate,
-        "text_maps": text_maps,
+        **dataclasses.asdict(settings),
+        "overrides": json.dumps(settings.overrides(), sort_keys=True),
     }
     root = work_root or os.environ.get("ASR_WORK_DIR")
     if root:
         # The key is the step's inputs, without max_steps: raising the budget of a finished-or-killed run
         # continues it; finetune() itself refuses checkpoints whose data or hyper-parameters differ.
-        key = _run_fingerprint(**{k: v for k, v in params.items() if k != "max_steps"})[:16]
+        key = _run_fingerprint(**{k: v for k, v in params.items() if k not in ("max_steps", "overrides")})[:16]
         work = Path(root) / "finetune_asr" / key
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
-    base = resolve_base_model(base_model_uri, work / "base_model")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    val = Path(manifest_dir) / "val.jsonl"
-    result = finetune(
-        base,
-        Path(manifest_dir) / "train.jsonl",
-        out_dir,
-        targets,
-        replay_manifest=replay_manifest or None,
-        replay_langs=replays,
-        replay_per_lang=replay_per_lang,
-        replay_ratio=replay_ratio if replay_ratio >= 0 else None,
-        replay_distill=replay_distill,
-        max_steps=max_steps,
-        lr=lr if lr > 0 else None,
-        warmup_steps=warmup_steps if warmup_steps >= 0 else (20 if lr > 0 else None),
-        batch_size=batch_size if batch_size > 0 else None,
-        batch_duration=batch_duration if batch_duration > 0 and batch_size <= 0 else None,
-        freeze=freeze,
-        att_context_size=att,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        config=config or None,
-        scheduler=scheduler or None,
-        precision=precision or None,
-        devices=devices if devices > 0 else None,
-        strategy=strategy
-        if strategy and devices > 1
-        else None,  # one device: no DDP (the config decides at 0)
-        work_dir=work,
-        base_model_uri=base_model_uri,
-        val_manifest=val if val.is_file() else None,
-        max_unk_rate=max_unk_rate,
-        text_maps=text_maps or None,
-    )
+    with remember_deterministic_failure(work / "failed.json"):
+        uri = tracking_uri(mlflow_tracking_uri)
+        tracker = FinetuneTracker(uri, params, pipeline_run_id, work / "mlflow_run.json") if uri else None
+        base = resolve_base_model(base_model_uri, work / "base_model")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        val = Path(manifest_dir) / "val.jsonl"
+        if tracker:
+            tracker.start()
+        try:
+            result = finetune(
+                base,
+                Path(manifest_dir) / "train.jsonl",
+                out_dir,
+                settings,
+                replay_manifest=replay_manifest or None,
+                work_dir=work,
+                threads=threads,
+                devices=devices if devices > 0 else None,
+                strategy=strategy if strategy and devices > 1 else None,  # one device: no DDP
+                base_model_uri=base_model_uri,
+                val_manifest=val if val.is_file() else None,
+                tracker=tracker,
+            )
+        except BaseException as e:
+            if tracker and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+                tracker.fail(f"{type(e).__name__}: {e}")
+            raise
     if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
         return result, ""  # a DDP worker re-running this body: rank 0 logs and cleans up
-    run_id = log_to_mlflow(result, params, pipeline_run_id=pipeline_run_id) or ""
+    run_id = tracker.finish(result) if tracker else ""
     shutil.rmtree(work, ignore_errors=True)
     return result, run_id
 
 
-def parse_att_context_size(value: str | Sequence[int] | None) -> list[int] | None:
-    """'' / None -> None (all lookaheads); '[56,1]', '56,1' or [56, 1] -> [56, 1]."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        parts = value.strip().strip("[]").split(",")
-        try:
-            att = [int(v) for v in parts]
-        except ValueError:
-            raise ValueError(f"att_context_size must look like '[56,1]', got {value!r}") from None
-    else:
-        att = [int(v) for v in value]
-    if len(att) != 2:
-        raise ValueError(f"att_context_size must have two values [left, right], got {value!r}")
-    return att
+def preflight_step(
+    manifest_dir: str | os.PathLike,
+    base_model_uri: str,
+    settings: FinetuneSettings | str,
+    att_context_size: str = "",
+    report_path: str | os.PathLike | None = None,
+    work_root: str = "",
+):
+    """What the preflight component does: resolve the base (a models:/ URI is downloaded once into
+    work_root's cache), then check settings and data against its config and tokenizer (no weights read)."""
+    from components.common.settings import decode
+    from components.finetune_asr.preflight import run_preflight
+
+    if isinstance(settings, str):
+        settings = decode(FinetuneSettings, settings, "finetune_asr.")
+    root = Path(work_root or os.environ.get("ASR_WORK_DIR") or tempfile.gettempdir())
+    base = resolve_base_model(base_model_uri, root / "preflight_base")
+    rep = run_preflight(base, manifest_dir, settings, att_context_size or None, report_path)
+    lines = "\n".join(rep.lines())
+    print(f"[preflight] passed in {rep.seconds:.1f} s:\n{lines}", file=sys.stderr, flush=True)
+    return rep

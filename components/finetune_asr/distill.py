@@ -12,6 +12,11 @@ trained on their labels only.
 
 The teacher is the base model itself (frozen, eval mode, same prompt, same att_context_size as the
 student's step), run on the replay rows only; `make bench` prints the cost per step (docs/FINETUNE.md).
+
+Replay rows are found by their *language*, not their prompt: under the recipe's unified prompt mode half the
+rows carry the `auto` prompt, which says nothing about the language. So while distillation is attached, the
+training loader adds each row's language prompt index to the batch (LangIndexedPromptDataset), and the
+teacher sees the same prompt as the student (`auto` or the language).
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ def replay_kd(
     for the RNNT loss, so only the joint is recomputed for the replay rows); the teacher runs on those rows at
     the same att_context_size `att`, without gradients.
     """
-    signal, signal_len, transcript, transcript_len, prompt_indices = batch
-    is_replay = torch.isin(prompt_indices.long(), replay_ids.to(prompt_indices.device))
+    signal, signal_len, transcript, transcript_len, prompt_indices, *extra = batch
+    lang_indices = extra[0] if extra else prompt_indices  # the row's language, whatever its prompt
+    is_replay = torch.isin(lang_indices.long(), replay_ids.to(lang_indices.device))
     if not bool(is_replay.any()):
         return None
     idx = is_replay.nonzero().squeeze(1)
@@ -145,7 +151,8 @@ def attach_replay_distillation(model, teacher, replay_prompt_ids: Sequence[int],
     fused = int(getattr(model.joint, "_fused_batch_size", None) or 0) or 4
 
     def training_step(self, batch, batch_nb):
-        signal, signal_len, transcript, transcript_len, prompt_indices = batch
+        signal, signal_len, transcript, transcript_len, prompt_indices, *extra = batch
+        lang_indices = extra[0] if extra else prompt_indices
         att = _pick_att_context(self.encoder)
         with fixed_att_context(self.encoder, att):
             encoded, encoded_len = self.forward(
@@ -177,6 +184,7 @@ def attach_replay_distillation(model, teacher, replay_prompt_ids: Sequence[int],
                 "train_loss": loss_value,
                 "train_rnnt_loss": rnnt_loss,
                 "train_replay_kd": kd if kd is not None else 0.0,
+                "train_replay_rows": float(torch.isin(lang_indices.long(), replay_ids).sum()),
                 "learning_rate": self._optimizer.param_groups[0]["lr"],
                 "global_step": torch.tensor(self.trainer.global_step, dtype=torch.float32),
             }
@@ -186,6 +194,40 @@ def attach_replay_distillation(model, teacher, replay_prompt_ids: Sequence[int],
         return {"loss": loss_value}
 
     model.training_step = types.MethodType(training_step, model)
+    _index_languages_in_training_batches(model)
+
+
+def _index_languages_in_training_batches(model) -> None:
+    """The training loader of `model` (this instance) yields a 6th tensor: each row's language prompt index."""
+    from nemo.collections.asr.data.audio_to_text_lhotse_prompt_index import (
+        LhotseSpeechToTextBpeDatasetWithPromptIndex,
+    )
+    from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
+    from omegaconf import DictConfig, OmegaConf
+
+    class LangIndexedPromptDataset(LhotseSpeechToTextBpeDatasetWithPromptIndex):
+        def __getitem__(self, cuts):
+            audio, audio_lens, cuts = self.load_audio(cuts)
+            langs = [c.supervisions[0].language for c in cuts]
+            tokens = [torch.as_tensor(self.tokenizer(c.supervisions[0].text, lang)) for c, lang in zip(cuts, langs, strict=True)]
+            prompts = torch.tensor([self._get_prompt_index_for_cut(c) for c in cuts], dtype=torch.long)
+            lang_ids = torch.tensor([self._get_prompt_index(lang) for lang in langs], dtype=torch.long)
+            token_lens = torch.tensor([t.size(0) for t in tokens], dtype=torch.long)
+            tokens = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=0)
+            return audio, audio_lens, tokens, token_lens, prompts, lang_ids
+
+    original = model._setup_dataloader_from_config
+
+    def setup(self, config):
+        if not config.get("use_lhotse") or not config.get("initialize_prompt_feature", True):
+            return original(config)
+        ds_cfg = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+        return get_lhotse_dataloader_from_config(
+            config, global_rank=self.global_rank, world_size=self.world_size,
+            dataset=LangIndexedPromptDataset(tokenizer=self.tokenizer, cfg=ds_cfg), tokenizer=self.tokenizer,
+        )
+
+    model._setup_dataloader_from_config = types.MethodType(setup, model)
 
 
 def distill_replay_from_base(
@@ -193,12 +235,12 @@ def distill_replay_from_base(
 ) -> bool:
     """finetune()'s entry point: load the teacher from the base `.nemo` and attach replay distillation for
     `replay_langs`. False (nothing attached) when the weight is 0, there is no replay language, or the model
-    has no prompt dictionary (replay rows are told apart by their prompt)."""
+    has no prompt dictionary (replay languages are prompt indices)."""
     if weight <= 0 or not replay_langs:
         return False
     prompts = dict(model.cfg.model_defaults.get("prompt_dictionary", {}) or {})
     if not prompts:
-        log.warning("replay_distill needs a prompt model (replay rows are told apart by prompt); off")
+        log.warning("replay_distill needs a prompt model (replay languages are prompt indices); off")
         return False
     from nemo.collections.asr.models import ASRModel
 

@@ -75,6 +75,7 @@ def _setup(base: str, manifest: Path, work: Path, batch_size: int, distill: floa
     from components.common.manifest import write_manifest
     from components.finetune_asr import core
     from components.finetune_asr.distill import distill_replay_from_base
+    from components.finetune_asr.settings import FinetuneSettings, apply
 
     model = ASRModel.restore_from(base, map_location="cpu")
     langs = sorted({r["lang"] for r in core._read(manifest)})
@@ -82,10 +83,9 @@ def _setup(base: str, manifest: Path, work: Path, batch_size: int, distill: floa
     distill_replay_from_base(model, base, langs[1:], distill)
     work.mkdir(parents=True, exist_ok=True)
     write_manifest(work / "train.jsonl", rows)
-    ds_base, optim_base, trainer_cfg = core.load_train_sections(core.default_config())
-    train_ds = core.build_train_ds(ds_base, work / "train.jsonl", model.cfg, 0, batch_size)
-    optim = core.build_optim(optim_base, 2e-3, 20, None)
-    return model, train_ds, optim, trainer_cfg
+    recipe = apply(FinetuneSettings(recipe="tiny-demo", batch_size=batch_size))  # the demo's recipe
+    train_ds = core.build_train_ds(recipe.train_ds, work / "train.jsonl", model.cfg, 0)
+    return model, train_ds, recipe.optim, recipe.trainer
 
 
 def run_ours(base, manifest, work, steps, batch_size, distill: float = 0.0) -> list[float]:

@@ -83,9 +83,9 @@ def test_first_submission_uploads_pipeline_then_version_and_starts_a_run():
     assert client.uploaded["pipelineInfo"]["name"] == "nemotron-asr-finetune"  # the compiled YAML went up
     _, _, run = client.calls[-1]
     assert run["pipeline_id"] == "p-new" and run["version_id"] == "v-1" and run["experiment_id"] == "e-new"
-    assert run["params"] == {"target_langs": "ro-RO", "max_steps": 2000, "gpus": 4, "lr": 1.0,
+    # lr is a text parameter in the UI (empty = the recipe's), checked as a number before sending
+    assert run["params"] == {"target_langs": "ro-RO", "max_steps": 2000, "gpus": 4, "lr": "1",
                              "gpu_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}}
-    assert isinstance(run["params"]["lr"], float)
     assert res.run_url == "https://kfp.example.com/pipeline/#/runs/details/r-1"
     assert res.version_name in run["job_name"]
 
@@ -112,6 +112,8 @@ def test_later_submission_adds_a_version_to_the_existing_pipeline():
     ("max_steps=2.5", "expected an integer"),
     ("gpu_tolerations={a: 1}", "expected a list"),
     ("noequals", "expected NAME=VALUE"),
+    ("lr=fast", "lr: expected float"),
+    ("recipe=nemotron99", "recipe"),
 ])
 def test_bad_parameters_are_refused_before_anything_is_sent(item, why):
     with pytest.raises(ValueError, match=why):

@@ -31,6 +31,7 @@ def experiment(tmp_path_factory):
     from components.common.manifest import read_manifest
     from components.finetune_asr import core
     from components.finetune_asr.bootstrap import bootstrap_base_model
+    from components.finetune_asr.settings import FinetuneSettings
     from components.synthesize_corpus.core import synthesize_corpus
 
     root = tmp_path_factory.mktemp("forgetting")
@@ -53,13 +54,9 @@ def experiment(tmp_path_factory):
             base,
             man["train"],
             root / name,
-            [NEW],
-            replay_langs=replay,
-            replay_per_lang=150,
-            max_steps=60,
-            checkpoint_every=0,
+            FinetuneSettings(target_langs=NEW, replay_langs=",".join(replay), replay_per_lang=150, max_steps=60,
+                             checkpoint_every=0, seed=0),
             threads=2,
-            seed=0,
         )
         out[name] = losses(res.model_path)
     print("held-out RNNT loss per language:", out)

@@ -139,7 +139,8 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
     from serving.client import transcribe_offline, transcribe_streaming
     from serving.server import TritonServer
 
-    att = parse_att_context_size(world["args"]["att_context_size"])
+    att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune")["att_context_size"])
+    assert att == [56, 1]  # the tiny-demo recipe's deploy lookahead, resolved by the preflight
     local = AsrModel.load(str(repo / "asr_offline" / "1" / "model.nemo"))
     rows = test_rows[:2]
     audios = [sf.read(r["audio_filepath"], dtype="float32")[0] for r in rows]

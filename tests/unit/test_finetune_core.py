@@ -56,6 +56,23 @@ def _make_corpus(root: Path, per_lang: int = 8) -> Path:
     return root
 
 
+_RUNTIME = ("replay_manifest", "work_dir", "threads", "devices", "strategy", "base_model_uri", "val_manifest",
+            "val_max_per_lang", "tracker")
+
+
+def _ft(base, train, out, targets, **kw):
+    """core.finetune with keyword knobs (lists of languages allowed), like the tests used to call it."""
+    from components.finetune_asr.settings import FinetuneSettings
+
+    runtime = {k: kw.pop(k) for k in list(kw) if k in _RUNTIME}
+    kw.setdefault("replay_langs", [])
+    for k in ("replay_langs",):
+        if isinstance(kw[k], (list, tuple)):
+            kw[k] = ",".join(kw[k])
+    return core.finetune(base, train, out, FinetuneSettings(target_langs=",".join(targets), **kw), **runtime)
+
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return _make_corpus(tmp_path_factory.mktemp("corpus"))
@@ -100,19 +117,18 @@ def test_select_rows_errors_name_the_problem(corpus, tmp_path):
         core.select_rows(broken, [row["lang"]])
 
 
-def test_both_configs_give_train_optim_trainer_sections():
-    ds, optim, trainer = core.load_train_sections(core.NEMOTRON_CONFIG)
-    assert ds["use_lhotse"] and ds["manifest_filepath"] is None and trainer["max_steps"] is None
-    assert (
-        optim["sched"]["name"] == "NoamAnnealing"
-        and optim["lr"] == 0.1
-        and trainer["precision"] == "bf16-mixed"
-    )
-    assert trainer["limit_train_batches"] == 1.0 and trainer["strategy"] == "ddp"
-    ds, optim, trainer = core.load_train_sections(core.TINY_CONFIG)
-    assert isinstance(ds["prompt_dictionary"], dict) and trainer["accelerator"] == "cpu"
-    tuned = core.build_optim(optim, lr=2e-3, warmup_steps=20, scheduler=None)
-    assert tuned["lr"] == 2e-3 and tuned["sched"]["warmup_steps"] == 20 and optim["lr"] == 3e-3  # no aliasing
+def test_both_recipes_give_train_optim_trainer_sections():
+    from components.finetune_asr.settings import load_recipe
+
+    r = load_recipe("nemotron35")
+    assert r.train_ds["use_lhotse"] and r.train_ds["manifest_filepath"] is None and r.trainer["max_steps"] is None
+    assert r.optim["sched"]["name"] == "NoamAnnealing" and r.optim["lr"] == 0.1
+    assert r.trainer["precision"] == "bf16-mixed"
+    assert r.trainer["limit_train_batches"] == 1.0 and r.trainer["strategy"] == "ddp"
+    r = load_recipe("tiny-demo")
+    assert r.trainer["accelerator"] == "cpu" and r.optim["lr"] == 2e-3
+    tiny_model = load_recipe(str(core.TINY_CONFIG))  # the bootstrap's own sections (model YAML)
+    assert tiny_model.optim["lr"] == 3e-3 and tiny_model.deploy_att_context_size is None
 
 
 def test_tokenizer_is_cased_covers_all_scripts_and_refuses_overwrite(tmp_path):
@@ -189,7 +205,7 @@ def test_bootstrap_writes_model_and_sidecar_and_is_cached(base_model, corpus):
 def test_finetune_writes_restorable_model_with_matching_sidecar(base_model, corpus, tmp_path):
     from nemo.collections.asr.models import ASRModel
 
-    res = core.finetune(
+    res = _ft(
         base_model,
         corpus / "train.jsonl",
         tmp_path / "out",
@@ -227,17 +243,17 @@ def test_finetune_writes_restorable_model_with_matching_sidecar(base_model, corp
 @pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
 def test_resume_from_checkpoint_continues_the_step_count(base_model, corpus, tmp_path):
     kw = dict(replay_langs=[], max_steps=4, batch_size=8, checkpoint_every=2, threads=2)
-    first = core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
+    first = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert first.steps_done == 4 and first.resumed_from_step == 0
     assert (tmp_path / "out" / "work" / "checkpoints" / "last.ckpt").is_file()
-    second = core.finetune(
+    second = _ft(
         base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "max_steps": 6}
     )
     assert second.resumed_from_step == 4 and second.steps_done == 6
     assert [s for s, _ in second.train_loss_curve] == [5, 6]
     assert json.loads(Path(second.sidecar_path).read_text(encoding="utf-8"))["train_steps"] == 6
     with pytest.raises(RuntimeError, match="different fine-tune"):
-        core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "seed": 5})
+        _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "seed": 5})
 
 
 @pytest.mark.slow  # real NeMo training: ~15-30 s alone on 2 cores, minutes on a busy box
@@ -248,8 +264,8 @@ def test_sigterm_fails_loudly_and_leaves_a_resumable_checkpoint(base_model, corp
 
     original = core._callbacks
 
-    def killing_callbacks(label, max_steps, every=50):
-        rec = original(label, max_steps, every)
+    def killing_callbacks(label, max_steps, every=50, tracker=None):
+        rec = original(label, max_steps, every, tracker)
         on_end = rec.on_train_batch_end
 
         def on_train_batch_end(trainer, *args):
@@ -263,10 +279,10 @@ def test_sigterm_fails_loudly_and_leaves_a_resumable_checkpoint(base_model, corp
     kw = dict(replay_langs=[], max_steps=5, batch_size=8, checkpoint_every=100, threads=2)
     monkeypatch.setattr(core, "_callbacks", killing_callbacks)
     with pytest.raises(RuntimeError, match=r"SIGTERM at step 3/5.*resume"):
-        core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
+        _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert not (tmp_path / "out" / "model.nemo").exists()
     monkeypatch.setattr(core, "_callbacks", original)
-    res = core.finetune(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
+    res = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert res.resumed_from_step == 3 and res.steps_done == 5
 
 
@@ -288,7 +304,7 @@ def _state(path):
 )
 def test_freeze_policy_trains_only_what_it_says(base_model, corpus, tmp_path, policy, frozen, trained):
     before = _state(base_model)
-    res = core.finetune(
+    res = _ft(
         base_model,
         corpus / "train.jsonl",
         tmp_path / policy,
@@ -325,23 +341,28 @@ def test_replay_ratio_sets_the_share_of_replay_rows(corpus):
         core.select_rows(corpus / "train.jsonl", ["bg-BG"], replay_langs=["el-GR"], replay_ratio=1.0)
 
 
-def test_recipe_knobs_reach_the_nemo_config(base_model, corpus):
-    ds_base, optim_base, trainer = core.load_train_sections(core.NEMOTRON_CONFIG)
-    optim = core.build_optim(optim_base, None, None, "cosine")
-    assert optim["sched"]["name"] == "CosineAnnealing" and "d_model" not in optim["sched"]
-    assert core.build_optim(optim_base, None, None, "noam")["sched"]["name"] == "NoamAnnealing"
-    with pytest.raises(ValueError, match="scheduler"):
-        core.build_optim(optim_base, None, None, "linear")
+def test_recipe_knobs_reach_the_nemo_config(corpus):
     from omegaconf import OmegaConf
 
+    from components.finetune_asr.settings import FinetuneSettings, apply
+
+    optim = apply(FinetuneSettings(recipe="nemotron35", scheduler="cosine")).optim
+    assert optim["sched"]["name"] == "CosineAnnealing" and "d_model" not in optim["sched"]
+    assert apply(FinetuneSettings(recipe="nemotron35", scheduler="noam")).optim["sched"]["name"] == "NoamAnnealing"
+    with pytest.raises(ValueError, match="scheduler"):
+        FinetuneSettings(scheduler="linear")
     cfg = OmegaConf.create({"sample_rate": 16000, "model_defaults": {"prompt_dictionary": {"bg-BG": 30}}})
-    ds = core.build_train_ds(ds_base, corpus / "train.jsonl", cfg, 0, None, batch_duration=120)
-    assert ds["batch_duration"] == 120 and ds["batch_size"] is None
-    ds = core.build_train_ds(ds_base, corpus / "train.jsonl", cfg, 0, 16)
+    r = apply(FinetuneSettings(recipe="nemotron35", batch_duration=120))
+    ds = core.build_train_ds(r.train_ds, corpus / "train.jsonl", cfg, 0)
+    assert ds["batch_duration"] == 120 and ds["batch_size"] is None and ds["prompt_dictionary"] == {"bg-BG": 30}
+    ds = core.build_train_ds(apply(FinetuneSettings(recipe="nemotron35", batch_size=16)).train_ds,
+                             corpus / "train.jsonl", cfg, 0)
     assert ds["batch_size"] == 16 and "batch_duration" not in ds
-    assert core.parse_att_context_size("[56,1]") == [56, 1] and core.parse_att_context_size("") is None
+    from components.common.settings import parse_att_context_size
+
+    assert parse_att_context_size("[56,1]") == [56, 1] and parse_att_context_size("") is None
     with pytest.raises(ValueError, match="att_context_size"):
-        core.parse_att_context_size("[56]")
+        parse_att_context_size("[56]")
 
 
 @pytest.mark.slow  # a real fine-tune in a child process, killed with SIGKILL, then rerun
@@ -359,9 +380,10 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint_and_logs_one_run(
 
     out, work_root = tmp_path / "out", tmp_path / "work"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = "target_langs=bg-BG\nreplay_langs=\nmax_steps=60\nbatch_size=8\ncheckpoint_every=2"
     call = (
-        f"run_finetune_step({str(corpus)!r}, {str(base_model)!r}, {str(out)!r}, 'bg-BG', '', 0, 60, 2e-3, 8, 0, "
-        f"checkpoint_every=2, work_root={str(work_root)!r})"
+        f"run_finetune_step({str(corpus)!r}, {str(base_model)!r}, {str(out)!r}, {settings!r}, "
+        f"work_root={str(work_root)!r})"
     )
     script = f"from components.finetune_asr.core import run_finetune_step\n{call}\n"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "ASR_THREADS": "2", "OMP_NUM_THREADS": "2"}
@@ -387,9 +409,7 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint_and_logs_one_run(
     assert killed_at >= 6  # step=6.ckpt was complete when we killed: nothing before it is redone
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    res, run_id = core.run_finetune_step(
-        corpus, base_model, out, "bg-BG", "", 0, 60, 2e-3, 8, 0, checkpoint_every=2, work_root=str(work_root)
-    )
+    res, run_id = core.run_finetune_step(corpus, base_model, out, settings, work_root=str(work_root))
     assert res.resumed_from_step == killed_at and res.steps_done == 60
     assert res.train_loss_curve[0][0] == killed_at + 1  # the step counter continued
     assert not any(work_root.glob("finetune_asr/*/checkpoints"))  # cleaned up after success
@@ -428,10 +448,10 @@ def test_tokenizer_coverage_stops_the_run_or_maps_the_text(base_without_final_si
 
     kw = dict(max_steps=2, batch_size=8, checkpoint_every=0, threads=2)
     with pytest.raises(CoverageError, match=r"el-GR[\s\S]*ς|ς[\s\S]*el-GR"):
-        core.finetune(base_without_final_sigma, corpus / "train.jsonl", tmp_path / "a", ["el-GR"], **kw)
+        _ft(base_without_final_sigma, corpus / "train.jsonl", tmp_path / "a", ["el-GR"], **kw)
     assert not (tmp_path / "a" / "model.nemo").exists()  # stopped before training
 
-    res = core.finetune(
+    res = _ft(
         base_without_final_sigma,
         corpus / "train.jsonl",
         tmp_path / "b",
@@ -451,36 +471,51 @@ def test_tokenizer_coverage_stops_the_run_or_maps_the_text(base_without_final_si
     assert asr._restore("el φωσ", "es-ES") == "el φωσ"  # only for the languages the map covers
 
 
-def test_mlflow_run_has_params_config_curves_val_wer_model_and_sidecar(tmp_path, monkeypatch):
+@pytest.mark.slow  # real NeMo: a 4-step fine-tune logged to MLflow on sqlite
+def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(base_model, corpus, tmp_path, monkeypatch):
+    """On a cluster only the step parameter carries the tracking URI: the fine-tune must log without the env
+    variable, and a user must see loss/lr/KD in the MLflow UI while the run trains, not after it."""
     import mlflow
 
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    (tmp_path / "model.nemo").write_bytes(b"not really a model")
-    (tmp_path / "model.json").write_text('{"sha256": "x"}', encoding="utf-8")
-    res = core.FinetuneResult(
-        model_path=str(tmp_path / "model.nemo"),
-        sidecar_path=str(tmp_path / "model.json"),
-        steps_done=3,
-        train_loss_curve=[(1, 9.0), (2, 8.0), (3, float("nan"))],
-        seconds=1.5,
-        lr_curve=[(1, 1e-4), (2, 2e-4), (3, 3e-4)],
-        val_wer={"bg-BG": 0.5},
-        resolved_config={"optim": {"name": "adamw", "lr": 0.002}},
-        replay_kd_curve=[(1, 0.0), (2, 0.25), (3, 0.5)],
+    from components.finetune_asr import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking, "EVERY_STEPS", 1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen: dict = {}
+    original = core._callbacks
+
+    def spying_callbacks(label, max_steps, every=50, tracker=None):
+        rec = original(label, max_steps, every, tracker)
+        on_end = rec.on_train_batch_end
+
+        def on_train_batch_end(trainer, *args):
+            on_end(trainer, *args)
+            if trainer.global_step == 3:  # mid-run: what a user watching the MLflow UI sees
+                client = mlflow.MlflowClient(uri)
+                seen["status"] = client.get_run(tracker.run_id).info.status
+                seen["loss_steps"] = [m.step for m in client.get_metric_history(tracker.run_id, "train_loss")]
+
+        rec.on_train_batch_end = on_train_batch_end
+        return rec
+
+    monkeypatch.setattr(core, "_callbacks", spying_callbacks)
+    settings = "target_langs=bg-BG\nreplay_langs=el-GR\nreplay_per_lang=4\nmax_steps=4\nbatch_size=8\ncheckpoint_every=0"
+    res, run_id = core.run_finetune_step(
+        corpus, base_model, tmp_path / "out", settings, mlflow_tracking_uri=uri,
+        work_root=str(tmp_path / "work"), pipeline_run_id="kfp-run-42", threads=2,
     )
-    run_id = core.log_to_mlflow(res, {"max_steps": 3, "target_langs": "bg-BG"}, pipeline_run_id="kfp-run-42")
-    client = mlflow.MlflowClient(tracking)
+    assert seen == {"status": "RUNNING", "loss_steps": [1, 2, 3]}
+    client = mlflow.MlflowClient(uri)
     run = client.get_run(run_id)
-    assert run.data.tags["pipeline_run_id"] == "kfp-run-42" and run.data.params["max_steps"] == "3"
-    assert run.data.metrics["val_wer_bg-BG"] == 0.5 and run.data.metrics["steps"] == 3
-    assert [m.value for m in client.get_metric_history(run_id, "lr")] == [1e-4, 2e-4, 3e-4]
-    assert [m.value for m in client.get_metric_history(run_id, "train_replay_kd")] == [0.0, 0.25, 0.5]
-    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]  # NaN dropped
-    arts = {a.path for a in client.list_artifacts(run_id)} | {
-        a.path for a in client.list_artifacts(run_id, "model")
-    }
+    assert run.info.status == "FINISHED" and run.data.tags["pipeline_run_id"] == "kfp-run-42"
+    assert run.data.params["recipe"] == "tiny-demo" and run.data.params["max_steps"] == "4"
+    assert '"max_steps": 4' in run.data.params["overrides"] and run.data.metrics["steps"] == 4
+    assert [m.step for m in client.get_metric_history(run_id, "lr")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run_id, "train_replay_kd")] == [1, 2, 3, 4]
+    arts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
     assert {"resolved_config.yaml", "model/model.nemo", "model/model.json"} <= arts
+    assert res.steps_done == 4
 
 
 @pytest.mark.slow
@@ -524,3 +559,20 @@ def test_replay_kd_counts_only_replay_rows_and_trains_only_the_student(base_mode
     kd.backward()
     assert student.joint.joint_net[-1].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.slow  # real NeMo: a 3-step fine-tune with the teacher
+def test_replay_rows_are_distilled_under_unified_prompt_mode(base_model, corpus, tmp_path):
+    """Nemotron's recipe gives half the rows the `auto` prompt (unified mode). Replay rows must still be found
+    by their language, not by their prompt: here every prompt is `auto`, and the replay rows are distilled."""
+    import yaml
+
+    from components.finetune_asr.settings import RECIPES
+
+    recipe = yaml.safe_load(RECIPES["tiny-demo"].read_text())
+    recipe["model"]["train_ds"].update(default_prompt_mode="unified", unified_auto_ratio=1.0)
+    (tmp_path / "all_auto.yaml").write_text(yaml.safe_dump(recipe))
+    res = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], recipe=str(tmp_path / "all_auto.yaml"),
+              replay_langs=["el-GR"], replay_per_lang=8, max_steps=3, batch_size=16, checkpoint_every=0, threads=2)
+    assert res.replay_rows_distilled == 3 * 8  # every batch holds the 8 el rows (16 rows, batch 16)
+    assert res.resolved_config["train_ds"]["default_prompt_mode"] == "unified"

@@ -98,8 +98,8 @@ def run_ours(base, manifest, work, steps, batch_size, distill: float = 0.0) -> l
     timer = _step_timer()
     original = core._callbacks
 
-    def with_timer(label, max_steps, every=50):  # the loop under test, plus a stopwatch
-        rec = original(label, max_steps, every)
+    def with_timer(label, max_steps, every=50, tracker=None):  # the loop under test, plus a stopwatch
+        rec = original(label, max_steps, every, tracker)
         on_start, on_end = timer.on_train_batch_start, rec.on_train_batch_end
 
         def on_train_batch_start(trainer, pl_module, batch, batch_idx):

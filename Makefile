@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv demo test test-fast compile submit images serve serve-stop bench bench-serve lint clean
+.PHONY: help venv demo rehearse test test-fast compile submit images serve serve-stop bench bench-serve lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ venv: $(STAMP)  ## create .venv and install everything (pinned; CPU torch)
 
 demo: $(STAMP)  ## the whole pipeline end to end on this machine, including serving
 	$(PY) -m pipelines demo
+
+rehearse: $(STAMP)  ## the whole pipeline at Nemotron 3.5's real size (600 M shape, recipe nemotron35), ~25 min
+	$(PY) -m pipelines rehearse
 
 test: $(STAMP)  ## unit + component (kfp.local) + e2e tests (real NeMo, MLflow, DVC, tritonserver)
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""`python -m pipelines compile|run-local|submit|demo`: the pipeline's command surface."""
+"""`python -m pipelines compile|run-local|submit|demo|rehearse`: the pipeline's command surface."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     s.add_argument("--existing-token", default=None, help="bearer token (default: kfp.Client's discovery)")
     s.add_argument("--dry-run", action="store_true", help="compile and print what would be sent; send nothing")
+    sub.add_parser("rehearse", help="the whole pipeline at Nemotron 3.5's size, recipe nemotron35 (make rehearse)")
     d = sub.add_parser("demo", help="the whole system end to end (make demo)")
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args(argv)
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                      args.existing_token)
         print(f"pipeline {args.pipeline_name} ({res.pipeline_id}) version {res.version_name}")
         print(f"run {res.run_id}: {res.run_url}")
+    elif args.cmd == "rehearse":
+        from pipelines.rehearse import main as rehearse
+
+        return rehearse()
     elif args.cmd == "demo":
         from pipelines.demo import main as demo
 

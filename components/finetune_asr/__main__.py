@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--config", default=None, help="model YAML (default: conf/tiny_prompt_rnnt.yaml)")
     b.add_argument("--threads", type=int, default=None)
 
+    n = sub.add_parser("nemotron-shape", help="build (or reuse) the Nemotron-shaped 600 M base: real shape, random weights")
+    n.add_argument("--text", action="append", required=True,
+                   help="manifest (.jsonl) or metadata.csv whose `text` the 13,087-piece tokenizer must spell")
+    n.add_argument("--out", default=".cache/nemotron_shape", help="cache directory (OUT/<key>/model.nemo)")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--calibrate-audio", default=None, help="a clip on which the blank bias is calibrated to emit")
+
     f = sub.add_parser("finetune", help="fine-tune a .nemo per a recipe (+ the flags that override it)")
     f.add_argument("--base", required=True, help="base model: local .nemo or models:/name@alias")
     f.add_argument("--train", required=True, help="train manifest (JSON lines)")
@@ -70,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             args.vocab_size,
             threads=args.threads,
         )
+        print(json.dumps({"model_path": path, "sidecar_path": str(Path(path).with_name("model.json"))}))
+        return 0
+
+    if args.cmd == "nemotron-shape":
+        from components.finetune_asr.nemotron_shape import build_nemotron_shaped, read_texts
+
+        path = build_nemotron_shaped(read_texts(args.text), args.out, args.seed, args.calibrate_audio)
         print(json.dumps({"model_path": path, "sidecar_path": str(Path(path).with_name("model.json"))}))
         return 0
 

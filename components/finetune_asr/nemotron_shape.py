@@ -72,6 +72,22 @@ def build_tokenizer_of_size(texts: Iterable[str], out_dir: str | os.PathLike, si
     return out_dir
 
 
+def read_texts(sources: Sequence[str | os.PathLike]) -> list[str]:
+    """The `text` column of metadata.csv files and/or the `text` field of JSON-lines manifests."""
+    import csv
+    import json
+
+    texts: list[str] = []
+    for src in sources:
+        path = Path(src)
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                texts += [row["text"] for row in csv.DictReader(f)]
+        else:
+            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts
+
+
 def parameter_breakdown(model) -> dict[str, int]:
     """Parameters per top-level module (encoder, prompt_kernel, decoder, joint, ...) and the total."""
     out: dict[str, int] = {}
@@ -89,8 +105,38 @@ def format_breakdown(counts: dict[str, int]) -> str:
     return "\n".join([*rows, f"  {'total':16s} {total / 1e6:9.2f} M  ({total / RELEASED_PARAMS:.0%} of 600 M)"])
 
 
-def cache_key(texts: Sequence[str], seed: int) -> str:
+def calibrate_blank_bias(model, audio, prompt: str = "auto", lo_rate: float = 0.3, hi_rate: float = 1.5) -> float:
+    """Shift the joint's blank logit until greedy decoding emits `lo_rate`-`hi_rate` tokens per encoder frame on
+    `audio`. A randomly initialised RNNT emits only blanks or a token at every step; either makes "served text
+    == in-process text" trivially true. Returns the bias shift."""
+    import torch
+
+    x = torch.as_tensor(audio, dtype=torch.float32)[None]
+    bias = model.joint.joint_net[-1].bias
+    base = float(bias[-1])
+    prompt_id = int(model.cfg.model_defaults.prompt_dictionary[prompt])
+    model.eval()
+    with torch.inference_mode():
+        enc, enc_len = model.forward(input_signal=x, input_signal_length=torch.tensor([x.shape[1]]),
+                                     prompt_indices=torch.tensor([prompt_id]))
+    lo, hi = -40.0, 40.0
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        with torch.no_grad():
+            bias[-1] = base + mid
+        with torch.inference_mode():
+            hyp = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)[0]
+        rate = len(hyp.y_sequence) / max(1, int(enc_len[0]))
+        if lo_rate <= rate <= hi_rate:
+            return mid
+        lo, hi = (mid, hi) if rate > hi_rate else (lo, mid)
+    raise RuntimeError("nemotron shape: could not calibrate the blank bias (no bias gives a usable token rate)")
+
+
+def cache_key(texts: Sequence[str], seed: int, calibrate_audio: str | os.PathLike | None = None) -> str:
     h = hashlib.sha256()
+    if calibrate_audio:
+        h.update(Path(calibrate_audio).read_bytes())
     h.update(SHAPE_CONFIG.read_bytes())
     h.update(BUILDER_VERSION.encode())
     h.update(str(seed).encode())
@@ -118,10 +164,13 @@ def build_model(tokenizer_dir: str | os.PathLike, seed: int = 0):
     return model
 
 
-def build_nemotron_shaped(texts: Sequence[str], cache_dir: str | os.PathLike, seed: int = 0) -> str:
-    """<cache_dir>/<key>/model.nemo (+ model.json): built once per (shape, text, seed), then reused."""
+def build_nemotron_shaped(
+    texts: Sequence[str], cache_dir: str | os.PathLike, seed: int = 0, calibrate_audio: str | os.PathLike | None = None
+) -> str:
+    """<cache_dir>/<key>/model.nemo (+ model.json): built once per (shape, text, seed, calibration clip), then
+    reused. With `calibrate_audio`, the blank bias is calibrated on it (calibrate_blank_bias)."""
     texts = list(texts)
-    key = cache_key(texts, seed)
+    key = cache_key(texts, seed, calibrate_audio)
     final = Path(cache_dir) / key
     model_path = final / "model.nemo"
     if model_path.is_file() and (final / "model.json").is_file():
@@ -135,6 +184,11 @@ def build_nemotron_shaped(texts: Sequence[str], cache_dir: str | os.PathLike, se
         tok = build_tokenizer_of_size(texts, work / "tokenizer")
         model = build_model(tok, seed)
         counts = parameter_breakdown(model)
+        shift = None
+        if calibrate_audio:
+            from components.common.audio import load_audio
+
+            shift = calibrate_blank_bias(model, load_audio(str(calibrate_audio)))
         print(f"[nemotron-shape] {type(model).__name__}, {model.tokenizer.vocab_size} pieces, "
               f"{model.encoder.att_context_size_all} lookaheads, built in {time.monotonic() - t0:.0f} s:\n"
               + format_breakdown(counts), file=sys.stderr, flush=True)
@@ -143,7 +197,7 @@ def build_nemotron_shaped(texts: Sequence[str], cache_dir: str | os.PathLike, se
         core.save_model_atomic(model, stage / "model.nemo")
         core.write_sidecar(stage / "model.nemo", core.model_card(
             model, base_model_uri=None, base_model_sha256=None, languages=[], role="nemotron-shaped rehearsal base",
-            parameters=counts, shape_config=SHAPE_CONFIG.name, cache_key=key,
+            parameters=counts, shape_config=SHAPE_CONFIG.name, cache_key=key, blank_bias_shift=shift,
         ))
         print(f"[nemotron-shape] saved {(stage / 'model.nemo').stat().st_size / 1e9:.2f} GB in "
               f"{time.monotonic() - t1:.0f} s", file=sys.stderr, flush=True)

@@ -113,7 +113,7 @@ def calibrate_blank_bias(model, audio, prompt: str = "auto", lo_rate: float = 0.
 
     x = torch.as_tensor(audio, dtype=torch.float32)[None]
     bias = model.joint.joint_net[-1].bias
-    base = float(bias[-1])
+    base = float(bias[-1].detach())
     prompt_id = int(model.cfg.model_defaults.prompt_dictionary[prompt])
     model.eval()
     with torch.inference_mode():
@@ -155,12 +155,14 @@ def build_model(tokenizer_dir: str | os.PathLike, seed: int = 0):
     cfg = OmegaConf.load(SHAPE_CONFIG)
     with open_dict(cfg):
         cfg.model.tokenizer.dir = str(tokenizer_dir)
-        sections = {k: cfg.model.pop(k) for k in ("train_ds", "validation_ds")}  # no data: no loaders
+        # no data, so no loaders: built without the dataset sections, which the saved config keeps (resolved)
+        sections = {k: OmegaConf.to_container(cfg.model[k], resolve=True) for k in ("train_ds", "validation_ds")}
+        for k in sections:
+            cfg.model.pop(k)
     model = EncDecRNNTBPEModelWithPrompt(cfg=cfg.model)
-    with open_dict(model.cfg):  # kept in the saved config, as in the released checkpoint
+    with open_dict(model.cfg):
         for k, v in sections.items():
-            v.manifest_filepath = None
-            model.cfg[k] = v
+            model.cfg[k] = OmegaConf.create({**v, "manifest_filepath": None})
     return model
 
 

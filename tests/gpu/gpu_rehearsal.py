@@ -86,7 +86,7 @@ def train_steps(model, tok, device: str, steps: int, batch: int, seconds: float)
     replay_ids = torch.tensor([21])
     times, peak = [], 0.0
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    for step in range(steps):
+    for _ in range(steps):
         _sync(torch)
         t0 = time.monotonic()
         att = _pick_att_context(model.encoder)

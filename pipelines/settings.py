@@ -127,7 +127,10 @@ def _kfp_type(k: Knob) -> type:
 
 
 def kfp_value(k: Knob, value: Any) -> Any:
-    return "" if value is None else value
+    """The value as its pipeline parameter takes it: an optional knob is text ('' = the recipe's)."""
+    if not k.optional:
+        return value
+    return "" if value is None else str(value)
 
 
 def pipeline_from_records(name: str, description: str):

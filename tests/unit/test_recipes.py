@@ -47,6 +47,20 @@ def test_an_explicit_knob_overrides_the_recipe_and_is_recorded():
     assert "lr" in s.overrides() and "batch_size" not in s.overrides()
 
 
+def test_pipeline_arguments_have_the_pipeline_parameters_types():
+    import inspect
+
+    from pipelines.asr_pipeline import asr_finetune_pipeline
+
+    args = pipeline_arguments(load_params(overrides=["finetune_asr.lr=0.05", "finetune_asr.batch_duration=10"]),
+                              "base.nemo")
+    sig = inspect.signature(asr_finetune_pipeline.pipeline_func)
+    assert set(args) == set(sig.parameters)
+    for name, p in sig.parameters.items():
+        assert isinstance(args[name], p.annotation), (name, args[name], p.annotation)
+    assert args["lr"] == "0.05" and args["batch_duration"] == "10.0" and args["scheduler"] == ""
+
+
 def test_empty_set_value_means_empty_not_none():
     s = _finetune_settings(["finetune_asr.replay_langs="])
     assert s.replay_langs == "" and s.replays == []

@@ -110,6 +110,12 @@ class RssSampler:
             return ""
         return cmd[cmd.index("--function_to_execute") + 1] if "--function_to_execute" in cmd else ""
 
+    def _descendants(self, proc) -> list:
+        try:
+            return proc.children(recursive=True)
+        except (self.psutil.Error, OSError):
+            return []
+
     def _rss(self, proc) -> float:
         try:
             return proc.memory_info().rss
@@ -123,11 +129,15 @@ class RssSampler:
             children = self.me.children(recursive=True)
             total = self._rss(self.me) + sum(self._rss(c) for c in children)
             self.total_peak = max(self.total_peak, total)
+            members: dict[str, dict[int, object]] = {}  # task -> its processes (kfp's sh wrapper and python)
             for child in children:
                 task = self._task_of(child)
                 if task:
-                    usage[task] = usage.get(task, 0.0) + self._rss(child) + sum(
-                        self._rss(c) for c in child.children(recursive=True))
+                    tree = members.setdefault(task, {})
+                    for proc in [child, *self._descendants(child)]:
+                        tree[proc.pid] = proc
+            for task, procs in members.items():
+                usage[task] = sum(self._rss(p) for p in procs.values())
             if self.phase and not usage:
                 usage[self.phase] = total
             for name, rss in usage.items():
@@ -204,6 +214,7 @@ def pipeline(rep: Rehearsal, data: Path, md5: str, base: str, sampler: RssSample
     return run_dir
 
 
+LINEAGE = ("data_md5", "git_commit", "base_model_uri", "base_model_sha256", "checkpoint_sha256", "pipeline_run_id")
 PIPELINE_TASKS = ("fingerprint_data", "validate_data", "build_manifest", "preflight_finetune", "finetune_asr",
                   "evaluate_wer", "register_model", "release_gate", "promote_model", "export_triton")
 
@@ -214,7 +225,8 @@ def check_lineage(rep: Rehearsal, run_dir: Path) -> None:
 
     version = Registry(get_client()).by_alias(MODEL_NAME, CHAMPION)
     tags = dict(version.tags) if version else {}
-    unknown = sorted(k for k, v in tags.items() if str(v).strip().lower() in ("unknown", "", "none"))
+    unknown = sorted({k for k, v in tags.items() if str(v).strip().lower() == "unknown"}
+                     | {k for k in LINEAGE if not str(tags.get(k, "")).strip()})
     rep.checks["registered and promoted to champion"] = version is not None
     rep.checks["lineage holds no 'unknown' or empty tag"] = bool(tags) and not unknown
     if unknown:

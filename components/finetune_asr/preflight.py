@@ -220,7 +220,7 @@ def run_preflight(
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False) + "\n")
     text = "\n".join(rep.lines())
-    log.info("preflight (%.1f s):\n%s", rep.seconds, text)
+    log.debug("preflight (%.1f s):\n%s", rep.seconds, text)
     if not rep.passed:
         failed = "; ".join(f"{c.name}: {c.detail}" for c in rep.checks if not c.ok)
         raise PreflightError(failed)

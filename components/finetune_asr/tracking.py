@@ -112,6 +112,7 @@ class FinetuneTracker:
             "steps": result.steps_done,
             "train_seconds": result.seconds,
             "resumed_from_step": result.resumed_from_step,
+            "replay_rows_distilled": result.replay_rows_distilled,
             **{f"val_wer_{lang}": wer for lang, wer in result.val_wer.items()},
         }
         for name, value in final.items():

@@ -65,7 +65,7 @@ def reg(tracking_uri):  # noqa: F811 (the fixture imported above)
 
 def _candidate(tmp_path, reg, tag: str, passed: bool, run: str = "") -> str:
     d = _model_dir(tmp_path, tag, f"weights-{tag}".encode())
-    ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed)
+    ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed, d)
     r = register_candidate(
         d,
         ev,

@@ -44,9 +44,12 @@ def release_gate(evaluation: Input[Artifact]) -> bool:
     import json
     import os
 
+    from registry.gate_record import strict_bool
+
     with open(os.path.join(evaluation.path, "evaluation.json")) as f:
         decision = json.load(f)["decision"]
+    passed = strict_bool(decision.get("passed"), "evaluation.json: decision.passed")  # "false" is not a pass
     for rule in decision.get("rules", []):
         print(f"[{'pass' if rule.get('passed') else 'FAIL'}] {rule.get('rule')}: {rule.get('reason', '')}")
-    print(f"gate {'PASSED' if decision['passed'] else 'FAILED'}")
-    return bool(decision["passed"])
+    print(f"gate {'PASSED' if passed else 'FAILED'}")
+    return passed

@@ -107,7 +107,7 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     r2 = register_candidate(bad, ev_bad, "asr", tracking_uri=tracking_uri)
     assert not r2.gate_passed
     assert reg.by_alias("asr", CHALLENGER).version == r2.version  # challenger = latest evaluated
-    with pytest.raises(PermissionError, match="gate failed"):
+    with pytest.raises(PermissionError, match="gate FAILED"):
         reg.promote("asr", r2.version)
     assert reg.by_alias("asr", CHAMPION).version == r1.version  # a failed gate leaves champion where it was
 
@@ -156,4 +156,4 @@ def test_cli_register_list_promote_refusal(tmp_path, tracking_uri, capsys):
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1"]) == 2
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force"]) == 2
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force", "--reason", "ok"]) == 0
-    assert "no gate decision" in capsys.readouterr().err
+    assert "no gate record" in capsys.readouterr().err

@@ -89,6 +89,8 @@ def asr_finetune_pipeline(
     test_ratio: float = 0.1,
     att_context_size: str = "[56,1]",
     gate_policy: str = "",
+    gate_floor_override_reason: str = "",
+    offline_att_context_size: str = "",
     model_name: str = "nemotron-asr-finetuned",
     triton_repo: str = "/mnt/models/triton_repo",
     mlflow_tracking_uri: str = "",
@@ -137,6 +139,8 @@ def asr_finetune_pipeline(
         test_ratio: Test share of speakers when metadata declares no split.
         att_context_size: Deployed streaming latency [left,right] evaluated and served; [56,3] = 320 ms on Nemotron.
         gate_policy: Gate policy YAML path; empty = the shipped default_gate.yaml.
+        gate_floor_override_reason: Audited reason to run a gate policy below policy/floor.yaml; empty = refuse it.
+        offline_att_context_size: Lookahead of offline evaluation and asr_offline; empty = the model's largest.
         model_name: Registered model name in MLflow (Triton serves its champion).
         triton_repo: Triton model repository folder written by the export step.
         mlflow_tracking_uri: MLflow server, e.g. http://mlflow.asr-prod.svc.cluster.local:5000.
@@ -179,7 +183,9 @@ def asr_finetune_pipeline(
                              candidate=tuned.outputs["model"], target_langs=target_langs,
                              replay_langs=replay_langs, att_context_size=att_context_size,
                              gate_policy=gate_policy, mlflow_tracking_uri=mlflow_tracking_uri,
-                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=model_name,
+                             offline_att_context_size=offline_att_context_size,
+                             floor_override_reason=gate_floor_override_reason)
     evaluated.set_display_name("Evaluate WER: base vs candidate").set_caching_options(False)
     _gpu_step(evaluated, 1, gpu_resource, gpu_node_selector, gpu_tolerations, "32G")
 
@@ -203,7 +209,8 @@ def asr_finetune_pipeline(
                                  pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=triton_repo, alias="champion",
-                                 att_context_size=att_context_size, mlflow_tracking_uri=mlflow_tracking_uri)
+                                 att_context_size=att_context_size, mlflow_tracking_uri=mlflow_tracking_uri,
+                                 offline_att_context_size=offline_att_context_size)
         _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted), data_pvc)
         for task in (promoted, exported):
             _credentials(task, credentials_secret)

@@ -53,6 +53,8 @@ def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", gi
         "test_ratio": float(p["build_manifest"]["test_ratio"]),
         "att_context_size": str(p["evaluate_wer"]["att_context_size"]),
         "gate_policy": str(p["evaluate_wer"].get("gate_policy") or ""),
+        "gate_floor_override_reason": str(p["evaluate_wer"].get("gate_floor_override_reason") or ""),
+        "offline_att_context_size": str(p["evaluate_wer"].get("offline_att_context_size") or ""),
         "model_name": p["register_model"]["model_name"],
         "triton_repo": str(REPO_ROOT / p["export_triton"]["triton_repo"]),
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),

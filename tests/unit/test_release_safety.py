@@ -235,7 +235,7 @@ def test_offline_lookahead_is_the_largest_supported():
 
     assert offline_att_context_size([[56, 0], [56, 1], [56, 6], [56, 13]]) == [56, 13]
     assert offline_att_context_size([[70, 13], [56, 13], [56, 3]]) == [70, 13]
-    assert offline_att_context_size([[56, 3]], "[56,0]") == [56, 0]  # an explicit parameter wins
+    assert offline_att_context_size([[56, 0], [56, 3]], "[56,0]") == [56, 0]  # an explicit parameter wins
     with pytest.raises(ValueError, match="not supported"):
         offline_att_context_size([[56, 3]], "[56,9]")
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry import history
+from registry.gate_record import GateRecordError
 from registry.history import Entry
 from registry.mlflow_adapter import Registry, default_actor, utc_now
-from registry.gate_record import GateRecordError
 from registry.policy import CHAMPION
 
 

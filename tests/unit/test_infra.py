@@ -307,10 +307,15 @@ def test_check_cli_passes_on_the_shipped_overlays():
 
 # ------------------------------------------------------------------------------- the sidecar, on real MLflow
 def _register(reg, tmp_path, payload: bytes, tag: str):
+    """A candidate registered as the pipeline does: with a passing gate record bound to its checkpoint."""
+    from components.register_model.core import register_candidate
+    from tests.unit.test_registry import _evaluation
+
     d = tmp_path / f"model-{tag}"
     d.mkdir()
     (d / "model.nemo").write_bytes(payload)  # export never opens the checkpoint: bytes are enough here
-    return reg.register("asr", d, tags={"gate.passed": "true", "params.att_context_size": "[56,1]"})
+    ev, _ = _evaluation(tmp_path, f"ev-{tag}", True, d)
+    return reg.get("asr", register_candidate(d, ev, "asr", tracking_uri=reg.client.tracking_uri).version)
 
 
 @pytest.mark.slow  # ~20 s on a loaded 2-core box: MLflow creates its sqlite schema

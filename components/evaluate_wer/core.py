@@ -282,24 +282,19 @@ def evaluate(
     ci_mode, ci_metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
     err_field, den_field = {"wer_norm": ("errors", "n_ref_words"), "wer_raw": ("raw_errors", "raw_ref_words"),
                             "cer": ("char_errors", "n_ref_chars")}[ci_metric]
-    delta_ci: dict = {}
-    for lg in langs:
-        ix = [i for i, x in enumerate(utt_langs) if x == lg]
-        b = per_utt["base"][ci_mode]
-        c = per_utt["candidate"][ci_mode]
-        ci = paired_bootstrap([getattr(b[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
-                              [getattr(b[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
-        delta_ci[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
-    champion_delta_ci: dict | None = None  # candidate - champion, same utterances, same resampling
-    if "champion" in models:
-        champion_delta_ci = {}
+    def deltas(ref: str) -> dict:
+        """Per language: paired-bootstrap CI of candidate - `ref` on the same utterances and resampling."""
+        out = {}
         for lg in langs:
             ix = [i for i, x in enumerate(utt_langs) if x == lg]
-            h = per_utt["champion"][ci_mode]
-            c = per_utt["candidate"][ci_mode]
-            ci = paired_bootstrap([getattr(h[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
-                                  [getattr(h[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
-            champion_delta_ci[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
+            r, c = per_utt[ref][ci_mode], per_utt["candidate"][ci_mode]
+            ci = paired_bootstrap([getattr(r[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
+                                  [getattr(r[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
+            out[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
+        return out
+
+    delta_ci = deltas("base")
+    champion_delta_ci = deltas("champion") if "champion" in models else None
 
     summary = {
         "base_model": str(base_model),

@@ -419,7 +419,11 @@ def run_step(
         champion = None
         if champion_model_uri.strip():
             try:
-                champion = resolve_model(champion_model_uri.strip(), os.path.join(tmp, "champion"))
+                from registry.mlflow_adapter import get_client, resolve_model_uri
+
+                uri = mlflow_tracking_uri.strip()
+                client = get_client(uri if uri and uri.lower() not in ("off", "none", "false", "0") else None)
+                champion = resolve_model_uri(champion_model_uri.strip(), os.path.join(tmp, "champion"), client)
             except LookupError:  # first run: no champion yet, the gate compares with the base
                 logging.getLogger(__name__).info("%s: not set; no champion to compare with", champion_model_uri)
         result = evaluate(

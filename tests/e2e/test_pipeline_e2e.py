@@ -183,6 +183,8 @@ def test_failed_gate_moves_nothing(world, monkeypatch):
     if champion_before is not None:  # order-independent: the first test may or may not have run
         assert reg.by_alias(MODEL, CHAMPION).version == champion_before.version
         assert challenger.version != champion_before.version
+        assert ev["champion_sha256"] == champion_before.tags["checkpoint_sha256"]  # scored against the champion
+        assert set(ev["champion_delta_ci"]) == {"bg-BG", "el-GR", "es-ES"}
     else:
         assert reg.by_alias(MODEL, CHAMPION) is None
     assert not (root / "triton_repo" / "asr_offline" / "2").exists()

@@ -479,6 +479,7 @@ class Registry:
         """Versions, aliases, key tags and the champion history: what `make demo` and `list` print."""
         keys = (
             "gate.passed",
+            gr.RECORD_TAG,
             "data_md5",
             "base_model_uri",
             "checkpoint_sha256",

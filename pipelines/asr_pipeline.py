@@ -107,7 +107,9 @@ def asr_finetune_pipeline(S):
                              candidate=tuned.outputs["model"], target_langs=S.finetune_asr.target_langs,
                              replay_langs=S.finetune_asr.replay_langs, att_context_size=att_context_size,
                              gate_policy=e.gate_policy, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=S.register_model.model_name,
+                             offline_att_context_size=e.offline_att_context_size,
+                             floor_override_reason=e.gate_floor_override_reason)
     evaluated.set_display_name("Evaluate WER: base vs candidate").set_caching_options(False)
     _gpu_step(evaluated, 1, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, "32G")
 
@@ -132,7 +134,8 @@ def asr_finetune_pipeline(S):
                                  pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=S.export_triton.triton_repo, alias="champion",
-                                 att_context_size=att_context_size, mlflow_tracking_uri=run.mlflow_tracking_uri)
+                                 att_context_size=att_context_size, mlflow_tracking_uri=run.mlflow_tracking_uri,
+                                 offline_att_context_size=e.offline_att_context_size)
         _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted),
                  cl.data_pvc)
         for task in (promoted, exported):

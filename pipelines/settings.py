@@ -61,6 +61,12 @@ class EvaluateSettings:
         None, "Deployed streaming latency [left,right], evaluated and served; empty = the recipe's ([56,3] on Nemotron)"
     )
     gate_policy: str = knob("", "Gate policy YAML path; empty = the shipped default_gate.yaml")
+    gate_floor_override_reason: str = knob(
+        "", "Audited reason to run a gate policy below policy/floor.yaml; empty = refuse it"
+    )
+    offline_att_context_size: str | None = knob(
+        None, "Lookahead of offline evaluation and asr_offline; empty = the model's largest (most accurate)"
+    )
 
 
 @dataclass

@@ -2,9 +2,12 @@
 
 list                               versions, aliases, key tags, champion history
 show VERSION [--card]              every tag of one version (or its model card)
-register NEMO [--alias base]       register a .nemo (e.g. the real Nemotron 3.5 base) under an alias
-promote VERSION [--force --reason] move `champion`; refused without a passing gate unless forced with a reason
-rollback --reason TEXT [--to V]    move `champion` back to the previous champion and re-export it to Triton
+register NEMO [--alias base]       register a .nemo (e.g. the real Nemotron 3.5 base) under an alias (never
+                                   `champion`: that alias moves only through promote/rollback)
+promote VERSION [--force --reason] move `champion`; refused without a passing gate record unless forced with a
+                                   reason (the audited override: an override record is written)
+rollback --reason TEXT [--to V]    move `champion` back to the previous champion and re-export it to Triton;
+         [--force]                 the target's gate record (or override record) is verified again
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "register", help="register a .nemo (e.g. the real Nemotron 3.5 base) under an alias"
     )
     register.add_argument("nemo", help="path to a .nemo file (model.json beside it is registered too)")
-    register.add_argument("--alias", default="base")
+    register.add_argument("--alias", default="base", help="any alias but `champion` (default: %(default)s)")
     promote = sub.add_parser("promote", help="move `champion` to a version whose gate passed")
     promote.add_argument("version")
     promote.add_argument(
@@ -54,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         "--triton-repo", default="triton_repo", help="Triton model repository (default: %(default)s)"
     )
     rollback.add_argument("--no-export", action="store_true", help="move the alias only; do not touch Triton")
+    rollback.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back to a version without valid gate/override evidence (audited with --reason)",
+    )
     rollback.add_argument(
         "--att-context-size",
         default=None,
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_id=args.run_id,
                 triton_repo=None if args.no_export else args.triton_repo,
                 att_context_size=args.att_context_size,
+                force=args.force,
             )
             where = (
                 f"; Triton version {r.triton_version} in {args.triton_repo}"

@@ -10,7 +10,9 @@ Consistency rules (docs/REGISTRY.md says why):
 - registration is idempotent per `registration_key` (pipeline run + checkpoint), so a retry after a failure
   between creating the version and setting `challenger` finishes the job instead of adding a twin;
 - `champion` moves only under the model's RegistryLock, after the version's checkpoint was downloaded and its
-  sha256 checked; every move is appended to the champion history (registry/history.py) and read back.
+  sha256 checked; every move is appended to the champion history (registry/history.py) and read back;
+- `champion` moves only on evidence (registry/gate_record.py): a passing gate record bound to the checkpoint,
+  or an audited override record written by `--force --reason`. `register` never sets `champion`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.io import sha256_file
+from registry import gate_record as gr
 from registry import history
 from registry.history import HISTORY_TAG, Entry
 from registry.lock import RegistryLock
-from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion, parse_bool_tag
+from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "nemotron-asr"
@@ -116,6 +119,11 @@ class Registry:
         `model_dir` may also be a .nemo file: it is registered as model.nemo with the model.json beside it.
         With a `registration_key`, a version already registered under that key is reused (its aliases are
         set again): a retried pipeline step completes the registration instead of creating a second version."""
+        if CHAMPION in aliases:
+            raise ValueError(
+                f"{name}: `{CHAMPION}` is never set at registration; it moves only through `promote` on a passing "
+                "gate record (or an audited `promote --force --reason`)"
+            )
         model_dir = Path(model_dir)
         if model_dir.is_file():
             with tempfile.TemporaryDirectory() as staged:
@@ -253,8 +261,16 @@ class Registry:
                 self._write_history(name, entries, history.dropped_count(text))
         st = history.stack(entries)
         if current is not None and (not st or st[-1] != current):
+            try:  # a hand-set alias is recorded as it is; the log says whether it came with evidence
+                self.champion_evidence(champ)
+                why = ""
+            except (gr.GateRecordError, OSError, ValueError) as e:
+                why = f"unverified: {e}"[: Entry.WHY_CHARS]
             entries = self._append_history(
-                name, entries, Entry(current, "reconcile", utc_now(), "registry", st[-1] if st else ""), text
+                name,
+                entries,
+                Entry(current, "reconcile", utc_now(), "registry", st[-1] if st else "", why=why),
+                text,
             )
         return entries, current
 
@@ -298,6 +314,79 @@ class Registry:
             except Exception as e:  # missing run / artifact: surfaced with the version it belongs to
                 raise FileNotFoundError(f"{info.name} v{info.version}: artifacts not found ({e})") from e
 
+    # -- evidence for champion (registry/gate_record.py) -------------------------------------------------
+    def _artifact_bytes(self, info: VersionInfo, path: str) -> bytes | None:
+        """One artifact of the version's run, or None when it does not exist."""
+        if not info.run_id:
+            return None
+        with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+            try:
+                local = self.client.download_artifacts(info.run_id, path, tmp)
+            except Exception:  # missing artifact: the caller names what is missing
+                return None
+            p = Path(local)
+            return p.read_bytes() if p.is_file() else None
+
+    def gate_record(self, info: VersionInfo) -> gr.GateRecord:
+        """The version's gate record, downloaded and verified against its tags and evaluation.json (not yet
+        against the checkpoint file: `verify`/`download` do that). Raises GateRecordError by name."""
+        where = f"{info.name} v{info.version}"
+        tag = info.tags.get(gr.RECORD_TAG)
+        return gr.check_record(
+            where,
+            self._artifact_bytes(info, gr.RECORD_ARTIFACT) if tag else None,
+            tag,
+            info.tags.get("checkpoint_sha256", ""),
+            self._artifact_bytes(info, gr.EVALUATION_ARTIFACT) if tag else None,
+        )
+
+    def passing_gate_record(self, info: VersionInfo) -> gr.GateRecord:
+        record = self.gate_record(info)
+        if not record.passed:
+            failed = "; ".join(str(r.get("rule")) for r in record.rules if not r.get("passed")) or "no rule"
+            raise gr.GateRecordError(
+                f"{info.name} v{info.version}: gate FAILED per its gate record ({failed}); refusing "
+                "(an override needs --force --reason)"
+            )
+        return record
+
+    def champion_evidence(self, info: VersionInfo) -> str:
+        """What entitles `info` to be champion: 'gate' (a passing gate record) or 'override' (an audited force).
+        Raises GateRecordError naming why neither holds (the gate's reason first)."""
+        try:
+            self.passing_gate_record(info)
+            return "gate"
+        except gr.GateRecordError as gate_error:
+            if not info.tags.get(gr.OVERRIDE_TAG):
+                raise
+            try:
+                gr.check_override(
+                    f"{info.name} v{info.version}",
+                    self._artifact_bytes(info, gr.OVERRIDE_ARTIFACT),
+                    info.tags.get(gr.OVERRIDE_TAG),
+                    info.tags.get("checkpoint_sha256", ""),
+                )
+            except gr.GateRecordError as e:
+                raise gr.GateRecordError(f"{gate_error}; {e}") from None
+            return "override"
+
+    def write_override(self, info: VersionInfo, reason: str, actor: str) -> gr.OverrideRecord:
+        """The audited force: an override record bound to the checkpoint, logged with the version's artifacts."""
+        if not reason.strip():
+            raise ValueError("--force needs --reason: an override of the gate must say why")
+        record = gr.OverrideRecord(
+            info.tags.get("checkpoint_sha256", ""), reason.strip(), actor, utc_now(), info.version
+        )
+        text = record.to_json()
+        with tempfile.TemporaryDirectory(prefix="override-") as tmp:
+            p = Path(tmp) / Path(gr.OVERRIDE_ARTIFACT).name
+            p.write_text(text, encoding="utf-8")
+            self.client.log_artifact(info.run_id, str(p), str(Path(gr.OVERRIDE_ARTIFACT).parent))
+        self.client.set_model_version_tag(
+            info.name, info.version, gr.OVERRIDE_TAG, gr.sha256_bytes(text.encode("utf-8"))
+        )
+        return record
+
     def _check_moved(self, name: str, version: str, entry: Entry) -> None:
         """Read back: the alias and the log's last entry must be ours, or someone else wrote in between."""
         champ = self.by_alias(name, CHAMPION)
@@ -318,16 +407,26 @@ class Registry:
         run_id: str = "",
         verify: bool = True,
     ) -> VersionInfo:
-        """Move `champion` to `version` if its recorded gate passed (or forced with a reason); audit-tag it.
+        """Move `champion` to `version` if its gate record passed (or forced with a reason); audit-tag it.
 
-        Safe to retry: promoting the current champion again is a no-op."""
+        The `gate.passed` tag is display only: the decision comes from the verified gate record. Safe to
+        retry: promoting the current champion again is a no-op."""
         version = str(version)
         info = self.get(name, version)
-        decision = decide_promotion(parse_bool_tag(info.tags.get("gate.passed")), force, reason)
-        if not decision.promote:
-            raise PermissionError(f"{name} v{version}: {decision.reason}")
+        if force and not reason.strip():
+            raise ValueError("--force needs --reason: an override of the gate must say why")
+        try:
+            self.passing_gate_record(info)
+            gate_passed = True
+        except gr.GateRecordError:
+            if not force:
+                raise
+            gate_passed = None
+        decision = decide_promotion(gate_passed, force, reason)
         if verify:  # outside the lock: artifacts never change after registration
             self.verify(info)
+        if decision.forced:  # the evidence first: the sidecar serves a forced version only with this record
+            self.write_override(info, reason, actor or default_actor())
         with self.lock(name) as lock:
             entries, current = self.reconcile(name)
             who = actor or default_actor()
@@ -380,6 +479,7 @@ class Registry:
         """Versions, aliases, key tags and the champion history: what `make demo` and `list` print."""
         keys = (
             "gate.passed",
+            gr.RECORD_TAG,
             "data_md5",
             "base_model_uri",
             "checkpoint_sha256",

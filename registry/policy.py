@@ -27,10 +27,3 @@ def decide_promotion(gate_passed: bool | None, force: bool = False, reason: str 
     why = "no gate decision recorded" if gate_passed is None else "gate failed"
     return PromotionDecision(False, f"{why}; refusing to promote (use --force --reason to override)")
 
-
-def parse_bool_tag(value: str | None) -> bool | None:
-    """Tags are strings; 'true'/'false' become booleans, anything else None (unknown)."""
-    if value is None:
-        return None
-    v = value.strip().lower()
-    return True if v == "true" else False if v == "false" else None

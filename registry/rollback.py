@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry import history
+from registry.gate_record import GateRecordError
 from registry.history import Entry
 from registry.mlflow_adapter import Registry, default_actor, utc_now
 from registry.policy import CHAMPION
@@ -43,12 +44,17 @@ def rollback(
     triton_repo: str | Path | None = None,
     att_context_size: str | None = None,
     keep_versions: int = 3,
+    force: bool = False,
 ) -> RollbackResult:
     """Move `champion` of `name` back to the previous champion (or `to`), audit-tag both versions, and export
     the restored checkpoint into `triton_repo` (None: registry only).
 
     `att_context_size` defaults to the operating point the restored version was evaluated at (its
-    `att_context_size` tag), so serving returns to exactly what was gated."""
+    `att_context_size` tag), so serving returns to exactly what was gated.
+
+    The target must still hold evidence for `champion` (a passing gate record, or the override record of an
+    audited force), re-verified here: a version that only ever became champion by a hand-set alias is refused
+    by name. `force` (with the reason) is the audited override: it writes an override record first."""
     if not reason.strip():
         raise ValueError("rollback needs --reason: say why the current champion is being withdrawn")
     who = actor or default_actor()
@@ -58,15 +64,25 @@ def rollback(
             known = frozenset(v.version for v in reg.versions(name) if v.tags.get("promoted_at"))
             target = history.rollback_target(entries, current, to, also_champions=known)
             info = reg.get(name, target)
+            try:
+                evidence = reg.champion_evidence(info)
+            except GateRecordError:
+                if not force:
+                    raise
+                evidence = "forced"
             if not info.tags.get("checkpoint_sha256"):
                 raise ValueError(f"{name} v{target}: no checkpoint_sha256 tag; cannot verify its artifacts")
             nemo = reg.download(info, tmp)  # raises unless the artifacts exist and match the sha256
+            if evidence == "forced":
+                reg.write_override(info, reason, who)
+                info = reg.get(name, target)
             stamp = utc_now()
             restored = {
                 "rollback.restored_at": stamp,
                 "rollback.restored_by": who,
                 "rollback.reason": reason.strip(),
                 "rollback.from_version": current or "",
+                "rollback.evidence": evidence,
             }
             demoted = {
                 "rollback.demoted_at": stamp,
@@ -82,7 +98,7 @@ def rollback(
                 stamp,
                 who,
                 current or "",
-                False,
+                evidence == "forced",
                 run_id,
                 reason.strip()[: Entry.WHY_CHARS],
             )

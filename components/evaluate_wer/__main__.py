@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay-langs", default="", help="comma-separated, e.g. el-GR,es-ES")
     p.add_argument("--att-context-size", default="", help="streaming lookahead, e.g. [56,1] (default: model's)")
     p.add_argument("--policy", default="", help="gate policy YAML file (default: policy/default_gate.yaml)")
+    p.add_argument("--champion", default="",
+                   help="current champion to compare with, e.g. models:/name@champion (unset alias: none)")
+    p.add_argument("--offline-att-context-size", default="",
+                   help="lookahead of offline transcription (default: the model's largest, most accurate)")
+    p.add_argument("--floor-override-reason", default="",
+                   help="audited reason to run a policy below policy/floor.yaml (recorded on the version)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-utts-per-lang", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -33,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     r = run_step(a.manifests, a.base, a.candidate, a.target_langs, a.replay_langs, a.att_context_size, a.policy,
                  out_dir=a.out, batch_size=a.batch_size, max_utts_per_lang=a.max_utts_per_lang, seed=a.seed,
                  piece_s=a.piece_s, n_streams=a.streams, latency_curve=not a.no_latency_curve,
-                 mlflow_tracking_uri=a.mlflow_tracking_uri, pipeline_run_id=a.pipeline_run_id)
+                 mlflow_tracking_uri=a.mlflow_tracking_uri, pipeline_run_id=a.pipeline_run_id,
+                 champion_model_uri=a.champion, offline_att_context_size=a.offline_att_context_size or None,
+                 floor_override_reason=a.floor_override_reason)
     print(f"evaluation: {r.evaluation_path}\nreport: {r.report_path}")
     if r.mlflow_run_id:
         print(f"mlflow run: {r.mlflow_run_id}")

@@ -11,10 +11,12 @@ from components.common.kfp_base import component
 def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Input[Model], target_langs: str,
                  replay_langs: str, att_context_size: str, gate_policy: str, metrics: Output[Metrics],
                  report: Output[HTML], evaluation: Output[Artifact], mlflow_tracking_uri: str = "",
-                 pipeline_run_id: str = "") -> NamedTuple("Outputs", [("passed", bool), ("decision", str),
-                                                                      ("mlflow_run_id", str)]):
-    """Score base vs candidate (streaming at att_context_size + offline; the candidate's WER-vs-latency curve),
-    apply the gate policy, log the report to MLflow and every per-language/mode number as KFP Metrics."""
+                 pipeline_run_id: str = "", model_name: str = "", champion_alias: str = "champion",
+                 offline_att_context_size: str = "", floor_override_reason: str = ""
+                 ) -> NamedTuple("Outputs", [("passed", bool), ("decision", str), ("mlflow_run_id", str)]):
+    """Score base vs candidate and `model_name`'s current champion (streaming at att_context_size + offline at
+    the largest lookahead; the candidate's WER-vs-latency curve), apply the gate policy (refused below the
+    policy floor unless floor_override_reason), log the report to MLflow and every number as KFP Metrics."""
     import json  # noqa: E401
     import shutil
     from collections import namedtuple
@@ -23,7 +25,10 @@ def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Inpu
 
     r = run_step(manifests.path, base_model_uri, candidate.path, target_langs, replay_langs, att_context_size,
                  gate_policy, out_dir=evaluation.path, mlflow_tracking_uri=mlflow_tracking_uri,
-                 pipeline_run_id=pipeline_run_id)
+                 pipeline_run_id=pipeline_run_id,
+                 champion_model_uri=f"models:/{model_name}@{champion_alias}" if model_name and champion_alias else "",
+                 offline_att_context_size=offline_att_context_size or None,
+                 floor_override_reason=floor_override_reason)
     flat = summary_metrics(r)
     for k, v in flat.items():
         metrics.log_metric(k, v)
@@ -44,9 +49,12 @@ def release_gate(evaluation: Input[Artifact]) -> bool:
     import json
     import os
 
+    from registry.gate_record import strict_bool
+
     with open(os.path.join(evaluation.path, "evaluation.json")) as f:
         decision = json.load(f)["decision"]
+    passed = strict_bool(decision.get("passed"), "evaluation.json: decision.passed")  # "false" is not a pass
     for rule in decision.get("rules", []):
         print(f"[{'pass' if rule.get('passed') else 'FAIL'}] {rule.get('rule')}: {rule.get('reason', '')}")
-    print(f"gate {'PASSED' if decision['passed'] else 'FAILED'}")
-    return bool(decision["passed"])
+    print(f"gate {'PASSED' if passed else 'FAILED'}")
+    return passed

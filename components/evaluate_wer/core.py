@@ -1,9 +1,18 @@
-"""evaluate_wer: score base vs candidate on the held-out split, offline and streaming, and apply the gate.
+"""evaluate_wer: score base vs candidate (and the current champion) on the held-out split, offline and
+streaming, and apply the gate.
 
 Streaming is scored through the same `AsrModel` streaming code the Triton backend serves with, feeding audio
 in client-sized pieces, at the `att_context_size` that will be deployed: the gate judges what users will get.
 Like the server, it runs several utterances as concurrent streams stepped together in one batch
 (`AsrModel.stream_step_batch`, token-identical to one stream at a time); offline is batched too.
+
+Offline means offline: whole utterances at the model's most accurate supported lookahead (the largest right
+context of its `att_context_size` list, or `offline_att_context_size`), which is what the `asr_offline` Triton
+model serves. So `streaming_offline_gap` compares two different operating points.
+
+When a champion is given (`models:/<name>@champion` in the pipeline), it is scored on the same utterances and
+the gate's `champion_not_worse` rule judges the paired-bootstrap CI of candidate - champion; with no champion
+it compares with the base. evaluation.json names every model by its sha256 (the gate record binds it).
 
 Besides the gate's numbers it measures the candidate's WER at every `att_context_size` the model supports
 (the WER-vs-latency curve users pick their operating point from) and logs the report to MLflow.
@@ -21,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.asr_infer import AsrModel, load_audio
-from components.common.io import atomic_write_text
+from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
 from components.common.wer import paired_bootstrap, score, utterance_scores
@@ -128,24 +137,42 @@ class ModelRun:
     att_context_sizes: list[list[int]]  # every lookahead the model supports
     latency_ms: dict[str, float]  # {str(att): algorithmic latency}
     curve_hyps: dict[str, list[str]] = field(default_factory=dict)  # {str(att): streaming transcripts}
+    offline_att_context_size: list[int] = field(default_factory=list)
+
+
+def offline_att_context_size(supported: list[list[int]], value: str | list[int] | None = None) -> list[int]:
+    """The lookahead offline transcription runs at: `value` when given (it must be one the model supports),
+    else the most accurate supported one, i.e. the largest right context (then the largest left context)."""
+    sizes = [list(a) for a in supported]
+    if not sizes:
+        raise ValueError("the model lists no att_context_size")
+    wanted = parse_att_context_size(value) if not isinstance(value, list) else value
+    if wanted is not None:
+        if wanted not in sizes:
+            raise ValueError(f"offline_att_context_size {wanted} is not supported by the model (supported: {sizes})")
+        return list(wanted)
+    return max(sizes, key=lambda a: (a[1], a[0]))
 
 
 def _run_model(path: str, audios: list, langs: list[str], att: list[int] | None, batch_size: int,
-               piece_s: float, n_streams: int = 16, curve: bool = False) -> ModelRun:
+               piece_s: float, n_streams: int = 16, curve: bool = False,
+               offline_att: str | list[int] | None = None) -> ModelRun:
     model = AsrModel.load(path)
     unknown = sorted({lg for lg in langs if lg not in model.prompt_dictionary})
     if unknown:
         raise ValueError(f"{path}: language(s) {unknown} are not keys of the model's prompt_dictionary")
     att_used = list(att) if att is not None else model.default_att_context_size
+    off_att = offline_att_context_size(model.att_context_sizes, offline_att)
     t0 = time.perf_counter()
-    offline = model.transcribe(audios, langs, batch_size=batch_size, att_context_size=att_used)
+    offline = model.transcribe(audios, langs, batch_size=batch_size, att_context_size=off_att)
     t1 = time.perf_counter()
     streaming = transcribe_streaming_batch(model, audios, langs, att_used, piece_s, n_streams)
     t2 = time.perf_counter()
     timings = {"offline": t1 - t0, "streaming": t2 - t1}
     run = ModelRun(hyps={"offline": offline, "streaming": streaming}, att_context_size=att_used,
                    timings_s=timings, att_context_sizes=model.att_context_sizes,
-                   latency_ms={str(a): model.latency_ms(a) for a in model.att_context_sizes})
+                   latency_ms={str(a): model.latency_ms(a) for a in model.att_context_sizes},
+                   offline_att_context_size=off_att)
     if curve:
         for a in model.att_context_sizes:
             run.curve_hyps[str(a)] = (streaming if a == att_used else
@@ -190,19 +217,24 @@ def evaluate(
     n_resamples: int = 1000,
     n_streams: int = 16,
     latency_curve: bool = True,
+    champion_model: str | None = None,
+    offline_att_context_size: str | list[int] | None = None,
+    floor_override_reason: str = "",
 ) -> EvaluationResult:
-    """Score both models on `<manifest_dir>/test.jsonl` and write evaluation.json, decision.json,
-    utterances.jsonl and report.html into `out_dir`.
+    """Score both models (and `champion_model`, when given) on `<manifest_dir>/test.jsonl` and write
+    evaluation.json, decision.json, utterances.jsonl and report.html into `out_dir`.
 
     `n_streams` utterances are streamed concurrently (one batch per step, as the server does);
-    `latency_curve` also streams the candidate at every other supported att_context_size.
+    `latency_curve` also streams the candidate at every other supported att_context_size. A policy below the
+    policy floor is refused unless `floor_override_reason` is given (it is recorded).
     """
     gate_mod.validate_policy(policy)
+    floor = gate_mod.enforce_floor(policy, override_reason=floor_override_reason)
     target_langs, replay_langs = parse_langs(target_langs), parse_langs(replay_langs)
     if not target_langs:
         raise ValueError("target_langs is empty: the gate needs at least one target language")
     langs = target_langs + [lg for lg in replay_langs if lg not in target_langs]
-    for p in (base_model, candidate_model):
+    for p in (base_model, candidate_model, *([champion_model] if champion_model else [])):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"model file not found: {p}")
     test_path = Path(manifest_dir) / "test.jsonl"
@@ -213,23 +245,31 @@ def evaluate(
     utt_langs = [r["lang"] for r in rows]
     refs = [r["text"] for r in rows]
 
+    paths = {"base": base_model, "candidate": candidate_model, **({"champion": champion_model} if champion_model
+                                                                   else {})}
+    models = tuple(paths)
     runs = {name: _run_model(path, audios, utt_langs, att_context_size, batch_size, piece_s, n_streams,
-                             curve=latency_curve and name == "candidate")
-            for name, path in (("base", base_model), ("candidate", candidate_model))}
+                             curve=latency_curve and name == "candidate", offline_att=offline_att_context_size)
+            for name, path in paths.items()}
     hyps = {name: r.hyps for name, r in runs.items()}
     atts = {name: r.att_context_size for name, r in runs.items()}
     audio_s = float(sum(a.size for a in audios)) / SAMPLE_RATE
     timings: dict = {name: dict(r.timings_s) for name, r in runs.items()}
-    for name in MODELS:  # evaluation speed: seconds of audio per second of compute, per mode
+    for name in models:  # evaluation speed: seconds of audio per second of compute, per mode
         for mode in MODES:
             timings[name][f"{mode}_rtfx"] = audio_s / max(timings[name][mode], 1e-9)
-    if atts["base"] != atts["candidate"]:
-        raise ValueError(f"base default att_context_size {atts['base']} differs from the candidate's "
-                         f"{atts['candidate']}: pass att_context_size explicitly")
+    for name in models:
+        if atts[name] != atts["candidate"]:
+            raise ValueError(f"{name} default att_context_size {atts[name]} differs from the candidate's "
+                             f"{atts['candidate']}: pass att_context_size explicitly")
+        if runs[name].offline_att_context_size != runs["candidate"].offline_att_context_size:
+            raise ValueError(f"{name} offline lookahead {runs[name].offline_att_context_size} differs from the "
+                             f"candidate's {runs['candidate'].offline_att_context_size}: pass "
+                             "offline_att_context_size explicitly")
 
-    metrics: dict = {m: {mode: {} for mode in MODES} for m in MODELS}
-    per_utt: dict = {m: {} for m in MODELS}
-    for m in MODELS:
+    metrics: dict = {m: {mode: {} for mode in MODES} for m in models}
+    per_utt: dict = {m: {} for m in models}
+    for m in models:
         for mode in MODES:
             h = hyps[m][mode]
             per_utt[m][mode] = utterance_scores(refs, h, utt_langs)
@@ -242,20 +282,30 @@ def evaluate(
     ci_mode, ci_metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
     err_field, den_field = {"wer_norm": ("errors", "n_ref_words"), "wer_raw": ("raw_errors", "raw_ref_words"),
                             "cer": ("char_errors", "n_ref_chars")}[ci_metric]
-    delta_ci: dict = {}
-    for lg in langs:
-        ix = [i for i, x in enumerate(utt_langs) if x == lg]
-        b = per_utt["base"][ci_mode]
-        c = per_utt["candidate"][ci_mode]
-        ci = paired_bootstrap([getattr(b[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
-                              [getattr(b[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
-        delta_ci[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
+    def deltas(ref: str) -> dict:
+        """Per language: paired-bootstrap CI of candidate - `ref` on the same utterances and resampling."""
+        out = {}
+        for lg in langs:
+            ix = [i for i, x in enumerate(utt_langs) if x == lg]
+            r, c = per_utt[ref][ci_mode], per_utt["candidate"][ci_mode]
+            ci = paired_bootstrap([getattr(r[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
+                                  [getattr(r[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
+            out[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
+        return out
+
+    delta_ci = deltas("base")
+    champion_delta_ci = deltas("champion") if "champion" in models else None
 
     summary = {
         "base_model": str(base_model),
         "candidate_model": str(candidate_model),
+        "champion_model": str(champion_model) if champion_model else None,
+        "base_sha256": sha256_file(base_model),
+        "candidate_sha256": sha256_file(candidate_model),
+        "champion_sha256": sha256_file(champion_model) if champion_model else None,
         "manifest": str(test_path),
         "att_context_size": atts["candidate"],
+        "offline_att_context_size": runs["candidate"].offline_att_context_size,
         "stream_piece_s": piece_s,
         "target_langs": target_langs,
         "replay_langs": replay_langs,
@@ -264,12 +314,14 @@ def evaluate(
         "stream_batch": n_streams,
         "metrics": metrics,
         "delta_ci": delta_ci,
+        **({"champion_delta_ci": champion_delta_ci} if champion_delta_ci is not None else {}),
         "latency_curve": _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [],
         "timings_s": timings,
     }
     decision = gate_mod.decide(summary, policy)
     summary["decision"] = decision.to_dict()
     summary["policy"] = policy
+    summary["policy_floor"] = floor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +329,7 @@ def evaluate(
     for i, r in enumerate(rows):
         rec = {"id": r.get("id", Path(r["audio_filepath"]).stem), "lang": r["lang"], "ref": r["text"],
                "duration": r.get("duration")}
-        for m in MODELS:
+        for m in models:
             for mode in MODES:
                 u = per_utt[m][mode][i]
                 rec[f"{m}_{mode}"] = {"hyp": hyps[m][mode][i], "wer_raw": u.wer_raw, "wer_norm": u.wer_norm,
@@ -347,6 +399,7 @@ def run_step(
     out_dir: str,
     mlflow_tracking_uri: str = "",
     pipeline_run_id: str = "",
+    champion_model_uri: str = "",
     **kwargs,
 ) -> EvaluationResult:
     """The pipeline step with string parameters (what component.py and the CLI call).
@@ -354,13 +407,25 @@ def run_step(
     After the outputs are written, the run is logged to MLflow (`mlflow_tracking_uri`, else
     $MLFLOW_TRACKING_URI, else the repo's sqlite store; "off" skips it) and tagged with `pipeline_run_id`.
     Models given as MLflow URIs are downloaded to a temporary directory, never into `out_dir` (the evaluation
-    artifact would otherwise carry a multi-GB checkpoint).
+    artifact would otherwise carry a multi-GB checkpoint). `champion_model_uri` (e.g.
+    `models:/<name>@champion`) is scored too when it resolves; an alias that is not set yet means no champion.
     """
+    import logging
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="evaluate_wer_models_") as tmp:
         base = resolve_model(base_model_uri, os.path.join(tmp, "base"))
         cand = resolve_model(candidate_dir, os.path.join(tmp, "candidate"))
+        champion = None
+        if champion_model_uri.strip():
+            try:
+                from registry.mlflow_adapter import get_client, resolve_model_uri
+
+                uri = mlflow_tracking_uri.strip()
+                client = get_client(uri if uri and uri.lower() not in ("off", "none", "false", "0") else None)
+                champion = resolve_model_uri(champion_model_uri.strip(), os.path.join(tmp, "champion"), client)
+            except LookupError:  # first run: no champion yet, the gate compares with the base
+                logging.getLogger(__name__).info("%s: not set; no champion to compare with", champion_model_uri)
         result = evaluate(
             base_model=base,
             candidate_model=cand,
@@ -370,6 +435,7 @@ def run_step(
             replay_langs=parse_langs(replay_langs),
             att_context_size=parse_att_context_size(att_context_size),
             policy=gate_mod.load_policy(gate_policy),
+            champion_model=champion,
             **kwargs,
         )
     if mlflow_tracking_uri.strip().lower() not in ("off", "none", "false", "0"):

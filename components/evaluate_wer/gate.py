@@ -1,17 +1,21 @@
 """The release gate: a pure function from measured metrics and a YAML policy to a decision with reasons.
 
 Thresholds are data (policy/default_gate.yaml, or the pipeline's `gate_policy` parameter), so a team can
-tighten the gate without touching code. Every rule reports its value, threshold and outcome, so a rejected
-candidate says exactly why. WER values are fractions: 0.10 = 10 absolute points.
+tighten the gate without touching code, but not loosen it below the organisation's floor (policy/floor.yaml):
+a policy below it is refused by name unless an audited override reason is given (`enforce_floor`). Every rule
+reports its value, threshold and outcome, so a rejected candidate says exactly why. WER values are fractions:
+0.10 = 10 absolute points.
 
 `metrics` is the evaluation summary (evaluation.json without `decision`):
     {"target_langs": [...], "replay_langs": [...],
      "metrics": {"base"|"candidate": {"streaming"|"offline": {lang: {"wer_norm": ..., ...}}}},
-     "delta_ci": {lang: {"delta": ..., "low": ..., "high": ...}}}
+     "delta_ci": {lang: {"delta": ..., "low": ..., "high": ...}},          # candidate - base
+     "champion_delta_ci": {lang: {...}}}   # candidate - current champion; absent when there is no champion
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,13 +23,25 @@ from pathlib import Path
 import yaml
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policy" / "default_gate.yaml"
+FLOOR_PATH = Path(__file__).parent / "policy" / "floor.yaml"
 KNOWN_RULES = (
     "target_improves",
     "target_ceiling",
     "target_ci_below_zero",
     "replay_max_regression",
+    "champion_not_worse",
     "streaming_offline_gap",
 )
+# Each rule's threshold, its value when a policy leaves it out, and which way is stricter ("min": a larger
+# value is stricter; "max": a smaller value is stricter). decide() and the floor check both read this.
+THRESHOLDS: dict[str, tuple[str, float, str]] = {
+    "target_improves": ("min_improvement", 0.0, "min"),
+    "target_ceiling": ("max_wer", 1.0, "max"),
+    "replay_max_regression": ("max_increase", 0.0, "max"),
+    "champion_not_worse": ("margin", 0.0, "max"),
+    "streaming_offline_gap": ("max_gap", 0.15, "max"),
+}
+EPS = 1e-9  # "at most 5 points" accepts exactly 5 points whatever the float rounding of (c - b)
 
 
 @dataclass
@@ -90,6 +106,62 @@ def validate_policy(policy: object, where: str = "policy") -> None:
         raise PolicyError(f"{where}: metric must be wer_norm, wer_raw or cer, got {metric!r}")
 
 
+def _enabled(policy: dict) -> dict[str, dict]:
+    return {k: (v or {}) for k, v in policy["rules"].items() if v is None or v.get("enabled", True) is not False}
+
+
+def _threshold(cfg: dict, rule: str) -> float:
+    key, default, _ = THRESHOLDS[rule]
+    return float(cfg.get(key, default))
+
+
+def load_floor(path: str | os.PathLike | None = None) -> dict:
+    """The organisation's minimum policy (policy/floor.yaml): same format as a policy."""
+    return load_policy(Path(path) if path else FLOOR_PATH)
+
+
+def floor_violations(policy: dict, floor: dict) -> list[str]:
+    """Where `policy` is looser than `floor`, one sentence each: a floor rule missing or disabled, a threshold
+    on the loose side of the floor's, or another mode/metric than the floor's."""
+    out: list[str] = []
+    for key in ("mode", "metric"):
+        if key in floor and policy.get(key, {"mode": "streaming", "metric": "wer_norm"}[key]) != floor[key]:
+            out.append(f"{key} {policy.get(key)!r} is not the floor's {floor[key]!r}")
+    have = _enabled(policy)
+    for rule, fcfg in _enabled(floor).items():
+        if rule not in policy["rules"]:
+            out.append(f"rules.{rule} missing (the floor requires it)")
+            continue
+        if rule not in have:
+            out.append(f"rules.{rule} disabled (the floor requires it)")
+            continue
+        if rule in THRESHOLDS:
+            key, _, way = THRESHOLDS[rule]
+            pv, fv = _threshold(have[rule], rule), _threshold(fcfg, rule)
+            if (way == "min" and pv < fv) or (way == "max" and pv > fv):
+                out.append(f"rules.{rule}.{key} {pv:g} is looser than the floor's {fv:g}")
+    return out
+
+
+def enforce_floor(policy: dict, floor_path: str | os.PathLike | None = None, override_reason: str = "") -> dict:
+    """Refuse a policy below the floor unless `override_reason` says why (the audited override, recorded in
+    evaluation.json and on the registry version). Returns {"path", "sha256", "violations", "override_reason"}."""
+    path = Path(floor_path) if floor_path else FLOOR_PATH
+    floor = load_floor(path)
+    violations = floor_violations(policy, floor)
+    if violations and not override_reason.strip():
+        raise PolicyError(
+            f"gate policy is below the policy floor ({path.name}): " + "; ".join(violations)
+            + " (an override needs an audited reason: floor_override_reason)"
+        )
+    return {
+        "path": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "violations": violations,
+        "override_reason": override_reason.strip() if violations else "",
+    }
+
+
 def _get(metrics: dict, model: str, mode: str, lang: str, metric: str) -> float | None:
     try:
         return float(metrics["metrics"][model][mode][lang][metric])
@@ -109,13 +181,13 @@ def decide(metrics: dict, policy: dict) -> Decision:
     targets = list(metrics.get("target_langs") or [])
     replays = list(metrics.get("replay_langs") or [])
     rules: list[RuleResult] = []
-    cfgs = {k: (v or {}) for k, v in policy["rules"].items() if v is None or v.get("enabled", True)}
+    cfgs = _enabled(policy)
 
     def missing(rule: str, lang: str, thr: float | None) -> RuleResult:
         return RuleResult(f"{rule}[{lang}]", None, thr, False, f"{rule}[{lang}]: no {mode} {metric} measured")
 
     if "target_improves" in cfgs:
-        thr = float(cfgs["target_improves"].get("min_improvement", 0.0))
+        thr = _threshold(cfgs["target_improves"], "target_improves")
         for lang in targets:
             b, c = _get(metrics, "base", mode, lang, metric), _get(metrics, "candidate", mode, lang, metric)
             if b is None or c is None:
@@ -127,7 +199,7 @@ def decide(metrics: dict, policy: dict) -> Decision:
                                     f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
                                     f"(improvement {imp:+.4f}, must be > {thr:.4f})"))
     if "target_ceiling" in cfgs:
-        thr = float(cfgs["target_ceiling"].get("max_wer", 1.0))
+        thr = _threshold(cfgs["target_ceiling"], "target_ceiling")
         for lang in targets:
             c = _get(metrics, "candidate", mode, lang, metric)
             if c is None:
@@ -146,18 +218,34 @@ def decide(metrics: dict, policy: dict) -> Decision:
                                     f"{lang} 95% CI of candidate-base delta [{ci['low']:+.4f}, {hi:+.4f}] "
                                     f"(upper end must be < 0)"))
     if "replay_max_regression" in cfgs:
-        thr = float(cfgs["replay_max_regression"].get("max_increase", 0.0))
+        thr = _threshold(cfgs["replay_max_regression"], "replay_max_regression")
         for lang in replays:
             b, c = _get(metrics, "base", mode, lang, metric), _get(metrics, "candidate", mode, lang, metric)
             if b is None or c is None:
                 rules.append(missing("replay_max_regression", lang, thr))
                 continue
             inc = c - b
-            rules.append(RuleResult(f"replay_max_regression[{lang}]", inc, thr, inc <= thr,
+            rules.append(RuleResult(f"replay_max_regression[{lang}]", inc, thr, inc <= thr + EPS,
                                     f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
                                     f"(change {inc:+.4f}, must be <= {thr:+.4f})"))
+    if "champion_not_worse" in cfgs:
+        thr = _threshold(cfgs["champion_not_worse"], "champion_not_worse")
+        champ_cis = metrics.get("champion_delta_ci")
+        ref, cis = ("champion", champ_cis) if champ_cis is not None else ("base", metrics.get("delta_ci") or {})
+        for lang in targets:  # replay languages are bounded against the base by replay_max_regression
+            ci = cis.get(lang)
+            if not ci:
+                rules.append(missing("champion_not_worse", lang, thr))
+                continue
+            lo = float(ci["low"])
+            what = ("vs the current champion" if ref == "champion"
+                    else "no champion yet: compared with the base")
+            rules.append(RuleResult(f"champion_not_worse[{lang}]", lo, thr, lo <= thr + EPS,
+                                    f"{lang} candidate-{ref} {mode} {metric} 95% CI [{lo:+.4f}, "
+                                    f"{float(ci['high']):+.4f}] ({what}; lower end must be <= {thr:+.4f}, "
+                                    "i.e. not worse beyond the CI)"))
     if "streaming_offline_gap" in cfgs:
-        thr = float(cfgs["streaming_offline_gap"].get("max_gap", 0.15))
+        thr = _threshold(cfgs["streaming_offline_gap"], "streaming_offline_gap")
         for lang in targets + [lg for lg in replays if lg not in targets]:
             s = _get(metrics, "candidate", "streaming", lang, metric)
             o = _get(metrics, "candidate", "offline", lang, metric)

@@ -21,13 +21,17 @@ def format_table(summary: dict) -> str:
     m, ci = summary["metrics"], summary["delta_ci"]
     head = (f"{'lang':<8} {'role':<7} {'n':>4}  {'base str':>8} {'cand str':>8} {'base off':>8} {'cand off':>8}"
             f"  {'delta [95% CI]':<26} cand CER")
-    lines = [f"att_context_size={summary['att_context_size']}  (WER normalised, streaming = str)", head,
-             "-" * len(head)]
+    off = summary.get("offline_att_context_size")
+    lines = [f"streaming att_context_size={summary['att_context_size']}, offline={off}  (WER normalised, "
+             "streaming = str)", head, "-" * len(head)]
     for lg in _langs(summary) + ["overall"]:
         role = "target" if lg in summary["target_langs"] else ("replay" if lg != "overall" else "")
         b, c = m["base"], m["candidate"]
         d = ci.get(lg)
         dtxt = f"{d['delta']:+.3f} [{d['low']:+.3f},{d['high']:+.3f}]" if d else ""
+        h = (summary.get("champion_delta_ci") or {}).get(lg)
+        if h:  # candidate - current champion
+            dtxt += f"  vs champion {h['delta']:+.3f} [{h['low']:+.3f},{h['high']:+.3f}]"
         lines.append(
             f"{lg:<8} {role:<7} {c['streaming'][lg]['n_utts']:>4}  {b['streaming'][lg]['wer_norm']:>8.3f} "
             f"{c['streaming'][lg]['wer_norm']:>8.3f} {b['offline'][lg]['wer_norm']:>8.3f} "
@@ -133,7 +137,9 @@ def render_html(summary: dict) -> str:
         f"<p>base: <code>{e(summary['base_model'])}</code><br>candidate: <code>{e(summary['candidate_model'])}"
         f"</code><br>test set: <code>{e(summary['manifest'])}</code> ({summary['n_utts']} utterances); "
         f"streaming at att_context_size={e(str(summary['att_context_size']))}, pieces of "
-        f"{summary['stream_piece_s']} s</p>",
+        f"{summary['stream_piece_s']} s; offline (whole utterances) at att_context_size="
+        f"{e(str(summary.get('offline_att_context_size')))}<br>current champion: "
+        f"<code>{e(str(summary.get('champion_model') or 'none (compared with the base)'))}</code></p>",
         f"<h2>Gate: <span class='{'ok' if dec['passed'] else 'fail'}'>"
         f"{'PASSED' if dec['passed'] else 'FAILED'}</span></h2>",
         "<table><tr><th>rule</th><th>value</th><th>threshold</th><th>outcome</th><th>reason</th></tr>",

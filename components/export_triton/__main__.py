@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         "--att-context-size", default="", help="streaming lookahead, e.g. '[56,1]' (default: model's)"
     )
     p.add_argument(
+        "--offline-att-context-size",
+        default="",
+        help="asr_offline's lookahead (default: the largest in the model.json beside the checkpoint)",
+    )
+    p.add_argument(
         "--keep", type=int, default=3, help="version folders kept per model (default: %(default)s)"
     )
     p.add_argument(
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     a.att_context_size or None,
                     keep_versions=a.keep,
                     serving=serving,
+                    offline_att_context_size=a.offline_att_context_size or None,
                 )
         else:
             if expected is None:
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 a.att_context_size or None,
                 keep_versions=a.keep,
                 serving=serving,
+                offline_att_context_size=a.offline_att_context_size or None,
             )
     except (ExportError, LookupError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ def export_triton(
     alias: str = "champion",
     att_context_size: str = "",
     mlflow_tracking_uri: str = "",
+    offline_att_context_size: str = "",
 ) -> NamedTuple("Outputs", [("version", int), ("sha256", str)]):
     import os
     import tempfile
@@ -24,6 +25,7 @@ def export_triton(
         nemo, sha256, info = resolve_alias(
             model_name, alias, dst, client=get_client(mlflow_tracking_uri or None)
         )
-        r = export_model(nemo, triton_repo, sha256, {**info, "alias": alias}, att_context_size or None)
+        r = export_model(nemo, triton_repo, sha256, {**info, "alias": alias}, att_context_size or None,
+                         offline_att_context_size=offline_att_context_size or None)
     print(f"exported {model_name}@{alias} as version {r.version}: {r.paths}")
     return (r.version, r.sha256)

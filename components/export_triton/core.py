@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -86,6 +87,29 @@ def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
     return [int(value[0]), int(value[1])]
 
 
+def offline_lookahead(nemo_path: str | os.PathLike, offline_att_context_size: str | list[int] | None,
+                      streaming: list[int] | None) -> list[int] | None:
+    """The lookahead `asr_offline` runs at: the given one, else the most accurate one the checkpoint supports
+    (largest right context, then left: the rule evaluate_wer's offline scores used), read from the model.json
+    beside the checkpoint; without that list, the streaming lookahead (logged)."""
+    given = parse_att_context_size(offline_att_context_size)
+    sidecar = Path(nemo_path).parent / "model.json"
+    try:
+        sizes = [list(a) for a in json.loads(sidecar.read_text(encoding="utf-8")).get("att_context_sizes") or []]
+    except (OSError, ValueError, AttributeError):
+        sizes = []
+    if given is not None:
+        if sizes and given not in sizes:
+            raise ExportError(f"offline_att_context_size {given} is not supported by the model (supported: {sizes})")
+        return given
+    if sizes:
+        return max(sizes, key=lambda a: (a[1], a[0]))
+    logging.getLogger(__name__).warning(
+        "%s: no att_context_sizes beside the checkpoint; asr_offline uses the streaming lookahead %s",
+        sidecar, streaming)
+    return streaming
+
+
 def render_config(model: str, att_context_size: list[int] | None, serving: ServingConfig) -> str:
     """Fill a config template; `Template.substitute` raises on any placeholder left unfilled."""
     text = (TEMPLATES / _TEMPLATE[model]).read_text(encoding="utf-8")
@@ -145,8 +169,12 @@ def export_model(
     att_context_size: list[int] | None = None,
     keep_versions: int = 3,
     serving: ServingConfig | None = None,
+    offline_att_context_size: str | list[int] | None = None,
 ) -> ExportResult:
     """Write version N+1 of `asr_offline` and `asr_streaming`, then keep only the newest `keep_versions`.
+
+    `asr_streaming` runs at `att_context_size`; `asr_offline` at `offline_att_context_size`, by default the
+    checkpoint's largest lookahead (`offline_lookahead`), the operating point evaluate_wer scored offline at.
 
     `expected_sha256` is what the registry recorded for the checkpoint; a mismatch is refused before anything
     is written. None means "trust the file" (manual CLI use) and records the sha256 that was computed.
@@ -169,7 +197,9 @@ def export_model(
             f"{nemo_path}: sha256 {actual} does not match the expected {expected_sha256} "
             "(the registry's checkpoint_sha256); refusing to export"
         )
-    configs = {m: render_config(m, att_context_size, serving) for m in MODELS}  # fail before writing
+    offline_att = offline_lookahead(nemo_path, offline_att_context_size, att_context_size)
+    atts = {OFFLINE: offline_att, STREAMING: att_context_size}
+    configs = {m: render_config(m, atts[m], serving) for m in MODELS}  # fail before writing
 
     repo.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
@@ -182,6 +212,7 @@ def export_model(
             "sha256": actual,
             "source": str(nemo_path.resolve()),
             "att_context_size": att_context_size,
+            "offline_att_context_size": offline_att,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model_info": model_info or {},
         }

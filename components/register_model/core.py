@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common.io import sha256_file
-from registry.mlflow_adapter import Registry, get_client
+from registry import gate_record as gr
+from registry.mlflow_adapter import Registry, get_client, utc_now
 from registry.policy import CHALLENGER, CHAMPION
 
 
@@ -89,7 +90,7 @@ def model_card(name: str, sidecar: dict, evaluation: dict, lineage: dict[str, st
     decision = evaluation.get("decision") or {}
     att = evaluation.get("att_context_size")
     piece = evaluation.get("stream_piece_s")
-    gate = "no decision recorded" if not decision else ("PASSED" if decision.get("passed") else "FAILED")
+    gate = "no decision recorded" if not decision else ("PASSED" if decision.get("passed") is True else "FAILED")
     target = evaluation.get("target_langs") or sidecar.get("target_languages") or sidecar.get("languages") or []
     replay = evaluation.get("replay_langs") or sidecar.get("replay_languages") or []
     title = f"# {name}" + (f" v{version}" if version else "")
@@ -171,32 +172,42 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                        data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
                        params: dict | None = None, commit: str = "", tracking_uri: str | None = None,
                        manifest_summary: dict | None = None) -> RegisterResult:
-    """Register a candidate with its lineage, gate decision and model card; move `challenger` to it.
+    """Register a candidate with its lineage, gate record and model card; move `challenger` to it.
+
+    The gate record (registry/gate_record.py) binds the decision to this checkpoint's sha256, the exact
+    evaluation.json logged beside it and the policy; its sha256 becomes the `gate.record_sha256` tag. An
+    evaluation for another checkpoint, or whose `decision.passed` is not a JSON boolean, is refused by name.
 
     Safe to retry: the pipeline run id + checkpoint sha256 form a registration key, so a retry after a failure
     (e.g. between creating the version and setting `challenger`) completes the first attempt."""
     model_dir = Path(model_dir)
-    evaluation = json.loads(Path(evaluation_path).read_text())
+    evaluation_text = Path(evaluation_path).read_text(encoding="utf-8")
+    evaluation = json.loads(evaluation_text)
     sidecar_path = model_dir / "model.json"
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
     decision = evaluation.get("decision") or {}
-    passed = bool(decision.get("passed"))
+    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")  # register() checks the two agree
+    record = gr.build_record(evaluation_text, sha, pipeline_run_id or "local", utc_now())
+    passed = record.passed
     reasons = "; ".join(f"{r.get('rule')}: {'pass' if r.get('passed') else 'FAIL'}"
                         for r in decision.get("rules", []))
     lineage = {"data_md5": data_md5 or "unknown", "git_commit": commit or git_commit(),
                "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
                "base_model_sha256": sidecar.get("base_model_sha256", ""),
                "pipeline_run_id": pipeline_run_id or "local"}
+    record_text = record.to_json()
     tags = {**lineage, "gate.passed": str(passed).lower(), "gate.reasons": reasons[:5000],
+            gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")), gr.POLICY_TAG: record.policy_sha256,
             **{f"params.{k}": str(v) for k, v in (params or {}).items()},
             **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
+    if record.floor_override_reason:  # a policy below the floor was let through by an audited override
+        tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
     if evaluation.get("att_context_size") is not None:  # the operating point the gate judged (rollback re-exports at it)
         tags["att_context_size"] = json.dumps(evaluation["att_context_size"])
         tags.setdefault("params.att_context_size", tags["att_context_size"])  # what the Triton sync sidecar reads
     for lg, ci in (evaluation.get("delta_ci") or {}).items():
         if isinstance(ci, dict) and "low" in ci:
             tags[f"metrics.delta_ci.{lg}"] = f"{ci['delta']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
-    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")  # register() checks the two agree
     card = model_card(model_name, {**sidecar, "sha256": sha}, evaluation, lineage,
                       manifest_summary or _manifest_summary(evaluation))
     tags["model_card"] = "model_card.md"
@@ -205,8 +216,8 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
         key = f"{lineage['pipeline_run_id']}/{sha}"
     reg = Registry(get_client(tracking_uri))
     info = reg.register(model_name, model_dir, tags=tags, description=card_description(card), aliases=(CHALLENGER,),
-                        extra_files={"model_card.md": card,
-                                     "evaluation/evaluation.json": json.dumps(evaluation, indent=2)},
+                        extra_files={"model_card.md": card, gr.EVALUATION_ARTIFACT: evaluation_text,
+                                     gr.RECORD_ARTIFACT: record_text},
                         registration_key=key)
     return RegisterResult(model_name, info.version, info.aliases, passed)
 

@@ -11,7 +11,9 @@ Two renderers, one result:
 
 Validation uses the `kubernetes` Python client's models (the OpenAPI types of the API server): unknown fields,
 wrong types and missing required fields are errors. `policy_errors` adds the project's own rules (pinned
-images, non-root, resources, probes, secret references, selectors).
+images, non-root, resources, probes, secret references, selectors, and exposure: every workload's pods behind
+an ingress NetworkPolicy, no Secret value on a command line, no PodDisruptionBudget that lets a drain take the
+last replica).
 """
 
 from __future__ import annotations
@@ -520,6 +522,53 @@ def policy_errors(objects: list[dict], secret_keys: dict[str, set[str]] | None =
             labels = (w["spec"]["template"].get("metadata") or {}).get("labels") or {}
             if not sel.items() <= labels.items():
                 errors.append(f"{kind}/{w['metadata']['name']}: selector {sel} does not match its pod labels")
+    errors += exposure_errors(objects, by_kind)
+    return errors
+
+
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _secret_env(c: dict) -> set[str]:
+    """Env names of a container that carry a Secret's value, directly or through $(VAR) composition."""
+    tainted: set[str] = set()
+    for e in c.get("env") or []:
+        if (e.get("valueFrom") or {}).get("secretKeyRef") or set(_VAR_REF.findall(str(e.get("value", "")))) & tainted:
+            tainted.add(e["name"])
+    return tainted
+
+
+def exposure_errors(objects: list[dict], by_kind: dict[str, dict[str, dict]]) -> list[str]:
+    """Cluster exposure rules: NetworkPolicy coverage, secrets off command lines, PDBs that keep one replica."""
+    errors: list[str] = []
+    policies = [
+        p for p in by_kind.get("NetworkPolicy", {}).values() if "Ingress" in (p["spec"].get("policyTypes") or [])
+    ]
+    for kind in ("Deployment", "StatefulSet"):
+        for w in by_kind.get(kind, {}).values():
+            labels = (w["spec"]["template"].get("metadata") or {}).get("labels") or {}
+            if not any(
+                ((p["spec"].get("podSelector") or {}).get("matchLabels") or {}).items() <= labels.items()
+                for p in policies
+            ):
+                errors.append(f"{kind}/{w['metadata']['name']}: no ingress NetworkPolicy selects its pods")
+    for o in objects:
+        for c in _containers(o):
+            secret = _secret_env(c)
+            for arg in [*(c.get("command") or []), *(c.get("args") or [])]:
+                leaked = set(_VAR_REF.findall(str(arg))) & secret
+                if leaked:
+                    errors.append(
+                        f"{o['kind']}/{o['metadata']['name']} container {c.get('name')}: Secret value "
+                        f"{sorted(leaked)} on the command line (pass it as an environment variable)"
+                    )
+    for pdb in by_kind.get("PodDisruptionBudget", {}).values():
+        spec = pdb["spec"]
+        if "minAvailable" not in spec or spec["minAvailable"] in (0, "0", "0%"):
+            errors.append(
+                f"PodDisruptionBudget/{pdb['metadata']['name']}: needs minAvailable >= 1 (maxUnavailable lets a "
+                "drain take the only replica)"
+            )
     return errors
 
 

@@ -40,6 +40,9 @@ rules:
 # A replay-language regression: any candidate counts as regressing el-GR/es-ES when no increase at all (not even
 # a negative one: replay languages would have to get 10,000 points *better*) is allowed. Only those rules fail.
 REPLAY_REGRESSION = PERMISSIVE.replace("max_increase: 100.0", "max_increase: -100.0")
+# Both policies are below the policy floor (components/evaluate_wer/policy/floor.yaml) on purpose: the tiny
+# e2e fine-tune is too short to pass a real gate. The audited override lets them run, and is recorded.
+FLOOR_OVERRIDE = "e2e test: a deliberately permissive/impossible policy on a 2-minute fine-tune"
 MODEL = "e2e-asr"
 
 
@@ -104,7 +107,8 @@ def world(tmp_path_factory):
 def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
     root, uri = world["root"], world["uri"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    run_dir = run_local({**world["args"], "gate_policy": PERMISSIVE}, root / "kfp")
+    run_dir = run_local({**world["args"], "gate_policy": PERMISSIVE, "gate_floor_override_reason": FLOOR_OVERRIDE},
+                        root / "kfp")
 
     # validation + manifests
     assert task_outputs(run_dir, "validate-data")["passed"] is True
@@ -125,6 +129,7 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
     v1 = reg.by_alias(MODEL, CHAMPION)
     assert v1 is not None and CHALLENGER in v1.aliases
     assert v1.tags["data_md5"] == world["md5"] and v1.tags["gate.passed"] == "true"
+    assert v1.tags["gate.floor_override_reason"] == FLOOR_OVERRIDE and len(v1.tags["gate.record_sha256"]) == 64
     assert v1.tags["base_model_uri"] == f"models:/{MODEL}-base@{BASE}"
     assert v1.tags["pipeline_run_id"] not in ("", "local")
 
@@ -166,7 +171,8 @@ def test_failed_gate_moves_nothing(world, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     reg = Registry(get_client(uri))
     champion_before = reg.by_alias(MODEL, CHAMPION)
-    run_dir = run_local({**world["args"], "gate_policy": REPLAY_REGRESSION}, root / "kfp")
+    run_dir = run_local({**world["args"], "gate_policy": REPLAY_REGRESSION,
+                         "gate_floor_override_reason": FLOOR_OVERRIDE}, root / "kfp")
 
     ev = json.loads((run_dir / "evaluate-wer" / "evaluation" / "evaluation.json").read_text())
     assert ev["decision"]["passed"] is False
@@ -178,6 +184,8 @@ def test_failed_gate_moves_nothing(world, monkeypatch):
     if champion_before is not None:  # order-independent: the first test may or may not have run
         assert reg.by_alias(MODEL, CHAMPION).version == champion_before.version
         assert challenger.version != champion_before.version
+        assert ev["champion_sha256"] == champion_before.tags["checkpoint_sha256"]  # scored against the champion
+        assert set(ev["champion_delta_ci"]) == {"bg-BG", "el-GR", "es-ES"}
     else:
         assert reg.by_alias(MODEL, CHAMPION) is None
     assert not (root / "triton_repo" / "asr_offline" / "2").exists()

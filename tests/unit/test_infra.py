@@ -177,6 +177,10 @@ POLICY = {
         lambda d: _container(d, "triton")["readinessProbe"]["httpGet"].__setitem__("port", "htp"),
         "port 'htp'",
     ),
+    "secret on the command line": (
+        lambda d: _container(d, "sync-champion").setdefault("args", []).append("--password=$(MLFLOW_TRACKING_PASSWORD)"),
+        "on the command line",
+    ),
     "missing configmap": (
         lambda d: _container(d, "sync-champion")["envFrom"][0]["configMapRef"].__setitem__(
             "name", "asr-serving"
@@ -196,6 +200,52 @@ def test_policy_catches(rendered, mutation):
     mutate(d)
     errors = check.policy_errors([*objects, d])
     assert errors and any(expected in e for e in errors), errors
+
+
+def test_cluster_exposure_networkpolicies_auth_and_restricted_triton(rendered):
+    """Issue 15, cluster exposure: who may reach what, MLflow behind its basic-auth app with credentials from
+    Secrets, Triton's admin endpoints closed to clients, a PDB that keeps the only replica."""
+    for overlay, objects in rendered.items():
+        assert check.policy_errors(objects) == [], overlay
+        pols = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+        assert set(pols) == {"mlflow", "minio", "postgres", "triton"}
+        sources = [f for rule in pols["mlflow"]["ingress"] for f in rule["from"]]
+        assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "triton"}}} in sources
+        assert any("namespaceSelector" in f and "podSelector" in f for f in sources)  # pipeline pods only
+        assert [p["port"] for r in pols["mlflow"]["ingress"] for p in r["ports"]] == [5000]
+        open_rule = [r for r in pols["triton"]["ingress"] if "from" not in r]
+        assert [sorted(p["port"] for p in r["ports"]) for r in open_rule] == [[8000, 8001]]  # clients
+        mlflow = _obj(objects, "Deployment", "mlflow")
+        server = _container(mlflow, "mlflow")
+        assert "--app-name=basic-auth" in server["args"]
+        assert not any("PASSWORD" in a or "postgresql://" in a for a in server["args"])
+        env = {e["name"]: e for e in server["env"]}
+        assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+        assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql://$(POSTGRES_USER)")
+        ini = _obj(objects, "ConfigMap", next(v["configMap"]["name"] for v in
+                                              mlflow["spec"]["template"]["spec"]["volumes"] if "configMap" in v))
+        assert "default_permission = READ" in ini["data"]["basic_auth.ini"]
+        assert "password" not in ini["data"]["basic_auth.ini"].split("[mlflow]")[1].lower()
+        triton = _obj(objects, "Deployment", "triton")
+        args = _container(triton, "triton")["args"]
+        for flag in ("--http-restricted-api=", "--grpc-restricted-protocol="):
+            (value,) = [a.removeprefix(flag) for a in args if a.startswith(flag)]
+            apis = set(value.split(":")[0].split(","))
+            assert {"model-repository", "logging", "trace", "shared-memory"} <= apis and "inference" not in apis
+        for name in ("sync-champion", "sync-champion-once"):
+            env = {e["name"]: e for e in _container(triton, name)["env"]}
+            assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-serving-credentials"
+        assert _obj(objects, "PodDisruptionBudget", "triton")["spec"]["minAvailable"] == 1
+
+
+def test_exposure_rules_catch_an_uncovered_workload_and_a_draining_pdb(rendered):
+    objects = [o for o in copy.deepcopy(rendered["dev"]) if not (o["kind"] == "NetworkPolicy"
+                                                                  and o["metadata"]["name"] == "mlflow")]
+    pdb = _obj(objects, "PodDisruptionBudget", "triton")
+    pdb["spec"] = {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}
+    errors = check.policy_errors(objects)
+    assert any("Deployment/mlflow: no ingress NetworkPolicy" in e for e in errors)
+    assert any("PodDisruptionBudget/triton: needs minAvailable" in e for e in errors)
 
 
 def test_policy_rejects_rendered_secret_values_and_orphan_services(rendered):
@@ -307,10 +357,15 @@ def test_check_cli_passes_on_the_shipped_overlays():
 
 # ------------------------------------------------------------------------------- the sidecar, on real MLflow
 def _register(reg, tmp_path, payload: bytes, tag: str):
+    """A candidate registered as the pipeline does: with a passing gate record bound to its checkpoint."""
+    from components.register_model.core import register_candidate
+    from tests.unit.test_registry import _evaluation
+
     d = tmp_path / f"model-{tag}"
     d.mkdir()
     (d / "model.nemo").write_bytes(payload)  # export never opens the checkpoint: bytes are enough here
-    return reg.register("asr", d, tags={"gate.passed": "true", "params.att_context_size": "[56,1]"})
+    ev, _ = _evaluation(tmp_path, f"ev-{tag}", True, d)
+    return reg.get("asr", register_candidate(d, ev, "asr", tracking_uri=reg.client.tracking_uri).version)
 
 
 @pytest.mark.slow  # ~20 s on a loaded 2-core box: MLflow creates its sqlite schema

@@ -47,8 +47,13 @@ def _model_dir(tmp_path, name, payload: bytes):
     return d
 
 
-def _evaluation(tmp_path, name, passed: bool):
-    ev = {"att_context_size": [56, 1],
+def _evaluation(tmp_path, name, passed: bool, model_dir=None):
+    """An evaluation.json as evaluate_wer writes it; bound to `model_dir`'s checkpoint when given."""
+    from components.common.io import sha256_file
+    from components.evaluate_wer.gate import load_policy
+
+    ev = {"att_context_size": [56, 1], "policy": load_policy(None),
+          "candidate_sha256": sha256_file(model_dir / "model.nemo") if model_dir is not None else "",
           "metrics": {"base": {"streaming": {"bg-BG": {"wer_raw": 1.1, "wer_norm": 1.0, "cer": 0.8, "n_utts": 4}}},
                       "candidate": {"streaming": {"bg-BG": {"wer_raw": 0.6, "wer_norm": 0.5, "cer": 0.3,
                                                             "n_utts": 4}}}},
@@ -82,7 +87,7 @@ def tracking_uri(tmp_path, _migrated_registry_db):
 
 def test_register_promote_and_gate(tmp_path, tracking_uri):
     good = _model_dir(tmp_path, "good", b"good-weights")
-    ev_good, _ = _evaluation(tmp_path, "ev_good", True)
+    ev_good, _ = _evaluation(tmp_path, "ev_good", True, good)
     r1 = register_candidate(good, ev_good, "asr", data_md5="d1.dir", base_model_uri="models:/asr-base@base",
                             tracking_uri=tracking_uri, commit="c0ffee")
     assert r1.gate_passed and CHALLENGER in r1.aliases and CHAMPION not in r1.aliases
@@ -98,11 +103,11 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     assert reg.by_alias("asr", CHAMPION).version == r1.version
 
     bad = _model_dir(tmp_path, "bad", b"bad-weights")
-    ev_bad, _ = _evaluation(tmp_path, "ev_bad", False)
+    ev_bad, _ = _evaluation(tmp_path, "ev_bad", False, bad)
     r2 = register_candidate(bad, ev_bad, "asr", tracking_uri=tracking_uri)
     assert not r2.gate_passed
     assert reg.by_alias("asr", CHALLENGER).version == r2.version  # challenger = latest evaluated
-    with pytest.raises(PermissionError, match="gate failed"):
+    with pytest.raises(PermissionError, match="gate FAILED"):
         reg.promote("asr", r2.version)
     assert reg.by_alias("asr", CHAMPION).version == r1.version  # a failed gate leaves champion where it was
 
@@ -151,4 +156,4 @@ def test_cli_register_list_promote_refusal(tmp_path, tracking_uri, capsys):
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1"]) == 2
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force"]) == 2
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force", "--reason", "ok"]) == 0
-    assert "no gate decision" in capsys.readouterr().err
+    assert "no gate record" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def reg(tracking_uri):  # noqa: F811 (the fixture imported above)
 
 def _candidate(tmp_path, reg, tag: str, passed: bool = True, run: str = "") -> str:
     d = tmp_path / tag if (tmp_path / tag).is_dir() else _model_dir(tmp_path, tag, f"weights-{tag}".encode())
-    ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed)
+    ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed, d)
     return register_candidate(d, ev, "asr", pipeline_run_id=run, tracking_uri=reg.client.tracking_uri).version
 
 
@@ -114,14 +114,24 @@ def test_failure_after_moving_alias_is_reconciled(tmp_path, reg, monkeypatch):
     assert len(reg.history("asr")) == 2
 
 
-def test_alias_moved_by_hand_is_recorded(tmp_path, reg):
+def test_alias_moved_by_hand_is_recorded_as_unverified_and_not_a_rollback_target(tmp_path, reg):
+    """Setting `champion` outside promote (UI, raw client) is a bypass: the log records it as an unverified
+    `reconcile`, and rollback never lands on such a version without an audited force."""
     v1, v2 = _candidate(tmp_path, reg, "one"), _candidate(tmp_path, reg, "two")
+    v3 = _candidate(tmp_path, reg, "three", passed=False)
     reg.promote("asr", v1)
     reg.promote("asr", v2)
-    reg.client.set_registered_model_alias("asr", CHAMPION, v1)  # someone in the UI
+    reg.client.set_registered_model_alias("asr", CHAMPION, v1)  # someone in the UI, to a gated version
     entries, current = reg.reconcile("asr")
-    assert current == v1 and [(e.version, e.op) for e in entries][-1] == (v1, "reconcile")
-    assert [e.version for e in reg.history("asr")] == [v1, v2, v1]
+    assert current == v1 and (entries[-1].version, entries[-1].op, entries[-1].why) == (v1, "reconcile", "")
+    reg.client.set_registered_model_alias("asr", CHAMPION, v3)  # ... and to one whose gate failed
+    entries, current = reg.reconcile("asr")
+    assert current == v3 and entries[-1].op == "reconcile" and entries[-1].why.startswith("unverified")
+    assert [e.version for e in reg.history("asr")] == [v1, v2, v1, v3]
+    reg.promote("asr", v2)
+    with pytest.raises(PermissionError, match="gate FAILED"):
+        rollback(reg, "asr", "back to the hand-set one", to=v3)
+    assert reg.by_alias("asr", CHAMPION).version == v2
 
 
 def test_lock_excludes_breaks_stale_leases_and_detects_loss(reg):

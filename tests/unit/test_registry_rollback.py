@@ -65,7 +65,7 @@ def reg(tracking_uri):  # noqa: F811 (the fixture imported above)
 
 def _candidate(tmp_path, reg, tag: str, passed: bool, run: str = "") -> str:
     d = _model_dir(tmp_path, tag, f"weights-{tag}".encode())
-    ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed)
+    ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed, d)
     r = register_candidate(
         d,
         ev,
@@ -82,7 +82,7 @@ def test_promote_refuses_without_passing_gate_and_records_override(tmp_path, reg
     good = _candidate(tmp_path, reg, "good", True)
     bad = _candidate(tmp_path, reg, "bad", False)
     reg.promote("asr", good, actor="alice")
-    with pytest.raises(PermissionError, match="gate failed"):
+    with pytest.raises(PermissionError, match="gate FAILED"):
         reg.promote("asr", bad)
     with pytest.raises(ValueError, match="--reason"):
         reg.promote("asr", bad, force=True)
@@ -106,8 +106,10 @@ def test_promote_refuses_a_version_whose_artifacts_are_gone_or_changed(tmp_path,
     reg.client.set_model_version_tag(
         "asr", v, "checkpoint_sha256", "0" * 64
     )  # the stored file no longer matches
-    with pytest.raises(ValueError, match="does not match sha256"):
+    with pytest.raises(PermissionError, match="gate record is for checkpoint"):  # the tag edit is caught
         reg.promote("asr", v)
+    with pytest.raises(ValueError, match="does not match sha256"):  # even a forced move checks the file
+        reg.promote("asr", v, force=True, reason="incident 3")
     assert reg.by_alias("asr", CHAMPION) is None and reg.history("asr") == []
 
 
@@ -174,7 +176,7 @@ def test_cli_promote_rollback_list_show(tmp_path, reg, capsys):
     cli = ["--tracking-uri", uri, "--model", "asr"]
     assert main([*cli, "promote", v1, "--actor", "alice"]) == 0
     assert main([*cli, "promote", v2]) == 2
-    assert "gate failed" in capsys.readouterr().err
+    assert "gate FAILED" in capsys.readouterr().err
     assert main([*cli, "promote", v2, "--force", "--reason", "customer demo"]) == 0
     capsys.readouterr()
     assert main([*cli, "list"]) == 0

@@ -76,7 +76,7 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
     versions = []
     for tag, passed in (("one", True), ("two", True), ("three", False)):
         d = _model_dir(tmp_path, tag, f"weights-{tag}".encode())
-        ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed)
+        ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed, d)
         r = register_candidate(d, ev, "asr", data_md5=f"md5-{tag}", pipeline_run_id=f"run-{tag}",
                                tracking_uri=server_uri)
         versions.append(r.version)
@@ -92,7 +92,7 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
 
     reg.promote("asr", v1, actor="ci")  # downloads through the server's artifact proxy and checks sha256
     reg.promote("asr", v2, actor="ci")
-    with pytest.raises(PermissionError, match="gate failed"):
+    with pytest.raises(PermissionError, match="gate FAILED"):
         reg.promote("asr", v3)
     assert reg.by_alias("asr", CHAMPION).version == v2  # a failed gate leaves champion where it was
 

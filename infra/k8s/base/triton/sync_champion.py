@@ -7,8 +7,15 @@ champion is exported by `components.export_triton` as version N+1 of both models
 the registry recorded is checked before anything is written); Triton's poll mode then loads it
 (`version_policy: latest 1`) while the old version serves until the new one is ready.
 
+The sidecar trusts the alias no more than promote does: before exporting it verifies the version's evidence
+(`verify_release`: a passing gate record bound to the checkpoint, or the override record of an audited
+`--force --reason`; registry/gate_record.py). An alias without it (set by hand through the MLflow API or UI) is
+refused: logged as `event=refused`, counted in the Prometheus metrics on SYNC_METRICS_PORT
+(`asr_sync_refused`, `asr_sync_refusals_total`), and the last good version keeps serving.
+
 Environment (ConfigMap `asr-serving`): MLFLOW_TRACKING_URI, MODEL_NAME, MODEL_ALIAS, TRITON_REPO,
-SYNC_INTERVAL_S, KEEP_VERSIONS, ATT_CONTEXT_SIZE. Shipped into the pod by kustomize's configMapGenerator; it
+SYNC_INTERVAL_S, KEEP_VERSIONS, ATT_CONTEXT_SIZE, SYNC_METRICS_PORT; MLFLOW_TRACKING_USERNAME/PASSWORD from the
+Secret `mlflow-auth`. Shipped into the pod by kustomize's configMapGenerator; it
 imports only the project's installed packages (the Triton image installs them).
 """
 
@@ -19,8 +26,10 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MODELS = ("asr_offline", "asr_streaming")
@@ -28,10 +37,64 @@ MODELS = ("asr_offline", "asr_streaming")
 
 @dataclass
 class SyncResult:
-    action: str  # "exported" | "unchanged" | "no-champion"
+    action: str  # "exported" | "unchanged" | "no-champion" | "refused"
     registry_version: str = ""  # the registry's version number the alias points at
     served_version: int | None = None  # the Triton version folder now newest
     sha256: str = ""
+    error: str = ""  # why a version was refused
+
+
+@dataclass
+class SyncMetrics:
+    """Prometheus text metrics of the sidecar: is the alias refused now, how often, what serves."""
+
+    refused: dict[str, int] = field(default_factory=dict)  # model -> 1 while its alias is refused
+    refusals: dict[str, int] = field(default_factory=dict)  # model -> count
+    served: dict[str, int] = field(default_factory=dict)  # model -> newest Triton version
+
+    def record(self, model: str, r: SyncResult) -> None:
+        self.refused[model] = int(r.action == "refused")
+        self.refusals[model] = self.refusals.get(model, 0) + int(r.action == "refused")
+        if r.served_version is not None:
+            self.served[model] = r.served_version
+
+    def render(self) -> str:
+        lines = []
+        for name, kind, helptext, values in (
+            ("asr_sync_refused", "gauge", "1 while the alias points at a version without valid evidence",
+             self.refused),
+            ("asr_sync_refusals_total", "counter", "syncs that refused the alias's version", self.refusals),
+            ("asr_sync_served_version", "gauge", "newest Triton version folder being served", self.served),
+        ):
+            lines += [f"# HELP {name} {helptext}", f"# TYPE {name} {kind}"]
+            lines += [f'{name}{{model="{m}"}} {v}' for m, v in sorted(values.items())]
+        return "\n".join(lines) + "\n"
+
+    def serve(self, port: int) -> ThreadingHTTPServer:
+        """GET /metrics on `port` in a daemon thread (stdlib: the sidecar has no other web dependency)."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                body = metrics.render().encode()
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body if self.path == "/metrics" else b"")
+
+            def log_message(self, *args):  # scrapes are not news
+                pass
+
+        server = ThreadingHTTPServer(("", port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def verify_release(reg, info) -> str:
+    """The evidence that entitles `info` to serve: 'gate' or 'override'. Raises GateRecordError (a
+    PermissionError) naming what is missing or does not match. The checkpoint itself is checked against the
+    sha256 the record is bound to when it is downloaded (Registry.download)."""
+    return reg.champion_evidence(info)
 
 
 def served_sha256(repo: str | os.PathLike) -> tuple[int | None, str | None]:
@@ -59,15 +122,27 @@ def sync_once(
     client=None,
     att_context_size: str = "",
     keep_versions: int = 2,
+    metrics: SyncMetrics | None = None,
 ) -> SyncResult:
-    """Export `model_name@alias` into `repo` unless the newest served version already has its checkpoint."""
+    """Export `model_name@alias` into `repo` unless the newest served version already has its checkpoint.
+
+    A version without valid evidence (`verify_release`) is refused and nothing in `repo` changes."""
     from components.export_triton.core import export_model
+    from registry.gate_record import GateRecordError
     from registry.mlflow_adapter import Registry, get_client
 
     reg = Registry(client or get_client())
     info = reg.by_alias(model_name, alias)
     if info is None:
         return SyncResult("no-champion")
+    try:
+        verify_release(reg, info)
+    except GateRecordError as e:
+        r = SyncResult("refused", info.version, served_sha256(repo)[0], info.tags.get("checkpoint_sha256", ""),
+                       str(e))
+        if metrics is not None:
+            metrics.record(model_name, r)
+        return r
     wanted = info.tags.get("checkpoint_sha256", "")
     if not wanted:
         raise ValueError(
@@ -75,7 +150,10 @@ def sync_once(
         )
     served_version, served = served_sha256(repo)
     if served == wanted:
-        return SyncResult("unchanged", info.version, served_version, wanted)
+        r = SyncResult("unchanged", info.version, served_version, wanted)
+        if metrics is not None:
+            metrics.record(model_name, r)
+        return r
     att = att_context_size or info.tags.get("params.att_context_size", "")
     os.makedirs(repo, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=repo, prefix=".download-") as dst:  # same filesystem: hardlinks
@@ -88,7 +166,10 @@ def sync_once(
             att or None,
             keep_versions=keep_versions,
         )
-    return SyncResult("exported", info.version, r.version, r.sha256)
+    result = SyncResult("exported", info.version, r.version, r.sha256)
+    if metrics is not None:
+        metrics.record(model_name, result)
+    return result
 
 
 def _log(**fields) -> None:
@@ -106,11 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--att-context-size", default=env("ATT_CONTEXT_SIZE", ""))
     p.add_argument("--once", action="store_true", help="sync once and exit (the init container)")
     p.add_argument("--wait", action="store_true", help="with --once: wait until the alias exists")
+    p.add_argument("--metrics-port", type=int, default=int(env("SYNC_METRICS_PORT", "0")),
+                   help="serve Prometheus metrics on this port (0: off)")
     a = p.parse_args(argv)
+    metrics = SyncMetrics()
+    if a.metrics_port and not a.once:
+        metrics.serve(a.metrics_port)
 
     while True:
         try:
-            r = sync_once(a.repo, a.model, a.alias, att_context_size=a.att_context_size, keep_versions=a.keep)
+            r = sync_once(a.repo, a.model, a.alias, att_context_size=a.att_context_size, keep_versions=a.keep,
+                          metrics=metrics)
+            if r.action == "refused":  # keep serving what is there; say so loudly, every interval
+                _log(event="refused", model=a.model, alias=a.alias, registry_version=r.registry_version,
+                     served_version=r.served_version, error=r.error)
+                if a.once and not a.wait:
+                    return 4
+                time.sleep(a.interval)
+                continue
             _log(
                 event="sync",
                 model=a.model,

@@ -146,10 +146,12 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
 
     att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune")["att_context_size"])
     assert att == [56, 1]  # the tiny-demo recipe's deploy lookahead, resolved by the preflight
+    offline_att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune")["offline_att_context_size"])
+    assert offline_att == [56, 13]  # asr_offline serves at the checkpoint's most accurate lookahead
     local = AsrModel.load(str(repo / "asr_offline" / "1" / "model.nemo"))
     rows = test_rows[:2]
     audios = [sf.read(r["audio_filepath"], dtype="float32")[0] for r in rows]
-    expected = local.transcribe(audios, [r["lang"] for r in rows], att_context_size=att)
+    expected = local.transcribe(audios, [r["lang"] for r in rows], att_context_size=offline_att)
     expected_stream = []
     for audio, r in zip(audios, rows, strict=True):
         state = local.new_stream(r["lang"], att)

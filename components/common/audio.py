@@ -33,6 +33,13 @@ _BLOCK = 1 << 16  # frames per decode block: bounded memory per read, and a trun
 # Headers whose frame count is an estimate (MP3 without an exact Xing/LAME tag): allow this much shortfall.
 _ESTIMATED_LENGTH_FORMATS = {"MP3": 0.05}
 _UNKNOWN_LENGTH = 1 << 62  # libsndfile reports SF_COUNT_MAX for streams of unknown length
+# Decode caps, checked from the header (or, for streams of unknown length, while reading) before samples are
+# allocated: 10 h of silence is a few MB of FLAC and ~4.6 GB of float32; a WAV header claiming 1 Hz and 1 M
+# frames would resample to ~64 GB. 600 s is 20x the validation's default max_duration (30 s), so a clip that
+# is merely too long is still decoded and reported with its real duration.
+MAX_DECODE_SECONDS = 600.0
+MAX_DECODE_BYTES = 1 << 30  # float32 samples x channels of one file
+MIN_DECODE_RATE = 1000  # Hz: below this a header is nonsense, and resampling it up costs 16000/rate x memory
 
 
 class AudioError(ValueError):
@@ -49,6 +56,7 @@ class AudioError(ValueError):
         "non_finite",  # NaN/inf samples (float files)
         "bad_raw_format",  # the metadata's raw PCM declaration is invalid
         "raw_has_header",  # declared headerless, but the bytes start with a known container header
+        "too_large",  # header or streaming probe says it exceeds the decode cap (refused before allocating)
     )
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str):
@@ -176,6 +184,21 @@ class AudioInfo:
         return asdict(self)
 
 
+def walk_riff(read_at, size: int):
+    """Yield (chunk id, declared size, body offset) of a RIFF/WAVE file's chunks, from offset 12 on.
+
+    `read_at(offset, n)` returns up to n bytes (a slice of bytes in memory, or a seek+read on a file): the
+    one chunk walker for the fast in-memory decoder and for the truncation check of libsndfile's path."""
+    pos = 12
+    while pos + 8 <= size:
+        head = read_at(pos, 8)
+        if len(head) < 8:
+            return
+        csize = struct.unpack("<I", head[4:])[0]
+        yield head[:4], csize, pos + 8
+        pos += 8 + csize + (csize & 1)
+
+
 def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
     """(declared, present) byte sizes of a RIFF/WAVE 'data' chunk, or None if not a plain RIFF WAV.
 
@@ -187,19 +210,36 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        for cid, csize, body in walk_riff(read_at, size):
             if cid == b"data":
-                if csize in (0, 0xFFFFFFFF):
-                    return None
-                return csize, size - (pos + 8)
-            pos += 8 + csize + (csize & 1)
+                return None if csize in (0, 0xFFFFFFFF) else (csize, size - body)
     return None
+
+
+def check_decode_size(
+    path: str | os.PathLike, frames: int, sample_rate: int, channels: int, max_seconds: float | None = None
+) -> None:
+    """Raise AudioError too_large/unsupported when decoding `frames` would exceed the caps (module docs)."""
+    cap = MAX_DECODE_SECONDS if max_seconds is None else max_seconds
+    if sample_rate < MIN_DECODE_RATE:
+        raise AudioError(
+            path, "too_large", f"sample rate {sample_rate} Hz < {MIN_DECODE_RATE} Hz (a bogus header?)"
+        )
+    seconds = frames / sample_rate
+    if seconds > cap:
+        raise AudioError(path, "too_large", f"{seconds:.0f} s of audio > the decode cap of {cap:g} s")
+    if frames * channels * 4 > MAX_DECODE_BYTES:
+        raise AudioError(
+            path,
+            "too_large",
+            f"{frames} frames x {channels} channels would take {frames * channels * 4 >> 20} MiB "
+            f"> {MAX_DECODE_BYTES >> 20} MiB",
+        )
 
 
 # WAVE format tags the fast reader decodes itself: (tag, bits) -> (libsndfile subtype, numpy dtype, scale)
@@ -214,7 +254,9 @@ _WAV_FAST = {
 WAV_FAST_MAX = 64 << 20  # bigger files go through libsndfile's blockwise decoding (bounded memory)
 
 
-def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, str] | None:
+def read_wav_fast(
+    path: Path, blob: bytes, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, int, str, str] | None:
     """Decode a plain RIFF/WAVE file already in memory with numpy -> read_samples' tuple, or None when the
     file is anything else (RF64, compressed codecs, streaming sizes, odd layouts): the caller then uses
     libsndfile. Bit-identical to libsndfile's float conversion (same scale factors, float32 arithmetic);
@@ -222,10 +264,8 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
     truncated / no_audio with the same reasons as the libsndfile path."""
     if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
         return None
-    pos, fmt = 12, None
-    while pos + 8 <= len(blob):
-        cid, size = blob[pos : pos + 4], struct.unpack_from("<I", blob, pos + 4)[0]
-        body = pos + 8
+    fmt = None
+    for cid, size, body in walk_riff(lambda offset, n: blob[offset : offset + n], len(blob)):
         if cid == b"fmt ":
             if size < 16 or body + size > len(blob):
                 return None
@@ -246,6 +286,7 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
             frames = min(size, present) // align
             if frames == 0:  # checked first, as on the libsndfile path (a header-only file is no_audio)
                 raise AudioError(path, "no_audio", "WAV header but no audio frames")
+            check_decode_size(path, size // align, sr, ch, max_seconds)
             if present < size:
                 raise AudioError(
                     path, "truncated", f"'data' chunk declares {size} bytes, file holds {present}"
@@ -263,7 +304,6 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
             else:
                 x = raw.view(dtype).astype(np.float32) * np.float32(scale)
             return x.reshape(frames, ch), int(sr), int(ch), "WAV", subtype
-        pos = body + size + (size & 1)
     return None
 
 
@@ -374,7 +414,10 @@ CLIP_LEVEL = 0.999  # |x| at or above this is full scale (PCM16 full scale is 32
 
 
 def read_audio(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+    path: str | os.PathLike,
+    raw: RawFormat | None = None,
+    blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[np.ndarray, AudioInfo]:
     """Decode a whole file to float32 `(frames, channels)` in [-1, 1] and describe it.
 
@@ -385,7 +428,7 @@ def read_audio(
     possible in float files), bad_raw_format / raw_has_header (a wrong raw declaration).
     """
     p = Path(path)
-    data, sr, ch, fmt, subtype = read_samples(p, raw, blob)
+    data, sr, ch, fmt, subtype = read_samples(p, raw, blob, max_seconds)
     got = len(data)
     peak = max(float(data.max()), -float(data.min()))
     # counting full-scale samples needs a pass over |x|: only when the peak says there can be any
@@ -397,15 +440,21 @@ def read_audio(
     return data, AudioInfo(sr, ch, got, got / sr, fmt, subtype, peak, rms_dbfs, clipped, ext_ok)
 
 
-def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, int, str, str]:
+def _read_libsndfile(
+    p: Path, raw: RawFormat | None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, int, str, str]:
     """read_samples' decoder for everything read_wav_fast does not take: blockwise libsndfile decoding with
-    the header/length checks (undecodable, corrupt, no_audio, truncated)."""
+    the header/length checks (undecodable, corrupt, no_audio, truncated, too_large). The size cap is checked
+    on the header's frame count before the first read, and on the running count for streams whose length
+    the header does not state (or understates)."""
     try:
         f = _open(p, raw)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(p, "undecodable", f"libsndfile cannot open it ({_sf_message(e)})") from None
     with f:
         declared, sr, ch, fmt, subtype = f.frames, f.samplerate, f.channels, f.format, f.subtype
+        check_decode_size(p, declared if 0 < declared < _UNKNOWN_LENGTH else 0, sr, ch, max_seconds)
+        cap_frames = int((MAX_DECODE_SECONDS if max_seconds is None else max_seconds) * sr)
         blocks: list[np.ndarray] = []
         got = 0
         # first read: the declared length (+1 frame to see the end) in one call when it is plausible
@@ -417,6 +466,8 @@ def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, i
                     break
                 blocks.append(block)
                 got += len(block)
+                if got > cap_frames:  # a stream longer than its header said: stop before it grows further
+                    check_decode_size(p, got, sr, ch, max_seconds)
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AudioError(
                 p, "corrupt", f"decoding failed after {got} of {declared} frames ({_sf_message(e)})"
@@ -435,7 +486,10 @@ def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, i
 
 
 def read_samples(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+    path: str | os.PathLike,
+    raw: RawFormat | None = None,
+    blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[np.ndarray, int, int, str, str]:
     """Decode and check a file without the loudness statistics: (float32 (frames, channels), rate, channels,
     libsndfile format, subtype). Same checks and AudioError reasons as `read_audio`, which adds the statistics;
@@ -452,8 +506,8 @@ def read_samples(
         raise AudioError(p, "empty_file", "file is 0 bytes")
     if blob is None:
         blob = wav_bytes_for_fast_path(p, raw, st.st_size)
-    fast = read_wav_fast(p, blob) if raw is None and blob is not None else None
-    data, sr, ch, fmt, subtype = fast or _read_libsndfile(p, raw)
+    fast = read_wav_fast(p, blob, max_seconds) if raw is None and blob is not None else None
+    data, sr, ch, fmt, subtype = fast or _read_libsndfile(p, raw, max_seconds)
     if subtype in ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III") and not np.isfinite(data).all():
         raise AudioError(p, "non_finite", f"{int((~np.isfinite(data)).sum())} NaN/inf samples")
     return data, sr, ch, fmt, subtype
@@ -465,11 +519,14 @@ def _sf_message(e: Exception) -> str:
 
 
 def probe_audio(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+    path: str | os.PathLike,
+    raw: RawFormat | None = None,
+    blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> AudioInfo:
     """Decode the file and return its properties (raises AudioError with a named reason); `blob` as in
-    read_samples."""
-    return read_audio(path, raw, blob)[1]
+    read_samples; `max_seconds` caps what is decoded (default MAX_DECODE_SECONDS; refused as too_large)."""
+    return read_audio(path, raw, blob, max_seconds)[1]
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -529,9 +586,10 @@ def decode_mono(
     target_sr: int = TARGET_SR,
     raw: RawFormat | None = None,
     blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Mono float32 at `target_sr`, without the loudness statistics of `decode` (same checks and errors)."""
-    data, sr, _, _, _ = read_samples(path, raw, blob)
+    data, sr, _, _, _ = read_samples(path, raw, blob, max_seconds)
     return resample(to_mono(data), sr, target_sr)
 
 

@@ -23,7 +23,11 @@ def validate_data(
     """fail_on_error=False returns passed=False instead of raising: on a cluster a failed task uploads no
     artifacts (only its logs), so a pipeline that wants the Data Docs in the UI gates on `passed` instead.
     `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key follow content."""
+    import logging
+
     from components.validate_data.core import run_step
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     res, metrics = run_step(
         data_root,

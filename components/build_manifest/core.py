@@ -17,19 +17,21 @@ speaker never lands in two splits (across languages too: a voice heard in traini
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import random
+import secrets
 import shutil
 import stat
-import sys
 import tarfile
 import tempfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from components.common.audio import (
@@ -40,17 +42,25 @@ from components.common.audio import (
     wav16_bytes,
     wav_bytes_for_fast_path,
 )
-from components.common.io import atomic_write_text, sha256_file
-from components.common.languages import parse_langs
-from components.common.manifest import SPLITS, write_manifest
-from components.validate_data.core import (
+from components.common.dataset import (
     ID_RE,
     DatasetError,
     MetadataRow,
+    duplicate_ids,
     find_metadata,
+    inside,
     read_metadata,
     resolve_audio,
 )
+from components.common.io import atomic_write_text, sha256_file
+from components.common.languages import (
+    canonical_locale,
+    canonical_locales,
+    default_prompt_dictionary,
+    parse_langs,
+)
+from components.common.manifest import SPLITS, write_manifest
+from components.common.pool import result_or_rerun
 
 AUDIO_DIR = "audio"
 INDEX_NAME = "sources.json"
@@ -62,6 +72,12 @@ _POOL_MIN = 32  # below this many clips a process pool costs more than it saves
 _CHUNK = 32  # clips per pool task: small enough to balance the tail, large enough to amortise pickling
 _RACY_NS = 2_000_000_000
 _PROGRESS_MIN = 200
+DUPLICATE_AUDIO_MODES = ("reject", "keep_first")
+LOCK_NAME = ".build_manifest.lock"
+# Temp names unique per run and process: two builds (or hosts) sharing an output folder never write, rename
+# or delete each other's half-written clips.
+_RUN_TOKEN = secrets.token_hex(4)
+log = logging.getLogger(__name__)
 
 
 class ManifestBuildError(DatasetError):
@@ -126,7 +142,7 @@ Result = tuple[str, "float | None", "str | None", bool]  # (source sha256, durat
 def _write_atomic(dst: str, data: bytes) -> None:
     """Temp file + rename (a reader never sees half a clip), no fsync: see write_wav16. A fixed per-process
     temp name costs less than mkstemp's random names; leftovers of a killed run are pruned as stale clips."""
-    tmp = f"{dst}.{os.getpid()}.tmp"
+    tmp = f"{dst}.{os.getpid()}.{_RUN_TOKEN}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # umask applies
     try:
         with os.fdopen(fd, "wb") as f:
@@ -153,6 +169,8 @@ def _convert_one(job: Job) -> Result:
         audio = decode_mono(src, TARGET_SR, raw=raw, blob=blob)
     except AudioError as e:
         return sha, None, f"{e.reason}: {e.detail}", False
+    except MemoryError:
+        return sha, None, "too_large: out of memory while decoding", False
     if len(audio) == 0:
         return sha, None, "no_audio: nothing left after resampling", False
     _write_atomic(dst, wav16_bytes(audio, TARGET_SR))
@@ -161,6 +179,10 @@ def _convert_one(job: Job) -> Result:
 
 def _convert_chunk(jobs: list[Job]) -> list[Result]:
     return [_convert_one(j) for j in jobs]
+
+
+def _worker_died(job: Job, reason: str) -> Result:
+    return "", None, reason, False
 
 
 class _Converter:
@@ -172,7 +194,7 @@ class _Converter:
             ProcessPoolExecutor(max_workers=workers) if workers > 1 and expected >= _POOL_MIN else None
         )
         self.pending: list[Job] = []
-        self.parts: list[Future | list[Result]] = []
+        self.parts: list[tuple[Future | list[Result], list[Job]]] = []
         self.expected, self.done, self.shown, self.submitted = expected, 0, 0, 0
 
     def submit(self, job: Job) -> None:
@@ -186,9 +208,9 @@ class _Converter:
             return
         chunk, self.pending = self.pending, []
         if self.pool is not None:
-            self.parts.append(self.pool.submit(_convert_chunk, chunk))
+            self.parts.append((self.pool.submit(_convert_chunk, chunk), chunk))
         else:
-            self.parts.append(_convert_chunk(chunk))
+            self.parts.append((_convert_chunk(chunk), chunk))
             self._tick(len(chunk))
 
     def _tick(self, k: int) -> None:
@@ -196,16 +218,16 @@ class _Converter:
         self.done += k
         if self.expected >= _PROGRESS_MIN and (self.done - self.shown >= max(1, n // 10) or self.done == n):
             self.shown = self.done
-            print(f"build_manifest: {self.done}/{n} clips", file=sys.stderr, flush=True)
+            log.info("build_manifest: %d/%d clips", self.done, n)
 
     def results(self) -> list[Result]:
         self.expected = self.submitted
         self._flush()
         out: list[Result] = []
         try:
-            for part in self.parts:
-                if isinstance(part, Future):
-                    got = part.result()
+            for part, jobs in self.parts:
+                if isinstance(part, Future):  # a dead worker costs its clip only (WORKER_DIED), not the run
+                    got = result_or_rerun(part, _convert_one, jobs, _worker_died)
                     self._tick(len(got))
                     out.extend(got)
                 else:
@@ -335,17 +357,9 @@ def write_tarred_split(out_dir: Path, split: str, rows: list[dict], n_shards: in
     }
 
 
-def _check_rows(rows: list[MetadataRow], metadata_path: Path, has_split: bool) -> None:
-    """Errors that make a split or the output file names ambiguous: refuse rather than guess."""
-    seen: dict[str, int] = {}
-    for r in rows:
-        if not ID_RE.match(r.id):
-            raise ManifestBuildError(f"{metadata_path}:{r.line}: id {r.id!r} is not a safe file name")
-        if r.id in seen:
-            raise ManifestBuildError(
-                f"{metadata_path}:{r.line}: duplicate id {r.id!r} (first on line {seen[r.id]})"
-            )
-        seen[r.id] = r.line
+def _check_splits(rows: list[MetadataRow], metadata_path: Path, has_split: bool) -> None:
+    """A declared split that is not train/val/test, or a speaker in two declared splits: the split itself is
+    ambiguous, so refuse rather than guess."""
     if not has_split:
         return
     splits_of: dict[str, dict[str, int]] = defaultdict(dict)
@@ -364,8 +378,79 @@ def _check_rows(rows: list[MetadataRow], metadata_path: Path, has_split: bool) -
             )
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+def load_validation(path: str | os.PathLike | None, meta_path: Path) -> dict:
+    """validate_data's validation.json, checked to be about these metadata bytes ({} when `path` is None)."""
+    if not path:
+        return {}
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ManifestBuildError(f"{path}: cannot read the validation report ({e})") from None
+    if not isinstance(report, dict) or "rejected_rows" not in report:
+        raise ManifestBuildError(f"{path}: not a validation.json with rejected_rows (re-run validate_data)")
+    if report.get("metadata_sha256") != sha256_file(meta_path):
+        raise ManifestBuildError(
+            f"{path}: the validation report is about other metadata than {meta_path} (sha256 differs); "
+            "validate this dataset first"
+        )
+    return report
+
+
+def _skip(r: MetadataRow, reason: str) -> dict:
+    return {"line": r.line, "id": r.id, "audio": r.audio, "reason": reason}
+
+
+def plan_rows(
+    rows: list[MetadataRow], validation: dict, aliases: dict[str, str], keep: set[str]
+) -> tuple[list[MetadataRow], list[dict], int]:
+    """The rows to convert, the rows dropped with their reasons, and how many `langs` excluded.
+
+    Dropped: every row validation rejected (a hard check failed, whatever the tolerance was), rows whose
+    record is unreadable (NUL, control characters, non-UTF-8, bad JSON), ids that are unsafe as file names
+    or held by two rows (both rows). Locale aliases become the canonical locale of their prompt index.
+    """
+    rejected = {int(x["line"]): x["reason"] for x in validation.get("rejected_rows", [])}
+    dup_ids = duplicate_ids(rows)
+    kept: list[MetadataRow] = []
+    skipped: list[dict] = []
+    n_excluded = 0
+    for r in rows:
+        r = replace(r, lang=canonical_locale(r.lang, aliases))
+        if keep and r.lang not in keep:
+            n_excluded += 1
+        elif r.line in rejected:
+            skipped.append(_skip(r, f"rejected by validation: {rejected[r.line]}"))
+        elif r.error:
+            skipped.append(_skip(r, r.error))
+        elif not ID_RE.match(r.id):
+            skipped.append(_skip(r, f"id_format: id {r.id!r} is not a safe file name"))
+        elif r.id in dup_ids:
+            others = ", ".join(str(x) for x in dup_ids[r.id] if x != r.line)
+            skipped.append(_skip(r, f"id_unique: id {r.id!r} also on line(s) {others}"))
+        else:
+            kept.append(r)
+    return kept, skipped, n_excluded
+
+
+def drop_duplicate_audio(
+    converted: list[tuple[MetadataRow, float, str]], mode: str
+) -> tuple[list[tuple[MetadataRow, float]], list[dict]]:
+    """Rows with identical source audio (sha256) are one recording: under two speakers a seeded split could
+    put one copy in train and the other in test. `reject` drops every copy, `keep_first` all but the first
+    line of each group; each dropped row is listed with its reason."""
+    lines_of: dict[str, list[int]] = defaultdict(list)
+    for r, _, sha in converted:
+        lines_of[sha].append(r.line)
+    kept, skipped = [], []
+    for r, duration, sha in converted:
+        lines = lines_of[sha]
+        if len(lines) < 2 or (mode == "keep_first" and r.line == min(lines)):
+            kept.append((r, duration))
+            continue
+        others = ", ".join(str(x) for x in lines if x != r.line)
+        rule = f" (kept line {min(lines)} by duplicate_audio=keep_first)" if mode == "keep_first" else ""
+        skipped.append(_skip(r, f"audio_unique: same audio content as line(s) {others}{rule}"))
+    return kept, skipped
 
 
 def _state_key(meta_path: Path, data_root: Path, out: Path, params: list) -> str:
@@ -419,7 +504,44 @@ def _summary(fields: dict, n_converted: int, n_reused: int) -> dict:
         "skipped": f["skipped"],
         "tarred": f["tarred"],
         "warnings": f["warnings"],
+        "duplicate_audio": f.get("duplicate_audio", "reject"),
+        "validation": f.get("validation"),
+        "manifest_sha256": f.get("manifest_sha256", {}),
     }
+
+
+def publish_manifests(out: Path, per_split: dict[str, list[dict]]) -> dict[str, str]:
+    """Write train/val/test.jsonl as one set: every changed split is first written in full to a temp file
+    (unique per run), and only then are the temp files renamed over the old ones, back to back, so a reader
+    never meets a half-written split, and a failure before the renames leaves the previous set untouched.
+    Returns split -> sha256 of its bytes (summary.json's `manifest_sha256`: a reader can verify the set)."""
+    staged: list[tuple[str, Path]] = []
+    hashes: dict[str, str] = {}
+    try:
+        for s in SPLITS:
+            lines = [json.dumps(row, ensure_ascii=False) for row in per_split[s]]
+            data = ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+            hashes[s] = hashlib.sha256(data).hexdigest()
+            path = out / f"{s}.jsonl"
+            try:
+                if path.stat().st_size == len(data) and path.read_bytes() == data:
+                    continue
+            except OSError:
+                pass
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{s}.jsonl.{_RUN_TOKEN}.", suffix=".tmp")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return hashes
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -450,11 +572,14 @@ def _finish(out: Path, fields: dict, n_converted: int, n_reused: int) -> Manifes
     )
     summary = _summary(fields, n_converted, n_reused)
     _write_if_changed(res.summary_path, json.dumps(summary, ensure_ascii=False, indent=2))
-    print(
-        f"build_manifest: {sum(res.totals().values())} clips ({res.totals()}), converted {n_converted}, "
-        f"reused {n_reused}, skipped {len(res.skipped)} -> {out}",
-        file=sys.stderr,
-        flush=True,
+    log.info(
+        "build_manifest: %d clips (%s), converted %d, reused %d, skipped %d -> %s",
+        sum(res.totals().values()),
+        res.totals(),
+        n_converted,
+        n_reused,
+        len(res.skipped),
+        out,
     )
     return res
 
@@ -514,17 +639,23 @@ def build_manifests(
     workers: int = 2,
     tar_shards: int = 0,
     verify_sources: bool = False,
+    validation: str | os.PathLike | None = None,
+    duplicate_audio: str = "reject",
 ) -> ManifestResult:
     """Convert the audio of `data_root` into `out_dir` and write the split manifests + summary.json.
 
-    `langs` keeps only those languages (None/empty: all). Rows whose audio is outside the root, missing or
-    undecodable, or whose text/speaker/lang is empty, are skipped and listed with reasons in summary.json
-    (`skipped_by_reason` counts them per reason code). `tar_shards` > 0 also writes each split as a NeMo
-    tarred dataset of that many shards under tarred/<split>/ (for corpora too large for one file per clip on
-    a network filesystem); 0 (default) writes none. A re-run reuses clips whose source is unchanged (same
-    size and mtime as recorded, or else the same sha256); `verify_sources` re-hashes every source. A re-run
-    on entirely unchanged inputs and outputs only stats them (build_state.json) and rewrites nothing but a
-    changed summary.json.
+    `validation` (validate_data's validation.json for these metadata bytes): every row it rejected is
+    dropped, whatever tolerance the validation ran with, and its locale aliases are applied; without it the
+    default prompt dictionary's aliases are. `langs` keeps only those languages (None/empty: all). Rows whose
+    record is unreadable, whose audio is outside the root, missing, undecodable or over the decode cap, whose
+    text/speaker/lang is empty, whose id is unsafe or shared, and identical audio (every copy with
+    `duplicate_audio="reject"`, all but the first line with "keep_first") are skipped and listed with
+    reasons in summary.json (`skipped_by_reason` counts them per reason code). `tar_shards` > 0 also writes
+    each split as a NeMo tarred dataset of that many shards under tarred/<split>/; 0 (default) writes none.
+    A re-run reuses clips whose source is unchanged (same size and mtime as recorded, or else the same
+    sha256); `verify_sources` re-hashes every source. A re-run on entirely unchanged inputs and outputs only
+    stats them (build_state.json) and rewrites nothing but a changed summary.json. Builds into one
+    `out_dir` are serialised by a lock file in it.
     """
     if tar_shards < 0:
         raise ValueError(f"tar_shards must be >= 0, got {tar_shards}")
@@ -532,23 +663,41 @@ def build_manifests(
         raise ValueError(
             f"need 0 <= val_ratio, test_ratio and val_ratio + test_ratio < 1, got {val_ratio}, {test_ratio}"
         )
-    data_root, out = Path(data_root), Path(out_dir)
-    keep = set(parse_langs(langs))
+    if duplicate_audio not in DUPLICATE_AUDIO_MODES:
+        raise ValueError(f"duplicate_audio must be one of {', '.join(DUPLICATE_AUDIO_MODES)}, got {duplicate_audio!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second build into this folder waits; released on close
+        return _build(
+            Path(data_root), out, seed, val_ratio, test_ratio, langs, workers, tar_shards, verify_sources,
+            validation, duplicate_audio,
+        )  # fmt: skip
+
+
+def _build(
+    data_root: Path, out: Path, seed, val_ratio, test_ratio, langs, workers, tar_shards, verify_sources,
+    validation, duplicate_audio,
+) -> ManifestResult:  # fmt: skip
     meta_path = find_metadata(data_root)
-    key = _state_key(meta_path, data_root, out, [seed, val_ratio, test_ratio, sorted(keep), tar_shards])
+    report = load_validation(validation, meta_path)
+    aliases = report.get("lang_aliases") if report else canonical_locales(default_prompt_dictionary())
+    keep = {canonical_locale(x, aliases) for x in parse_langs(langs)}
+    params = [seed, val_ratio, test_ratio, sorted(keep), tar_shards, duplicate_audio, report.get("metadata_sha256")]
+    params.append(hashlib.sha256(json.dumps(report.get("rejected_rows", []), sort_keys=True).encode()).hexdigest())
+    key = _state_key(meta_path, data_root, out, params)
     if not verify_sources:
         res = _unchanged(out, key)
         if res is not None:
             return res
 
     meta = read_metadata(data_root)
-    rows = [r for r in meta.rows if not keep or r.lang in keep]
-    n_excluded = len(meta.rows) - len(rows)
-    if keep and not rows:
+    rows, skipped, n_excluded = plan_rows(meta.rows, report, aliases, keep)
+    if keep and not rows and not skipped:
         raise ManifestBuildError(
             f"{meta.path}: no rows for langs {sorted(keep)} (found {sorted({r.lang for r in meta.rows})})"
         )
-    _check_rows(rows, meta.path, meta.has_split)
+    _check_splits(rows, meta.path, meta.has_split)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / AUDIO_DIR).mkdir(exist_ok=True)
@@ -582,7 +731,6 @@ def build_manifests(
     # rewritten in the same timestamp tick, so its stat proves nothing and it is hashed.
     racy_after = index_path.stat().st_mtime_ns - _RACY_NS if old_index else 0
     started_ns = time.time_ns()  # before any source is looked at (the racy rule of build_state.json)
-    skipped: list[dict] = []
     usable: list[MetadataRow] = []
     results: list = []
     todo: list[int] = []
@@ -612,7 +760,7 @@ def build_manifests(
                     lst = os.lstat(lexical)
                 except OSError:
                     lst = None
-                if lst is not None and stat.S_ISREG(lst.st_mode) and _inside(real_d, real_root):
+                if lst is not None and stat.S_ISREG(lst.st_mode) and inside(real_d, real_root):
                     st, src = lst, os.path.join(real_d, name)
                     sources.append([lexical, lst.st_size, lst.st_mtime_ns, lst.st_ino])
             if src is None:
@@ -638,7 +786,7 @@ def build_manifests(
                 if reason is None and not value:
                     reason = f"{name} is empty"
             if reason:
-                skipped.append({"line": r.line, "audio": r.audio, "reason": reason})
+                skipped.append(_skip(r, reason))
                 continue
             i = len(usable)
             usable.append(r)
@@ -669,11 +817,11 @@ def build_manifests(
         results[i] = res
 
     index: dict[str, dict] = {}
-    converted: list[tuple[MetadataRow, float]] = []
+    converted_sha: list[tuple[MetadataRow, float, str]] = []
     n_converted = n_reused = 0
     for r, (sha, duration, err, reused), (size, mtime_ns) in zip(usable, results, stats, strict=True):
         if err:
-            skipped.append({"line": r.line, "audio": r.audio, "reason": err})
+            skipped.append(_skip(r, err))
             continue
         if reused:
             duration = float(old_index[r.id]["duration"])
@@ -691,7 +839,11 @@ def build_manifests(
         if r.raw:
             entry["raw"] = raw_of(r)
         index[r.id] = entry
-        converted.append((r, duration))
+        converted_sha.append((r, duration, sha))
+    converted, dropped = drop_duplicate_audio(converted_sha, duplicate_audio)
+    skipped += dropped
+    for d in dropped:
+        index.pop(d["id"], None)
     skipped.sort(key=lambda s: s["line"])
     if not converted:
         first = "; ".join(f"line {s['line']} {s['audio']}: {s['reason']}" for s in skipped[:3])
@@ -731,10 +883,7 @@ def build_manifests(
     hours = {s: {lang: round(h, 6) for lang, h in per.items()} for s, per in hours.items()}
     speakers = {s: {lang: len(v) for lang, v in per.items()} for s, per in spk_sets.items()}
 
-    manifests = {s: out / f"{s}.jsonl" for s in SPLITS}
-    for s in SPLITS:
-        lines = [json.dumps(row, ensure_ascii=False) for row in per_split[s]]
-        _write_if_changed(manifests[s], "\n".join(lines) + ("\n" if lines else ""))
+    manifest_set = publish_manifests(out, per_split)
     # Remove clips of earlier runs that this dataset no longer has, so audio/ matches the manifests.
     wanted = {f"{rid}.wav" for rid in index}
     with os.scandir(audio_dir) as it:
@@ -767,6 +916,9 @@ def build_manifests(
         "skipped": skipped,
         "tarred": tarred,
         "warnings": warnings,
+        "duplicate_audio": duplicate_audio,
+        "validation": str(validation) if validation else None,
+        "manifest_sha256": manifest_set,
     }
     res = _finish(out, fields, n_converted, n_reused)
     _write_state(out, key, fields, sources, dirs, index, fast and _not_racy(sources, started_ns))

@@ -57,6 +57,7 @@ from components.common.languages import (
     canonical_locale,
     canonical_locales,
     default_prompt_dictionary,
+    invalid_characters,
     parse_langs,
 )
 from components.common.manifest import SPLITS, write_manifest
@@ -400,6 +401,14 @@ def _skip(r: MetadataRow, reason: str) -> dict:
     return {"line": r.line, "id": r.id, "audio": r.audio, "reason": reason}
 
 
+def _text_or_lang_problem(r: MetadataRow, aliases: dict[str, str]) -> str | None:
+    """The hard row checks build_manifest makes itself when no validation report is given."""
+    if r.lang and r.lang not in aliases.values():
+        return f"lang_known: lang {r.lang!r} is not in the prompt dictionary"
+    bad = invalid_characters(r.text, r.lang)
+    return f"text_script: characters not valid for {r.lang}: {bad!r}" if bad else None
+
+
 def plan_rows(
     rows: list[MetadataRow], validation: dict, aliases: dict[str, str], keep: set[str]
 ) -> tuple[list[MetadataRow], list[dict], int]:
@@ -407,7 +416,9 @@ def plan_rows(
 
     Dropped: every row validation rejected (a hard check failed, whatever the tolerance was), rows whose
     record is unreadable (NUL, control characters, non-UTF-8, bad JSON), ids that are unsafe as file names
-    or held by two rows (both rows). Locale aliases become the canonical locale of their prompt index.
+    or held by two rows (both rows). Without a validation report, also rows whose lang is not a prompt key
+    (`aliases`' keys) or whose text fails the script check. Locale aliases become the canonical locale of
+    their prompt index.
     """
     rejected = {int(x["line"]): x["reason"] for x in validation.get("rejected_rows", [])}
     dup_ids = duplicate_ids(rows)
@@ -422,6 +433,8 @@ def plan_rows(
             skipped.append(_skip(r, f"rejected by validation: {rejected[r.line]}"))
         elif r.error:
             skipped.append(_skip(r, r.error))
+        elif not validation and (why := _text_or_lang_problem(r, aliases)):
+            skipped.append(_skip(r, why))
         elif not ID_RE.match(r.id):
             skipped.append(_skip(r, f"id_format: id {r.id!r} is not a safe file name"))
         elif r.id in dup_ids:

@@ -162,7 +162,10 @@ def _cell(rec: dict, column: str) -> tuple[str, str | None]:
     s = str(value).strip()
     if column == "text":
         s = _FOLDED_WHITESPACE.sub(" ", s)
-    return s, _cell_problem(column, s)
+    problem = _cell_problem(column, s)
+    if problem and problem.startswith("metadata_encoding"):  # reports must stay valid UTF-8
+        s = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in s)
+    return s, problem
 
 
 def _row(line: int, rec: dict, error: str | None, has_split: bool, has_id: bool) -> MetadataRow:

@@ -256,7 +256,10 @@ CHECKS_BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 
 def checks_table() -> str:
     """docs/DATA.md's check table, generated from the records (a test compares the two)."""
-    rows = ["| check | default severity | what passes | threshold (parameter, default) |", "|---|---|---|---|"]
+    rows = [
+        "| check | default severity | what passes | threshold (parameter, default) |",
+        "|---|---|---|---|",
+    ]
     rows += [f"| {c.name} | {c.severity} | {c.description} | {c.threshold} |" for c in CHECKS]
     return "\n".join(rows)
 

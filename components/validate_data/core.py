@@ -233,7 +233,9 @@ def dataset_frame(meta: Metadata, probed: list[Probed], duplicate_audio: str = "
         "row_error": [r.error for r in meta.rows],
         "path_error": [e for _, e, _, _ in probed],
         "audio_file": [str(p) if p else None for p, _, _, _ in probed],
-        "audio_exists": [None if p is None else (i is not None or err is not None) for p, _, i, err in probed],
+        "audio_exists": [
+            None if p is None else (i is not None or err is not None) for p, _, i, err in probed
+        ],
         "decode_error": [err for _, _, _, err in probed],
         "duration": durations,
         "sample_rate": num("sample_rate"),

@@ -26,7 +26,10 @@ def run_suite(
             site_name="validation",
             site_config={
                 "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
@@ -42,7 +45,9 @@ def run_suite(
         exp.description = check.description
         exp.severity = "critical" if check.name in hard else "warning"
         suite.add_expectation(exp)
-    vd = gctx.validation_definitions.add(gx.ValidationDefinition(name="raw_asr_dataset", data=batch, suite=suite))
+    vd = gctx.validation_definitions.add(
+        gx.ValidationDefinition(name="raw_asr_dataset", data=batch, suite=suite)
+    )
     actions = (
         [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["validation"])] if docs_dir else []
     )

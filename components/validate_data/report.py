@@ -160,5 +160,3 @@ tr.error td{{background:#fde8e8}} tr.warning td{{background:#fff7e0}}</style></h
 """
     atomic_write_text(dest, page)
     return Path(dest)
-
-

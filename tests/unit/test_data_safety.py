@@ -83,7 +83,9 @@ def test_identical_audio_under_two_speakers_is_a_hard_error_and_never_splits(tmp
     root = tmp_path / "data"
     rows = _speakers(root, 10)
     (root / "clips" / "copy.wav").write_bytes((root / "clips" / "s3.wav").read_bytes())
-    rows.append({"audio": "clips/copy.wav", "text": "Hola, buenos días.", "lang": "es-ES", "speaker": "other"})
+    rows.append(
+        {"audio": "clips/copy.wav", "text": "Hola, buenos días.", "lang": "es-ES", "speaker": "other"}
+    )
     _jsonl(root, rows)
     res = validate_dataset(root, tmp_path / "val", data_docs=False)
     assert not res.passed
@@ -109,8 +111,13 @@ def test_identical_audio_under_two_speakers_is_a_hard_error_and_never_splits(tmp
 def _wav_header(sr: int, channels: int, bits: int, data_bytes: int) -> bytes:
     align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", 1, channels, sr, sr * align, align, bits)
-    return b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + (
-        b"data" + struct.pack("<I", data_bytes)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + (b"data" + struct.pack("<I", data_bytes))
     )
 
 
@@ -212,7 +219,11 @@ def test_fingerprint_follows_symlinks_and_hidden_files_that_the_data_stage_reads
 @pytest.mark.parametrize(
     "text, lang, ok",
     [
-        ("我们坐M2路公交车去WHO总部，2024年。", "zh-CN", True),  # FLEURS-style: a bus line, an acronym, digits
+        (
+            "我们坐M2路公交车去WHO总部，2024年。",
+            "zh-CN",
+            True,
+        ),  # FLEURS-style: a bus line, an acronym, digits
         ("東京でiPhone 15を買いました。", "ja-JP", True),
         ("서울에서 KTX를 탔어요.", "ko-KR", True),
         ("Καλημέρα Здравей", "el-GR", False),  # Cyrillic in Greek: a wrong label, not a loan word

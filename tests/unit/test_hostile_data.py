@@ -31,7 +31,9 @@ def _wav_header(sr: int, channels: int, bits: int, data_bytes: int, tag: int = 1
     align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", tag, channels, sr, sr * align, align, bits)
     riff = struct.pack("<I", (36 + data_bytes) & 0xFFFFFFFF)
-    return b"RIFF" + riff + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes)
+    return (
+        b"RIFF" + riff + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes)
+    )
 
 
 class Corpus:
@@ -57,7 +59,9 @@ class Corpus:
         self.n += 1
         return self.file(f"good{self.n}.wav", audio=_tone(freq=150 + 23 * self.n))
 
-    def row(self, expect: str | None, audio: str | None = None, raw_line: str | None = None, **fields) -> None:
+    def row(
+        self, expect: str | None, audio: str | None = None, raw_line: str | None = None, **fields
+    ) -> None:
         self.n += 1
         rec = {
             "audio": audio if audio is not None else self.good(),
@@ -84,7 +88,9 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     # --- broken audio files
     c.row("audio_decodable", c.file("empty.wav", b""))  # 0 bytes
     c.row("audio_decodable", c.file("header_only.wav", _wav_header(16000, 1, 16, 0)))
-    c.row("audio_decodable", c.file("truncated.wav", _wav_header(16000, 1, 16, len(pcm)) + pcm[: len(pcm) // 3]))
+    c.row(
+        "audio_decodable", c.file("truncated.wav", _wav_header(16000, 1, 16, len(pcm)) + pcm[: len(pcm) // 3])
+    )
     c.row("audio_decodable", c.file("text.wav", b"this is not audio at all\n" * 20))
     c.row("audio_decodable", c.file("page.flac", b"<!DOCTYPE html><html><body>404</body></html>" * 10))
     c.row("audio_decodable", c.file("random.mp3", np.random.default_rng(1).bytes(4096)))
@@ -92,19 +98,27 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     c.row("audio_decodable", c.file("has_header.raw", _wav_header(16000, 1, 16, len(pcm)) + pcm),
           raw_format="s16le", raw_sample_rate="16000")  # fmt: skip
     c.row("audio_decodable", c.file("badfmt.raw", pcm), raw_format="s13le", raw_sample_rate="16000")
-    c.row("audio_decodable", c.file("partial.raw", pcm + b"\x01"), raw_format="s16le", raw_sample_rate="16000")
+    c.row(
+        "audio_decodable", c.file("partial.raw", pcm + b"\x01"), raw_format="s16le", raw_sample_rate="16000"
+    )
     nan = tone.copy()
     nan[100] = np.nan
     c.row("audio_decodable", c.file("nan.wav", audio=nan, subtype="FLOAT"))
-    c.row("audio_decodable", c.file("one_hz.wav", _wav_header(1, 1, 8, 1 << 16) + bytes(1 << 16)))  # size bomb
+    c.row(
+        "audio_decodable", c.file("one_hz.wav", _wav_header(1, 1, 8, 1 << 16) + bytes(1 << 16))
+    )  # size bomb
     c.row("audio_decodable", c.file("zero_channels.wav", _wav_header(16000, 0, 16, 1000) + bytes(1000)))
     c.row("audio_decodable", c.file("shorten.sph", b"NIST_1A\n   1024\nsample_coding -s11 pcm,embedded-shorten-v2.00\n"
                                    b"sample_count -i 16000\nend_head\n".ljust(1024, b" ") + bytes(2000)))  # fmt: skip
-    c.row("audio_decodable", c.file("odd_tag.wav", _wav_header(16000, 1, 16, len(pcm), tag=0x55) + pcm))  # MP3 tag
+    c.row(
+        "audio_decodable", c.file("odd_tag.wav", _wav_header(16000, 1, 16, len(pcm), tag=0x55) + pcm)
+    )  # MP3 tag
     c.row("duration_in_range", c.file("tiny.wav", audio=_tone(seconds=0.05)))
     # --- handled: decoded anyway (a warning at most), so they must reach the manifests
     c.row(None, c.file("flac_named.wav", audio=_tone(freq=610), format="FLAC"))  # wrong extension
-    c.row(None, c.file("stream.wav", _wav_header(16000, 1, 16, 0xFFFFFFFF) + pcm[:-2] + b"\x00\x10"))  # streamed
+    c.row(
+        None, c.file("stream.wav", _wav_header(16000, 1, 16, 0xFFFFFFFF) + pcm[:-2] + b"\x00\x10")
+    )  # streamed
     c.row(None, c.file("silent.wav", audio=np.zeros(16000, np.float32)), text="Hola.")  # silence: a warning
     # --- paths
     c.row("audio_exists", "clips/missing.wav")
@@ -129,7 +143,10 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     c.row("metadata_row", raw_line='{"audio": "clips/x.wav", "text": oops}')
     c.row("metadata_row", raw_line='["clips/x.wav", "Hola.", "es-ES", "s"]')
     c.row("metadata_row", text=["Hola", "adiós"])
-    c.row("metadata_row", raw_line='{"audio": "clips/x.wav", "text": "raw\x00nul", "lang": "es-ES", "speaker": "s"}')
+    c.row(
+        "metadata_row",
+        raw_line='{"audio": "clips/x.wav", "text": "raw\x00nul", "lang": "es-ES", "speaker": "s"}',
+    )
     c.row("text_present", text="")
     c.row("speaker_present", speaker="")
     c.row("lang_known", lang="xx-XX")
@@ -140,7 +157,9 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     c.row("id_unique", id="twin")
     c.row(None, lang="es")  # an alias of es-US: accepted, renamed
     # a line that is not UTF-8 (Latin-1 'í')
-    c.write(b'{"audio": "clips/good1.wav", "text": "d\xedas", "lang": "es-ES", "speaker": "q", "id": "latin1"}\n')
+    c.write(
+        b'{"audio": "clips/good1.wav", "text": "d\xedas", "lang": "es-ES", "speaker": "q", "id": "latin1"}\n'
+    )
     c.lines.append("<latin-1 line>")
     c.expect[len(c.lines)] = "metadata_row"
     return c

@@ -16,7 +16,7 @@ from components.validate_data.core import (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.validate_data",
         description="Check a raw ASR dataset (metadata + audio) with "
@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-data-docs", action="store_true", help="skip building the Data Docs site")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress and library messages")
     p.add_argument("--workers", type=int, default=2, help="processes for decoding audio (default 2)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
     prompts = json.loads(open(a.prompt_dictionary, encoding="utf-8").read()) if a.prompt_dictionary else None
     hard = [c.strip() for c in a.hard_checks.split(",") if c.strip()] if a.hard_checks is not None else None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.common.audio import CLIP_LEVEL
 from components.common.dataset import ID_RE
 from components.common.languages import language_of, script_of
 from components.common.manifest import SPLITS
@@ -144,13 +145,13 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "duration_in_range", "duration", "error", "decoded duration within [min_duration, max_duration]",
-        "`min_duration` 0.3 s, `max_duration` 30 s",
+        f"`min_duration` {MIN_DURATION:g} s, `max_duration` {MAX_DURATION:g} s",
         _between("duration", lambda c: c.t.min_duration, lambda c: c.t.max_duration),
         lambda r, c: f"duration {r['duration']:.3f} s outside [{c.t.min_duration}, {c.t.max_duration}] s",
     ),
     Check(
         "sample_rate_min", "sample_rate", "warning",
-        f"sample rate >= {MIN_SAMPLE_RATE} Hz (lower rates lack high frequencies)", "16 kHz",
+        f"sample rate >= {MIN_SAMPLE_RATE} Hz (lower rates lack high frequencies)", f"{MIN_SAMPLE_RATE} Hz",
         _between("sample_rate", lambda c: MIN_SAMPLE_RATE),
         lambda r, c: f"sample rate {int(r['sample_rate'])} Hz < {MIN_SAMPLE_RATE} Hz",
     ),
@@ -161,17 +162,17 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "not_silent", "peak", "warning", f"audio is not digital silence (peak > {SILENCE_PEAK})",
-        "peak > 1e-4 (digital silence)", _between("peak", lambda c: SILENCE_PEAK),
+        f"peak > {SILENCE_PEAK:g}", _between("peak", lambda c: SILENCE_PEAK),
         lambda r, c: f"digital silence (peak {r['peak']:.2g})",
     ),
     Check(
         "not_near_silent", "rms_dbfs", "warning", "overall level (RMS) is at least min_rms_dbfs",
-        "`min_rms_dbfs` -60 dBFS RMS", _between("rms_dbfs", lambda c: c.t.min_rms_dbfs),
+        f"`min_rms_dbfs` {MIN_RMS_DBFS:g} dBFS RMS", _between("rms_dbfs", lambda c: c.t.min_rms_dbfs),
         lambda r, c: f"level {r['rms_dbfs']:.1f} dBFS RMS < {c.t.min_rms_dbfs} dBFS",
     ),
     Check(
         "not_clipped", "clipped", "warning", "at most max_clipped of the samples sit at full scale",
-        "`max_clipped` 0.001 of samples at |x| >= 0.999", _between("clipped", hi=lambda c: c.t.max_clipped),
+        f"`max_clipped` {MAX_CLIPPED:g} of samples at full scale (abs >= {CLIP_LEVEL})", _between("clipped", hi=lambda c: c.t.max_clipped),
         lambda r, c: f"{100 * r['clipped']:.2f}% of samples at full scale (> {100 * c.t.max_clipped:g}%)",
     ),
     Check(
@@ -191,7 +192,7 @@ CHECKS: tuple[Check, ...] = (
         "chars_per_second", "chars_per_second", "warning",
         "letters+digits per second of audio within [min_chars_per_second, max_chars_per_second] "
         "(a transcript of another clip, or a cut one, falls outside)",
-        "`min_chars_per_second` 1, `max_chars_per_second` 40 letters+digits per second",
+        f"`min_chars_per_second` {MIN_CHARS_PER_SECOND:g}, `max_chars_per_second` {MAX_CHARS_PER_SECOND:g}",
         _between("chars_per_second", lambda c: c.t.min_chars_per_second, lambda c: c.t.max_chars_per_second),
         lambda r, c: (
             f"{r['chars_per_second']:.1f} letters/s ({len(r['text'])} chars over {r['duration']:.2f} s) "

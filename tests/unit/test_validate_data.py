@@ -404,3 +404,11 @@ def test_sphere_and_declared_raw_pcm_pass(tmp_path):
     assert res.status == "warned" and res.passed, res.summary  # only the 8 kHz sample_rate_min warning
     assert [(f.file, f.check) for f in res.failures] == [("clips/en_raw.pcm", "sample_rate_min")]
     assert res.hours_decodable == pytest.approx((6 * 0.6 + 2.0) / 3600, rel=1e-3)
+
+
+def test_data_md_check_table_is_generated_from_the_check_records():
+    from components.validate_data.checks import CHECKS, checks_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "DATA.md").read_text(encoding="utf-8")
+    assert checks_table() in doc
+    assert len({c.name for c in CHECKS}) == len(CHECKS)

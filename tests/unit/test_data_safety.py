@@ -255,3 +255,35 @@ def test_locale_aliases_and_two_formats_of_one_stem(tmp_path):
     got = _manifest_rows(out)
     assert len({r["id"] for r in got}) == 2
     assert {r["lang"] for r in got} == {"en-US"} and {r["target_lang"] for r in got} == {"en-US"}
+
+
+# ---------------------------------------------------------- finding 12: a shared output folder, two builds
+
+
+def test_two_builds_into_one_folder_leave_one_consistent_set(tmp_path):
+    import threading
+
+    root = tmp_path / "data"
+    _jsonl(root, _speakers(root, 6))
+    out = tmp_path / "shared"
+    errors: list[BaseException] = []
+
+    def build(seed: int) -> None:
+        try:
+            build_manifests(root, out, seed=seed, val_ratio=0.2, test_ratio=0.2, workers=1)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    import hashlib
+
+    for split, sha in summary["manifest_sha256"].items():  # the three files are one run's set
+        assert hashlib.sha256((out / f"{split}.jsonl").read_bytes()).hexdigest() == sha
+    assert not [p.name for p in out.rglob("*.tmp")]
+    assert len(_manifest_rows(out)) == 6

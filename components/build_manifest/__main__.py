@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
-from components.build_manifest.core import build_manifests
-from components.validate_data.core import DatasetError
+from components.build_manifest.core import DUPLICATE_AUDIO_MODES, build_manifests
+from components.common.dataset import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="re-hash every source instead of trusting unchanged size+mtime from the previous run",
     )
+    p.add_argument(
+        "--validation",
+        help="validate_data's validation.json for this dataset: the rows it rejected are left out",
+    )
+    p.add_argument(
+        "--duplicate-audio",
+        choices=DUPLICATE_AUDIO_MODES,
+        default="reject",
+        help="identical audio in several rows: drop every copy (default) or keep the first line's",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
     try:
         r = build_manifests(
             a.data_root,
@@ -46,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=a.workers,
             tar_shards=a.tar_shards,
             verify_sources=a.verify_sources,
+            validation=a.validation,
+            duplicate_audio=a.duplicate_audio,
         )
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """kfp wrapper: raw dataset -> manifest directory (audio/ + train/val/test.jsonl + summary.json)."""
 
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.common.kfp_base import component
 
@@ -14,13 +14,19 @@ def build_manifest(
     manifests: Output[Dataset],
     tar_shards: int = 0,
     data_version: str = "",
+    validation: Input[Metrics] = None,
+    duplicate_audio: str = "reject",
 ) -> str:
-    """`data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key follow content."""
+    """`validation`: validate_data's `report` output (validation.json); the rows it rejected never reach a
+    manifest. `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key
+    follow content."""
     import json
+    import logging
     import os
 
     from components.build_manifest.core import build_manifests
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.makedirs(manifests.path, exist_ok=True)  # kfp does not pre-create output directories
     r = build_manifests(
         data_root,
@@ -29,6 +35,8 @@ def build_manifest(
         val_ratio=val_ratio,
         test_ratio=test_ratio,
         tar_shards=tar_shards,
+        validation=validation.path if validation is not None else None,
+        duplicate_audio=duplicate_audio,
     )
     manifests.metadata.update(r.metadata())
     return json.dumps(r.brief(), ensure_ascii=False)

@@ -26,6 +26,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from components.common.audio_checks import (  # noqa: F401  (re-exported: callers catch audio.AudioError)
+    MAX_DECODE_BYTES,
+    MAX_DECODE_SECONDS,
+    MIN_DECODE_RATE,
+    AudioError,
+    check_decode_size,
+    check_sphere,
+)
 from components.common.io import atomic_write_bytes
 
 TARGET_SR = 16000
@@ -34,29 +42,6 @@ _BLOCK = 1 << 16  # frames per decode block: bounded memory per read, and a trun
 _ESTIMATED_LENGTH_FORMATS = {"MP3": 0.05}
 _UNKNOWN_LENGTH = 1 << 62  # libsndfile reports SF_COUNT_MAX for streams of unknown length
 
-
-class AudioError(ValueError):
-    """A file cannot be used as audio. `reason` is a short stable code; the message names the file."""
-
-    REASONS = (
-        "missing",  # no such file
-        "empty_file",  # 0 bytes
-        "undecodable",  # libsndfile recognises no audio container (text, HTML, random bytes, undeclared raw)
-        "unsupported",  # a known container with a codec libsndfile lacks (shorten-compressed SPHERE)
-        "no_audio",  # a valid header and no frames
-        "truncated",  # fewer frames/bytes than the header declares, or a partial last raw frame
-        "corrupt",  # decoding failed midway
-        "non_finite",  # NaN/inf samples (float files)
-        "bad_raw_format",  # the metadata's raw PCM declaration is invalid
-        "raw_has_header",  # declared headerless, but the bytes start with a known container header
-    )
-
-    def __init__(self, path: str | os.PathLike, reason: str, detail: str):
-        assert reason in self.REASONS, reason
-        self.path = str(path)
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{path}: {reason}: {detail}")
 
 
 # Headerless PCM encodings a metadata file may declare (`raw_format`), as libsndfile (subtype, endian).
@@ -176,6 +161,21 @@ class AudioInfo:
         return asdict(self)
 
 
+def walk_riff(read_at, size: int):
+    """Yield (chunk id, declared size, body offset) of a RIFF/WAVE file's chunks, from offset 12 on.
+
+    `read_at(offset, n)` returns up to n bytes (a slice of bytes in memory, or a seek+read on a file): the
+    one chunk walker for the fast in-memory decoder and for the truncation check of libsndfile's path."""
+    pos = 12
+    while pos + 8 <= size:
+        head = read_at(pos, 8)
+        if len(head) < 8:
+            return
+        csize = struct.unpack("<I", head[4:])[0]
+        yield head[:4], csize, pos + 8
+        pos += 8 + csize + (csize & 1)
+
+
 def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
     """(declared, present) byte sizes of a RIFF/WAVE 'data' chunk, or None if not a plain RIFF WAV.
 
@@ -187,18 +187,14 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        for cid, csize, body in walk_riff(read_at, size):
             if cid == b"data":
-                if csize in (0, 0xFFFFFFFF):
-                    return None
-                return csize, size - (pos + 8)
-            pos += 8 + csize + (csize & 1)
+                return None if csize in (0, 0xFFFFFFFF) else (csize, size - body)
     return None
 
 
@@ -214,7 +210,9 @@ _WAV_FAST = {
 WAV_FAST_MAX = 64 << 20  # bigger files go through libsndfile's blockwise decoding (bounded memory)
 
 
-def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, str] | None:
+def read_wav_fast(
+    path: Path, blob: bytes, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, int, str, str] | None:
     """Decode a plain RIFF/WAVE file already in memory with numpy -> read_samples' tuple, or None when the
     file is anything else (RF64, compressed codecs, streaming sizes, odd layouts): the caller then uses
     libsndfile. Bit-identical to libsndfile's float conversion (same scale factors, float32 arithmetic);
@@ -222,10 +220,8 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
     truncated / no_audio with the same reasons as the libsndfile path."""
     if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
         return None
-    pos, fmt = 12, None
-    while pos + 8 <= len(blob):
-        cid, size = blob[pos : pos + 4], struct.unpack_from("<I", blob, pos + 4)[0]
-        body = pos + 8
+    fmt = None
+    for cid, size, body in walk_riff(lambda offset, n: blob[offset : offset + n], len(blob)):
         if cid == b"fmt ":
             if size < 16 or body + size > len(blob):
                 return None
@@ -246,6 +242,7 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
             frames = min(size, present) // align
             if frames == 0:  # checked first, as on the libsndfile path (a header-only file is no_audio)
                 raise AudioError(path, "no_audio", "WAV header but no audio frames")
+            check_decode_size(path, size // align, sr, ch, max_seconds)
             if present < size:
                 raise AudioError(
                     path, "truncated", f"'data' chunk declares {size} bytes, file holds {present}"
@@ -263,7 +260,6 @@ def read_wav_fast(path: Path, blob: bytes) -> tuple[np.ndarray, int, int, str, s
             else:
                 x = raw.view(dtype).astype(np.float32) * np.float32(scale)
             return x.reshape(frames, ch), int(sr), int(ch), "WAV", subtype
-        pos = body + size + (size & 1)
     return None
 
 
@@ -273,54 +269,6 @@ def wav_bytes_for_fast_path(path: str | os.PathLike, raw: RawFormat | None, size
     if raw is None and size <= WAV_FAST_MAX and str(path).lower().endswith((".wav", ".wave")):
         return Path(path).read_bytes()
     return None
-
-
-def _sphere_header(path: Path) -> dict[str, str] | None:
-    """Fields of a NIST SPHERE header ('NIST_1A'), or None for other files.
-
-    libsndfile shortens a truncated SPHERE file to the bytes present and cannot decode compressed ones
-    (shorten, wavpack), so we read `sample_count` and `sample_coding` ourselves to name those cases.
-    """
-    with path.open("rb") as f:
-        head = f.read(1024)
-    if not head.startswith(b"NIST_1A"):
-        return None
-    fields: dict[str, str] = {}
-    for line in head.split(b"\n")[2:]:
-        if line.startswith(b"end_head"):
-            break
-        parts = line.decode("ascii", "replace").split(None, 2)
-        if len(parts) == 3:
-            fields[parts[0]] = parts[2].strip()
-    try:
-        fields["_header_bytes"] = str(int(head.split(b"\n")[1].strip()))
-    except (IndexError, ValueError):
-        pass
-    return fields
-
-
-def _check_sphere(p: Path) -> None:
-    hdr = _sphere_header(p)
-    if hdr is None:
-        return
-    coding = hdr.get("sample_coding", "pcm").lower()
-    if any(c in coding for c in ("shorten", "wavpack", "shn")):
-        raise AudioError(
-            p, "unsupported", f"NIST SPHERE with {coding!r} compression (decompress it first, e.g. sph2pipe)"
-        )
-    try:
-        count = int(hdr["sample_count"])
-        nbytes = int(hdr.get("sample_n_bytes", "2")) * int(hdr.get("channel_count", "1"))
-        header = int(hdr.get("_header_bytes", "1024"))
-    except (KeyError, ValueError):
-        return
-    present = p.stat().st_size - header
-    if present < count * nbytes:
-        raise AudioError(
-            p,
-            "truncated",
-            f"SPHERE header declares {count} frames ({count * nbytes} bytes), file holds {present}",
-        )
 
 
 def _open(p: Path, raw: RawFormat | None) -> sf.SoundFile:
@@ -336,7 +284,7 @@ def _open(p: Path, raw: RawFormat | None) -> sf.SoundFile:
                 )
             # a header after all: soundfile would treat the name as RAW, so hand libsndfile the bytes instead
             return sf.SoundFile(io.BytesIO(p.read_bytes()))
-        _check_sphere(p)
+        check_sphere(p)
         return sf.SoundFile(str(p))
     if raw.encoding not in RAW_ENCODINGS:
         raise AudioError(
@@ -374,7 +322,10 @@ CLIP_LEVEL = 0.999  # |x| at or above this is full scale (PCM16 full scale is 32
 
 
 def read_audio(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+    path: str | os.PathLike,
+    raw: RawFormat | None = None,
+    blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[np.ndarray, AudioInfo]:
     """Decode a whole file to float32 `(frames, channels)` in [-1, 1] and describe it.
 
@@ -385,7 +336,7 @@ def read_audio(
     possible in float files), bad_raw_format / raw_has_header (a wrong raw declaration).
     """
     p = Path(path)
-    data, sr, ch, fmt, subtype = read_samples(p, raw, blob)
+    data, sr, ch, fmt, subtype = read_samples(p, raw, blob, max_seconds)
     got = len(data)
     peak = max(float(data.max()), -float(data.min()))
     # counting full-scale samples needs a pass over |x|: only when the peak says there can be any
@@ -397,15 +348,21 @@ def read_audio(
     return data, AudioInfo(sr, ch, got, got / sr, fmt, subtype, peak, rms_dbfs, clipped, ext_ok)
 
 
-def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, int, str, str]:
+def _read_libsndfile(
+    p: Path, raw: RawFormat | None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, int, str, str]:
     """read_samples' decoder for everything read_wav_fast does not take: blockwise libsndfile decoding with
-    the header/length checks (undecodable, corrupt, no_audio, truncated)."""
+    the header/length checks (undecodable, corrupt, no_audio, truncated, too_large). The size cap is checked
+    on the header's frame count before the first read, and on the running count for streams whose length
+    the header does not state (or understates)."""
     try:
         f = _open(p, raw)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(p, "undecodable", f"libsndfile cannot open it ({_sf_message(e)})") from None
     with f:
         declared, sr, ch, fmt, subtype = f.frames, f.samplerate, f.channels, f.format, f.subtype
+        check_decode_size(p, declared if 0 < declared < _UNKNOWN_LENGTH else 0, sr, ch, max_seconds)
+        cap_frames = int((MAX_DECODE_SECONDS if max_seconds is None else max_seconds) * sr)
         blocks: list[np.ndarray] = []
         got = 0
         # first read: the declared length (+1 frame to see the end) in one call when it is plausible
@@ -417,6 +374,8 @@ def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, i
                     break
                 blocks.append(block)
                 got += len(block)
+                if got > cap_frames:  # a stream longer than its header said: stop before it grows further
+                    check_decode_size(p, got, sr, ch, max_seconds)
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AudioError(
                 p, "corrupt", f"decoding failed after {got} of {declared} frames ({_sf_message(e)})"
@@ -435,7 +394,10 @@ def _read_libsndfile(p: Path, raw: RawFormat | None) -> tuple[np.ndarray, int, i
 
 
 def read_samples(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+    path: str | os.PathLike,
+    raw: RawFormat | None = None,
+    blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[np.ndarray, int, int, str, str]:
     """Decode and check a file without the loudness statistics: (float32 (frames, channels), rate, channels,
     libsndfile format, subtype). Same checks and AudioError reasons as `read_audio`, which adds the statistics;
@@ -452,8 +414,8 @@ def read_samples(
         raise AudioError(p, "empty_file", "file is 0 bytes")
     if blob is None:
         blob = wav_bytes_for_fast_path(p, raw, st.st_size)
-    fast = read_wav_fast(p, blob) if raw is None and blob is not None else None
-    data, sr, ch, fmt, subtype = fast or _read_libsndfile(p, raw)
+    fast = read_wav_fast(p, blob, max_seconds) if raw is None and blob is not None else None
+    data, sr, ch, fmt, subtype = fast or _read_libsndfile(p, raw, max_seconds)
     if subtype in ("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III") and not np.isfinite(data).all():
         raise AudioError(p, "non_finite", f"{int((~np.isfinite(data)).sum())} NaN/inf samples")
     return data, sr, ch, fmt, subtype
@@ -465,11 +427,14 @@ def _sf_message(e: Exception) -> str:
 
 
 def probe_audio(
-    path: str | os.PathLike, raw: RawFormat | None = None, blob: bytes | None = None
+    path: str | os.PathLike,
+    raw: RawFormat | None = None,
+    blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> AudioInfo:
     """Decode the file and return its properties (raises AudioError with a named reason); `blob` as in
-    read_samples."""
-    return read_audio(path, raw, blob)[1]
+    read_samples; `max_seconds` caps what is decoded (default MAX_DECODE_SECONDS; refused as too_large)."""
+    return read_audio(path, raw, blob, max_seconds)[1]
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -529,9 +494,10 @@ def decode_mono(
     target_sr: int = TARGET_SR,
     raw: RawFormat | None = None,
     blob: bytes | None = None,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Mono float32 at `target_sr`, without the loudness statistics of `decode` (same checks and errors)."""
-    data, sr, _, _, _ = read_samples(path, raw, blob)
+    data, sr, _, _, _ = read_samples(path, raw, blob, max_seconds)
     return resample(to_mono(data), sr, target_sr)
 
 

@@ -8,5 +8,7 @@ def fingerprint_data(data_root: str) -> str:
     from components.fingerprint_data.core import fingerprint
 
     fp = fingerprint(data_root)
-    print(f"{data_root}: {fp.n_files} files, {fp.n_bytes / 1e6:.1f} MB, sha256 {fp.sha256} ({fp.seconds:.1f} s)")
+    print(
+        f"{data_root}: {fp.n_files} files, {fp.n_bytes / 1e6:.1f} MB, sha256 {fp.sha256} ({fp.seconds:.1f} s)"
+    )
     return fp.sha256

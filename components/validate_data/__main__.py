@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from components.validate_data import core
-from components.validate_data.core import CHECKS, DatasetError, validate_dataset
+from components.validate_data.core import (
+    CHECKS_BY_NAME,
+    DUPLICATE_AUDIO_MODES,
+    DatasetError,
+    validate_dataset,
+)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.validate_data",
         description="Check a raw ASR dataset (metadata + audio) with "
@@ -58,11 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--hard-checks",
         help="comma-separated checks that fail validation (default: the "
-        f"error-level ones). Known: {', '.join(CHECKS)}",
+        f"error-level ones). Known: {', '.join(CHECKS_BY_NAME)}",
+    )
+    p.add_argument(
+        "--duplicate-audio",
+        choices=DUPLICATE_AUDIO_MODES,
+        default="reject",
+        help="identical audio in several rows: reject every copy (default) or keep the first line's",
     )
     p.add_argument("--no-data-docs", action="store_true", help="skip building the Data Docs site")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and library messages")
     p.add_argument("--workers", type=int, default=2, help="processes for decoding audio (default 2)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
     prompts = json.loads(open(a.prompt_dictionary, encoding="utf-8").read()) if a.prompt_dictionary else None
     hard = [c.strip() for c in a.hard_checks.split(",") if c.strip()] if a.hard_checks is not None else None
     try:
@@ -80,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             max_clipped=a.max_clipped,
             min_rms_dbfs=a.min_rms_dbfs,
             max_failed_fraction=a.max_failed_fraction,
+            duplicate_audio=a.duplicate_audio,
         )
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,11 +19,16 @@ def validate_data(
     max_chars_per_second: float = 40.0,
     max_failed_fraction: float = 0.0,
     data_version: str = "",
+    duplicate_audio: str = "reject",
 ) -> NamedTuple("Outputs", [("passed", bool), ("summary", str)]):
     """fail_on_error=False returns passed=False instead of raising: on a cluster a failed task uploads no
     artifacts (only its logs), so a pipeline that wants the Data Docs in the UI gates on `passed` instead.
     `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key follow content."""
+    import logging
+
     from components.validate_data.core import run_step
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     res, metrics = run_step(
         data_root,
@@ -35,6 +40,7 @@ def validate_data(
         min_chars_per_second=min_chars_per_second,
         max_chars_per_second=max_chars_per_second,
         max_failed_fraction=max_failed_fraction,
+        duplicate_audio=duplicate_audio,
     )
     for name, value in metrics.items():
         report.log_metric(name, value)

@@ -90,3 +90,26 @@ def test_build_manifest_component(kfp_root, dataset):
     assert len(list((out / "audio").glob("*.wav"))) == 6
     assert ds.metadata["n_train"] == 3 and ds.metadata["n_test"] == 3 and ds.metadata["n_val"] == 0
     assert ds.metadata["languages"] == ["bg-BG", "el-GR", "es-ES"]
+
+
+def test_build_manifest_drops_the_rows_validation_rejected(kfp_root, tmp_path):
+    """Wired as the pipeline wires it: validate_data's report -> build_manifest's `validation` input."""
+    from kfp import dsl
+
+    data = make_dataset(tmp_path / "data")
+    text = (data / "metadata.csv").read_text(encoding="utf-8").replace("Καλημέρα σας.", "Здравей.")
+    (data / "metadata.csv").write_text(text, encoding="utf-8")  # a Cyrillic transcript on a Greek row
+
+    def data_steps(data_root):
+        checked = validate_data(
+            data_root=data_root, min_duration=0.3, max_duration=30.0, max_failed_fraction=0.5
+        )  # tolerated: the run goes on ...
+        built = build_manifest(
+            data_root=data_root, seed=0, val_ratio=0.1, test_ratio=0.1, validation=checked.outputs["report"]
+        )
+        return built.outputs["Output"]
+
+    data_steps.__annotations__ = {"data_root": str, "return": str}  # real types: this module defers annotations
+    summary = json.loads(dsl.pipeline(data_steps)(data_root=str(data)).output)  # ... but the row is in no manifest
+    assert summary["n_skipped"] == 1 and summary["counts"]["train"] == {"bg-BG": 1, "es-ES": 1}
+    assert summary["skipped_by_reason"] == {"rejected by validation": 1}

@@ -169,8 +169,11 @@ def test_declared_split_errors_name_the_culprit(tmp_path):
     rows[1]["split"] = "train"
     rows[1]["id"] = rows[0]["id"] = "same"
     write_rows(root, rows)
-    with pytest.raises(ManifestBuildError, match=r"metadata.csv:3: duplicate id 'same' \(first on line 2\)"):
-        build_manifests(root, tmp_path / "m", workers=1)
+    # a shared id is a row error (both rows dropped, named), not the whole dataset's
+    res = build_manifests(root, tmp_path / "m", workers=1)
+    reasons = {s["line"]: s["reason"] for s in res.skipped}
+    assert reasons[2] == "id_unique: id 'same' also on line(s) 3"
+    assert reasons[3] == "id_unique: id 'same' also on line(s) 2"
 
 
 def test_bad_parameters(corpus, tmp_path):

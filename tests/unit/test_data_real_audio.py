@@ -19,6 +19,7 @@ import soundfile as sf
 
 from components.build_manifest.core import build_manifests
 from components.common.audio import read_audio
+from components.common.languages import canonical_locales, default_prompt_dictionary
 from components.common.manifest import read_manifest
 
 EVAL_AUDIO = Path(__file__).resolve().parents[3] / "shared" / "eval-audio"
@@ -103,7 +104,8 @@ def test_real_recordings_convert_with_decoded_durations(real):
         g = math.gcd(sr, 16000)
         assert info.frames == math.ceil(frames * (16000 // g) / (sr // g)), row["audio"]
         assert out["duration"] == pytest.approx(frames / sr, abs=1e-3)  # decoded, not header, duration
-        assert out["target_lang"] == out["lang"] == row["lang"] and out["text"] == row["text"]
+        canonical = canonical_locales(default_prompt_dictionary()).get(row["lang"], row["lang"])  # en -> en-US
+        assert out["target_lang"] == out["lang"] == canonical and out["text"] == row["text"]
 
 
 def test_real_speech_survives_resampling(real):

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from components.validate_data.core import (
-    CHECKS,
+    CHECKS_BY_NAME,
     DatasetError,
     default_prompt_dictionary,
     derive_id,
@@ -220,10 +220,11 @@ def test_bad_dataset_fails_with_outputs_and_summary(bad):
     res, rows = bad
     assert not res.passed and res.n_rows == len(rows)
     # notext shares ok1.wav but fails text_present
-    warning_only = {"sr8k", "ch3", "silent", "same_audio", "clipped", "quiet", "flac_named_wav", "misaligned"}
+    # same_audio is an error since identical audio can leak across speakers/splits (issue 15)
+    warning_only = {"sr8k", "ch3", "silent", "clipped", "quiet", "flac_named_wav", "misaligned"}
     assert res.n_warning_rows == len(warning_only)
     assert res.n_failed_rows == len(rows) - len(warning_only)
-    assert set(res.check_counts) == set(CHECKS)
+    assert set(res.check_counts) == set(CHECKS_BY_NAME)
     # one screen: header, stats, one line per check, first failing rows, where the rest is
     lines = res.summary.splitlines()
     assert len(lines) <= 40 and lines[0].startswith("Data validation FAILED")
@@ -267,7 +268,7 @@ def test_hard_checks_and_prompt_dictionary_are_configurable(clean, tmp_path):
     prompts = {"el-GR": 0, "es-ES": 1}
     res = validate_dataset(root, tmp_path / "a", prompt_dictionary=prompts, data_docs=False)
     assert not res.passed and res.check_counts["lang_known"] == 2
-    hard = [c for c, spec in CHECKS.items() if spec.severity == "error" and c != "lang_known"]
+    hard = [c for c, spec in CHECKS_BY_NAME.items() if spec.severity == "error" and c != "lang_known"]
     res = validate_dataset(root, tmp_path / "b", prompt_dictionary=prompts, hard_checks=hard, data_docs=False)
     assert res.passed and res.n_warning_rows == 2
     assert all(f.severity == "warning" for f in res.failures)
@@ -333,8 +334,9 @@ def test_read_metadata_variants_and_errors(tmp_path):
     with pytest.raises(DatasetError, match=r"metadata.csv: missing required column\(s\) speaker"):
         read_metadata(root)
     (root / "metadata.csv").write_text("audio,text,lang,speaker\nx.wav,hi, there,en-US,s\n")
-    with pytest.raises(DatasetError, match=r"metadata.csv:2: 5 fields but the header has 4"):
-        read_metadata(root)
+    # a bad record is a named row error (metadata_row check), not the whole dataset's
+    bad_row = read_metadata(root).rows[0]
+    assert bad_row.line == 2 and bad_row.error.startswith("metadata_fields: 5 fields but the header has 4")
     (root / "metadata.csv").write_text("audio,text,lang,speaker\n")
     with pytest.raises(DatasetError, match="no rows"):
         read_metadata(root)
@@ -342,8 +344,9 @@ def test_read_metadata_variants_and_errors(tmp_path):
     (root / "metadata.jsonl").write_text(
         '{"audio": "a.wav", "text": "x", "lang": "en-US", "speaker": 7}\n{oops\n'
     )
-    with pytest.raises(DatasetError, match=r"metadata.jsonl:2: not valid JSON"):
-        read_metadata(root)
+    rows = read_metadata(root).rows
+    assert rows[0].error is None and rows[0].speaker == "7"
+    assert rows[1].line == 2 and rows[1].error.startswith("metadata_json: not valid JSON")
 
 
 def test_derive_id_and_default_prompts():
@@ -360,7 +363,7 @@ def test_thresholds_decide_pass_warn_fail(clean, tmp_path):
     assert res.status == "warned" and res.passed and res.check_counts["chars_per_second"] >= 1
     assert res.summary.startswith("Data validation WARNED")
     # the same check made hard: one row of six fails -> failed, unless 1/6 of rows may fail
-    hard = [c for c, spec in CHECKS.items() if spec.severity == "error"] + ["chars_per_second"]
+    hard = [c for c, spec in CHECKS_BY_NAME.items() if spec.severity == "error"] + ["chars_per_second"]
     kw = dict(data_docs=False, max_chars_per_second=30.0, hard_checks=hard)
     failed = validate_dataset(root, tmp_path / "b", **kw)
     n = failed.n_failed_rows
@@ -401,3 +404,11 @@ def test_sphere_and_declared_raw_pcm_pass(tmp_path):
     assert res.status == "warned" and res.passed, res.summary  # only the 8 kHz sample_rate_min warning
     assert [(f.file, f.check) for f in res.failures] == [("clips/en_raw.pcm", "sample_rate_min")]
     assert res.hours_decodable == pytest.approx((6 * 0.6 + 2.0) / 3600, rel=1e-3)
+
+
+def test_data_md_check_table_is_generated_from_the_check_records():
+    from components.validate_data.checks import CHECKS, checks_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "DATA.md").read_text(encoding="utf-8")
+    assert checks_table() in doc
+    assert len({c.name for c in CHECKS}) == len(CHECKS)

@@ -54,6 +54,8 @@ def load_state(path: str | os.PathLike) -> RolloutState:
         return RolloutState()
     try:
         raw = json.loads(p.read_text())
+        if not isinstance(raw, dict):
+            raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
         raw["history"] = tuple(raw.get("history", ()))
         return RolloutState(**raw)
     except (json.JSONDecodeError, TypeError) as e:
@@ -133,6 +135,7 @@ def plan_full(state: RolloutState, actor: str, reason: str = "") -> RolloutState
             reason,
             registry_version=state.registry_version,
             triton_version=state.challenger_version,
+            replaced=state.champion_version,
         ),
     )
 
@@ -167,15 +170,16 @@ def plan_rollback(
 
 
 def _previous_champion(state: RolloutState) -> str:
-    champions = [""]  # before any full step: Triton's latest
+    """The champion the last not-yet-undone `full` step replaced (each full entry records it)."""
+    replaced: list[str] = []
     for h in state.history:
         if h["action"] == "full":
-            champions.append(h["triton_version"])
-        elif h["action"] == "rollback" and h.get("from_stage") == "stable" and len(champions) > 1:
-            champions.pop()
-    if len(champions) < 2:
+            replaced.append(h["replaced"])
+        elif h["action"] == "rollback" and h.get("from_stage") == "stable" and replaced:
+            replaced.pop()
+    if not replaced:
         raise ValueError("nothing to roll back to: no `full` step in this rollout's history")
-    return champions[-2]
+    return replaced[-1]
 
 
 # ------------------------------------------------------------------ registry side (MLflow through Registry)
@@ -239,3 +243,42 @@ def serve_versions(triton_http: str, model: str, versions: list[str]) -> None:
     cfg = client.get_model_config(model)
     cfg["version_policy"] = {"specific": {"versions": sorted({int(v) for v in versions if str(v)})}}
     client.load_model(model, config=json.dumps(cfg))
+
+
+# ------------------------------------------------------------------ CLI hook (`python -m registry rollout ...`)
+
+
+def add_cli(sub) -> None:
+    ro = sub.add_parser("rollout", help="two-step rollout: canary share through the gateway, then full")
+    ro.add_argument("action", choices=("canary", "full", "rollback", "show"))
+    ro.add_argument("version", nargs="?", default="", help="canary: the registry version to canary")
+    ro.add_argument("--state", required=True, help="the rollout JSON the gateway follows (--rollout)")
+    ro.add_argument("--triton-version", default="", help="canary: the Triton version serving it")
+    ro.add_argument("--share", type=float, default=0.1, help="canary: share of new sessions (default 0.1)")
+    ro.add_argument("--reason", default="")
+    ro.add_argument(
+        "--actor", default=None, help="who, for the audit (default: $ASR_REGISTRY_ACTOR or login)"
+    )
+    ro.add_argument(
+        "--triton-repo", default=None, help="rollback after full: re-export the restored champion"
+    )
+
+
+def run_cli(reg, args) -> str:
+    from registry.mlflow_adapter import default_actor
+
+    actor = args.actor or default_actor()
+    if args.action == "show":
+        return load_state(args.state).to_json().rstrip()
+    if args.action == "canary":
+        if not args.version:
+            raise ValueError("rollout canary needs the registry VERSION")
+        s = run_canary(
+            reg, args.model, args.version, args.state, args.triton_version, args.share, actor, args.reason
+        )
+        return f"{args.model} v{s.registry_version}: canary at share {s.canary_share} on Triton v{s.challenger_version}"
+    if args.action == "full":
+        s = run_full(reg, args.model, args.state, actor, args.reason)
+        return f"{args.model}: Triton v{s.champion_version} serves every session (champion)"
+    s = run_rollback(reg, args.model, args.state, actor, args.reason, triton_repo=args.triton_repo)
+    return f"{args.model}: share 0, Triton v{s.champion_version or 'latest'} serves every session"

@@ -376,7 +376,7 @@ class RivaAsr(rasr_grpc.RivaSpeechRecognitionServicer):
                 )
             stream = gw.triton.stream(lang)
             await context.send_initial_metadata((("x-model-role", stream.role),))
-            budget, resampler, last_text, first_audio = AudioBudget(gw.cfg), None, None, True
+            budget, resampler, last_text, first_audio = AudioBudget(gw.cfg, stream=True), None, None, True
             async for req in request_iterator:
                 data = req.audio_content
                 if first_audio and data[:4] == b"RIFF":

@@ -39,8 +39,9 @@ class GatewayConfig:
     max_streams_per_key: int = (
         16  #: concurrent requests + streams one key may hold (RESOURCE_EXHAUSTED beyond)
     )
-    max_request_bytes: int = 8 * 1024 * 1024  #: largest audio payload of one request / one whole stream
-    max_audio_s: float = 120.0  #: longest audio of one request or stream (the per-stream audio budget)
+    max_request_bytes: int = 8 * 1024 * 1024  #: largest audio payload of one request / one stream message
+    max_audio_s: float = 120.0  #: longest audio of one request (Recognize, /v1/audio/transcriptions)
+    max_stream_s: float = 3600.0  #: the per-stream audio budget (StreamingRecognize)
     chunk_s: float = 0.16  #: audio per Triton streaming request (one encoder shift at [56,1])
     languages: tuple[str, ...] = ()  #: the model's locales; lets "en" map to "en-US" (empty: pass through)
     seed: int | None = None  #: canary RNG seed (tests); None = OS entropy
@@ -257,13 +258,18 @@ def decode_audio(
 class AudioBudget:
     """Bytes and seconds one request or stream may still send (max_request_bytes, max_audio_s)."""
 
-    def __init__(self, cfg: GatewayConfig):
-        self.max_bytes, self.max_s = cfg.max_request_bytes, cfg.max_audio_s
+    def __init__(self, cfg: GatewayConfig, stream: bool = False):
+        self.max_bytes = cfg.max_request_bytes
+        self.max_s, self.limit = (
+            (cfg.max_stream_s, "max_stream_s") if stream else (cfg.max_audio_s, "max_audio_s")
+        )
+        self.stream = stream
         self.bytes = 0
         self.seconds = 0.0
 
     def add_bytes(self, n: int) -> None:
-        self.bytes += n
+        """A request's bytes in all; a stream's per message (a stream is bounded by max_stream_s)."""
+        self.bytes = n if self.stream else self.bytes + n
         if self.bytes > self.max_bytes:
             raise GatewayError(
                 "RESOURCE_EXHAUSTED", f"audio: {self.bytes} bytes exceed max_request_bytes {self.max_bytes}"
@@ -273,7 +279,7 @@ class AudioBudget:
         self.seconds += n / MODEL_RATE
         if self.seconds > self.max_s:
             raise GatewayError(
-                "RESOURCE_EXHAUSTED", f"audio: {self.seconds:.1f} s exceed max_audio_s {self.max_s:g}"
+                "RESOURCE_EXHAUSTED", f"audio: {self.seconds:.1f} s exceed {self.limit} {self.max_s:g}"
             )
 
 

@@ -169,6 +169,7 @@ def front(tmp_path_factory):
             "rollout": rollout,
             "log": work / "gateway.log",
             "gw": gw,
+            "triton_http": server.http_url,
         }
     finally:
         if gw is not None:
@@ -379,7 +380,7 @@ def test_bad_inputs_get_named_errors_and_the_gateway_stays_up(front):
         "oversized": (lambda: http(file=b"\0" * 1_200_000), 413, "max_request_bytes"),
         "unknown model": (lambda: http(model="gpt-4o-transcribe-x"), 404, "not served"),
         "bad response_format": (lambda: http(response_format="srt"), 400, "response_format"),
-        "missing key": (lambda: http(key=""), 401, "API key"),
+        "wrong key": (lambda: http(key="nope"), 401, "invalid API key"),
     }
     for case, (fn, status, words) in http_cases.items():
         with pytest.raises(openai.APIStatusError) as e:
@@ -389,6 +390,14 @@ def test_bad_inputs_get_named_errors_and_the_gateway_stays_up(front):
             e.value.status_code,
             e.value.body,
         )
+    import httpx  # the SDK refuses to send no key at all: a plain multipart POST without one
+
+    r = httpx.post(
+        f"http://127.0.0.1:{GW_HTTP}/v1/audio/transcriptions",
+        files={"file": ("a.wav", _wav(pcm))},
+        data={"model": "asr_offline", "language": lang},
+    )
+    assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
     assert front["gw"].poll() is None, "the gateway died"
     assert _get("/readyz")[0] == 200
     assert client.audio.transcriptions.create(
@@ -496,3 +505,60 @@ def test_canary_share_counts_and_rollback_returns_it_to_zero(front):
     assert state["canary_share"] == 0.0 and state["history"][-1]["action"] == "rollback"
     time.sleep(2.5)  # the gateway re-reads the file every second
     assert {session() for _ in range(20)} == {"1"}
+
+
+def test_post_deploy_parity_refuses_a_version_whose_text_differs(front, tmp_path):
+    """The sidecar's check (sync_champion.verify_parity): the golden set stored at gate time for v1 replays
+    exactly through Triton's v1; v2 (another checkpoint swapped in) is refused with the differing texts."""
+    import importlib.util
+
+    from components.evaluate_wer.golden import write_golden_set
+
+    spec = importlib.util.spec_from_file_location(
+        "sync_champion", REPO_ROOT / "infra" / "k8s" / "base" / "triton" / "sync_champion.py"
+    )
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    m1 = front["models"]["1"]
+    clips = front["clips"]
+    golden = write_golden_set(
+        tmp_path,
+        [a for _, a, _ in clips],
+        [lg for _, _, lg in clips],
+        lambda a, lg: m1.transcribe(a, lg, att_context_size=ATT),
+        ATT,
+    )
+    ok = sync.verify_parity(front["triton_http"], golden, 1)
+    assert ok["passed"] and ok["checked"] == len(clips), ok
+    bad = sync.verify_parity(front["triton_http"], golden, 2)
+    assert bad["passed"] is False and bad["mismatches"], bad
+    assert all(m["expected"] != m["got"] for m in bad["mismatches"])
+
+
+def test_a_long_message_is_cut_so_other_streams_interleave(front):
+    """Issue 15 #13 through the front door: one client sends 15 s in ONE message; the gateway cuts it into
+    160 ms requests, so a second stream that starts after it is served in between and finishes first (with
+    the in-process text), instead of waiting for one 15 s execute()."""
+    import riva.client
+
+    (_, a0, lang0), (_, a1, lang1) = front["clips"][0], front["clips"][1]
+    long_audio = np.tile(a0, int(np.ceil(15.0 * 16000 / a0.size)))[: 15 * 16000]
+    _, long_pcm = _pcm16(long_audio)
+    short_q, short_pcm = _pcm16(a1[: 16000 * 2])
+    done: list[tuple[str, str]] = []
+
+    def run(name: str, chunks: list[bytes], lang: str) -> None:
+        cfg = riva.client.StreamingRecognitionConfig(config=_riva_config(lang))
+        results = [
+            r for resp in _riva(KEYS[1]).streaming_response_generator(iter(chunks), cfg) for r in resp.results
+        ]
+        done.append((name, results[-1].alternatives[0].transcript))
+
+    t_long = threading.Thread(target=run, args=("long", [long_pcm], lang0))
+    t_long.start()
+    _wait(lambda: "asr_gateway_active_streams 1.0" in _get("/metrics")[1], 30, "the long stream running")
+    time.sleep(0.3)  # let it get going: the short stream starts while the long one is mid-way
+    run("short", [short_pcm[i : i + 3200] for i in range(0, len(short_pcm), 3200)], lang1)
+    t_long.join(300)
+    assert [n for n, _ in done] == ["short", "long"], done
+    assert dict(done)["short"] == _stream_final(front["models"]["1"], short_q, lang1)

@@ -141,6 +141,17 @@ def reject_version(repo: str | os.PathLike, version: int, why: str) -> list[str]
     return moved
 
 
+def rejected_sha256(repo: str | os.PathLike) -> set[str]:
+    """Checkpoints whose served version failed parity here (their `.rejected-N` folders keep model.json)."""
+    out = set()
+    for f in Path(repo).glob(f"{MODELS[0]}/.rejected-*/model.json"):
+        try:
+            out.add(json.loads(f.read_text(encoding="utf-8"))["sha256"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
 def wait_loaded(triton_http: str, version: int, timeout_s: float = 600.0) -> bool:
     """True once every model reports `version` READY (Triton's poll mode loads it on its own clock)."""
     import urllib.request
@@ -184,6 +195,13 @@ def parity_after_load(repo: str | os.PathLike, r: SyncResult, model_name: str, t
     return report
 
 
+def _champion_rejected(repo: str, model_name: str, alias: str) -> bool:
+    from registry.mlflow_adapter import Registry, get_client
+
+    info = Registry(get_client()).by_alias(model_name, alias)
+    return bool(info) and info.tags.get("checkpoint_sha256", "") in rejected_sha256(repo)
+
+
 def heartbeat(path: str = HEARTBEAT_FILE) -> None:
     Path(path).write_text(f"{time.time():.0f}\n", encoding="utf-8")
 
@@ -225,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
 
     while True:
         try:
+            if a.triton_http and not a.once and _champion_rejected(a.repo, a.model, a.alias):
+                # it failed parity here: keep the previous version serving until the alias moves (alerted)
+                _log(event="parity-rejected", model=a.model, alias=a.alias, action="kept-previous")
+                heartbeat()
+                time.sleep(a.interval)
+                continue
             r = sync_once(a.repo, a.model, a.alias, att_context_size=a.att_context_size, keep_versions=a.keep)
             _log(
                 event="sync",

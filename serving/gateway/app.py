@@ -376,7 +376,7 @@ class RivaAsr(rasr_grpc.RivaSpeechRecognitionServicer):
                 )
             stream = gw.triton.stream(lang)
             await context.send_initial_metadata((("x-model-role", stream.role),))
-            budget, resampler, last_text, first_audio = AudioBudget(gw.cfg, stream=True), None, None, True
+            budget, resampler, first_audio = AudioBudget(gw.cfg, stream=True), None, True
             async for req in request_iterator:
                 data = req.audio_content
                 if first_audio and data[:4] == b"RIFF":
@@ -404,8 +404,7 @@ class RivaAsr(rasr_grpc.RivaSpeechRecognitionServicer):
                     audio = resampler.resample_chunk(audio)
                 budget.add_samples(audio.size)
                 for text in await stream.feed(audio):
-                    if sc.interim_results and text != last_text:
-                        last_text = text
+                    if sc.interim_results:  # one interim result per chunk_s of audio served
                         yield self._result(text, False, stream)
             if first_audio:
                 raise GatewayError("INVALID_ARGUMENT", "audio_content: empty stream (no audio sent)")

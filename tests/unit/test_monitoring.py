@@ -4,10 +4,8 @@ sidecar's parity helpers (reject a version, heartbeat) behave."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -19,18 +17,7 @@ K8S = REPO / "infra" / "k8s"
 MON = K8S / "base" / "monitoring"
 
 
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-check = _load("infra_k8s_check", K8S / "check.py")
-sync = _load("infra_k8s_sync_champion", K8S / "base" / "triton" / "sync_champion.py")
+from tests.unit.test_infra import check, sync  # noqa: E402  (infra/ scripts loaded as modules there)
 
 
 @pytest.fixture(scope="module")

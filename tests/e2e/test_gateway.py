@@ -12,9 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.server import TritonServer, stop_process_group, tritonserver_available
+from serving.gateway.process import GatewayProcess
+from serving.server import TritonServer, tritonserver_available
 from tests.e2e.test_triton_serving import ATT, CHUNK_S, build_tiny_model, test_clips
 
 pytestmark = [
@@ -104,7 +102,9 @@ def front(tmp_path_factory):
     nemo_a = build_tiny_model(work / "a")
     m = EncDecRNNTBPEModelWithPrompt.restore_from(str(nemo_a), map_location="cpu")
     with torch.no_grad():
-        m.joint.joint_net[-1].bias[-1] += 1.5  # the challenger: another text, same everything else
+        torch.manual_seed(1)  # the challenger: another joint output layer, so its text differs
+        w = m.joint.joint_net[-1].weight
+        w.add_(0.5 * w.abs().mean() * torch.randn_like(w))
     nemo_b = work / "b.nemo"
     m.save_to(str(nemo_b))
     del m
@@ -130,50 +130,33 @@ def front(tmp_path_factory):
         langs = sorted(models["1"].prompt_dictionary)
         rollout = work / "rollout.json"
         save_state(rollout, RolloutState(model="tiny", champion_version="1"))
-        env = dict(os.environ, GATEWAY_API_KEYS=",".join(KEYS), PYTHONPATH=str(REPO_ROOT))
-        log = open(work / "gateway.log", "wb")
-        gw = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "serving.gateway",
-                "--triton-grpc",
-                f"127.0.0.1:{GRPC}",
-                "--grpc-port",
-                str(GW_GRPC),
-                "--http-port",
-                str(GW_HTTP),
-                "--rollout",
-                str(rollout),
-                "--languages",
-                ",".join(langs),
-                "--max-audio-s",
-                str(MAX_AUDIO_S),
-                "--max-streams-per-key",
-                str(MAX_STREAMS),
-                "--max-request-bytes",
-                "1000000",
-                "--seed",
-                "7",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _wait(lambda: _get("/readyz")[0] == 200, 60, "gateway /readyz")
+        args = [
+            "--rollout",
+            str(rollout),
+            "--languages",
+            ",".join(langs),
+            "--max-audio-s",
+            str(MAX_AUDIO_S),
+            "--max-streams-per-key",
+            str(MAX_STREAMS),
+            "--max-request-bytes",
+            "1000000",
+            "--seed",
+            "7",
+        ]
+        gw = GatewayProcess(f"127.0.0.1:{GRPC}", work / "gateway.log", GW_GRPC, GW_HTTP, ",".join(KEYS), args)
+        gw.start()
         yield {
             "models": models,
             "clips": test_clips(),
             "rollout": rollout,
             "log": work / "gateway.log",
-            "gw": gw,
+            "gw": gw.process,
             "triton_http": server.http_url,
         }
     finally:
         if gw is not None:
-            stop_process_group(gw.pid, 10, gw)
+            gw.stop()
             print("\n--- gateway log tail\n" + (work / "gateway.log").read_text()[-3000:])
         server.stop()
 
@@ -404,7 +387,7 @@ def test_bad_inputs_get_named_errors_and_the_gateway_stays_up(front):
         model="asr_offline", file=("a.wav", _wav(pcm)), language=lang
     ).text
     metrics = _get("/metrics")[1]
-    assert 'asr_gateway_requests_total{api="riva",method="Recognize",code="INVALID_ARGUMENT"}' in metrics
+    assert 'asr_gateway_requests_total{api="riva",code="INVALID_ARGUMENT",method="Recognize"}' in metrics
 
 
 def test_per_key_concurrent_stream_limit(front):
@@ -510,15 +493,9 @@ def test_canary_share_counts_and_rollback_returns_it_to_zero(front):
 def test_post_deploy_parity_refuses_a_version_whose_text_differs(front, tmp_path):
     """The sidecar's check (sync_champion.verify_parity): the golden set stored at gate time for v1 replays
     exactly through Triton's v1; v2 (another checkpoint swapped in) is refused with the differing texts."""
-    import importlib.util
-
     from components.evaluate_wer.golden import write_golden_set
+    from tests.unit.test_infra import sync  # infra/k8s/base/triton/sync_champion.py, loaded as a module
 
-    spec = importlib.util.spec_from_file_location(
-        "sync_champion", REPO_ROOT / "infra" / "k8s" / "base" / "triton" / "sync_champion.py"
-    )
-    sync = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sync)
     m1 = front["models"]["1"]
     clips = front["clips"]
     golden = write_golden_set(

@@ -109,3 +109,20 @@ def test_audio_budget_and_triton_errors():
     assert triton_error("LANG: unknown language 'xx'").code == "INVALID_ARGUMENT"
     assert triton_error("AUDIO_CHUNK: 30.0 s is longer than max_audio_s").code == "RESOURCE_EXHAUSTED"
     assert triton_error("failed to connect").code == "UNAVAILABLE"
+
+
+def test_cli_settings_from_flags_env_and_rollout_file(tmp_path, monkeypatch):
+    from registry.rollout import RolloutState, save_state
+    from serving.gateway.__main__ import _parser, config_from_args
+
+    monkeypatch.setenv("GATEWAY_MAX_STREAMS_PER_KEY", "5")
+    save_state(
+        tmp_path / "r.json",
+        RolloutState(champion_version="3", challenger_version="4", canary_share=0.2, stage="canary"),
+    )
+    a = _parser().parse_args(
+        ["--rollout", str(tmp_path / "r.json"), "--languages", "en-US,de-DE", "--max-audio-s", "30"]
+    )
+    cfg = config_from_args(a)
+    assert (cfg.champion_version, cfg.challenger_version, cfg.canary_share) == ("3", "4", 0.2)
+    assert cfg.max_streams_per_key == 5 and cfg.max_audio_s == 30.0 and cfg.languages == ("en-US", "de-DE")

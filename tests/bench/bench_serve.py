@@ -733,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     nemo, source = pick_model(work, a.model, a.d_model, a.layers)
     asr = AsrModel.load(str(nemo))
-    clips = load_clips(set(asr.prompt_dictionary), 12, a.clip_s)
+    clips = load_clips(set(asr.prompt_dictionary), 6 if a.quick else 12, a.clip_s)
     step = chunk_samples(asr, att)
     chunk_ms = 1000.0 * step / 16000
     print(
@@ -791,10 +791,13 @@ def main(argv: list[str] | None = None) -> int:
         # (shared) machine drifts equally over both
         base_lat, tri_lat, tri_wall, mismatches = [], [], 0.0, 0
         m0 = metrics(server)
+        p1 = []  # P1 per round (issue 14 #6): this round's Triton p50 / this round's in-process p50
         for _ in range(a.rounds):
             lat, _ = in_process(asr, clips, step, att, 1)
             base_lat += lat
+            p1_in = pct(lat, 50)
             lat, finals, wall = triton_sequential(server.grpc_url, clips, step)
+            p1.append(pct(lat, 50) / p1_in)
             tri_lat += lat
             tri_wall += wall
             mismatches += sum(finals[n] != expected[n] for n in finals)
@@ -866,19 +869,12 @@ def main(argv: list[str] | None = None) -> int:
         # P1 and P2' (issue 14 #6), as alternating paired rounds: each round runs the in-process side and the
         # Triton side back to back, so the box's load drift hits both sides of each ratio alike
         big = max(levels)
-        p1, p2 = [], []
-        for r in range(a.rounds):
-            lat_in, _ = in_process(asr, clips[:4], step, att, 1)
-            lat_tr, _ = triton_level(server.grpc_url, clips[:4], step, expected, 1, 0, r)
-            p1.append(pct(lat_tr, 50) / pct(lat_in, 50))
-            if hasattr(asr, "stream_step_batch"):
-                cps_in = in_process_batched(asr, clips, step, att, big)[0]
-                _, cps_tr = triton_level(server.grpc_url, clips, step, expected, big, a.pair_chunks, 100 + r)
-                p2.append(cps_tr / cps_in)
-            print(
-                f"paired round {r + 1}/{a.rounds}: P1 {p1[-1]:.3f}" + (f"  P2' {p2[-1]:.3f}" if p2 else ""),
-                flush=True,
-            )
+        p2 = []
+        for r in range(a.rounds if hasattr(asr, "stream_step_batch") else 0):
+            cps_in = in_process_batched(asr, clips, step, att, big)[0]
+            _, cps_tr = triton_level(server.grpc_url, clips, step, expected, big, a.pair_chunks, 100 + r)
+            p2.append(cps_tr / cps_in)
+            print(f"paired round {r + 1}/{a.rounds}: P1 {p1[r]:.3f}  P2' {p2[-1]:.3f}", flush=True)
         res["paired"] = {"P1": paired(p1), "P2_prime": paired(p2)}
         noisy = noisy_neighbour(server.grpc_url, clips, step, 1.0, big - 1, max(8, a.level_chunks // big))
         res["noisy_neighbour"] = noisy

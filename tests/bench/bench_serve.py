@@ -18,6 +18,19 @@ measures, all on one model, one att_context_size and the same audio chunks:
    stub processes, VmRSS from /proc/<pid>/status) before and after (target growth < 10%), crashes (server exited, a
    stub restarted, a model not READY: target 0), valid requests that failed, malformed requests that did not.
 
+5. issue 14 #6, as alternating paired rounds (median and spread of the per-round ratios, `--rounds`, >= 3):
+   P1 = Triton per-chunk p50 / in-process p50 at 1 stream (target <= 1.10 at full size); P2' = Triton
+   N-stream chunks/s / in-process `stream_step_batch` of N streams chunks/s (target >= 0.85); the raw N/1 ratio
+   stays in (3);
+6. noisy neighbour (issue 15 #13): N-1 streams of normal chunks, alone and beside one stream sending the
+   largest chunk the model accepts (max_chunk_s, 1 s): the others' p99 growth (target <= 2x);
+7. `--via gateway`: the same closed-loop streams through the gateway (Riva StreamingRecognize, one interim
+   result per chunk) vs straight to Triton, 1 and N streams, paired rounds: the gateway's added p50 per chunk
+   (target <= 1.5 ms or <= 5 % of the in-process step, whichever is larger).
+
+`--model X.nemo` serves any checkpoint (the lead's full-size run); `--quick --no-soak --streams 1,16` keeps a
+full-size run short (3 pairs of short passes over 6 clips of 3 s).
+
 Every completed sequence's final text is compared with the in-process text of the same clip (the load must not
 cost correctness). Figures are printed and written to outputs/bench/serve.json and serve.html (latency plot).
 

@@ -144,6 +144,10 @@ class TritonBackend:
         ), res.get_response().model_version
 
     async def transcribe(self, audio: np.ndarray, lang: str) -> Served:
+        if not self.cfg.offline_model:
+            raise GatewayError(
+                "UNAVAILABLE", "offline transcription is not served here (--offline-model is empty)"
+            )
         version, role = self.router.pick()
         text, served = await self._infer(self.cfg.offline_model, version, self._inputs("AUDIO", audio, lang))
         self.metrics.sessions.labels(role, served).inc()
@@ -156,11 +160,11 @@ class TritonBackend:
     async def ready(self) -> tuple[bool, str]:
         from tritonclient.utils import InferenceServerException
 
+        models = [m for m in (self.cfg.offline_model, self.cfg.streaming_model) if m]  # "" = not served
         wanted = [
             (m, v)
-            for m in (self.cfg.offline_model, self.cfg.streaming_model)
-            for v in {self.cfg.champion_version, self.cfg.challenger_version}
-            if v or v == ""
+            for m in models
+            for v in dict.fromkeys((self.cfg.champion_version, self.cfg.challenger_version))
         ]
         try:
             for m, v in wanted:

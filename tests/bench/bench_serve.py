@@ -907,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
                 gport,
                 hport,
                 "bench-key",
-                ["--max-streams-per-key", "64"],
+                ["--max-streams-per-key", "64", "--offline-model", ""],
             ).start()
             try:
                 added: dict[str, list[float]] = {}

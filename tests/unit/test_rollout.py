@@ -53,3 +53,36 @@ def test_refusals_are_named(tmp_path):
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(ValueError, match="not a rollout state file"):
         load_state(tmp_path / "bad.json")
+
+
+@pytest.mark.slow  # MLflow creates its sqlite schema (~20 s on the loaded box)
+def test_registry_side_canary_full_rollback_on_real_mlflow(tmp_path):
+    """run_canary gate-checks and moves `challenger`; run_full promotes (champion); run_rollback re-points
+    champion to the previous one and sets the share to 0 -- one action each, audited in the file."""
+    from registry.mlflow_adapter import Registry, get_client
+    from registry.rollout import run_canary, run_full, run_rollback
+
+    reg = Registry(get_client(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+
+    def register(payload: bytes, passed: str):
+        d = tmp_path / f"m-{len(payload)}-{passed}"
+        d.mkdir()
+        (d / "model.nemo").write_bytes(payload)
+        return reg.register("asr", d, tags={"gate.passed": passed, "params.att_context_size": "[56,1]"})
+
+    v1, v2, bad = register(b"one", "true"), register(b"two!", "true"), register(b"three", "false")
+    reg.promote("asr", v1.version)
+    state = tmp_path / "rollout.json"
+    save_state(state, RolloutState(model="asr", champion_version="1"))
+    with pytest.raises(PermissionError, match="passing gate"):
+        run_canary(reg, "asr", bad.version, state, "3", 0.1, "alice")
+    s = run_canary(reg, "asr", v2.version, state, "2", 0.25, "alice", "new model")
+    assert (s.stage, s.canary_share) == ("canary", 0.25) and reg.by_alias(
+        "asr", "challenger"
+    ).version == v2.version
+    s = run_full(reg, "asr", state, "alice")
+    assert s.champion_version == "2" and reg.by_alias("asr", "champion").version == v2.version
+    s = run_rollback(reg, "asr", state, "bob", "p99 regressed")
+    assert (s.champion_version, s.canary_share) == ("1", 0.0)
+    assert reg.by_alias("asr", "champion").version == v1.version
+    assert [h["action"] for h in load_state(state).history] == ["canary", "full", "rollback"]

@@ -53,6 +53,7 @@ from serving.gateway.core import (
 
 log = logging.getLogger(__name__)
 
+_BACKGROUND: set = set()  # clean-up tasks still running (kept referenced until done)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -429,6 +430,11 @@ class RivaAsr(rasr_grpc.RivaSpeechRecognitionServicer):
                 await stream.abandon()
             await self._refuse(context, "StreamingRecognize", e)
         finally:
+            if stream is not None and stream.started and not stream.ended:
+                # the client went away mid-stream (cancelled): free its Triton sequence now, not after 60 s idle
+                task = asyncio.ensure_future(stream.abandon())
+                _BACKGROUND.add(task)
+                task.add_done_callback(_BACKGROUND.discard)
             if key_id is not None:
                 gw.leave(key_id)
 

@@ -61,7 +61,7 @@ class ServingConfig:
     strip_lang_tags: bool = True  # remove the <xx-XX> tags `auto` mode emits from served text
     # streaming: longest single chunk; a longer one would hold every other stream for its encoder steps
     # (one execute()); send shorter chunks: the gateway (serving/gateway) cuts client audio into 160 ms pieces
-    max_chunk_s: float = 1.0
+    max_chunk_s: float = 0.5
     max_stream_s: float = 3600.0  # streaming: the per-stream audio budget; the stream is ended beyond it
 
 

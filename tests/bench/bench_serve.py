@@ -23,7 +23,7 @@ measures, all on one model, one att_context_size and the same audio chunks:
    N-stream chunks/s / in-process `stream_step_batch` of N streams chunks/s (target >= 0.85); the raw N/1 ratio
    stays in (3);
 6. noisy neighbour (issue 15 #13): N-1 streams of normal chunks, alone and beside one stream sending the
-   largest chunk the model accepts (max_chunk_s, 1 s): the others' p99 growth (target <= 2x);
+   largest chunk the model accepts (max_chunk_s, 0.5 s): the others' p99 growth (target <= 2x);
 7. `--via gateway`: the same closed-loop streams through the gateway (Riva StreamingRecognize, one interim
    result per chunk) vs straight to Triton, 1 and N streams, paired rounds: the gateway's added p50 per chunk
    (target <= 1.5 ms or <= 5 % of the in-process step, whichever is larger).
@@ -889,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
             p2.append(cps_tr / cps_in)
             print(f"paired round {r + 1}/{a.rounds}: P1 {p1[r]:.3f}  P2' {p2[-1]:.3f}", flush=True)
         res["paired"] = {"P1": paired(p1), "P2_prime": paired(p2)}
-        noisy = noisy_neighbour(server.grpc_url, clips, step, 1.0, big - 1, max(8, a.level_chunks // big))
+        noisy = noisy_neighbour(server.grpc_url, clips, step, ServingConfig.max_chunk_s, big - 1, max(8, a.level_chunks // big))
         res["noisy_neighbour"] = noisy
         print(
             f"noisy neighbour: {noisy['normal_streams']} normal streams p99 {noisy['quiet']['p99_ms']:.1f} ms alone, "

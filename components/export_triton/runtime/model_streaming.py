@@ -68,7 +68,7 @@ class TritonPythonModel:
         self.asr.stream_step(warm[0], np.zeros(16000, np.float32), last=True)
         if hasattr(self.asr, "stream_step_batch"):
             self.asr.stream_step_batch(warm[1:], [np.zeros(8000, np.float32)] * 2, [False, True])
-        self.max_chunk_s = float(_param(self.model_config, "max_chunk_s", "1.0"))
+        self.max_chunk_s = float(_param(self.model_config, "max_chunk_s", "0.5"))
         self.max_stream_s = float(_param(self.model_config, "max_stream_s", "3600"))
         self.streams: dict[int, object] = {}  # CORRID -> StreamState
         self.rates: dict[int, int] = {}  # CORRID -> its SAMPLE_RATE

@@ -23,17 +23,11 @@ import numpy as np
 import pytest
 
 from serving.gateway.process import GatewayProcess
-from serving.server import TritonServer, tritonserver_available
+from serving.server import TritonServer
 from tests.e2e.test_triton_serving import ATT, CHUNK_S, build_tiny_model, test_clips
+from tests.e2e.test_triton_serving import pytestmark as triton_serving_marks
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.slow,
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not tritonserver_available(), reason="nvidia-pytriton's tritonserver is not installed"
-    ),
-]
+pytestmark = triton_serving_marks  # triton, slow, e2e; skipped without the tritonserver binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HTTP, GRPC, METRICS, GW_GRPC, GW_HTTP = 18200, 18201, 18202, 18210, 18211

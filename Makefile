@@ -64,8 +64,8 @@ serve-stop:  ## stop the server started by make serve
 bench: $(STAMP)  ## benchmarks (print ratios measured in one run)
 	@ls tests/bench/*.py >/dev/null 2>&1 && for f in tests/bench/bench_*.py; do $(PY) $$f || exit 1; done || echo "no benchmarks yet"
 
-bench-serve: $(STAMP)  ## Triton load benchmark: latency percentiles, throughput, soak (prints ratios)
-	$(PY) tests/bench/bench_serve.py
+bench-serve: $(STAMP)  ## Triton load benchmark (ARGS="--via gateway --model X.nemo --quick"; prints ratios)
+	$(PY) tests/bench/bench_serve.py $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .

@@ -4,7 +4,8 @@
 2. bootstrap the tiny base model (Nemotron class) WITHOUT the target language; register it in MLflow
 3. run the Kubeflow pipeline locally (kfp.local): validate → manifests → fine-tune → evaluate → gate →
    register → promote → export to triton_repo/
-4. start the real tritonserver over triton_repo/, transcribe the held-out clips through it, score, stop it
+4. start the real tritonserver over triton_repo/ and the gateway in front of it, transcribe the held-out clips
+   through the gateway (OpenAI SDK offline, Riva client streaming), score, stop both
 """
 
 from __future__ import annotations
@@ -135,38 +136,58 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
 
 
 def step_serve(params: dict, run_dir: Path) -> dict:
+    """Serve the champion the way applications reach it: tritonserver behind the gateway (serving/gateway),
+    offline clips through the OpenAI SDK, streaming clips through the Riva client, both unmodified."""
+    import io
+
+    import openai
+    import riva.client
     import soundfile as sf
 
     from components.common.manifest import read_manifest
     from components.common.wer import score
-    from serving.client import transcribe_offline, transcribe_streaming
+    from serving.gateway.process import GatewayProcess
     from serving.server import TritonServer
 
-    banner("5/5 Serving: real tritonserver on loopback, held-out clips through it")
+    banner("5/5 Serving: tritonserver + the gateway on loopback; held-out clips through the OpenAI SDK and Riva")
     repo = REPO_ROOT / params["export_triton"]["triton_repo"]
     test = read_manifest(run_dir / "build-manifest" / "manifests" / "test.jsonl")  # the pipeline's held-out split
     result: dict = {}
-    with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server:
-        print(f"tritonserver ready on {server.grpc_url} (http {server.http_url})")
+    with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server, GatewayProcess(
+        server.grpc_url.removeprefix("grpc://"), run_dir / "gateway.log"
+    ) as gw:
+        print(f"tritonserver ready on {server.grpc_url}; gateway: Riva gRPC {gw.grpc_addr}, OpenAI {gw.http_url}/v1")
+        oa = openai.OpenAI(api_key=gw.api_key, base_url=f"{gw.http_url}/v1", max_retries=0)
+        asr = riva.client.ASRService(riva.client.Auth(uri=gw.grpc_addr, metadata_args=[["authorization", f"Bearer {gw.api_key}"]]))
         by_lang: dict[str, dict[str, list[str]]] = {}
         t0 = time.time()
         for i, row in enumerate(test):
-            audio, _ = sf.read(row["audio_filepath"], dtype="float32")
+            audio, rate = sf.read(row["audio_filepath"], dtype="int16")
             d = by_lang.setdefault(row["lang"], {"refs": [], "offline": [], "streaming": []})
             d["refs"].append(row["text"])
-            d["offline"].append(transcribe_offline(server.grpc_url, audio, row["lang"]))
-            d["streaming"].append(transcribe_streaming(server.grpc_url, audio, row["lang"], chunk_s=0.16,
-                                                       sequence_id=1000 + i))
+            wav = io.BytesIO()
+            sf.write(wav, audio, rate, format="WAV", subtype="PCM_16")
+            d["offline"].append(oa.audio.transcriptions.create(model="asr_offline", file=("clip.wav", wav.getvalue()),
+                                                               language=row["lang"]).text)
+            cfg = riva.client.StreamingRecognitionConfig(
+                config=riva.client.RecognitionConfig(encoding=riva.client.AudioEncoding.LINEAR_PCM,
+                                                     sample_rate_hertz=rate, language_code=row["lang"]),
+                interim_results=False)
+            pcm = audio.tobytes()
+            chunks = [pcm[k : k + int(0.16 * rate) * 2] for k in range(0, len(pcm), int(0.16 * rate) * 2)]
+            finals = [r.alternatives[0].transcript for resp in asr.streaming_response_generator(chunks, cfg)
+                      for r in resp.results if r.is_final]
+            d["streaming"].append(finals[-1] if finals else "")
             if i < 3:
-                print(f"  [{row['lang']}] ref: {row['text']}\n           server (streaming): {d['streaming'][-1]}")
-        print(f"\n{len(test)} clips x 2 modes through Triton in {time.time() - t0:.1f} s")
+                print(f"  [{row['lang']}] ref: {row['text']}\n           gateway (Riva streaming): {d['streaming'][-1]}")
+        print(f"\n{len(test)} clips x 2 APIs through the gateway in {time.time() - t0:.1f} s")
         print(f"  {'language':10s} {'offline WER':>12s} {'streaming WER':>14s}")
         for lang, d in sorted(by_lang.items()):
             off, st = score(d["refs"], d["offline"]), score(d["refs"], d["streaming"])
             result[lang] = {"offline_wer_norm": off.wer_norm, "streaming_wer_norm": st.wer_norm,
                             "n_utts": len(d["refs"])}
             print(f"  {lang:10s} {off.wer_norm:12.1%} {st.wer_norm:14.1%}")
-    print("tritonserver stopped")
+    print("gateway and tritonserver stopped")
     return result
 
 

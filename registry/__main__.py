@@ -8,6 +8,7 @@ promote VERSION [--force --reason] move `champion`; refused without a passing ga
                                    reason (the audited override: an override record is written)
 rollback --reason TEXT [--to V]    move `champion` back to the previous champion and re-export it to Triton;
          [--force]                 the target's gate record (or override record) is verified again
+rollout canary|full|rollback|show  two-step rollout through the gateway's canary share (registry/rollout.py)
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument(
         "--run-id", default="", help="the pipeline/automation run doing this, for the audit tags"
     )
+    from registry.rollout import add_cli as add_rollout_cli
+
+    add_rollout_cli(sub)
     args = ap.parse_args(argv)
 
     reg = Registry(get_client(args.tracking_uri))
@@ -120,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 else "; Triton not touched (--no-export)"
             )
             print(f"{args.model}: champion v{r.from_version} -> v{r.to_version} ({r.reason}){where}")
+        elif args.cmd == "rollout":
+            from registry.rollout import run_cli as run_rollout_cli
+
+            print(run_rollout_cli(reg, args))
     except (PermissionError, ValueError, LookupError, FileNotFoundError, TimeoutError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -63,9 +63,14 @@ def _text(result) -> str:
 
 
 def transcribe_offline(
-    url: str, audio: np.ndarray, lang: str, model: str = OFFLINE_MODEL, timeout_s: float = 120.0
+    url: str,
+    audio: np.ndarray,
+    lang: str,
+    model: str = OFFLINE_MODEL,
+    timeout_s: float = 120.0,
+    version: str = "",
 ) -> str:
-    """One utterance (16 kHz mono float32) -> its transcript, through `asr_offline`."""
+    """One utterance (16 kHz mono float32) -> its transcript, through `asr_offline` ("" = its latest version)."""
     from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
     proto, addr = _split_url(url)
@@ -88,7 +93,9 @@ def transcribe_offline(
         inputs[1].set_data_from_numpy(lang_arr)
         kw = {} if proto == "http" else {"client_timeout": timeout_s}
         try:
-            result = client.infer(model, inputs, outputs=[tc.InferRequestedOutput("TEXT")], **kw)
+            result = client.infer(
+                model, inputs, model_version=version, outputs=[tc.InferRequestedOutput("TEXT")], **kw
+            )
         except InferenceServerException as e:
             raise ClientError(e.message()) from e
         return _text(result)

@@ -35,6 +35,7 @@ from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
 from components.common.wer import paired_bootstrap, score, utterance_scores
 from components.evaluate_wer import gate as gate_mod
+from components.evaluate_wer.golden import GOLDEN_DIR, write_golden_set
 from components.evaluate_wer.report import format_table, render_html
 
 MODES = ("streaming", "offline")
@@ -325,6 +326,10 @@ def evaluate(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the golden set Triton must reproduce after each load (post-deploy parity: golden.py, sync_champion.py)
+    candidate = AsrModel.load(candidate_model)
+    write_golden_set(out, audios, utt_langs, lambda a, lg: candidate.transcribe(a, lg, att_context_size=atts["candidate"]),
+                     atts["candidate"])
     utt_lines = []
     for i, r in enumerate(rows):
         rec = {"id": r.get("id", Path(r["audio_filepath"]).stem), "lang": r["lang"], "ref": r["text"],
@@ -519,6 +524,9 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str = "", pipeline_run
                      result.latency_curve_path):
             if path and os.path.isfile(path):
                 client.log_artifact(run_id, path, "evaluation")
+        golden = Path(result.evaluation_path).parent / GOLDEN_DIR
+        if golden.is_dir():
+            client.log_artifacts(run_id, str(golden), f"evaluation/{GOLDEN_DIR}")
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

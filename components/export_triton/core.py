@@ -60,6 +60,10 @@ class ServingConfig:
     max_sequence_idle_us: int = 60_000_000  # streaming: an abandoned stream is freed after 60 s
     max_audio_s: float = 120.0  # longest utterance / chunk accepted; longer requests get an error
     strip_lang_tags: bool = True  # remove the <xx-XX> tags `auto` mode emits from served text
+    # streaming: longest single chunk; a longer one would hold every other stream for its encoder steps
+    # (one execute()); send shorter chunks: the gateway (serving/gateway) cuts client audio into 160 ms pieces
+    max_chunk_s: float = 0.5
+    max_stream_s: float = 3600.0  # streaming: the per-stream audio budget; the stream is ended beyond it
 
 
 @dataclass
@@ -124,6 +128,8 @@ def render_config(model: str, att_context_size: list[int] | None, serving: Servi
         max_sequence_idle_us=serving.max_sequence_idle_us,
         max_audio_s=serving.max_audio_s,
         strip_lang_tags="true" if serving.strip_lang_tags else "false",
+        max_chunk_s=serving.max_chunk_s,
+        max_stream_s=serving.max_stream_s,
         att_context_size=json.dumps(att_context_size) if att_context_size else "",
     )
 

@@ -18,6 +18,19 @@ measures, all on one model, one att_context_size and the same audio chunks:
    stub processes, VmRSS from /proc/<pid>/status) before and after (target growth < 10%), crashes (server exited, a
    stub restarted, a model not READY: target 0), valid requests that failed, malformed requests that did not.
 
+5. issue 14 #6, as alternating paired rounds (median and spread of the per-round ratios, `--rounds`, >= 3):
+   P1 = Triton per-chunk p50 / in-process p50 at 1 stream (target <= 1.10 at full size); P2' = Triton
+   N-stream chunks/s / in-process `stream_step_batch` of N streams chunks/s (target >= 0.85); the raw N/1 ratio
+   stays in (3);
+6. noisy neighbour (issue 15 #13): N-1 streams of normal chunks, alone and beside one stream sending the
+   largest chunk the model accepts (max_chunk_s, 0.5 s): the others' p99 growth (target <= 2x);
+7. `--via gateway`: the same closed-loop streams through the gateway (Riva StreamingRecognize, one interim
+   result per chunk) vs straight to Triton, 1 and N streams, paired rounds: the gateway's added p50 per chunk
+   (target <= 1.5 ms or <= 5 % of the in-process step, whichever is larger).
+
+`--model X.nemo` serves any checkpoint (the lead's full-size run); `--quick --no-soak --streams 1,16` keeps a
+full-size run short (3 pairs of short passes over 6 clips of 3 s).
+
 Every completed sequence's final text is compared with the in-process text of the same clip (the load must not
 cost correctness). Figures are printed and written to outputs/bench/serve.json and serve.html (latency plot).
 
@@ -477,6 +490,149 @@ def summary(lat: list[float]) -> dict:
     return {"n": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99)}
 
 
+# ------------------------------------------------------------------------------------------- paired ratios
+def paired(values: list[float]) -> dict:
+    """Median and spread of per-round ratios (each round = one pass of each side, run back to back)."""
+    v = sorted(values)
+    return {"rounds": v, "median": float(np.median(v)), "min": v[0], "max": v[-1]} if v else {}
+
+
+def triton_level(url, clips, step, expected, n: int, chunks: int, seed: int) -> tuple[list[float], float]:
+    """(per-chunk seconds, chunks/s) of `n` concurrent closed-loop streams straight to Triton."""
+    if n == 1:
+        lat, _, wall = triton_sequential(url, clips, step)
+        return lat, len(lat) / wall
+    tally, _, steady = drive(url, clips, step, expected, n, chunks, seed=seed)
+    return tally.latencies, steady
+
+
+def gateway_level(
+    addr: str, key: str, clips, step: int, n: int, per_stream: int
+) -> tuple[list[float], float]:
+    """(per-chunk seconds, chunks/s) of `n` concurrent Riva StreamingRecognize clients through the gateway.
+    Closed loop like the Triton clients: a stream sends its next 160 ms chunk when the interim result of the
+    previous one arrives (the gateway answers one interim result per chunk)."""
+    import grpc
+    from riva.client.proto import riva_asr_pb2 as rasr
+    from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
+
+    channel = grpc.insecure_channel(addr)
+    stub = rasr_grpc.RivaSpeechRecognitionStub(channel)
+    lats: list[list[float]] = [[] for _ in range(n)]
+    stamps: list[list[float]] = [[] for _ in range(n)]
+
+    def one(k: int) -> None:
+        _, audio, lang = clips[k % len(clips)]
+        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        pieces = [pcm[i : i + 2 * step] for i in range(0, len(pcm), 2 * step)][:per_stream]
+        pieces = [p for p in pieces if len(p) == 2 * step]
+        got: queue.Queue = queue.Queue()
+        cfg = rasr.StreamingRecognitionConfig(
+            config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000, language_code=lang),
+            interim_results=True,
+        )
+
+        def requests():
+            yield rasr.StreamingRecognizeRequest(streaming_config=cfg)
+            for p in pieces:
+                t0 = time.perf_counter()
+                yield rasr.StreamingRecognizeRequest(audio_content=p)
+                t1 = got.get(timeout=120)
+                lats[k].append(t1 - t0)
+                stamps[k].append(t1)
+
+        for _ in stub.StreamingRecognize(requests(), metadata=[("authorization", f"Bearer {key}")]):
+            got.put(time.perf_counter())
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    channel.close()
+    lo, hi = max(s[0] for s in stamps), min(s[-1] for s in stamps)
+    inside = sum(lo < x <= hi for s in stamps for x in s)
+    total = sum(len(s) for s in stamps)
+    cps = (
+        inside / (hi - lo)
+        if hi > lo and inside
+        else total / (max(s[-1] for s in stamps) - min(s[0] for s in stamps))
+    )
+    return [x for lat in lats for x in lat], cps
+
+
+def noisy_neighbour(url: str, clips, step: int, big_s: float, n_normal: int, per_stream: int) -> dict:
+    """`n_normal` streams send `step` chunks (closed loop) while one more sends `big_s`-second chunks, the
+    largest the model accepts (max_chunk_s); -> the normal streams' latencies with and without the neighbour."""
+    import tritonclient.grpc as tc
+
+    def run(with_big: bool) -> list[float]:
+        stop = threading.Event()
+        lats: list[list[float]] = [[] for _ in range(n_normal)]
+
+        def normal(k: int) -> None:
+            client = tc.InferenceServerClient(url.removeprefix("grpc://"))
+            _, audio, lang = clips[k % len(clips)]
+            seq = random.randrange(1, 2**62)
+            pieces = split(np.tile(audio, 1 + per_stream * step // audio.size), step)[:per_stream]
+            for i, p in enumerate(pieces):
+                t0 = time.perf_counter()
+                client.infer(
+                    MODEL,
+                    _inputs(tc, p, lang if i == 0 else None),
+                    sequence_id=seq,
+                    sequence_start=i == 0,
+                    sequence_end=i == len(pieces) - 1,
+                )
+                lats[k].append(time.perf_counter() - t0)
+            client.close()
+
+        def big() -> None:
+            client = tc.InferenceServerClient(url.removeprefix("grpc://"))
+            _, audio, lang = clips[0]
+            n = int(big_s * 16000)
+            long = np.tile(audio, 2 + n // audio.size)
+            seq, i = random.randrange(1, 2**62), 0
+            while not stop.is_set():
+                piece = long[(i * n) % (long.size - n) :][:n]
+                client.infer(
+                    MODEL,
+                    _inputs(tc, piece, lang if i == 0 else None),
+                    sequence_id=seq,
+                    sequence_start=i == 0,
+                )
+                i += 1
+            client.infer(
+                MODEL, _inputs(tc, np.zeros(0, np.float32), None), sequence_id=seq, sequence_end=True
+            )
+            client.close()
+
+        threads = [threading.Thread(target=normal, args=(k,)) for k in range(n_normal)]
+        bt = threading.Thread(target=big) if with_big else None
+        if bt:
+            bt.start()
+            time.sleep(0.5)
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        if bt:
+            bt.join()
+        return [x for lat in lats for x in lat]
+
+    quiet = run(False)
+    noisy = run(True)
+    q, nz = summary(quiet), summary(noisy)
+    return {
+        "big_chunk_s": big_s,
+        "normal_streams": n_normal,
+        "quiet": q,
+        "with_neighbour": nz,
+        "p99_growth": nz["p99_ms"] / q["p99_ms"],
+    }
+
+
 # ------------------------------------------------------------------------------------------- report
 def write_html(path: Path, res: dict, lat: dict[str, list[float]]) -> None:
     import matplotlib
@@ -549,12 +705,33 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="load-generator processes (streams are spread over them; >1 pays off only with spare cores)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="paired in-process / 1-stream Triton passes")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1,000-chunk soak, 200 chunks per level")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="paired rounds (in-process vs Triton, Triton vs gateway)"
+    )
+    p.add_argument(
+        "--via",
+        choices=("triton", "gateway"),
+        default="triton",
+        help="gateway: also measure the front door's added p50 per chunk vs direct Triton (1, 16 streams)",
+    )
+    p.add_argument("--gateway-ports", default="18280,18281", help="gateway gRPC,HTTP ports for --via gateway")
+    p.add_argument("--pair-chunks", type=int, default=320, help="chunks per 16-stream pass of a paired round")
+    p.add_argument("--no-soak", action="store_true", help="skip the soak (full-size runs)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (~10 min at full size): 3 paired rounds of small passes, 200 chunks per level, "
+        "1,000-chunk soak",
+    )
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     a = p.parse_args(argv)
     if a.quick:
-        a.chunks, a.level_chunks, a.rounds = min(a.chunks, 1000), min(a.level_chunks, 200), 1
+        a.chunks, a.level_chunks, a.pair_chunks = (
+            min(a.chunks, 1000),
+            min(a.level_chunks, 200),
+            min(a.pair_chunks, 128),
+        )
+        a.rounds = max(3, min(a.rounds, 3))
     os.environ["ASR_THREADS"] = str(a.threads)  # AsrModel.load here and server_env() for the stubs
     levels = [int(s) for s in a.streams.split(",")]
 
@@ -569,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     nemo, source = pick_model(work, a.model, a.d_model, a.layers)
     asr = AsrModel.load(str(nemo))
-    clips = load_clips(set(asr.prompt_dictionary), 12, a.clip_s)
+    clips = load_clips(set(asr.prompt_dictionary), 6 if a.quick else 12, a.clip_s)
     step = chunk_samples(asr, att)
     chunk_ms = 1000.0 * step / 16000
     print(
@@ -627,10 +804,13 @@ def main(argv: list[str] | None = None) -> int:
         # (shared) machine drifts equally over both
         base_lat, tri_lat, tri_wall, mismatches = [], [], 0.0, 0
         m0 = metrics(server)
+        p1 = []  # P1 per round (issue 14 #6): this round's Triton p50 / this round's in-process p50
         for _ in range(a.rounds):
             lat, _ = in_process(asr, clips, step, att, 1)
             base_lat += lat
+            p1_in = pct(lat, 50)
             lat, finals, wall = triton_sequential(server.grpc_url, clips, step)
+            p1.append(pct(lat, 50) / p1_in)
             tri_lat += lat
             tri_wall += wall
             mismatches += sum(finals[n] != expected[n] for n in finals)
@@ -699,7 +879,56 @@ def main(argv: list[str] | None = None) -> int:
             for m in (tally.text_mismatches + tally.valid_errors)[:3]:
                 print(f"    {m}")
 
+        # P1 and P2' (issue 14 #6), as alternating paired rounds: each round runs the in-process side and the
+        # Triton side back to back, so the box's load drift hits both sides of each ratio alike
+        big = max(levels)
+        p2 = []
+        for r in range(a.rounds if hasattr(asr, "stream_step_batch") else 0):
+            cps_in = in_process_batched(asr, clips, step, att, big)[0]
+            _, cps_tr = triton_level(server.grpc_url, clips, step, expected, big, a.pair_chunks, 100 + r)
+            p2.append(cps_tr / cps_in)
+            print(f"paired round {r + 1}/{a.rounds}: P1 {p1[r]:.3f}  P2' {p2[-1]:.3f}", flush=True)
+        res["paired"] = {"P1": paired(p1), "P2_prime": paired(p2)}
+        noisy = noisy_neighbour(server.grpc_url, clips, step, ServingConfig.max_chunk_s, big - 1, max(8, a.level_chunks // big))
+        res["noisy_neighbour"] = noisy
+        print(
+            f"noisy neighbour: {noisy['normal_streams']} normal streams p99 {noisy['quiet']['p99_ms']:.1f} ms alone, "
+            f"{noisy['with_neighbour']['p99_ms']:.1f} ms beside one stream of {noisy['big_chunk_s']:g} s chunks "
+            f"({noisy['p99_growth']:.2f}x)",
+            flush=True,
+        )
+        if a.via == "gateway":
+            gport, hport = (int(x) for x in a.gateway_ports.split(","))
+            from serving.gateway.process import GatewayProcess
+
+            gw = GatewayProcess(
+                server.grpc_url.removeprefix("grpc://"),
+                work / "gateway.log",
+                gport,
+                hport,
+                "bench-key",
+                ["--max-streams-per-key", "64", "--offline-model", ""],
+            ).start()
+            try:
+                added: dict[str, list[float]] = {}
+                for n in (1, big):
+                    per = max(8, a.pair_chunks // n)
+                    for r in range(a.rounds):
+                        lat_tr, _ = triton_level(server.grpc_url, clips, step, expected, n, per * n, 200 + r)
+                        lat_gw, _ = gateway_level(f"127.0.0.1:{gport}", "bench-key", clips, step, n, per)
+                        added.setdefault(str(n), []).append(pct(lat_gw, 50) - pct(lat_tr, 50))
+                    print(
+                        f"gateway, {n} stream(s): added p50 per chunk {np.median(added[str(n)]):+.2f} ms "
+                        f"(rounds {', '.join(f'{x:+.2f}' for x in added[str(n)])})",
+                        flush=True,
+                    )
+                res["gateway_added_p50_ms"] = {n: paired(v) for n, v in added.items()}
+            finally:
+                gw.stop()
+
         # soak
+        if a.no_soak:
+            a.chunks = 0
         before_health = server_health(server)
         before = rss_kb(server.process.pid)
         pid = server.process.pid
@@ -774,6 +1003,39 @@ def main(argv: list[str] | None = None) -> int:
                 "name": f"{max(levels)}-stream / 1-stream chunks/s",
                 "value": many["chunks_per_s"] / one["chunks_per_s"],
                 "target": ">= 4",
+            }
+        )
+    if res.get("paired", {}).get("P1"):
+        targets.append(
+            {
+                "name": "P1: Triton p50 / in-process p50, 1 stream (median of pairs)",
+                "value": res["paired"]["P1"]["median"],
+                "target": "<= 1.10",
+            }
+        )
+    if res.get("paired", {}).get("P2_prime"):
+        targets.append(
+            {
+                "name": f"P2': Triton / stream_step_batch chunks/s, {max(levels)} streams (median)",
+                "value": res["paired"]["P2_prime"]["median"],
+                "target": ">= 0.85",
+            }
+        )
+    if res.get("noisy_neighbour"):
+        targets.append(
+            {
+                "name": "noisy neighbour: others' p99 growth",
+                "value": res["noisy_neighbour"]["p99_growth"],
+                "target": "<= 2",
+            }
+        )
+    for n, v in res.get("gateway_added_p50_ms", {}).items():
+        limit = max(1.5, 0.05 * base["p50_ms"])
+        targets.append(
+            {
+                "name": f"gateway added p50, {n} stream(s) (ms, median)",
+                "value": v["median"],
+                "target": f"<= {limit:.2f}",
             }
         )
     targets.append({"name": "soak RSS growth", "value": res["soak"]["rss_growth"], "target": "< 0.10"})

@@ -33,6 +33,8 @@ ATT = [56, 1]  # the deployment lookahead the export is configured with
 CHUNK_S = 0.16
 MAX_AUDIO_S = 20.0  # the served models refuse longer requests
 IDLE_S = 5.0  # max_sequence_idle of the served streaming model (production: 60 s), so expiry can be tested
+MAX_CHUNK_S = 1.0  # the streaming model refuses longer chunks (the gateway cuts them into CHUNK_S pieces)
+MAX_STREAM_S = 12.0  # per-stream audio budget of the test export (production: 3600 s)
 CLIP_S = 3.0  # real clips are cropped: the point is parity, not accuracy, and the box has 2 cores
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -128,7 +130,12 @@ def served(tmp_path_factory):
         None,
         {"name": "tiny-e2e"},
         ATT,
-        serving=ServingConfig(max_audio_s=MAX_AUDIO_S, max_sequence_idle_us=int(IDLE_S * 1e6)),
+        serving=ServingConfig(
+            max_audio_s=MAX_AUDIO_S,
+            max_sequence_idle_us=int(IDLE_S * 1e6),
+            max_chunk_s=MAX_CHUNK_S,
+            max_stream_s=MAX_STREAM_S,
+        ),
     )
     assert res.version == 1
     server = TritonServer(repo, state_dir=work / "state", startup_timeout_s=600)
@@ -615,3 +622,105 @@ def test_auto_language_is_served_with_tags_stripped(served):
     )
     assert got == served_form(final)
     assert seen == [served_form(p) for p in partials]
+
+
+def _stream_req(tc, chunk: np.ndarray, lang: str | None = None, rate: int | None = None):
+    inputs = _stream_request(tc, chunk, lang)
+    if rate is not None:
+        r = tc.InferInput("SAMPLE_RATE", [1, 1], "INT32")
+        r.set_data_from_numpy(np.array([[rate]], dtype=np.int32))
+        inputs.append(r)
+    return inputs
+
+
+def test_long_chunks_and_the_stream_budget_are_refused_by_name_and_state_survives(served):
+    """Issue 15 #13: a chunk longer than max_chunk_s would monopolise execute() (every other stream waits for
+    its encoder steps): it is refused by name and the stream goes on untouched; a stream that sends more than
+    max_stream_s of audio in all is refused and ended (it no longer grows without bound)."""
+    server, asr, clips = served
+    _, audio, lang = clips[0]
+    tc, client = _grpc(server)
+    step = int(CHUNK_S * 16000)
+    sid = random.randrange(1, 2**63)
+    try:
+        expected = _in_process_stream(asr, audio, lang)[0]
+        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
+        texts = []
+        for i, piece in enumerate(pieces):
+            if i == 2:
+                _expect_error(
+                    client.infer,
+                    "asr_streaming",
+                    _stream_req(tc, np.zeros(int((MAX_CHUNK_S + 0.5) * 16000), np.float32)),
+                    sequence_id=sid,
+                    match="max_chunk_s",
+                )
+            r = client.infer(
+                "asr_streaming",
+                _stream_req(tc, piece, lang if i == 0 else None),
+                sequence_id=sid,
+                sequence_start=i == 0,
+                sequence_end=i == len(pieces) - 1,
+            )
+            texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+        assert texts == expected
+        # the budget: max_stream_s of audio is served, the next chunk is refused and the stream is gone
+        sid = random.randrange(1, 2**63)
+        big = np.zeros(int(MAX_CHUNK_S * 16000), np.float32)
+        for i in range(int(MAX_STREAM_S / MAX_CHUNK_S)):
+            client.infer(
+                "asr_streaming",
+                _stream_req(tc, big, lang if i == 0 else None),
+                sequence_id=sid,
+                sequence_start=i == 0,
+            )
+        _expect_error(
+            client.infer, "asr_streaming", _stream_req(tc, big[:step]), sequence_id=sid, match="max_stream_s"
+        )
+        _expect_error(
+            client.infer, "asr_streaming", _stream_req(tc, big[:step]), sequence_id=sid, match="max_stream_s"
+        )  # ended: the refusal says why
+    finally:
+        client.close()
+
+
+def test_sample_rate_input_resamples_or_refuses_by_name(served):
+    """SAMPLE_RATE (optional, 16 kHz default) on START: 8 kHz audio is resampled per stream (soxr's streaming
+    resampler, as in-process below), an unsupported rate is refused by name."""
+    import soxr
+
+    server, asr, clips = served
+    _, audio, lang = clips[0]
+    a8 = soxr.resample(audio, 16000, 8000).astype(np.float32)
+    step8 = int(CHUNK_S * 8000)
+    pieces = [a8[i : i + step8] for i in range(0, a8.size, step8)]
+    rs = soxr.ResampleStream(8000, 16000, 1, dtype="float32")
+    state = asr.new_stream(lang, ATT)
+    expected = [
+        asr.stream_step(state, rs.resample_chunk(p, last=i == len(pieces) - 1), last=i == len(pieces) - 1)
+        for i, p in enumerate(pieces)
+    ]
+    tc, client = _grpc(server)
+    sid = random.randrange(1, 2**63)
+    try:
+        texts = []
+        for i, p in enumerate(pieces):
+            r = client.infer(
+                "asr_streaming",
+                _stream_req(tc, p, lang if i == 0 else None, 8000 if i == 0 else None),
+                sequence_id=sid,
+                sequence_start=i == 0,
+                sequence_end=i == len(pieces) - 1,
+            )
+            texts.append(r.as_numpy("TEXT").reshape(-1)[0].decode())
+        assert texts == expected
+        _expect_error(
+            client.infer,
+            "asr_streaming",
+            _stream_req(tc, a8[:step8], lang, 4000),
+            sequence_id=random.randrange(1, 2**63),
+            sequence_start=True,
+            match="SAMPLE_RATE: 4000 Hz",
+        )
+    finally:
+        client.close()

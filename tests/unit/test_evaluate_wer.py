@@ -185,6 +185,14 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     for lang in ("bg-BG", "el-GR", "overall"):
         assert ev["metrics"]["candidate"]["offline"][lang]["cer"] == curve[-1]["metrics"][lang]["cer"]
     assert ev["timings_s"]["candidate"]["streaming_rtfx"] > 0 and ev["stream_batch"] == 16
+    # the golden set for post-deploy parity: 2 clips per language, the candidate's offline text of each
+    from components.common.asr_infer import AsrModel
+    from components.evaluate_wer.golden import check_parity, load_golden_set
+
+    items, audios = load_golden_set(out / "golden")
+    assert sorted(i.lang for i in items) == ["bg-BG", "bg-BG", "el-GR", "el-GR"]
+    model = AsrModel.load(str(tiny_model_path))
+    assert check_parity(out / "golden", lambda a, lg: model.transcribe([a], [lg], att_context_size=[56, 1])[0]).passed
 
 
 def test_evaluate_errors_name_the_problem(tiny_model_path, manifest_dir, tmp_path):

@@ -165,7 +165,7 @@ def test_configs_parse_and_say_what_the_models_expect(tmp_path: Path, nemo: Path
     # several streams per step: the oldest strategy batches chunks of different sequences into one execute()
     assert st.max_batch_size == ServingConfig.stream_max_batch_size > 1
     assert int(d["sequenceBatching"]["oldest"]["maxCandidateSequences"]) >= st.max_batch_size
-    assert [i["name"] for i in d["input"]] == ["AUDIO_CHUNK", "LANG"]
+    assert [i["name"] for i in d["input"]] == ["AUDIO_CHUNK", "LANG", "SAMPLE_RATE"]
     sb = d["sequenceBatching"]
     assert int(sb["maxSequenceIdleMicroseconds"]) == ServingConfig.max_sequence_idle_us
     kinds = type(st.sequence_batching).Control.Kind

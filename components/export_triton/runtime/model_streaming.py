@@ -28,6 +28,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from components.export_triton.backend_utils import config_param as _param  # noqa: E402
 from components.export_triton.backend_utils import lang_tag_filter, model_settings  # noqa: E402
 
+MODEL_RATE, MIN_RATE, MAX_RATE = 16000, 8000, 48000  # SAMPLE_RATE: other rates in range are resampled
 _ENDED_MEMORY = 4096  # remember this many ended/expired ids, to say *why* a late chunk is refused
 
 
@@ -67,7 +68,12 @@ class TritonPythonModel:
         self.asr.stream_step(warm[0], np.zeros(16000, np.float32), last=True)
         if hasattr(self.asr, "stream_step_batch"):
             self.asr.stream_step_batch(warm[1:], [np.zeros(8000, np.float32)] * 2, [False, True])
+        self.max_chunk_s = float(_param(self.model_config, "max_chunk_s", "0.5"))
+        self.max_stream_s = float(_param(self.model_config, "max_stream_s", "3600"))
         self.streams: dict[int, object] = {}  # CORRID -> StreamState
+        self.rates: dict[int, int] = {}  # CORRID -> its SAMPLE_RATE
+        self.resamplers: dict[int, object] = {}  # CORRID -> soxr.ResampleStream (rate != 16 kHz only)
+        self.sent_s: dict[int, float] = {}  # CORRID -> audio seconds received (the per-stream budget)
         self.last_seen: dict[int, float] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()  # CORRID -> why it is gone
         # several streams per encoder/decoder pass when asr_infer has the batched step (token-identical)
@@ -81,6 +87,9 @@ class TritonPythonModel:
     def _forget(self, corrid: int, why: str) -> None:
         self.streams.pop(corrid, None)
         self.last_seen.pop(corrid, None)
+        self.rates.pop(corrid, None)
+        self.resamplers.pop(corrid, None)
+        self.sent_s.pop(corrid, None)
         self.ended[corrid] = why
         self.ended.move_to_end(corrid)
         while len(self.ended) > _ENDED_MEMORY:
@@ -97,9 +106,33 @@ class TritonPythonModel:
             raise _BadRequest(f"AUDIO_CHUNK: expected shape [1, samples], got {list(a.shape)}")
         if a.shape[1] > self.max_samples:
             raise _BadRequest(f"AUDIO_CHUNK: {a.shape[1] / 16000:.1f} s is longer than max_audio_s")
+        if a.shape[1] > self.max_chunk_s * MAX_RATE:
+            raise _BadRequest(self._too_long(a.shape[1], MAX_RATE))
         if not np.isfinite(a).all():
             raise _BadRequest("AUDIO_CHUNK: contains NaN or Inf")
         return np.ascontiguousarray(a[0])
+
+    def _too_long(self, n: int, rate: int) -> str:
+        return (
+            f"AUDIO_CHUNK: {n / rate:.2f} s is longer than max_chunk_s ({self.max_chunk_s:g} s): one chunk would "
+            "hold every other stream for its encoder steps; send shorter chunks (the gateway cuts them)"
+        )
+
+    def _rate(self, request, corrid: int, start: bool) -> int:
+        """SAMPLE_RATE of the stream: given on START (16 kHz when absent); later requests may repeat it."""
+        t = pb_utils.get_input_tensor_by_name(request, "SAMPLE_RATE")
+        rate = int(t.as_numpy().reshape(-1)[0]) if t is not None and t.as_numpy().size else None
+        if start:
+            rate = rate or MODEL_RATE
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise _BadRequest(
+                    f"SAMPLE_RATE: {rate} Hz is not supported ({MIN_RATE}-{MAX_RATE} Hz, resampled to 16 kHz)"
+                )
+            return rate
+        known = self.rates.get(corrid, MODEL_RATE)
+        if rate is not None and rate != known:
+            raise _BadRequest(f"SAMPLE_RATE: {rate} Hz differs from the stream's {known} Hz (set on START)")
+        return known
 
     def _prepare(self, request, corrid: int) -> tuple[object, np.ndarray, bool]:
         """Validate one chunk of stream `corrid` -> (its StreamState, samples, END?); _BadRequest names the
@@ -108,6 +141,20 @@ class TritonPythonModel:
         start = bool(int(_scalar(request, "START")))
         end = bool(int(_scalar(request, "END")))
         chunk = self._chunk(request)
+        rate = self._rate(request, corrid, start)
+        if chunk.size > self.max_chunk_s * rate:
+            raise _BadRequest(self._too_long(chunk.size, rate))
+        if not start and corrid in self.streams:
+            sent = self.sent_s.get(corrid, 0.0) + chunk.size / rate
+            if sent > self.max_stream_s:
+                self._forget(
+                    corrid,
+                    f"ended: its audio exceeded the per-stream budget max_stream_s ({self.max_stream_s:g} s)",
+                )
+                raise _BadRequest(
+                    f"sequence {corrid}: {sent:.1f} s of audio exceed max_stream_s ({self.max_stream_s:g} s); "
+                    "the stream is ended: start a new one"
+                )
         if start:
             t = pb_utils.get_input_tensor_by_name(request, "LANG")
             if t is None or t.as_numpy().size != 1:
@@ -118,11 +165,22 @@ class TritonPythonModel:
                 raise _BadRequest(f"LANG: unknown language {lang!r} (not in the model's prompt dictionary)")
             self.streams[corrid] = self.asr.new_stream(lang, self.att_context_size)
             self.ended.pop(corrid, None)
+            self.rates[corrid] = rate
+            self.sent_s[corrid] = 0.0
+            self.resamplers.pop(corrid, None)
+            if rate != MODEL_RATE:
+                import soxr
+
+                self.resamplers[corrid] = soxr.ResampleStream(rate, MODEL_RATE, 1, dtype="float32")
         state = self.streams.get(corrid)
         if state is None:
             why = self.ended.get(corrid, "never started (no START request)")
             raise _BadRequest(f"unknown sequence {corrid}: {why}")
         self.last_seen[corrid] = time.monotonic()
+        self.sent_s[corrid] = self.sent_s.get(corrid, 0.0) + chunk.size / rate
+        resampler = self.resamplers.get(corrid)
+        if resampler is not None:
+            chunk = np.ascontiguousarray(resampler.resample_chunk(chunk, last=end), dtype=np.float32)
         return state, chunk, end
 
     def _advance(self, batch: list[tuple[int, int, object, np.ndarray, bool]], responses: list) -> None:

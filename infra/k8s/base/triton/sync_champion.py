@@ -51,6 +51,7 @@ class SyncMetrics:
     refused: dict[str, int] = field(default_factory=dict)  # model -> 1 while its alias is refused
     refusals: dict[str, int] = field(default_factory=dict)  # model -> count
     served: dict[str, int] = field(default_factory=dict)  # model -> newest Triton version
+    parity_ok: dict[str, int] = field(default_factory=dict)  # model -> 1/0: the golden set reproduced after load
 
     def record(self, model: str, r: SyncResult) -> None:
         self.refused[model] = int(r.action == "refused")
@@ -65,6 +66,8 @@ class SyncMetrics:
              self.refused),
             ("asr_sync_refusals_total", "counter", "syncs that refused the alias's version", self.refusals),
             ("asr_sync_served_version", "gauge", "newest Triton version folder being served", self.served),
+            ("asr_serving_parity_ok", "gauge", "1: the served version reproduces the golden set; 0: it did not",
+             self.parity_ok),
         ):
             lines += [f"# HELP {name} {helptext}", f"# TYPE {name} {kind}"]
             lines += [f'{name}{{model="{m}"}} {v}' for m, v in sorted(values.items())]
@@ -172,6 +175,129 @@ def sync_once(
     return result
 
 
+# ------------------------------------------------------------------ post-deploy parity (issue 18)
+HEARTBEAT_FILE = os.environ.get("SYNC_HEARTBEAT_FILE", "/tmp/sync_champion.alive")
+
+
+def verify_parity(
+    triton_http: str, golden_dir: str | os.PathLike, version: int | str, model: str = "asr_offline"
+) -> dict:
+    """Transcribe the golden set (stored at gate time, components/evaluate_wer/golden.py) through Triton's
+    `model` at `version`; {"passed", "checked", "mismatches"}. Any differing text fails: the served model must
+    reproduce the gated transcripts token for token."""
+    from components.evaluate_wer.golden import check_parity
+    from serving.client import transcribe_offline
+
+    def through_triton(audio, lang: str) -> str:
+        return transcribe_offline(triton_http, audio, lang, model=model, version=str(version))
+
+    return check_parity(golden_dir, through_triton).to_dict()
+
+
+def fetch_golden(client, info, dst: str | os.PathLike) -> Path | None:
+    """The golden set of a registry version: artifacts `evaluation/golden` of its evaluation run (tag
+    `evaluation_run_id`, else the version's own run). None when the version has none (an older export)."""
+    for run_id in dict.fromkeys(filter(None, (info.tags.get("evaluation_run_id"), info.run_id))):
+        try:
+            local = Path(client.download_artifacts(run_id, "evaluation/golden", str(dst)))
+        except Exception:  # noqa: BLE001 - absent artifact: try the next run
+            continue
+        if (local / "golden.json").is_file():
+            return local
+    return None
+
+
+def reject_version(repo: str | os.PathLike, version: int, why: str) -> list[str]:
+    """Move version `version` of both models aside (`.rejected-N`): Triton's poll mode unloads it and the
+    previous version, still in the repository, serves again. Returns the moved folders."""
+    moved = []
+    for model in MODELS:
+        src = Path(repo) / model / str(version)
+        if src.is_dir():
+            dst = Path(repo) / model / f".rejected-{version}"
+            if dst.exists():
+                import shutil
+
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            (dst / "REJECTED.txt").write_text(why + "\n", encoding="utf-8")
+            moved.append(str(dst))
+    return moved
+
+
+def rejected_sha256(repo: str | os.PathLike) -> set[str]:
+    """Checkpoints whose served version failed parity here (their `.rejected-N` folders keep model.json)."""
+    out = set()
+    for f in Path(repo).glob(f"{MODELS[0]}/.rejected-*/model.json"):
+        try:
+            out.add(json.loads(f.read_text(encoding="utf-8"))["sha256"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
+def wait_loaded(triton_http: str, version: int, timeout_s: float = 600.0) -> bool:
+    """True once every model reports `version` READY (Triton's poll mode loads it on its own clock)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ok = all(
+                urllib.request.urlopen(
+                    f"{triton_http}/v2/models/{m}/versions/{version}/ready", timeout=5
+                ).status
+                == 200
+                for m in MODELS
+            )
+            if ok:
+                return True
+        except OSError:
+            pass
+        time.sleep(2.0)
+    return False
+
+
+def parity_after_load(repo: str | os.PathLike, r: SyncResult, model_name: str, triton_http: str,
+                      client=None) -> dict:
+    """After an export: wait until Triton loaded the new version, replay the golden set through it; on any
+    differing text move the version aside (the previous one keeps serving) and report `passed: False`."""
+    from registry.mlflow_adapter import Registry, get_client
+
+    client = client or get_client()
+    info = Registry(client).get(model_name, r.registry_version)
+    with tempfile.TemporaryDirectory(prefix=".golden-") as tmp:
+        golden = fetch_golden(client, info, tmp)
+        if golden is None:
+            return {"passed": None, "checked": 0, "why": "no golden set stored for this version"}
+        if not wait_loaded(triton_http, r.served_version):
+            report = {"passed": False, "checked": 0, "why": f"version {r.served_version} never became READY"}
+        else:
+            report = verify_parity(triton_http, golden, r.served_version)
+    if report["passed"] is False:
+        report["rejected"] = reject_version(repo, r.served_version, f"post-deploy parity failed: {report}")
+    return report
+
+
+def _champion_rejected(repo: str, model_name: str, alias: str) -> bool:
+    from registry.mlflow_adapter import Registry, get_client
+
+    info = Registry(get_client()).by_alias(model_name, alias)
+    return bool(info) and info.tags.get("checkpoint_sha256", "") in rejected_sha256(repo)
+
+
+def heartbeat(path: str = HEARTBEAT_FILE) -> None:
+    Path(path).write_text(f"{time.time():.0f}\n", encoding="utf-8")
+
+
+def alive(path: str = HEARTBEAT_FILE, max_age_s: float = 300.0) -> bool:
+    """The liveness probe: the loop wrote its heartbeat within `max_age_s` (a hung sync fails it)."""
+    try:
+        return time.time() - Path(path).stat().st_mtime < max_age_s
+    except OSError:
+        return False
+
+
 def _log(**fields) -> None:
     print(json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}), flush=True)
 
@@ -185,17 +311,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=float(env("SYNC_INTERVAL_S", "60")))
     p.add_argument("--keep", type=int, default=int(env("KEEP_VERSIONS", "2")))
     p.add_argument("--att-context-size", default=env("ATT_CONTEXT_SIZE", ""))
+    p.add_argument("--triton-http", default=env("TRITON_HTTP", ""), help="post-deploy parity through Triton")
+    p.add_argument("--alive", action="store_true", help="liveness probe: exit 0 if the loop beat recently")
     p.add_argument("--once", action="store_true", help="sync once and exit (the init container)")
     p.add_argument("--wait", action="store_true", help="with --once: wait until the alias exists")
     p.add_argument("--metrics-port", type=int, default=int(env("SYNC_METRICS_PORT", "0")),
                    help="serve Prometheus metrics on this port (0: off)")
     a = p.parse_args(argv)
+    if a.alive:
+        return 0 if alive(max_age_s=3 * a.interval + 600) else 1
     metrics = SyncMetrics()
     if a.metrics_port and not a.once:
         metrics.serve(a.metrics_port)
 
     while True:
         try:
+            if a.triton_http and not a.once and _champion_rejected(a.repo, a.model, a.alias):
+                # it failed parity here: keep the previous version serving until the alias moves (alerted)
+                _log(event="parity-rejected", model=a.model, alias=a.alias, action="kept-previous")
+                heartbeat()
+                time.sleep(a.interval)
+                continue
             r = sync_once(a.repo, a.model, a.alias, att_context_size=a.att_context_size, keep_versions=a.keep,
                           metrics=metrics)
             if r.action == "refused":  # keep serving what is there; say so loudly, every interval
@@ -203,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                      served_version=r.served_version, error=r.error)
                 if a.once and not a.wait:
                     return 4
+                if not a.once:
+                    heartbeat()
                 time.sleep(a.interval)
                 continue
             _log(
@@ -214,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
                 served_version=r.served_version,
                 sha256=r.sha256,
             )
+            if r.action == "exported" and a.triton_http and not a.once:
+                report = parity_after_load(a.repo, r, a.model, a.triton_http)
+                _log(event="parity", model=a.model, served_version=r.served_version, **report)
+                if report["passed"] is not None:
+                    metrics.parity_ok[a.model] = int(bool(report["passed"]))
+            if not a.once:
+                heartbeat()
             if a.once and (r.action != "no-champion" or not a.wait):
                 return 0 if r.action != "no-champion" else 3
         except Exception as e:  # registry down, download cut: keep serving what is there, try again

@@ -10,7 +10,7 @@ PY=${PY:-.venv/bin/python}
 IMAGE_REG=${IMAGE_REG:-ghcr.io/nemotron-asr-pipeline}
 IMAGE_TAG=${IMAGE_TAG:-$(sed -nE 's/^COMPONENT_IMAGE = ".*:([^:"]+)"/\1/p' components/common/kfp_base.py)}
 OFFICIAL_BASE=$(sed -nE 's/^ARG BASE_IMAGE=//p' infra/docker/Dockerfile.component)
-LOCAL_BASE=asr-local/python:3.11-bookworm
+LOCAL_BASE=$(infra/docker/base-image.sh --print-tag)
 DOCKER_HOST=$("$PY" -m tests.containers.dockerd host) \
   || { echo "error: no Docker engine answers (DOCKER_HOST or the default socket); \`make docker-up\` starts one" >&2; exit 2; }
 export DOCKER_HOST DOCKER_BUILDKIT=1

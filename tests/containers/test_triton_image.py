@@ -5,6 +5,7 @@ host with the in-process AsrModel's text. Uses the tiny untrained prompt model o
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from tests.e2e.test_triton_serving import ATT, CHUNK_S, build_tiny_model, test_c
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 18310, 18311, 18312  # this project's container-test port range
 READY_TIMEOUT_S = 600  # two python-backend stubs importing NeMo on 2 shared cores
+FATAL = re.compile(r"error while loading shared libraries: [^\n]+|ModuleNotFoundError: [^\n]+")
 
 
 def _ready(url: str) -> bool:
@@ -55,10 +57,12 @@ def served(images, shared_tmp):
         t0 = time.monotonic()
         while not _ready(url):
             state = docker("inspect", "-f", "{{.State.Status}}", name, check=False).stdout.strip()
-            failed = [m for m in _index(url) if m.get("state") == "UNAVAILABLE"]  # a load error: no need to wait
+            # a load error need not be waited out: Triton's reason, or the stub's own (it may never report)
+            failed = [f"{m['name']}: {m.get('reason', '')}" for m in _index(url) if m.get("state") == "UNAVAILABLE"]
+            logs = docker("logs", "--tail", "40", name, check=False)
+            failed += sorted({m.group(0) for m in FATAL.finditer(logs.stdout + logs.stderr)})
             if failed or state != "running" or time.monotonic() - t0 > READY_TIMEOUT_S:
-                why = "; ".join(f"{m['name']}: {m.get('reason', '')}" for m in failed)
-                logs = docker("logs", "--tail", "40", name, check=False)
+                why = "; ".join(failed)
                 pytest.fail(f"Triton container {state} and not READY after {time.monotonic() - t0:.0f} s {why}:\n"
                             f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
             time.sleep(2)

@@ -107,6 +107,19 @@ def up() -> Engine:
     raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT_S:.0f} s; see {EXEC_ROOT / 'dockerd.log'}")
 
 
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie (the pytest fixture's dockerd is this process's child: reap it)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child (started by `make docker-up`): init reaps it
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 def down() -> bool:
     """Stop the dockerd that `up` started (its marker names the pid); leave any other engine alone."""
     if not MARKER.exists():
@@ -119,9 +132,9 @@ def down() -> bool:
         MARKER.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
+    if _alive(pid):
         raise RuntimeError(f"dockerd (pid {pid}) still running {STOP_TIMEOUT_S:.0f} s after SIGTERM")
     MARKER.unlink(missing_ok=True)
     log.info("stopped dockerd (pid %d)", pid)

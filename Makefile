@@ -48,12 +48,22 @@ submit: $(STAMP)  ## submit to Kubeflow: make submit HOST=https://... ARGS="--se
 	@test -n "$(HOST)" || { echo "usage: make submit HOST=<KFP API URL> [ARGS='--set name=value ...']"; exit 2; }
 	$(PY) -m pipelines submit --host $(HOST) $(ARGS)
 
-IMAGE_REG ?= ghcr.io/nemotron-asr-pipeline
-IMAGE_TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r':([^:\"]+)\"', open('components/common/kfp_base.py').read()).group(1))")
-images:  ## build the component and Triton images (needs Docker; tag = COMPONENT_IMAGE's)
-	@docker info >/dev/null 2>&1 || { echo "error: no Docker engine here (docker info failed); build the images on a machine with Docker (docs/CLUSTER.md step 1)"; exit 2; }
-	docker build -f infra/docker/Dockerfile.component -t $(IMAGE_REG)/component:$(IMAGE_TAG) .
-	docker build -f infra/docker/Dockerfile.triton -t $(IMAGE_REG)/triton:$(IMAGE_TAG) .
+.PHONY: base-image docker-up docker-down test-containers
+DOCKER_ENV = DOCKER_HOST=$$($(PY) -m tests.containers.dockerd host) || { echo "error: no Docker engine answers; make docker-up starts one"; exit 2; }; export DOCKER_HOST;
+images: $(STAMP)  ## build the component + Triton images, print their sizes (docs/CLUSTER.md: BASE_IMAGE, WHEELS)
+	PY=$(PY) infra/docker/build.sh
+
+base-image: $(STAMP)  ## Debian bookworm + Python 3.11 base via debootstrap, for machines without a registry
+	@$(DOCKER_ENV) infra/docker/base-image.sh
+
+docker-up: $(STAMP)  ## start this project's dockerd unless an engine answers (data root /var/lib/asr-docker)
+	@$(PY) -m tests.containers.dockerd up
+
+docker-down: $(STAMP)  ## stop the dockerd that docker-up started (never another engine)
+	@$(PY) -m tests.containers.dockerd down
+
+test-containers: $(STAMP)  ## components in their image (DockerRunner) == subprocess; Triton image serves
+	@$(DOCKER_ENV) ASR_CONTAINER_TESTS=1 timeout 1800 $(PY) -m pytest -q -p no:cacheprovider tests/containers
 
 serve: $(STAMP)  ## start the real tritonserver over triton_repo/ (stop with make serve-stop)
 	$(PY) -m serving start --repo triton_repo

@@ -421,7 +421,9 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_copies_existing_paths_and_pins_its_base(dockerfile):
     ins = _instructions(dockerfile)
-    froms = [arg.split()[0] for op, arg in ins if op == "FROM"]
+    args = dict(a.split("=", 1) for op, a in ins if op == "ARG" and "=" in a)  # FROM ${X}: X's pinned default
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), arg.split()[0])
+             for op, arg in ins if op == "FROM"]
     assert froms and all(":" in f.rsplit("/", 1)[-1] and not f.endswith(":latest") for f in froms), froms
     copies = [arg.split() for op, arg in ins if op in ("COPY", "ADD")]
     assert copies

@@ -75,12 +75,15 @@ def asr_finetune_pipeline(S):
     validated = validate_data(data_root=run.data_root, min_duration=v.min_duration, max_duration=v.max_duration,
                               min_chars_per_second=v.min_chars_per_second,
                               max_chars_per_second=v.max_chars_per_second,
-                              max_failed_fraction=v.max_failed_fraction, data_version=fingerprint.output)
+                              max_failed_fraction=v.max_failed_fraction, data_version=fingerprint.output,
+                              duplicate_audio=v.duplicate_audio)
     validated.set_display_name("Validate data (great-expectations)").after(fingerprint)
 
     m = S.build_manifest
+    # the rows validation rejected (validation.json) never reach a manifest, whatever max_failed_fraction allows
     manifests = build_manifest(data_root=run.data_root, seed=S.finetune_asr.seed, val_ratio=m.val_ratio,
-                               test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=fingerprint.output)
+                               test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=fingerprint.output,
+                               validation=validated.outputs["report"], duplicate_audio=v.duplicate_audio)
     manifests.set_display_name("Build NeMo manifests").after(validated)
 
     finetune_settings = record_text(S.finetune_asr, FinetuneSettings)

@@ -42,6 +42,10 @@ class ValidateSettings:
     min_chars_per_second: float = knob(1.0, "Fewer transcript characters per second flags a misaligned transcript")
     max_chars_per_second: float = knob(40.0, "More transcript characters per second flags a misaligned transcript")
     max_failed_fraction: float = knob(0.0, "Share of rows allowed to fail row-level checks before the run stops")
+    duplicate_audio: str = knob(
+        "reject", "Identical audio in several rows: reject (a hard error) | keep_first (the later copies dropped)",
+        choices=("reject", "keep_first"),
+    )
 
 
 @dataclass

@@ -195,13 +195,15 @@ def run_canary(
     actor: str,
     reason: str = "",
 ) -> RolloutState:
-    """Gate-check `version` like promote would, point `challenger` at it, then write the canary state."""
-    from registry.policy import decide_promotion, parse_bool_tag
+    """Gate-check `version` like promote does (its gate record, or an audited override, verified against the
+    checkpoint's sha256), point `challenger` at it, then write the canary state."""
+    from registry.gate_record import GateRecordError
 
     info = reg.get(model, version)
-    decision = decide_promotion(parse_bool_tag(info.tags.get("gate.passed")), False, reason)
-    if not decision.promote:
-        raise PermissionError(f"{model} v{version}: {decision.reason} (a canary needs a passing gate)")
+    try:
+        reg.champion_evidence(info)
+    except GateRecordError as e:
+        raise PermissionError(f"{e} (a canary needs a passing gate record)") from None
     state = plan_canary(load_state(state_path), model, str(version), triton_version, share, actor, reason)
     reg.client.set_registered_model_alias(model, "challenger", str(version))
     save_state(state_path, state)

@@ -208,7 +208,7 @@ def test_cluster_exposure_networkpolicies_auth_and_restricted_triton(rendered):
     for overlay, objects in rendered.items():
         assert check.policy_errors(objects) == [], overlay
         pols = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
-        assert set(pols) == {"mlflow", "minio", "postgres", "triton"}
+        assert set(pols) == {"mlflow", "minio", "postgres", "triton", "asr-gateway", "triton-from-gateway"}
         sources = [f for rule in pols["mlflow"]["ingress"] for f in rule["from"]]
         assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "triton"}}} in sources
         assert any("namespaceSelector" in f and "podSelector" in f for f in sources)  # pipeline pods only

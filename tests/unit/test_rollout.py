@@ -62,19 +62,20 @@ def test_registry_side_canary_full_rollback_on_real_mlflow(tmp_path):
     from registry.mlflow_adapter import Registry, get_client
     from registry.rollout import run_canary, run_full, run_rollback
 
+    from tests.unit.test_release_safety import _candidate  # gated candidates with a real gate record
+
     reg = Registry(get_client(f"sqlite:///{tmp_path / 'mlflow.db'}"))
 
-    def register(payload: bytes, passed: str):
-        d = tmp_path / f"m-{len(payload)}-{passed}"
-        d.mkdir()
-        (d / "model.nemo").write_bytes(payload)
-        return reg.register("asr", d, tags={"gate.passed": passed, "params.att_context_size": "[56,1]"})
+    class V:
+        def __init__(self, version):
+            self.version = version
 
-    v1, v2, bad = register(b"one", "true"), register(b"two!", "true"), register(b"three", "false")
+    v1, v2 = V(_candidate(tmp_path, reg, "one")), V(_candidate(tmp_path, reg, "two"))
+    bad = V(_candidate(tmp_path, reg, "bad", passed=False))
     reg.promote("asr", v1.version)
     state = tmp_path / "rollout.json"
     save_state(state, RolloutState(model="asr", champion_version="1"))
-    with pytest.raises(PermissionError, match="passing gate"):
+    with pytest.raises(PermissionError, match="gate FAILED"):
         run_canary(reg, "asr", bad.version, state, "3", 0.1, "alice")
     s = run_canary(reg, "asr", v2.version, state, "2", 0.25, "alice", "new model")
     assert (s.stage, s.canary_share) == ("canary", 0.25) and reg.by_alias(

@@ -61,7 +61,6 @@ def test_registry_side_canary_full_rollback_on_real_mlflow(tmp_path):
     champion to the previous one and sets the share to 0 -- one action each, audited in the file."""
     from registry.mlflow_adapter import Registry, get_client
     from registry.rollout import run_canary, run_full, run_rollback
-
     from tests.unit.test_release_safety import _candidate  # gated candidates with a real gate record
 
     reg = Registry(get_client(f"sqlite:///{tmp_path / 'mlflow.db'}"))

@@ -893,22 +893,19 @@ def run_finetune_step(
         from components.common.settings import decode
 
         settings = decode(FinetuneSettings, settings, "finetune_asr.")
-    params = {
-        "base_model_uri": base_model_uri,
-        "manifests": str(manifest_dir),
-        "replay_manifest": replay_manifest,
-        "devices": devices,
-        "strategy": strategy,
-        **dataclasses.asdict(settings),
-        "overrides": json.dumps(settings.overrides(), sort_keys=True),
-    }
+    params = _step_params(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy)
     root = work_root or os.environ.get("ASR_WORK_DIR")
+    lock = None
     if root:
-        # The key is the step's inputs, without max_steps: raising the budget of a finished-or-killed run
-        # continues it; finetune() itself refuses checkpoints whose data or hyper-parameters differ.
-        key = _run_fingerprint(**{k: v for k, v in params.items() if k not in ("max_steps", "overrides")})[:16]
-        work = Path(root) / "finetune_asr" / key
+        work = Path(root) / "finetune_asr" / work_key(manifest_dir, base_model_uri, settings, replay_manifest,
+                                                      devices, strategy)
         work.mkdir(parents=True, exist_ok=True)
+        lock = _try_lock(work)
+        if lock is None:  # the same inputs are training right now (another run): never share its checkpoints
+            work = Path(tempfile.mkdtemp(dir=work.parent, prefix=f"{work.name}."))
+            print(f"[finetune] another fine-tune of the same inputs holds {work.parent / work.name.split('.')[0]}; "
+                  f"this one works in {work} (no resume across the two)", file=sys.stderr, flush=True)
+            lock = _try_lock(work)
     else:
         work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
     with remember_deterministic_failure(work / "failed.json"):
@@ -942,7 +939,49 @@ def run_finetune_step(
         return result, ""  # a DDP worker re-running this body: rank 0 logs and cleans up
     run_id = tracker.finish(result) if tracker else ""
     shutil.rmtree(work, ignore_errors=True)
+    if lock is not None:
+        lock.close()
     return result, run_id
+
+
+def _step_params(manifest_dir, base_model_uri: str, settings: FinetuneSettings, replay_manifest: str = "",
+                 devices: int = 0, strategy: str = "") -> dict:
+    """The step's inputs as logged (MLflow params) and keyed (work dir)."""
+    return {
+        "base_model_uri": base_model_uri,
+        "manifests": str(manifest_dir),
+        "replay_manifest": replay_manifest,
+        "devices": devices,
+        "strategy": strategy,
+        **dataclasses.asdict(settings),
+        "overrides": json.dumps(settings.overrides(), sort_keys=True),
+    }
+
+
+def work_key(manifest_dir, base_model_uri: str, settings: FinetuneSettings | str, replay_manifest: str = "",
+             devices: int = 0, strategy: str = "") -> str:
+    """The work dir's name: the step's inputs without max_steps, so raising the budget of a finished-or-killed
+    run continues it (finetune() itself refuses checkpoints whose data or hyper-parameters differ)."""
+    if isinstance(settings, str):
+        from components.common.settings import decode
+
+        settings = decode(FinetuneSettings, settings, "finetune_asr.")
+    params = _step_params(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy)
+    return _run_fingerprint(**{k: v for k, v in params.items() if k not in ("max_steps", "overrides")})[:16]
+
+
+def _try_lock(work: Path):
+    """An exclusive lock on `work/.lock` held while this fine-tune runs (None when another process holds it).
+    The lock dies with the process, so a killed run's work dir is free for its retry."""
+    import fcntl
+
+    f = open(work / ".lock", "w")  # noqa: SIM115 (held open for the run)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
 
 
 def preflight_step(

@@ -576,3 +576,26 @@ def test_replay_rows_are_distilled_under_unified_prompt_mode(base_model, corpus,
               replay_langs=["el-GR"], replay_per_lang=8, max_steps=3, batch_size=16, checkpoint_every=0, threads=2)
     assert res.replay_rows_distilled == 3 * 8  # every batch holds the 8 el rows (16 rows, batch 16)
     assert res.resolved_config["train_ds"]["default_prompt_mode"] == "unified"
+
+
+@pytest.mark.slow  # a real 2-step fine-tune
+def test_a_concurrent_fine_tune_of_the_same_inputs_gets_its_own_work_dir(base_model, corpus, tmp_path):
+    """Two fine-tunes on the same manifests (two pipeline runs, or a manual rerun beside a running one) used to
+    share one work dir: the first to finish deleted the other's checkpoints. A running fine-tune holds its
+    work dir's lock; another one with the same inputs works in a directory of its own."""
+    import fcntl
+
+    settings = "target_langs=bg-BG\nreplay_langs=\nmax_steps=2\nbatch_size=8\ncheckpoint_every=1"
+    root = tmp_path / "work"
+    # what run A looks like while it trains: its work dir, its checkpoints, its lock held
+    core.run_finetune_step(corpus, base_model, tmp_path / "probe", settings, work_root=str(root), threads=2)
+    assert not any((root / "finetune_asr").iterdir())  # a finished run cleans up after itself
+    key = core.work_key(corpus, base_model, settings)
+    running = root / "finetune_asr" / key
+    (running / "checkpoints").mkdir(parents=True)
+    (running / "checkpoints" / "step=1.ckpt").write_bytes(b"run A's checkpoint")
+    with open(running / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res, _ = core.run_finetune_step(corpus, base_model, tmp_path / "b", settings, work_root=str(root), threads=2)
+    assert res.steps_done == 2 and Path(res.model_path).is_file()
+    assert (running / "checkpoints" / "step=1.ckpt").read_bytes() == b"run A's checkpoint"  # untouched

@@ -1,7 +1,6 @@
 """Start and stop the real `tritonserver` binary bundled in the nvidia-pytriton wheel, on our model repository.
 
-No Docker here: the wheel ships Triton 2.51 with the python backend only (../shared/reference/
-mlops-stack-on-cpu.md §5b). Three things make its models load:
+No Docker here: the wheel ships Triton 2.51 with the python backend only (docs/SERVING.md). Three things make its models load:
 * a backend directory holding the python backend *and* the backend stub built for this Python (3.11);
 * `LD_LIBRARY_PATH` = this interpreter's LIBDIR first (else the stub picks the system libpython and dies with
   `'_thread.RLock' object has no attribute '_recursion_count'`), then the wheel's vendored libs;

@@ -4,7 +4,7 @@ Sharing it is what makes a served transcript token-identical to the one the gate
 
 * offline (`AsrModel.transcribe`): batched `model.forward(..., prompt_indices=...)` + RNNT greedy decoding.
   `model.transcribe()` is avoided on purpose: it leaves submodules in train mode and cannot take a language
-  per utterance (../shared/reference/nemo-on-cpu.md §7.3/7.4).
+  per utterance (docs/SERVING.md).
 * cache-aware streaming (`AsrModel.new_stream` / `AsrModel.stream_step`): audio arrives in pieces of any size
   (a server receives whatever the client sends). Mel frames are computed incrementally and are the same frames
   the preprocessor computes on the whole file; they are cut into encoder chunks exactly like NeMo's

@@ -1,6 +1,6 @@
 """Fine-tune a NeMo prompt-RNNT `.nemo` (Nemotron 3.5 ASR class) on target languages, with replay.
 
-The recipe (NVIDIA's notebook / Baseten port, shared/reference/nemotron-recipe-and-anchors.md): a full fine-tune
+The recipe (NVIDIA's notebook / Baseten port, docs/FINETUNE.md): a full fine-tune
 initialised from the `.nemo`, the base tokenizer kept, lhotse data whose every line carries `lang`/`target_lang`,
 AdamW with a fixed `max_steps`, and a slice of the other languages mixed in ("replay") so they are not forgotten.
 The architecture always comes from the `.nemo`; a NeMo-native YAML (`conf/`) supplies only train_ds / optim /

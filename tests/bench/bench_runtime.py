@@ -1,7 +1,7 @@
 """Runtime choice for the Triton python backend, by measurement: torch (NeMo) vs onnxruntime.
 
 The served per-chunk cost is dominated by the cache-aware encoder step *with the language prompt*. NeMo's own ONNX
-export drops the prompt (../shared/reference/nemo-on-cpu.md §7.6), so this exports a prompt-aware wrapper:
+export drops the prompt (docs/SERVING.md), so this exports a prompt-aware wrapper:
 `encoder.forward_for_export` (batch-first caches, drop_extra_pre_encoded applied) followed by the one-hot prompt
 and `prompt_kernel`, with a 6th input `prompt_index` [B]. On one model, one steady-state streaming chunk
 (caches filled by the chunks before it) and the same thread count, it times:

@@ -4,8 +4,7 @@ A base learns Greek + Spanish (espeak corpus), then is fine-tuned on Bulgarian t
 150 replay utterances per old language. On held-out speakers and sentences, the teacher-forced RNNT loss of the
 old languages (more sensitive than WER for a model this small and this briefly trained) must rise several times
 over without replay, and stay near the base with it, while both learn Bulgarian. The demo shows the same in
-WER (README: el/es stay within 3 points with replay; ../shared/reference/tiny-model-learning.md measured 100 %
-WER on el/es without it). "replay" is the default recipe: replay rows plus replay distillation. At this scale
+WER (README: el/es stay within 3 points with replay; docs/FINETUNE.md: 100 % WER on el/es without it). "replay" is the default recipe: replay rows plus replay distillation. At this scale
 (150-step base, 60 steps) labels-only replay gave the same held-out losses (el 60.7 vs 60.6, es 40.0 vs 40.9,
 measured 2026-11-27), so the test does not compare the two; distillation's effect is on the demo model's
 alignment (truncated transcripts), measured in WER in docs/FINETUNE.md.

@@ -193,7 +193,7 @@ def test_runtime_sources_compile(tmp_path: Path):
     for name in ("model_offline.py", "model_streaming.py"):
         py_compile.compile(str(core.RUNTIME / name), cfile=str(tmp_path / f"{name}c"), doraise=True)
         src = (core.RUNTIME / name).read_text()
-        # the UTF-8 locale must be set before torch/NeMo are imported (../shared/DESIGN.md, Triton facts)
+        # the UTF-8 locale must be set before torch/NeMo are imported (docs/SERVING.md)
         assert src.index("setlocale(locale.LC_CTYPE") < src.index("import numpy")
         assert "class TritonPythonModel" in src
 

@@ -8,7 +8,7 @@ gets its own TritonError response; it never raises out of execute() (that would 
 import locale
 
 # The backend stub starts Python without a UTF-8 locale; importing torch/NeMo then dies with an 'ascii'
-# codec error. This must run before those imports (../shared/DESIGN.md, Triton facts).
+# codec error. This must run before those imports (docs/SERVING.md).
 try:
     locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 except locale.Error:

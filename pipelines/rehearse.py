@@ -178,11 +178,14 @@ def corpus_slice(rep: Rehearsal) -> tuple[Path, str]:
 
 
 def nemotron_base(rep: Rehearsal, data: Path) -> str:
-    from components.finetune_asr.nemotron_shape import build_nemotron_shaped, read_texts
-
+    """Built in a child process (the CLI a user runs), so its 3.6 GB are returned before training starts."""
     t0 = time.monotonic()
-    path = build_nemotron_shaped(read_texts([data / "metadata.csv"]), CACHE / "nemotron_shape",
-                                 calibrate_audio=sorted(data.rglob("*.wav"))[0])
+    out = subprocess.run(
+        [sys.executable, "-m", "components.finetune_asr", "nemotron-shape", "--text", str(data / "metadata.csv"),
+         "--out", str(CACHE / "nemotron_shape"), "--calibrate-audio", str(sorted(data.rglob("*.wav"))[0])],
+        cwd=REPO_ROOT, check=True, stdout=subprocess.PIPE, text=True,
+    )
+    path = json.loads(out.stdout.strip().splitlines()[-1])["model_path"]
     card = json.loads(Path(path).with_name("model.json").read_text())
     s = rep.step("Nemotron-shaped base (build or cache)")
     s.seconds, s.artifact_mb = time.monotonic() - t0, _du_mb(Path(path))
@@ -324,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.seconds = time.monotonic() - t_start
     peak = max([s.peak_rss_gb for s in rep.steps] + [0.0])
     rep.checks[f"wall time <= {BUDGET_S // 60} min"] = rep.seconds <= BUDGET_S
-    rep.checks[f"peak RSS <= {BUDGET_RSS_GB:.0f} GB (largest step)"] = peak <= BUDGET_RSS_GB
+    rep.checks[f"peak RSS <= {BUDGET_RSS_GB:.0f} GB (the whole process tree)"] = (
+        sampler.total_peak / 1e9 <= BUDGET_RSS_GB)
     rep.facts["peak_rss_gb_whole_tree"] = round(sampler.total_peak / 1e9, 2)
     md = table(rep)
     print("\n" + md)

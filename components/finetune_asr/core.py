@@ -6,6 +6,10 @@ AdamW with a fixed `max_steps`, and a slice of the other languages mixed in ("re
 The architecture always comes from the `.nemo`; a NeMo-native YAML (`conf/`) supplies only train_ds / optim /
 trainer: the tiny YAML on CPU, `nemotron35_finetune.yaml` on GPU. On CPU the RNNT loss is swapped for the
 vectorised one in fastloss.py (NeMo's is pure Python there).
+
+This module is the orchestration (`finetune`, the pipeline step); its parts live beside it: data.py (which rows),
+trainer.py (Lightning wiring: callbacks, atomic checkpoint IO, SIGTERM), validation.py (tokenizer coverage,
+validation loss/WER) and artifact.py (model.nemo + model.json).
 """
 
 from __future__ import annotations
@@ -14,19 +18,18 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
-import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.common.io import atomic_write_text, sha256_file
-from components.common.manifest import ManifestError, read_manifest, write_manifest
+from components.common.manifest import write_manifest
+from components.finetune_asr.artifact import model_card, save_model_atomic, write_sidecar
+from components.finetune_asr.data import _read, count_langs, langs_of, select_rows
 from components.finetune_asr.settings import (
     CONF_DIR,
     FREEZE_CHOICES,
@@ -36,15 +39,32 @@ from components.finetune_asr.settings import (
     peak_lr,
 )
 from components.finetune_asr.tracking import FinetuneTracker, tracking_uri
+from components.finetune_asr.trainer import (
+    TrainOutcome,
+    _callbacks,
+    build_train_ds,
+    cpu_has_bf16,
+    fit_to_host,
+    newest_checkpoint,
+    set_threads,
+    train,
+)
+from components.finetune_asr.validation import tokenizer_coverage, validation_loss, validation_wer
 
 log = logging.getLogger(__name__)
+
+__all__ = [  # what callers import from here (the parts' names re-exported for them)
+    "FinetuneResult", "TrainOutcome", "apply_freeze", "build_train_ds", "count_langs", "cpu_has_bf16",
+    "finetune", "fit_to_host", "langs_of", "model_card", "newest_checkpoint", "preflight_step",
+    "resolve_base_model", "result_dict", "run_finetune_step", "save_model_atomic", "select_rows", "set_threads",
+    "tokenizer_coverage", "train", "validation_loss", "validation_wer", "work_key", "write_sidecar",
+    "_callbacks", "_read",
+]
 
 
 TINY_CONFIG = CONF_DIR / "tiny_prompt_rnnt.yaml"  # the tiny demo model's architecture (bootstrap)
 # Freeze policies (FREEZE_CHOICES): "encoder" trains prompt_kernel + decoder + joint; "all_but_prompt_decoder"
 # trains only the prompt projection and the prediction network (a new domain's vocabulary/LM behaviour).
-# Manifest fields we pass on to NeMo (lhotse reads audio_filepath/duration/text/lang; the rest is provenance).
-_KEEP_FIELDS = ("audio_filepath", "duration", "text", "lang", "target_lang", "speaker", "id")
 
 
 @dataclass
@@ -70,422 +90,6 @@ class FinetuneResult:
         return float(sum(tail) / len(tail)) if tail else float("nan")
 
 
-@dataclass
-class TrainOutcome:
-    """What one `trainer.fit` produced (shared by finetune and bootstrap)."""
-
-    steps_done: int
-    resumed_from_step: int
-    loss_curve: list[tuple[int, float]]
-    seconds: float
-    lr_curve: list[tuple[int, float]] = field(default_factory=list)
-    replay_kd_curve: list[tuple[int, float]] = field(default_factory=list)
-    replay_rows_distilled: int = 0
-
-
-# --------------------------------------------------------------------------------------------- data selection
-def select_rows(
-    train_manifest: str | os.PathLike,
-    target_langs: Sequence[str],
-    replay_manifest: str | os.PathLike | None = None,
-    replay_langs: Sequence[str] = (),
-    replay_per_lang: int = 150,
-    seed: int = 0,
-    prompt_dictionary: dict[str, int] | None = None,
-    replay_ratio: float | None = None,
-) -> list[dict]:
-    """All target-language rows + `replay_per_lang` seeded random rows per replay language.
-
-    `replay_ratio` (0 <= r < 1), when given, replaces `replay_per_lang`: replay rows make up that fraction of
-    the training mix, split evenly over the replay languages (r=0.3 with 500 target rows -> 214 replay rows).
-
-    Every row gets absolute `audio_filepath` and `lang` = `target_lang` (the prompt key lhotse reads; the
-    Nemotron recipe reads `target_lang`). Fails naming the file and language when a language has no rows, is
-    not a prompt-dictionary key, or an audio file is missing.
-    """
-    target_langs = list(target_langs)
-    replay_langs = [lang for lang in replay_langs if lang not in target_langs]
-    if not target_langs:
-        raise ValueError("finetune: target_langs is empty")
-    if replay_per_lang < 0:
-        raise ValueError(f"finetune: replay_per_lang must be >= 0, got {replay_per_lang}")
-    if replay_ratio is not None and not 0.0 <= replay_ratio < 1.0:
-        raise ValueError(f"finetune: replay_ratio must be in [0, 1), got {replay_ratio}")
-    if prompt_dictionary is not None:
-        unknown = [lang for lang in [*target_langs, *replay_langs] if lang not in prompt_dictionary]
-        if unknown:
-            raise ValueError(
-                f"finetune: languages {unknown} are not keys of the model's prompt_dictionary "
-                f"(known: {sorted(prompt_dictionary)})"
-            )
-
-    train_rows = _read(train_manifest)
-    rows = [r for r in train_rows if _lang(r) in target_langs]
-    for lang in target_langs:
-        if not any(_lang(r) == lang for r in rows):
-            found = sorted({_lang(r) for r in train_rows})
-            raise ValueError(f"{train_manifest}: no rows with lang '{lang}' (languages present: {found})")
-
-    if replay_ratio is not None and replay_langs:
-        total = round(replay_ratio / (1.0 - replay_ratio) * len(rows))
-        replay_per_lang = math.ceil(total / len(replay_langs)) if total else 0
-    if replay_langs and replay_per_lang > 0:
-        src = replay_manifest or train_manifest
-        src_rows = train_rows if src == train_manifest else _read(src)
-        rng = random.Random(seed)
-        for lang in replay_langs:
-            pool = [r for r in src_rows if _lang(r) == lang]
-            if not pool:
-                found = sorted({_lang(r) for r in src_rows})
-                raise ValueError(f"{src}: no rows with lang '{lang}' for replay (languages present: {found})")
-            rows += rng.sample(pool, min(replay_per_lang, len(pool)))
-
-    out = []
-    for r in rows:
-        if not os.path.isfile(r["audio_filepath"]):
-            raise ManifestError(
-                f"{train_manifest}: audio file not found: {r['audio_filepath']} (id {r.get('id')})"
-            )
-        row = {k: r[k] for k in _KEEP_FIELDS if k in r}
-        row["lang"] = row["target_lang"] = _lang(r)
-        row["duration"] = float(r["duration"])
-        out.append(row)
-    return out
-
-
-def _read(path: str | os.PathLike) -> list[dict]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"manifest not found: {path}")
-    return read_manifest(path, absolute=True)
-
-
-def _lang(row: dict) -> str:
-    return row.get("target_lang") or row["lang"]
-
-
-def count_langs(rows: Sequence[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["lang"]] = counts.get(r["lang"], 0) + 1
-    return dict(sorted(counts.items()))
-
-
-# --------------------------------------------------------------------------------------------- training
-def set_threads(threads: int | None) -> int:
-    """torch threads = `threads`, else $ASR_THREADS, else the CPU count (the documented default)."""
-    import torch
-
-    n = threads or int(os.environ.get("ASR_THREADS") or 0) or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
-
-
-def _callbacks(label: str, max_steps: int, every: int = 50, tracker=None):
-    """Lightning callbacks: per-step loss recorder with progress lines on stderr, and the resume marker."""
-    import lightning.pytorch as pl
-
-    class LossRecorder(pl.Callback):
-        """Records (step, loss) and prints step / loss / s/step / ETA every `every` steps (why: an 800-step
-        CPU run takes minutes; a silent job looks hung)."""
-
-        def __init__(self) -> None:
-            self.curve: list[tuple[int, float]] = []
-            self.lr_curve: list[tuple[int, float]] = []
-            self.kd_curve: list[tuple[int, float]] = []  # the replay distillation term, when it is on
-            self.replay_rows = 0  # rows the distillation term covered
-            self.start_step = 0
-            self._t0 = 0.0
-            self._last_t = 0.0
-            self._last_step = 0
-
-        def on_train_start(self, trainer, pl_module) -> None:
-            self.start_step = int(trainer.global_step)  # > 0 after a checkpoint restore
-            self._t0 = self._last_t = time.monotonic()
-            self._last_step = self.start_step
-            if self.start_step:
-                print(f"[{label}] resumed at step {self.start_step}/{max_steps}", file=sys.stderr, flush=True)
-                # A restored NeMo scheduler keeps the interrupted run's horizon; follow this run's max_steps.
-                for sc in trainer.lr_scheduler_configs:
-                    sched = sc.scheduler
-                    if getattr(sched, "max_steps", None) not in (None, max_steps) and not getattr(
-                        sched, "constant_steps", 0
-                    ):
-                        sched.max_steps = max_steps
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            step = int(trainer.global_step)
-            self.curve.append((step, float(loss.detach().cpu()) if hasattr(loss, "detach") else float(loss)))
-            if trainer.optimizers:
-                self.lr_curve.append((step, float(trainer.optimizers[0].param_groups[0]["lr"])))
-            kd = trainer.callback_metrics.get("train_replay_kd")  # logged by distill.py's training step
-            if kd is not None:
-                self.kd_curve.append((step, float(kd)))
-                self.replay_rows += int(trainer.callback_metrics.get("train_replay_rows", 0))
-            if tracker is not None:  # live in MLflow while it trains
-                live = {"train_loss": self.curve[-1][1]}
-                if self.lr_curve:
-                    live["lr"] = self.lr_curve[-1][1]
-                if kd is not None:
-                    live["train_replay_kd"] = float(kd)
-                tracker.log_step(step, **live)
-            if step % every == 0 or step == max_steps or step == self.start_step + 1:
-                now = time.monotonic()
-                s_per_step = (now - self._last_t) / max(1, step - self._last_step)
-                window = [v for _, v in self.curve[-every:]]
-                kd_window = [v for _, v in self.kd_curve[-every:]]
-                kd_text = f" (replay KD {sum(kd_window) / len(kd_window):.3f})" if kd_window else ""
-                eta = s_per_step * (max_steps - step)
-                print(
-                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f}{kd_text} "
-                    f"{s_per_step:.2f} s/step ETA {_fmt_s(eta)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                self._last_t, self._last_step = now, step
-
-    return LossRecorder()
-
-
-def _fmt_s(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def train(
-    model,
-    train_ds: dict,
-    optim: dict,
-    trainer_cfg: dict,
-    max_steps: int,
-    work_dir: str | os.PathLike,
-    checkpoint_every: int = 0,
-    resume: bool = False,
-    label: str = "train",
-    tracker=None,
-) -> TrainOutcome:
-    """Attach a Lightning trainer, set up lhotse training data and the optimiser, fit for `max_steps`.
-
-    Checkpoints go to `<work_dir>/checkpoints` every `checkpoint_every` steps (`last.ckpt` = newest); with
-    `resume`, an existing `last.ckpt` is restored (weights, optimiser, scheduler, step). Validation is off: the
-    gate is a standalone evaluation (in-training val WER differs from it, NeMo #7224).
-    """
-    import lightning.pytorch as pl
-    import torch
-    from omegaconf import DictConfig, open_dict
-
-    from components.finetune_asr.fastloss import patch_rnnt_loss
-
-    if max_steps <= 0:
-        raise ValueError(f"max_steps must be > 0, got {max_steps}")
-    work_dir = Path(work_dir)
-    ckpt_dir = work_dir / "checkpoints"
-    callbacks: list = []
-    recorder = _callbacks(label, max_steps, tracker=tracker)
-    callbacks.append(recorder)
-    if checkpoint_every > 0:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        class SaveOnSigterm(pl.Callback):
-            """On SIGTERM (raised at a step boundary), write last.ckpt atomically so a rerun loses nothing."""
-
-            def on_exception(self, trainer, pl_module, exception) -> None:
-                if isinstance(exception, SIGTERMException):
-                    tmp = ckpt_dir / ".last.ckpt.tmp"
-                    trainer.save_checkpoint(str(tmp))
-                    os.replace(tmp, ckpt_dir / "last.ckpt")
-
-        callbacks.append(SaveOnSigterm())
-
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=str(ckpt_dir),
-                filename="{step}",
-                every_n_train_steps=checkpoint_every,
-                save_last=True,
-                save_top_k=1,
-                save_on_train_epoch_end=False,
-            )
-        )
-    plugins = [_atomic_checkpoint_io()] if checkpoint_every > 0 else []
-    tcfg = {k: v for k, v in trainer_cfg.items() if k not in ("max_steps", "callbacks", "logger", "plugins")}
-    tcfg.update(
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=checkpoint_every > 0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(work_dir),
-    )
-    if tcfg.get("max_epochs") is None:
-        tcfg["max_epochs"] = -1  # max_steps decides; a finite lhotse epoch just restarts
-    trainer = pl.Trainer(callbacks=callbacks, plugins=plugins, **tcfg)
-
-    model.set_trainer(trainer)
-    with open_dict(model.cfg):
-        model.cfg.train_ds = DictConfig(train_ds)
-        model.cfg.optim = DictConfig(optim)
-    model.setup_training_data(
-        model.cfg.train_ds
-    )  # the optimiser is built by configure_optimizers from cfg.optim
-    on_cpu = tcfg.get("accelerator") == "cpu" or not torch.cuda.is_available()
-    if on_cpu and patch_rnnt_loss(model):
-        log.info("RNNT loss: vectorised CPU loss (fastloss.FastRNNTLoss)")
-
-    ckpt_path = newest_checkpoint(ckpt_dir) if resume else None
-    t0 = time.monotonic()
-    try:
-        trainer.fit(model, ckpt_path=ckpt_path)
-    except SystemExit as e:
-        # Lightning turns SIGTERM (pod eviction, kill) into SIGTERMException, a SystemExit with status 0: the
-        # process would "succeed" without a model. Fail loudly instead; the checkpoint saved on SIGTERM resumes.
-        if trainer.received_sigterm:
-            raise RuntimeError(
-                f"{label}: interrupted by SIGTERM at step {trainer.global_step}/{max_steps}; "
-                + (
-                    f"rerun with the same work_dir to resume from {ckpt_dir / 'last.ckpt'}"
-                    if checkpoint_every > 0
-                    else "checkpointing was off, nothing to resume"
-                )
-            ) from e
-        raise
-    seconds = time.monotonic() - t0
-    model.eval()
-    return TrainOutcome(
-        steps_done=int(trainer.global_step),
-        resumed_from_step=recorder.start_step,
-        loss_curve=recorder.curve,
-        seconds=seconds,
-        lr_curve=recorder.lr_curve,
-        replay_kd_curve=recorder.kd_curve,
-        replay_rows_distilled=recorder.replay_rows,
-    )
-
-
-def newest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
-    """The most recently written complete checkpoint: `last.ckpt` or a `step=N.ckpt`, by mtime.
-
-    ModelCheckpoint writes `step=N.ckpt` first and `last.ckpt` after it, so a kill in between leaves the
-    step file newer; both are complete (atomic writes), temp files are ignored.
-    """
-    files = [p for p in Path(ckpt_dir).glob("*.ckpt") if p.is_file()]
-    return str(max(files, key=lambda p: p.stat().st_mtime_ns)) if files else None
-
-
-def _atomic_checkpoint_io():
-    """Lightning's checkpoint writer, but each file is written aside and renamed into place: a SIGKILL (OOM
-    killer, node loss) mid-write leaves the previous `last.ckpt` intact instead of a truncated one."""
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-            path = Path(path)
-            tmp = path.with_name(f".{path.name}.tmp")
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-
-    return AtomicCheckpointIO()
-
-
-def build_train_ds(recipe_ds: dict, manifest_path: str | os.PathLike, model_cfg, seed: int) -> dict:
-    """The recipe's dataset section plus what must come from the model (prompt dictionary, sample rate)."""
-    ds = dict(recipe_ds)
-    ds.update(
-        manifest_filepath=str(manifest_path),
-        use_lhotse=True,
-        is_tarred=False,
-        tarred_audio_filepaths=None,
-        sample_rate=int(model_cfg.sample_rate),
-        prompt_dictionary=dict(model_cfg.model_defaults.prompt_dictionary),
-        num_prompts=int(model_cfg.model_defaults.get("num_prompts", 128)),
-        seed=seed,
-    )
-    ds.setdefault("default_prompt_mode", "langID")
-    return ds
-
-
-def fit_to_host(trainer_cfg: dict, train_ds: dict) -> list[str]:
-    """Adapt a GPU recipe to the machine it runs on, and say what changed (printed by the caller).
-
-    A recipe written for GPU nodes (accelerator gpu, every device, DDP, 8 loader workers, bf16) must still run
-    on a CPU box (the rehearsal, a laptop): without CUDA it trains on one CPU device, with no loader workers,
-    and in bf16-mixed only where the CPU has native bf16 (else fp32).
-    """
-    import torch
-
-    notes = []
-    if torch.cuda.is_available() or trainer_cfg.get("accelerator") == "cpu":
-        return notes
-    trainer_cfg.update(accelerator="cpu", devices=1)
-    trainer_cfg.pop("strategy", None)
-    notes.append("no CUDA device: training on 1 CPU device")
-    if train_ds.get("num_workers") or train_ds.get("pin_memory"):
-        train_ds.update(num_workers=0, pin_memory=False)
-        notes.append("CPU: no dataloader workers, no pinned memory")
-    precision = str(trainer_cfg.get("precision"))
-    if precision.startswith("bf16"):
-        if cpu_has_bf16():
-            trainer_cfg["precision"] = "bf16-mixed"
-            notes.append("CPU with native bf16 (AVX512-BF16/AMX): precision bf16-mixed")
-        else:
-            trainer_cfg["precision"] = 32
-            notes.append("this CPU has no native bf16 (no AVX512-BF16/AMX): precision fp32")
-    elif precision.startswith("16"):
-        trainer_cfg["precision"] = 32
-        notes.append("fp16 needs CUDA: precision fp32")
-    return notes
-
-
-def cpu_has_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def save_model_atomic(model, path: str | os.PathLike) -> str:
-    """model.save_to a temp file next to `path`, then rename: a reader never sees a partial .nemo."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".nemo")
-    os.close(fd)
-    try:
-        model.save_to(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; servers and other users read models
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return str(path)
-
-
-def model_card(model, **extra: Any) -> dict:
-    """The sidecar's model-derived fields (docs/ARCHITECTURE.md, model artifact contract)."""
-    enc = model.encoder
-    return {
-        "model_class": str(model.cfg.get("target") or f"{type(model).__module__}.{type(model).__name__}"),
-        "prompt_dictionary": dict(model.cfg.model_defaults.get("prompt_dictionary", {})),
-        "att_context_sizes": [list(a) for a in getattr(enc, "att_context_size_all", [])],
-        "vocab_size": int(model.tokenizer.vocab_size),
-        **extra,
-    }
-
-
-def write_sidecar(model_path: str | os.PathLike, card: dict) -> str:
-    """model.json next to model.nemo, written last and atomically: its presence means the .nemo is complete."""
-    model_path = Path(model_path)
-    doc = {"sha256": sha256_file(model_path), "model_file": model_path.name, **card}
-    out = model_path.with_name("model.json")
-    atomic_write_text(out, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    os.chmod(out, 0o644)
-    return str(out)
-
-
 def _run_fingerprint(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -505,6 +109,18 @@ def _check_resume(work_dir: Path, fingerprint: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ finetune
+@dataclass
+class _Config:
+    """A fine-tune's resolved configuration: the recipe with the settings applied, fitted to this host."""
+
+    recipe: Any  # settings.Recipe
+    train_ds: dict
+    optim: dict
+    trainer_cfg: dict
+    att_context_size: list[int] | None
+    base_sha: str
+
+
 def finetune(
     base_model: str | os.PathLike,
     train_manifest: str | os.PathLike,
@@ -538,11 +154,6 @@ def finetune(
     replay rows (components.finetune_asr.distill): the replay languages keep the base's alignment.
     `tracker` (FinetuneTracker) receives loss, lr and the distillation term while training.
     """
-    import lightning.pytorch as pl
-    from nemo.collections.asr.models import ASRModel
-
-    from components.finetune_asr.distill import distill_replay_from_base
-
     t_start = time.monotonic()
     s = settings
     base_model = Path(base_model)
@@ -551,17 +162,62 @@ def finetune(
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
-    recipe = apply(s)
-    trainer_cfg = dict(recipe.trainer)
-    for key, value in (("devices", devices), ("strategy", strategy)):
-        if value not in (None, ""):
-            trainer_cfg[key] = value
-    set_threads(threads)
-    pl.seed_everything(s.seed, workers=True, verbose=False)
+    recipe, trainer_cfg = _recipe(s, devices, strategy)
+    model = _load_base(base_model, s.seed, threads)
+    rows, coverage, manifest_path = _training_rows(model, s, train_manifest, replay_manifest, work_dir)
+    cfg = _configure(s, recipe, trainer_cfg, manifest_path, model.cfg, base_model, work_dir, coverage)
+    saved_probs = _prepare_for_training(model, s, base_model, cfg.att_context_size)
+    outcome = train(
+        model,
+        cfg.train_ds,
+        cfg.optim,
+        cfg.trainer_cfg,
+        s.max_steps,
+        work_dir,
+        checkpoint_every=s.checkpoint_every,
+        resume=True,
+        label="finetune",
+        tracker=tracker,
+    )
+    _restore_after_training(model, s, saved_probs, coverage)
+    langs = langs_of(s.targets, s.replays)
+    val_wer = validation_wer(model, val_manifest, langs, val_max_per_lang)
 
+    card = _card(s, cfg, base_model_uri or str(base_model), langs, outcome, rows, val_wer, coverage)
+    model_path, sidecar = _save(model, out_dir, card)
+    return FinetuneResult(
+        model_path=str(model_path),
+        sidecar_path=str(sidecar),
+        steps_done=outcome.steps_done,
+        train_loss_curve=outcome.loss_curve,
+        seconds=time.monotonic() - t_start,
+        resumed_from_step=outcome.resumed_from_step,
+        n_train_rows=len(rows),
+        rows_per_lang=count_langs(rows),
+        lr_curve=outcome.lr_curve,
+        val_wer=val_wer,
+        resolved_config={"train_ds": cfg.train_ds, "optim": cfg.optim, "trainer": cfg.trainer_cfg},
+        replay_kd_curve=outcome.replay_kd_curve,
+        replay_rows_distilled=outcome.replay_rows_distilled,
+    )
+
+
+def _load_base(base_model: Path, seed: int, threads: int | None):
+    """Threads and seeds set, then the base `.nemo` restored on CPU (the trainer moves it)."""
+    import lightning.pytorch as pl
+    from nemo.collections.asr.models import ASRModel
+
+    set_threads(threads)
+    pl.seed_everything(seed, workers=True, verbose=False)
     model = ASRModel.restore_from(str(base_model), map_location="cpu")
     if not hasattr(model, "prompt_kernel"):
         log.warning("%s is a %s without a language prompt; lang is ignored", base_model, type(model).__name__)
+    return model
+
+
+def _training_rows(model, s: FinetuneSettings, train_manifest, replay_manifest, work_dir: Path):
+    """The rows to train on, checked against the base tokenizer (fails before training), text-mapped, and
+    written as the NeMo manifest in `work_dir` -> (rows, coverage report dict, manifest path)."""
     prompt_dictionary = dict(model.cfg.model_defaults.get("prompt_dictionary", {})) or None
     rows = select_rows(
         train_manifest,
@@ -580,8 +236,31 @@ def finetune(
         rows = [{**r, "text": map_for_tokenizer(r["text"], r["lang"], s.text_maps)} for r in rows]
     manifest_path = work_dir / "train_manifest.jsonl"
     write_manifest(manifest_path, rows)
+    return rows, coverage, manifest_path
 
-    train_ds = build_train_ds(recipe.train_ds, manifest_path, model.cfg, s.seed)
+
+def _recipe(s: FinetuneSettings, devices: int | str | None, strategy: str | None) -> tuple[Any, dict]:
+    """The recipe (`s.recipe`) with the set knobs applied, and its trainer section with `devices`/`strategy`."""
+    recipe = apply(s)
+    trainer_cfg = dict(recipe.trainer)
+    for key, value in (("devices", devices), ("strategy", strategy)):
+        if value not in (None, ""):
+            trainer_cfg[key] = value
+    return recipe, trainer_cfg
+
+
+def _configure(
+    s: FinetuneSettings,
+    recipe,
+    trainer_cfg: dict,
+    manifest_path: Path,
+    model_cfg,
+    base_model: Path,
+    work_dir: Path,
+    coverage: dict,
+) -> _Config:
+    """Resolve train_ds / optim / trainer for this host, refuse another run's checkpoints, print the recipe."""
+    train_ds = build_train_ds(recipe.train_ds, manifest_path, model_cfg, s.seed)
     optim = recipe.optim
     for note in fit_to_host(trainer_cfg, train_ds):
         print(f"[finetune] {note}", file=sys.stderr, flush=True)
@@ -614,33 +293,32 @@ def finetune(
         file=sys.stderr,
         flush=True,
     )
+    return _Config(recipe, train_ds, optim, trainer_cfg, att_context_size, base_sha)
+
+
+def _prepare_for_training(model, s: FinetuneSettings, base_model: Path, att_context_size) -> list | None:
+    """Freeze per `s.freeze`, add the replay distillation term, and with a training lookahead give it all the
+    sampling probability; returns the probabilities to restore after training (None: nothing to restore)."""
+    from components.finetune_asr.distill import distill_replay_from_base
 
     apply_freeze(model, s.freeze)
     distill_replay_from_base(model, base_model, s.replays, s.replay_distill)
-    saved_probs = None
-    if att_context_size is not None:
-        if att_context_size not in model.encoder.att_context_size_all:
-            raise ValueError(
-                f"train_att_context_size {att_context_size} is not one of the model's "
-                f"{model.encoder.att_context_size_all}"
-            )
-        saved_probs = list(model.encoder.att_context_probs)
-        model.encoder.att_context_probs = [
-            1.0 if a == att_context_size else 0.0 for a in model.encoder.att_context_size_all
-        ]
+    if att_context_size is None:
+        return None
+    if att_context_size not in model.encoder.att_context_size_all:
+        raise ValueError(
+            f"train_att_context_size {att_context_size} is not one of the model's "
+            f"{model.encoder.att_context_size_all}"
+        )
+    saved_probs = list(model.encoder.att_context_probs)
+    model.encoder.att_context_probs = [
+        1.0 if a == att_context_size else 0.0 for a in model.encoder.att_context_size_all
+    ]
+    return saved_probs
 
-    outcome = train(
-        model,
-        train_ds,
-        optim,
-        trainer_cfg,
-        s.max_steps,
-        work_dir,
-        checkpoint_every=s.checkpoint_every,
-        resume=True,
-        label="finetune",
-        tracker=tracker,
-    )
+
+def _restore_after_training(model, s: FinetuneSettings, saved_probs, coverage: dict) -> None:
+    """Undo what training needed (one lookahead, frozen parameters); store the text maps in the config."""
     if saved_probs is not None:
         model.encoder.att_context_probs = saved_probs
     if s.freeze != "none":
@@ -652,68 +330,66 @@ def finetune(
         with open_dict(model.cfg):
             model.cfg.text_maps = list(coverage["text_maps"])
     model.eval()
-    langs = langs_of(s.targets, s.replays)
-    val_wer = validation_wer(model, val_manifest, langs, val_max_per_lang)
 
-    is_rank_zero = getattr(model, "global_rank", 0) == 0
-    model_path = out_dir / "model.nemo"
-    sidecar = out_dir / "model.json"
-    if is_rank_zero:
-        save_model_atomic(model, model_path)
-        sidecar = write_sidecar(
-            model_path,
-            model_card(
-                model,
-                base_model_uri=base_model_uri or str(base_model),
-                base_model_sha256=base_sha,
-                languages=langs,
-                target_languages=s.targets,
-                replay_languages=s.replays,
-                train_steps=outcome.steps_done,
-                rows_per_lang=count_langs(rows),
-                config=recipe.path.name,
-                recipe=s.recipe,
-                overrides=s.overrides(),
-                hyperparameters={
-                    "lr": optim.get("lr"),
-                    "peak_lr": peak_lr(optim),
-                    "scheduler": optim.get("sched", {}).get("name"),
-                    "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
-                    "batch_size": train_ds.get("batch_size"),
-                    "batch_duration": train_ds.get("batch_duration"),
-                    "prompt_mode": train_ds.get("default_prompt_mode"),
-                    "precision": trainer_cfg.get("precision"),
-                    "freeze": s.freeze,
-                    "att_context_size": att_context_size,
-                    "seed": s.seed,
-                    "replay_per_lang": s.replay_per_lang,
-                    "replay_ratio": s.replay_ratio,
-                    "replay_distill": s.replay_distill,
-                },
-                val_wer=val_wer,
-                tokenizer_coverage=coverage,
-            ),
-        )
-    return FinetuneResult(
-        model_path=str(model_path),
-        sidecar_path=str(sidecar),
-        steps_done=outcome.steps_done,
-        train_loss_curve=outcome.loss_curve,
-        seconds=time.monotonic() - t_start,
-        resumed_from_step=outcome.resumed_from_step,
-        n_train_rows=len(rows),
+
+def _card(
+    s: FinetuneSettings,
+    cfg: _Config,
+    base_model_uri: str,
+    langs: list[str],
+    outcome: TrainOutcome,
+    rows: list[dict],
+    val_wer: dict,
+    coverage: dict,
+) -> dict:
+    """The sidecar's run fields (model_card adds the model-derived ones)."""
+    return dict(
+        base_model_uri=base_model_uri,
+        base_model_sha256=cfg.base_sha,
+        languages=langs,
+        target_languages=s.targets,
+        replay_languages=s.replays,
+        train_steps=outcome.steps_done,
         rows_per_lang=count_langs(rows),
-        lr_curve=outcome.lr_curve,
+        config=cfg.recipe.path.name,
+        recipe=s.recipe,
+        overrides=s.overrides(),
+        hyperparameters=_hyperparameters(s, cfg),
         val_wer=val_wer,
-        resolved_config={"train_ds": train_ds, "optim": optim, "trainer": trainer_cfg},
-        replay_kd_curve=outcome.replay_kd_curve,
-        replay_rows_distilled=outcome.replay_rows_distilled,
+        tokenizer_coverage=coverage,
     )
 
 
-def langs_of(target_langs: Sequence[str], replay_langs: Sequence[str]) -> list[str]:
-    return [*target_langs, *[lang for lang in replay_langs if lang not in target_langs]]
+def _hyperparameters(s: FinetuneSettings, cfg: _Config) -> dict:
+    """The sidecar's `hyperparameters`: what the run trained with, as resolved."""
+    optim, train_ds = cfg.optim, cfg.train_ds
+    return {
+        "lr": optim.get("lr"),
+        "peak_lr": peak_lr(optim),
+        "scheduler": optim.get("sched", {}).get("name"),
+        "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
+        "batch_size": train_ds.get("batch_size"),
+        "batch_duration": train_ds.get("batch_duration"),
+        "prompt_mode": train_ds.get("default_prompt_mode"),
+        "precision": cfg.trainer_cfg.get("precision"),
+        "freeze": s.freeze,
+        "att_context_size": cfg.att_context_size,
+        "seed": s.seed,
+        "replay_per_lang": s.replay_per_lang,
+        "replay_ratio": s.replay_ratio,
+        "replay_distill": s.replay_distill,
+    }
 
+
+def _save(model, out_dir: Path, card: dict) -> tuple[Path, Path | str]:
+    """On rank zero, out_dir/model.nemo then its model.json sidecar; returns their paths."""
+    is_rank_zero = getattr(model, "global_rank", 0) == 0
+    model_path = out_dir / "model.nemo"
+    sidecar: Path | str = out_dir / "model.json"
+    if is_rank_zero:
+        save_model_atomic(model, model_path)
+        sidecar = write_sidecar(model_path, model_card(model, **card))
+    return model_path, sidecar
 
 def apply_freeze(model, policy: str) -> None:
     """Freeze parameters per FREEZE_CHOICES (requires_grad only: Lightning's train() keeps dropout active)."""
@@ -737,105 +413,6 @@ def apply_freeze(model, policy: str) -> None:
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
-
-
-def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[str, float]:
-    """Teacher-forced RNNT loss per language of `model` on manifest `rows` (absolute audio paths).
-
-    More sensitive than WER for a small model: it shows forgetting (a replay language's loss rising) long
-    before greedy decoding changes, and costs one forward pass.
-    """
-    import torch
-
-    from components.common.asr_infer import load_audio
-
-    pd = dict(model.cfg.model_defaults.get("prompt_dictionary", {}))
-    by_lang: dict[str, list[dict]] = {}
-    for r in rows:
-        by_lang.setdefault(_lang(r), []).append(r)
-    was_training = model.training
-    model.eval()
-    out = {}
-    try:
-        with torch.inference_mode():
-            for lang, part in sorted(by_lang.items()):
-                total, n = 0.0, 0
-                for i in range(0, len(part), batch_size):
-                    batch = part[i : i + batch_size]
-                    audio = [torch.from_numpy(load_audio(r["audio_filepath"])) for r in batch]
-                    ids = [model.tokenizer.text_to_ids(r["text"]) for r in batch]
-                    sig = torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
-                    sig_len = torch.tensor([a.numel() for a in audio])
-                    tgt = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in ids], batch_first=True)
-                    tgt_len = torch.tensor([len(t) for t in ids])
-                    enc, enc_len = model.forward(
-                        input_signal=sig,
-                        input_signal_length=sig_len,
-                        prompt_indices=torch.full((len(batch),), pd[lang], dtype=torch.long),
-                    )
-                    dec, _, _ = model.decoder(targets=tgt, target_length=tgt_len)
-                    joint = model.joint(encoder_outputs=enc, decoder_outputs=dec)
-                    loss = model.loss(
-                        log_probs=joint, targets=tgt, input_lengths=enc_len, target_lengths=tgt_len
-                    )
-                    total += float(loss) * len(batch)
-                    n += len(batch)
-                out[lang] = total / n
-    finally:
-        model.train(was_training)
-    return out
-
-
-def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int = 200) -> dict[str, float]:
-    """Normalised WER per language of `model` (offline, default lookahead) on up to `max_per_lang` rows each.
-
-    A sanity number for the MLflow run and the sidecar; the gate uses evaluate_wer's streaming evaluation.
-    """
-    if not val_manifest or not Path(val_manifest).is_file():
-        return {}
-    from components.common.asr_infer import AsrModel, load_audio
-    from components.common.wer import score
-
-    rows = [r for r in _read(val_manifest) if _lang(r) in langs]
-    picked: dict[str, list[dict]] = {}
-    for r in rows:
-        picked.setdefault(_lang(r), [])
-        if len(picked[_lang(r)]) < max_per_lang:
-            picked[_lang(r)].append(r)
-    if not picked:
-        return {}
-    asr = AsrModel(model, str(next(model.parameters()).device))
-    out = {}
-    for lang, part in sorted(picked.items()):
-        hyps = asr.transcribe([load_audio(r["audio_filepath"]) for r in part], [lang] * len(part))
-        out[lang] = round(score([r["text"] for r in part], hyps, [lang] * len(part)).wer_norm, 4)
-    log.info("validation WER (normalised, offline): %s", out)
-    return out
-
-
-def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_maps) -> dict:
-    """Round-trip the training text through the base model's tokenizer (components.build_manifest.coverage);
-    raise CoverageError naming the languages and characters when the <unk> share is above `max_unk_rate`."""
-    from components.build_manifest.coverage import CoverageError, Tokenizer, check_coverage
-
-    if type(model.tokenizer).__name__ == "AggregateTokenizer":
-        raise CoverageError(
-            "finetune: the base model has an aggregate tokenizer (one SentencePiece model per language); "
-            "this pipeline's coverage check and text maps need one multilingual tokenizer"
-        )
-    rep = check_coverage(
-        [(r["text"], r["lang"]) for r in rows],
-        Tokenizer.from_nemo_tokenizer(model.tokenizer),
-        max_unk_rate,
-        text_maps,
-    )
-    print(rep.summary, file=sys.stderr, flush=True)
-    if not rep.passed:
-        raise CoverageError(
-            f"finetune: the base tokenizer cannot spell the training text ({rep.summary}); fix the text, or "
-            f"pass a text map (text_maps, e.g. el_final_sigma), or raise max_unk_rate knowingly"
-        )
-    return rep.to_dict()
 
 
 # ---------------------------------------------------------------------------------------- base model + mlflow

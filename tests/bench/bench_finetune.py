@@ -1,6 +1,6 @@
 """Training speed, by measurement (a script, not a test: it prints a ratio and asserts nothing about time).
 
-Time per training step of finetune_asr's training loop (`core.train`: the vectorised RNNT loss of fastloss.py
+Time per training step of finetune_asr's training loop (`trainer.train`: the vectorised RNNT loss of fastloss.py
 on CPU, atomic checkpointing off) divided by a plain Lightning `Trainer.fit` of the same NeMo model, with the
 same YAML (train_ds / optim / trainer), the same manifest and batch size, and NeMo's default RNNT loss.
 Target on CPU: <= 0.25. Per-step wall times come from a callback; the first steps (warm-up, lhotse start) are
@@ -91,12 +91,12 @@ def _setup(base: str, manifest: Path, work: Path, batch_size: int, distill: floa
 def run_ours(base, manifest, work, steps, batch_size, distill: float = 0.0) -> list[float]:
     import lightning.pytorch as pl
 
-    from components.finetune_asr import core
+    from components.finetune_asr import trainer as wiring
 
     pl.seed_everything(0, verbose=False)
     model, train_ds, optim, trainer_cfg = _setup(base, manifest, work, batch_size, distill)
     timer = _step_timer()
-    original = core._callbacks
+    original = wiring._callbacks
 
     def with_timer(label, max_steps, every=50, tracker=None):  # the loop under test, plus a stopwatch
         rec = original(label, max_steps, every, tracker)
@@ -112,11 +112,11 @@ def run_ours(base, manifest, work, steps, batch_size, distill: float = 0.0) -> l
         rec.on_train_batch_start, rec.on_train_batch_end = on_train_batch_start, on_train_batch_end
         return rec
 
-    core._callbacks = with_timer
+    wiring._callbacks = with_timer
     try:
-        core.train(model, train_ds, optim, trainer_cfg, steps, work, checkpoint_every=0, label="bench")
+        wiring.train(model, train_ds, optim, trainer_cfg, steps, work, checkpoint_every=0, label="bench")
     finally:
-        core._callbacks = original
+        wiring._callbacks = original
     return timer.times
 
 

@@ -17,6 +17,7 @@ import soundfile as sf
 from components.common.io import sha256_file
 from components.common.manifest import ManifestError
 from components.finetune_asr import core
+from components.finetune_asr import trainer as wiring
 
 TEXTS = {
     "el-GR": ["Άναψε το φως στην κουζίνα.", "Κλείσε την πόρτα, παρακαλώ."],
@@ -262,7 +263,7 @@ def test_sigterm_fails_loudly_and_leaves_a_resumable_checkpoint(base_model, corp
     import os
     import signal
 
-    original = core._callbacks
+    original = wiring._callbacks
 
     def killing_callbacks(label, max_steps, every=50, tracker=None):
         rec = original(label, max_steps, every, tracker)
@@ -277,11 +278,11 @@ def test_sigterm_fails_loudly_and_leaves_a_resumable_checkpoint(base_model, corp
         return rec
 
     kw = dict(replay_langs=[], max_steps=5, batch_size=8, checkpoint_every=100, threads=2)
-    monkeypatch.setattr(core, "_callbacks", killing_callbacks)
+    monkeypatch.setattr(wiring, "_callbacks", killing_callbacks)
     with pytest.raises(RuntimeError, match=r"SIGTERM at step 3/5.*resume"):
         _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert not (tmp_path / "out" / "model.nemo").exists()
-    monkeypatch.setattr(core, "_callbacks", original)
+    monkeypatch.setattr(wiring, "_callbacks", original)
     res = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert res.resumed_from_step == 3 and res.steps_done == 5
 
@@ -483,7 +484,7 @@ def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(base_model,
     monkeypatch.setattr(tracking, "EVERY_STEPS", 1)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     seen: dict = {}
-    original = core._callbacks
+    original = wiring._callbacks
 
     def spying_callbacks(label, max_steps, every=50, tracker=None):
         rec = original(label, max_steps, every, tracker)
@@ -499,7 +500,7 @@ def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(base_model,
         rec.on_train_batch_end = on_train_batch_end
         return rec
 
-    monkeypatch.setattr(core, "_callbacks", spying_callbacks)
+    monkeypatch.setattr(wiring, "_callbacks", spying_callbacks)
     settings = "target_langs=bg-BG\nreplay_langs=el-GR\nreplay_per_lang=4\nmax_steps=4\nbatch_size=8\ncheckpoint_every=0"
     res, run_id = core.run_finetune_step(
         corpus, base_model, tmp_path / "out", settings, mlflow_tracking_uri=uri,

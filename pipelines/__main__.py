@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components.common.logs import add_verbosity_flags, configure_from, verbosity
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
@@ -29,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rehearse", help="the whole pipeline at Nemotron 3.5's size, recipe nemotron35 (make rehearse)")
     d = sub.add_parser("demo", help="the whole system end to end (make demo)")
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_verbosity_flags(ap)
     args = ap.parse_args(argv)
+    if args.cmd != "demo":  # the demo splits its output between the terminal and its log file itself
+        configure_from(args)
 
     if args.cmd == "compile":
         from kfp import compiler
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "demo":
         from pipelines.demo import main as demo
 
-        return demo(args.set)
+        return demo(args.set, verbosity(args))
     return 0
 
 

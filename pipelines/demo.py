@@ -12,16 +12,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pipelines.console import Console
 from pipelines.local import REPO_ROOT, load_params, pipeline_arguments, run_local, task_outputs
+
+LOG_FILE = REPO_ROOT / "outputs" / "demo.log"  # everything the demo and its tasks wrote (the terminal: the story)
+_console: Console | None = None
+
+
+def say(text: str = "") -> None:
+    """A line of the story: the terminal and the demo log (plain print outside a Console)."""
+    if _console is not None:
+        _console.say(text)
+    else:
+        print(text, flush=True)
 
 
 def banner(title: str) -> None:
-    print(f"\n{'=' * 100}\n== {title}\n{'=' * 100}", flush=True)
+    say(f"\n{'=' * 100}\n== {title}\n{'=' * 100}")
 
 
 def dvc(*args: str) -> str:
@@ -39,11 +52,11 @@ def step_corpus(params: dict) -> str:
     banner("1/5 Demo corpus (espeak-ng) + DVC version")
     summary = synthesize_corpus(REPO_ROOT / c["out"], langs=tuple(c["langs"]), n_train=c["n_train"],
                                 n_val=c["n_val"], n_test=c["n_test"], seed=c["seed"])
-    print(summary)
+    print(summary)  # the full record: the log only
     dvc("add", "-q", c["out"])
     dvc("push", "-q")
     md5 = read_data_md5(REPO_ROOT / f"{c['out']}.dvc")
-    print(f"data.dvc md5 {md5} pushed to the DVC remote ({dvc('remote', 'list').strip()})")
+    say(f"data.dvc md5 {md5} pushed to the DVC remote ({dvc('remote', 'list').strip()})")
     return md5
 
 
@@ -67,13 +80,13 @@ def step_base_model(params: dict) -> str:
 
     sha = sha256_file(nemo)
     if current and current.tags.get("checkpoint_sha256") == sha:
-        print(f"base model already registered: models:/{name}@{BASE} (v{current.version})")
+        say(f"base model already registered: models:/{name}@{BASE} (v{current.version})")
     else:
         info = reg.register(name, Path(nemo), tags={"role": "base", "languages": ",".join(b["langs"])},
                             description="Tiny Nemotron-class base model, pre-trained on the demo corpus "
                                         f"without the target language ({','.join(b['langs'])}).",
                             aliases=(BASE,))
-        print(f"registered base model models:/{name}@{BASE} (v{info.version})")
+        say(f"registered base model models:/{name}@{BASE} (v{info.version})")
     return f"models:/{name}@{BASE}"
 
 
@@ -82,8 +95,17 @@ def step_pipeline(params: dict, base_uri: str, data_md5: str) -> Path:
 
     banner("3/5 Kubeflow pipeline, run locally with kfp.local")
     args = pipeline_arguments(params, base_uri, data_md5=data_md5, git_commit=git_commit(REPO_ROOT))
-    print(json.dumps(args, indent=2))
+    print(json.dumps(args, indent=2))  # the log only
+    say(f"pipeline arguments: in {LOG_FILE.name}; task output (NeMo, Lightning, kfp): in {LOG_FILE.name}")
     return run_local(args, REPO_ROOT / "outputs" / "kfp")
+
+
+def short_validation(summary: str) -> str:
+    """validate_data's summary without the all-zero rows of its per-check table (the log has all of it)."""
+    table_row = re.compile(r"^  [a-z_]+ +(error|warning) +(\d+)")
+    return "\n".join(
+        line for line in summary.splitlines() if not (m := table_row.match(line)) or int(m.group(2)) > 0
+    )
 
 
 def report_pipeline(run_dir: Path, params: dict) -> dict:
@@ -92,45 +114,45 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     banner("4/5 Pipeline results")
     out: dict = {"run_dir": str(run_dir)}
     v = task_outputs(run_dir, "validate-data")
-    print("Validation:\n" + str(v.get("summary", "(no summary)")))
-    print(f"Data Docs (kfp HTML artifact): {run_dir / 'validate-data' / 'data_docs'}")
+    say("Validation:\n" + short_validation(str(v.get("summary", "(no summary)"))))
+    say(f"Data Docs (offline, styled): {run_dir / 'validate-data' / 'validation' / 'data_docs' / 'index.html'}")
     brief = json.loads(task_outputs(run_dir, "build-manifest").get("Output") or "{}")
     counts, hours = brief.get("counts", {}), brief.get("hours", {})
     langs = sorted({lang for split in counts.values() for lang in split})
-    print("\nManifests (clips / hours per split and language):")
-    print("  " + f"{'split':6s}" + "".join(f"{lang:>18s}" for lang in langs))
+    say("\nManifests (clips / hours per split and language):")
+    say("  " + f"{'split':6s}" + "".join(f"{lang:>18s}" for lang in langs))
     for split in ("train", "val", "test"):
         cells = "".join(f"{counts.get(split, {}).get(lang, 0):>9d} / {hours.get(split, {}).get(lang, 0):5.2f} h"
                         for lang in langs)
-        print(f"  {split:6s}{cells}")
+        say(f"  {split:6s}{cells}")
     ev_file = run_dir / "evaluate-wer" / "evaluation" / "evaluation.json"
     evaluation = json.loads(ev_file.read_text()) if ev_file.exists() else {}
     out["evaluation"] = str(ev_file)
     att = task_outputs(run_dir, "preflight-finetune").get("att_context_size", "?")
-    print(f"\nWER on held-out speakers (normalized; streaming at att_context_size {att}):")
-    print(f"  {'language':10s} {'mode':10s} {'base':>8s} {'candidate':>10s}")
+    say(f"\nWER on held-out speakers (normalized; streaming at att_context_size {att}):")
+    say(f"  {'language':10s} {'mode':10s} {'base':>8s} {'candidate':>10s}")
     metrics = evaluation.get("metrics", {})
     for mode in ("streaming", "offline"):
         for lang in sorted(metrics.get("candidate", {}).get(mode, {})):
             b = metrics.get("base", {}).get(mode, {}).get(lang, {}).get("wer_norm", float("nan"))
             c = metrics["candidate"][mode][lang].get("wer_norm", float("nan"))
-            print(f"  {lang:10s} {mode:10s} {b:8.1%} {c:10.1%}")
-    print(f"Evaluation report (HTML with plots): {run_dir / 'evaluate-wer' / 'report'}")
+            say(f"  {lang:10s} {mode:10s} {b:8.1%} {c:10.1%}")
+    say(f"Evaluation report (HTML with plots): {run_dir / 'evaluate-wer' / 'evaluation' / 'report.html'}")
     decision = evaluation.get("decision", {})
-    print(f"\nGate: {'PASSED' if decision.get('passed') else 'FAILED'}")
+    say(f"\nGate: {'PASSED' if decision.get('passed') else 'FAILED'}")
     for r in decision.get("rules", []):
-        print(f"  [{'pass' if r.get('passed') else 'FAIL'}] {r.get('rule')}: {r.get('reason', '')}")
+        say(f"  [{'pass' if r.get('passed') else 'FAIL'}] {r.get('rule')}: {r.get('reason', '')}")
     name = params["register_model"]["model_name"]
     state = Registry(get_client()).state(name)
-    print("\nRegistry:")
+    say("\nRegistry:")
     for ver in state["versions"]:
-        print(f"  {name} v{ver['version']:>3s} aliases={ver['aliases']} gate.passed={ver['gate.passed']} "
+        say(f"  {name} v{ver['version']:>3s} aliases={ver['aliases']} gate.passed={ver['gate.passed']} "
               f"data_md5={ver['data_md5']} sha256={ver['checkpoint_sha256'][:12]}")
     history = ", ".join(f"{h['op']} v{h['v']}" + (f" (from v{h['prev']})" if h.get("prev") else "")
                         for h in state.get("champion_history", [])) or "(none)"
-    print(f"  champion: v{state.get('champion') or '-'}  history: {history}")
+    say(f"  champion: v{state.get('champion') or '-'}  history: {history}")
     e = task_outputs(run_dir, "export-triton")
-    print(f"\nTriton model repository: {params['export_triton']['triton_repo']}/ version {e.get('version', '-')}")
+    say(f"\nTriton model repository: {params['export_triton']['triton_repo']}/ version {e.get('version', '-')}")
     out.update(registry=state, decision=decision, triton_version=e.get("version"))
     return out
 
@@ -156,7 +178,7 @@ def step_serve(params: dict, run_dir: Path) -> dict:
     with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server, GatewayProcess(
         server.grpc_url.removeprefix("grpc://"), run_dir / "gateway.log"
     ) as gw:
-        print(f"tritonserver ready on {server.grpc_url}; gateway: Riva gRPC {gw.grpc_addr}, OpenAI {gw.http_url}/v1")
+        say(f"tritonserver ready on {server.grpc_url}; gateway: Riva gRPC {gw.grpc_addr}, OpenAI {gw.http_url}/v1")
         oa = openai.OpenAI(api_key=gw.api_key, base_url=f"{gw.http_url}/v1", max_retries=0)
         asr = riva.client.ASRService(riva.client.Auth(uri=gw.grpc_addr, metadata_args=[["authorization", f"Bearer {gw.api_key}"]]))
         by_lang: dict[str, dict[str, list[str]]] = {}
@@ -179,19 +201,37 @@ def step_serve(params: dict, run_dir: Path) -> dict:
                       for r in resp.results if r.is_final]
             d["streaming"].append(finals[-1] if finals else "")
             if i < 3:
-                print(f"  [{row['lang']}] ref: {row['text']}\n           gateway (Riva streaming): {d['streaming'][-1]}")
-        print(f"\n{len(test)} clips x 2 APIs through the gateway in {time.time() - t0:.1f} s")
-        print(f"  {'language':10s} {'offline WER':>12s} {'streaming WER':>14s}")
+                say(f"  [{row['lang']}] ref: {row['text']}\n           gateway (Riva streaming): {d['streaming'][-1]}")
+        say(f"\n{len(test)} clips x 2 APIs through the gateway in {time.time() - t0:.1f} s")
+        say(f"  {'language':10s} {'offline WER':>12s} {'streaming WER':>14s}")
         for lang, d in sorted(by_lang.items()):
             off, st = score(d["refs"], d["offline"]), score(d["refs"], d["streaming"])
             result[lang] = {"offline_wer_norm": off.wer_norm, "streaming_wer_norm": st.wer_norm,
                             "n_utts": len(d["refs"])}
-            print(f"  {lang:10s} {off.wer_norm:12.1%} {st.wer_norm:14.1%}")
-    print("gateway and tritonserver stopped")
+            say(f"  {lang:10s} {off.wer_norm:12.1%} {st.wer_norm:14.1%}")
+    say("gateway and tritonserver stopped")
     return result
 
 
-def main(overrides: list[str] | None = None) -> int:
+def main(overrides: list[str] | None = None, verbosity: int = 0) -> int:
+    """The demo; its terminal output is the story, and LOG_FILE has everything (verbosity 1: both the same)."""
+    global _console
+    print(f"== make demo: the full log (NeMo, Lightning, kfp task output) goes to {LOG_FILE}", flush=True)
+    with Console(LOG_FILE, verbosity) as console:
+        _console = console
+        try:
+            return _run(overrides)
+        except Exception as e:  # noqa: BLE001 (one line on the terminal, the traceback in the log)
+            import traceback
+
+            traceback.print_exc(file=console.log)
+            say(f"\nerror: {type(e).__name__}: {e}\nthe full log: {LOG_FILE}")
+            return 1
+        finally:
+            _console = None
+
+
+def _run(overrides: list[str] | None) -> int:
     t0 = time.time()
     params = load_params(overrides=overrides)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -209,10 +249,11 @@ def main(overrides: list[str] | None = None) -> int:
     if summary.get("decision", {}).get("passed"):
         summary["serving"] = step_serve(params, run_dir)
     else:
-        print("\nGate failed: nothing was promoted or exported; serving step skipped.")
+        say("\nGate failed: nothing was promoted or exported; serving step skipped.")
     summary["seconds"] = round(time.time() - t0, 1)
     out = REPO_ROOT / "outputs" / "demo_summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     banner(f"Demo finished in {summary['seconds'] / 60:.1f} min — summary: {out}")
+    say(f"the full log (NeMo, Lightning, kfp task output): {LOG_FILE}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "pipelines" / "params.yaml"
@@ -111,7 +114,7 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
     new = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     if not new:
         raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")
-    print(f"[pipeline] finished in {time.time() - t0:.0f} s: {new[-1]}", file=sys.stderr)
+    log.info("finished in %.0f s: %s", time.time() - t0, new[-1])
     return new[-1]
 
 

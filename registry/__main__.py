@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from components.common.logs import add_verbosity_flags, configure_from
 from registry.mlflow_adapter import Registry, get_client
 
 DEFAULT_MODEL = "nemotron-asr-finetuned"
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     from registry.rollout import add_cli as add_rollout_cli
 
     add_rollout_cli(sub)
+    add_verbosity_flags(ap)
     args = ap.parse_args(argv)
+    configure_from(args)
 
     reg = Registry(get_client(args.tracking_uri))
     try:

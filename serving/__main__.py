@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from components.common.logs import add_verbosity_flags, configure_from
 from serving.server import DEFAULT_MODELS, DEFAULT_STATE_DIR, PROJECT_ROOT
 
 PID_FILE = "tritonserver.json"
@@ -189,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--quiet", action="store_true", help="streaming: do not print partial transcripts")
     s.set_defaults(func=cmd_transcribe)
 
+    add_verbosity_flags(p)
     a = p.parse_args(argv)
+    configure_from(a)
     return a.func(a)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from components.build_manifest.core import DUPLICATE_AUDIO_MODES, build_manifests
 from components.common.dataset import DatasetError
+from components.common.logs import add_verbosity_flags, configure_from
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         default="reject",
         help="identical audio in several rows: drop every copy (default) or keep the first line's",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    add_verbosity_flags(p)
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
+    configure_from(a)
     try:
         r = build_manifests(
             a.data_root,

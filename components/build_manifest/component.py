@@ -21,12 +21,13 @@ def build_manifest(
     manifest. `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key
     follow content."""
     import json
-    import logging
     import os
 
     from components.build_manifest.core import build_manifests
+    from components.common.logs import configure
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
+
     os.makedirs(manifests.path, exist_ok=True)  # kfp does not pre-create output directories
     r = build_manifests(
         data_root,

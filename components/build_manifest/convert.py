@@ -113,9 +113,9 @@ class Converter:
     def _tick(self, k: int) -> None:
         n = max(self.expected, 1)
         self.done += k
-        if self.expected >= _PROGRESS_MIN and (self.done - self.shown >= max(1, n // 10) or self.done == n):
+        if self.expected >= _PROGRESS_MIN and (self.done - self.shown >= max(1, n // 4) or self.done == n):
             self.shown = self.done
-            log.info("build_manifest: %d/%d clips", self.done, n)
+            log.info("converted %d/%d clips", self.done, n)
 
     def results(self) -> list[Result]:
         self.expected = self.submitted

@@ -520,7 +520,7 @@ def _finish(out: Path, fields: dict, n_converted: int, n_reused: int) -> Manifes
     summary = _summary(fields, n_converted, n_reused)
     _write_if_changed(res.summary_path, json.dumps(summary, ensure_ascii=False, indent=2))
     log.info(
-        "build_manifest: %d clips (%s), converted %d, reused %d, skipped %d -> %s",
+        "%d clips (%s), converted %d, reused %d, skipped %d -> %s",
         sum(res.totals().values()),
         res.totals(),
         n_converted,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components.common.logs import add_verbosity_flags, configure_from
 from components.evaluate_wer.core import run_step
 
 
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow-tracking-uri", default="",
                    help="where to log the run (default: $MLFLOW_TRACKING_URI, else .mlflow/mlflow.db; 'off': skip)")
     p.add_argument("--pipeline-run-id", default="", help="tag the MLflow run with this pipeline run id")
+    add_verbosity_flags(p)
     a = p.parse_args(argv)
+    configure_from(a)
     r = run_step(a.manifests, a.base, a.candidate, a.target_langs, a.replay_langs, a.att_context_size, a.policy,
                  out_dir=a.out, batch_size=a.batch_size, max_utts_per_lang=a.max_utts_per_lang, seed=a.seed,
                  piece_s=a.piece_s, n_streams=a.streams, latency_curve=not a.no_latency_curve,

@@ -21,7 +21,10 @@ def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Inpu
     import shutil
     from collections import namedtuple
 
+    from components.common.logs import configure
     from components.evaluate_wer.core import run_step, summary_metrics
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     r = run_step(manifests.path, base_model_uri, candidate.path, target_langs, replay_langs, att_context_size,
                  gate_policy, out_dir=evaluation.path, mlflow_tracking_uri=mlflow_tracking_uri,
@@ -49,7 +52,10 @@ def release_gate(evaluation: Input[Artifact]) -> bool:
     import json
     import os
 
+    from components.common.logs import configure
     from registry.gate_record import strict_bool
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     with open(os.path.join(evaluation.path, "evaluation.json")) as f:
         decision = json.load(f)["decision"]

@@ -21,9 +21,9 @@ Besides the gate's numbers it measures the candidate's WER at every `att_context
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,6 +37,8 @@ from components.common.wer import paired_bootstrap, score, utterance_scores
 from components.evaluate_wer import gate as gate_mod
 from components.evaluate_wer.golden import GOLDEN_DIR, write_golden_set
 from components.evaluate_wer.report import format_table, render_html
+
+log = logging.getLogger(__name__)
 
 MODES = ("streaming", "offline")
 SAMPLE_RATE = 16000  # load_audio reads (and enforces) the manifest's 16 kHz
@@ -348,7 +350,7 @@ def evaluate(
     atomic_write_text(paths["report"], render_html(summary))
     atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
     atomic_write_text(paths["evaluation"], json.dumps(summary, indent=2, ensure_ascii=False))
-    print(format_table(summary), file=sys.stdout)
+    log.info("%s", format_table(summary))
     return EvaluationResult(
         passed=decision.passed,
         decision=summary["decision"],
@@ -415,7 +417,6 @@ def run_step(
     artifact would otherwise carry a multi-GB checkpoint). `champion_model_uri` (e.g.
     `models:/<name>@champion`) is scored too when it resolves; an alias that is not set yet means no champion.
     """
-    import logging
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="evaluate_wer_models_") as tmp:
@@ -430,7 +431,7 @@ def run_step(
                 client = get_client(uri if uri and uri.lower() not in ("off", "none", "false", "0") else None)
                 champion = resolve_model_uri(champion_model_uri.strip(), os.path.join(tmp, "champion"), client)
             except LookupError:  # first run: no champion yet, the gate compares with the base
-                logging.getLogger(__name__).info("%s: not set; no champion to compare with", champion_model_uri)
+                log.info("%s: not set; no champion to compare with", champion_model_uri)
         result = evaluate(
             base_model=base,
             candidate_model=cand,

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from components.common.logs import add_verbosity_flags, configure_from
 from components.export_triton.core import ExportError, ServingConfig, export_model, read_sidecar
 
 
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         help="streams advanced together per streaming step",
     )
     p.add_argument("--instances", type=int, default=ServingConfig.instances)
+    add_verbosity_flags(p)
     a = p.parse_args(argv)
+    configure_from(a)
 
     info: dict = {}
     expected = a.sha256

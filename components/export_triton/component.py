@@ -17,8 +17,11 @@ def export_triton(
     import os
     import tempfile
 
+    from components.common.logs import configure
     from components.export_triton.core import export_model
     from registry.mlflow_adapter import get_client, resolve_alias
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     os.makedirs(triton_repo, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=triton_repo, prefix=".download-") as dst:  # same fs: hardlink

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from components.common.languages import parse_langs
+from components.common.logs import add_verbosity_flags, configure_from
 from components.common.settings import add_arguments, from_arguments
 from components.finetune_asr.settings import FinetuneSettings
 
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--threads", type=int, default=None)
     add_arguments(f, FinetuneSettings)  # one flag per setting: --recipe, --target-langs, --lr, ...
 
+    add_verbosity_flags(p)
     args = p.parse_args(argv)
+    configure_from(args)
 
     if args.cmd == "bootstrap":
         from components.finetune_asr.bootstrap import bootstrap_base_model

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,6 +23,8 @@ from components.common.manifest import write_manifest
 from components.finetune_asr import core
 from components.finetune_asr.settings import load_recipe
 from components.finetune_asr.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
 
 BOOTSTRAP_VERSION = 1  # bump when the training code changes what a given key produces
 
@@ -100,7 +102,7 @@ def bootstrap_base_model(
     final_dir = out_dir / key
     model_path, sidecar_path = final_dir / "base.nemo", final_dir / "model.json"
     if model_path.is_file() and sidecar_path.is_file():
-        print(f"[bootstrap] cached base model {model_path}", file=sys.stderr, flush=True)
+        log.info("bootstrap: cached base model %s", model_path)
         return str(model_path)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,11 +159,7 @@ def bootstrap_base_model(
         os.replace(stage, final_dir)  # the key directory appears complete or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"[bootstrap] base model {model_path} ({time.monotonic() - t_start:.0f} s)",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info("bootstrap: base model %s (%.0f s)", model_path, time.monotonic() - t_start)
     return str(model_path)
 
 

@@ -21,7 +21,10 @@ def preflight_finetune(
     work_root: str = "",
 ) -> NamedTuple("PreflightOutputs", [("att_context_size", str), ("offline_att_context_size", str)]):
     from components.common.errors import exit_on_deterministic
+    from components.common.logs import configure
     from components.finetune_asr.core import preflight_step
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     try:
         rep = preflight_step(manifests.path, base_model_uri, settings, att_context_size, report.path, work_root)
@@ -43,7 +46,10 @@ def finetune_asr(
     pipeline_run_id: str = "",
 ) -> NamedTuple("FinetuneOutputs", [("steps", int), ("final_loss", float), ("mlflow_run_id", str)]):
     from components.common.errors import exit_on_deterministic
+    from components.common.logs import configure
     from components.finetune_asr.core import run_finetune_step
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     try:
         res, run_id = run_finetune_step(

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -263,7 +262,7 @@ def _configure(
     train_ds = build_train_ds(recipe.train_ds, manifest_path, model_cfg, s.seed)
     optim = recipe.optim
     for note in fit_to_host(trainer_cfg, train_ds):
-        print(f"[finetune] {note}", file=sys.stderr, flush=True)
+        log.info("finetune: %s", note)
     trainer_cfg["use_distributed_sampler"] = False  # lhotse shards the data per rank itself
     att_context_size = parse_att_context_size(s.train_att_context_size)
     base_sha = sha256_file(base_model)
@@ -283,15 +282,13 @@ def _configure(
         replay_distill=s.replay_distill,
     )
     _check_resume(work_dir, fingerprint)
-    print(
-        f"[finetune] recipe {s.recipe}: {optim.get('name')} lr {optim.get('lr')} "
+    log.info(
+        f"finetune: recipe {s.recipe}: {optim.get('name')} lr {optim.get('lr')} "
         f"({optim.get('sched', {}).get('name')}, peak {peak_lr(optim):.3g}), "
         + (f"batch {train_ds['batch_size']}" if train_ds.get("batch_size") else
            f"batch_duration {train_ds.get('batch_duration')} s")
         + f", precision {trainer_cfg.get('precision')}, prompt mode {train_ds.get('default_prompt_mode')}"
-        + (f"; overrides {s.overrides()}" if s.overrides() else ""),
-        file=sys.stderr,
-        flush=True,
+        + (f"; overrides {s.overrides()}" if s.overrides() else "")
     )
     return _Config(recipe, train_ds, optim, trainer_cfg, att_context_size, base_sha)
 
@@ -480,8 +477,8 @@ def run_finetune_step(
         lock = _try_lock(work)
         if lock is None:  # the same inputs are training right now (another run): never share its checkpoints
             work = Path(tempfile.mkdtemp(dir=work.parent, prefix=f"{work.name}."))
-            print(f"[finetune] another fine-tune of the same inputs holds {work.parent / work.name.split('.')[0]}; "
-                  f"this one works in {work} (no resume across the two)", file=sys.stderr, flush=True)
+            log.warning("finetune: another fine-tune of the same inputs holds %s; this one works in %s "
+                        "(no resume across the two)", work.parent / work.name.split(".")[0], work)
             lock = _try_lock(work)
     else:
         work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
@@ -580,5 +577,5 @@ def preflight_step(
     base = resolve_base_model(base_model_uri, root / "preflight_base")
     rep = run_preflight(base, manifest_dir, settings, att_context_size or None, report_path)
     lines = "\n".join(rep.lines())
-    print(f"[preflight] passed in {rep.seconds:.1f} s:\n{lines}", file=sys.stderr, flush=True)
+    log.info("preflight passed in %.1f s:\n%s", rep.seconds, lines)
     return rep

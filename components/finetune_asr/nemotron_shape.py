@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -185,8 +184,7 @@ def build_nemotron_shaped(
     final = Path(cache_dir) / key
     model_path = final / "model.nemo"
     if model_path.is_file() and (final / "model.json").is_file():
-        print(f"[nemotron-shape] cached {model_path} ({model_path.stat().st_size / 1e9:.2f} GB)",
-              file=sys.stderr, flush=True)
+        log.info("nemotron-shape: cached %s (%.2f GB)", model_path, model_path.stat().st_size / 1e9)
         return str(model_path)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}."))
@@ -200,9 +198,9 @@ def build_nemotron_shaped(
             from components.common.audio import load_audio
 
             shift = calibrate_blank_bias(model, load_audio(str(calibrate_audio)))
-        print(f"[nemotron-shape] {type(model).__name__}, {model.tokenizer.vocab_size} pieces, "
-              f"{model.encoder.att_context_size_all} lookaheads, built in {time.monotonic() - t0:.0f} s:\n"
-              + format_breakdown(counts), file=sys.stderr, flush=True)
+        log.info(f"nemotron-shape: {type(model).__name__}, {model.tokenizer.vocab_size} pieces, "
+                 f"{model.encoder.att_context_size_all} lookaheads, built in {time.monotonic() - t0:.0f} s:\n"
+                 + format_breakdown(counts))
         stage = work / "final"
         t1 = time.monotonic()
         core.save_model_atomic(model, stage / "model.nemo")
@@ -210,8 +208,8 @@ def build_nemotron_shaped(
             model, base_model_uri=None, base_model_sha256=None, languages=[], role="nemotron-shaped rehearsal base",
             parameters=counts, shape_config=SHAPE_CONFIG.name, cache_key=key, blank_bias_shift=shift,
         ))
-        print(f"[nemotron-shape] saved {(stage / 'model.nemo').stat().st_size / 1e9:.2f} GB in "
-              f"{time.monotonic() - t1:.0f} s", file=sys.stderr, flush=True)
+        log.info("nemotron-shape: saved %.2f GB in %.0f s", (stage / "model.nemo").stat().st_size / 1e9,
+                 time.monotonic() - t1)
         del model
         if final.exists():
             shutil.rmtree(final)

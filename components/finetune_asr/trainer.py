@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ def set_threads(threads: int | None) -> int:
 
 
 def _callbacks(label: str, max_steps: int, every: int = 50, tracker=None):
-    """Lightning callbacks: per-step loss recorder with progress lines on stderr, and the resume marker."""
+    """Lightning callbacks: per-step loss recorder with progress lines (logged), and the resume marker."""
     import lightning.pytorch as pl
 
     class LossRecorder(pl.Callback):
@@ -58,7 +57,7 @@ def _callbacks(label: str, max_steps: int, every: int = 50, tracker=None):
             self._t0 = self._last_t = time.monotonic()
             self._last_step = self.start_step
             if self.start_step:
-                print(f"[{label}] resumed at step {self.start_step}/{max_steps}", file=sys.stderr, flush=True)
+                log.info("%s: resumed at step %d/%d", label, self.start_step, max_steps)
                 # A restored NeMo scheduler keeps the interrupted run's horizon; follow this run's max_steps.
                 for sc in trainer.lr_scheduler_configs:
                     sched = sc.scheduler
@@ -91,11 +90,9 @@ def _callbacks(label: str, max_steps: int, every: int = 50, tracker=None):
                 kd_window = [v for _, v in self.kd_curve[-every:]]
                 kd_text = f" (replay KD {sum(kd_window) / len(kd_window):.3f})" if kd_window else ""
                 eta = s_per_step * (max_steps - step)
-                print(
-                    f"[{label}] step {step}/{max_steps} loss {sum(window) / len(window):.3f}{kd_text} "
-                    f"{s_per_step:.2f} s/step ETA {_fmt_s(eta)}",
-                    file=sys.stderr,
-                    flush=True,
+                log.info(
+                    f"{label}: step {step}/{max_steps} loss {sum(window) / len(window):.3f}{kd_text} "
+                    f"{s_per_step:.2f} s/step ETA {_fmt_s(eta)}"
                 )
                 self._last_t, self._last_step = now, step
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_ma
         max_unk_rate,
         text_maps,
     )
-    print(rep.summary, file=sys.stderr, flush=True)
+    log.info("%s", rep.summary)
     if not rep.passed:
         raise CoverageError(
             f"finetune: the base tokenizer cannot spell the training text ({rep.summary}); fix the text, or "

@@ -7,13 +7,16 @@ import dataclasses
 import json
 import sys
 
+from components.common.logs import add_verbosity_flags, configure_from
 from components.fingerprint_data.core import fingerprint
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m components.fingerprint_data", description=__doc__)
     ap.add_argument("data_root", help="raw dataset directory")
+    add_verbosity_flags(ap)
     args = ap.parse_args(argv)
+    configure_from(args)
     try:
         fp = fingerprint(args.data_root)
     except (OSError, ValueError) as e:

@@ -5,7 +5,10 @@ from components.common.kfp_base import component
 
 @component
 def fingerprint_data(data_root: str) -> str:
+    from components.common.logs import configure
     from components.fingerprint_data.core import fingerprint
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     fp = fingerprint(data_root)
     print(

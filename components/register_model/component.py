@@ -13,7 +13,10 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
                    ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
     import os
 
+    from components.common.logs import configure
     from components.register_model.core import register_candidate
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
                            data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
@@ -25,7 +28,10 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
 
 @component
 def promote_model(model_name: str, version: str, mlflow_tracking_uri: str, pipeline_run_id: str = "") -> str:
+    from components.common.logs import configure
     from components.register_model.core import promote
+
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     v = promote(model_name, version, tracking_uri=mlflow_tracking_uri or None, run_id=pipeline_run_id)
     print(f"{model_name} v{v} is now champion")

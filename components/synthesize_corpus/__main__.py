@@ -7,6 +7,7 @@ import json
 import sys
 
 from components.common.languages import parse_langs
+from components.common.logs import add_verbosity_flags, configure_from
 from components.synthesize_corpus.core import DEFAULT_LANGS, summary_dict, synthesize_corpus
 from components.synthesize_corpus.grammar import supported_langs
 
@@ -31,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--renditions", type=int, default=2, help="speakers per training sentence (default 2)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--force", action="store_true", help="rebuild even if the corpus is already complete")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_verbosity_flags(p)
     a = p.parse_args(argv)
+    configure_from(a)
     try:
         summary = synthesize_corpus(
             a.out,

@@ -20,12 +20,12 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
 import random
 import shutil
-import sys
 import time
 import wave
 import zlib
@@ -39,6 +39,8 @@ import numpy as np
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import language_of
 from components.synthesize_corpus import grammar
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LANGS = ("el-GR", "bg-BG", "es-ES")
 SPLITS = ("train", "val", "test")
@@ -339,7 +341,7 @@ def _remove_stale_tmp(out_dir: Path) -> None:
 
 
 def _log(msg: str) -> None:
-    print(f"[synthesize_corpus] {msg}", file=sys.stderr, flush=True)
+    log.info("%s", msg)
 
 
 def synthesize_corpus(
@@ -398,7 +400,7 @@ def synthesize_corpus(
         n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
         samples: dict[str, int] = {}
         n_bytes = 0
-        next_report = 0.1
+        next_report = 0.25  # progress every quarter
         if progress:
             _log(
                 f"{len(clips)} clips, {len(langs)} languages, {len(tasks)} speakers, {n_workers} workers -> {out_dir}"
@@ -411,7 +413,7 @@ def synthesize_corpus(
                 frac = len(samples) / len(clips)
                 if progress and (frac >= next_report or len(samples) == len(clips)):
                     _log(f"{len(samples)}/{len(clips)} clips ({frac:.0%}) {time.monotonic() - start:.1f} s")
-                    next_report = math.floor(frac * 10 + 1e-9) / 10 + 0.1
+                    next_report = math.floor(frac * 4 + 1e-9) / 4 + 0.25
         sample_rate = _native_rate(tmp, clips[0])
         atomic_write_text(tmp / "metadata.csv", metadata)
         record = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
+from components.common.logs import add_verbosity_flags, configure_from
 from components.validate_data import core
 from components.validate_data.core import (
     CHECKS_BY_NAME,
@@ -73,14 +73,15 @@ def _parser() -> argparse.ArgumentParser:
         help="identical audio in several rows: reject every copy (default) or keep the first line's",
     )
     p.add_argument("--no-data-docs", action="store_true", help="skip building the Data Docs site")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress and library messages")
     p.add_argument("--workers", type=int, default=2, help="processes for decoding audio (default 2)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
+    parser = _parser()
+    add_verbosity_flags(parser)
+    a = parser.parse_args(argv)
+    configure_from(a)
     prompts = json.loads(open(a.prompt_dictionary, encoding="utf-8").read()) if a.prompt_dictionary else None
     hard = [c.strip() for c in a.hard_checks.split(",") if c.strip()] if a.hard_checks is not None else None
     try:

@@ -24,17 +24,20 @@ def validate_data(
     """fail_on_error=False returns passed=False instead of raising: on a cluster a failed task uploads no
     artifacts (only its logs), so a pipeline that wants the Data Docs in the UI gates on `passed` instead.
     `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key follow content."""
-    import logging
+    import os
 
+    from components.common.logs import configure
     from components.validate_data.core import run_step
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure()  # this project's log lines as `[step] message` (components.common.logs)
 
     res, metrics = run_step(
         data_root,
         data_docs.path,
         report.path,
         fail_on_error,
+        # validation.json, failures.csv and the Data Docs site, which the summary names: beside the artifacts
+        details_dir=os.path.join(os.path.dirname(report.path), "validation"),
         min_duration=min_duration,
         max_duration=max_duration,
         min_chars_per_second=min_chars_per_second,

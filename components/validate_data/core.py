@@ -61,6 +61,7 @@ from components.validate_data.checks import (  # noqa: F401
     hard_set,
 )
 from components.validate_data.gx_suite import run_suite
+from components.validate_data.offline_docs import make_offline
 from components.validate_data.report import (  # noqa: F401
     Failure,
     ValidationResult,
@@ -109,12 +110,12 @@ def probe_files(
 
     A worker that dies (OOM-killed, a crash in a codec) costs only its file, reported as `worker_died`."""
     n = len(paths)
-    step, done = max(1, n // 10), [0]
+    step, done = max(1, n // 4), [0]
 
     def progress(k: int) -> None:
         done[0] += k
         if n >= _PROGRESS_MIN and (done[0] % step < k or done[0] == n):
-            log.info("%s: %d/%d files", label, done[0], n)
+            log.info("%s %d/%d files", label, done[0], n)
 
     if workers > 1 and n >= _POOL_MIN:
         return map_guarded(_probe_one, paths, workers, _crashed, chunksize=16, progress=progress)
@@ -143,7 +144,7 @@ def probe_dataset(data_root: str | os.PathLike, meta: Metadata, workers: int = 2
     for r, (p, _) in zip(meta.rows, resolved, strict=True):
         if p is not None and r.raw_error is None and p.is_file():
             jobs.setdefault((str(p), r.raw))
-    results = dict(zip(jobs, probe_files(list(jobs), workers=workers, label="validate_data"), strict=True))
+    results = dict(zip(jobs, probe_files(list(jobs), workers=workers, label="probed"), strict=True))
     out: list[Probed] = []
     for r, (p, path_error) in zip(meta.rows, resolved, strict=True):
         if p is None:
@@ -319,6 +320,7 @@ def _run_with_docs(df, checks, ctx: Context, hard: set[str], out: Path, data_doc
         failing, page = run_suite(df, checks, ctx, hard, tmp_docs)
         if tmp_docs is None:
             return failing, None, None
+        make_offline(tmp_docs)  # GX's pages load their styles from CDNs: inline them instead
         final = out / "data_docs"
         if final.exists():
             shutil.rmtree(final)
@@ -440,16 +442,19 @@ def run_step(
     docs_html: str | os.PathLike,
     report_json: str | os.PathLike,
     fail_on_error: bool = True,
+    details_dir: str | os.PathLike | None = None,
     **thresholds,
 ) -> tuple[ValidationResult, dict[str, float]]:
     """The pipeline step: validate `data_root`, write the one-page Data Docs to `docs_html` and
     validation.json to `report_json`, log the one-screen summary; returns (result, metrics to log).
 
-    The full GX site is folded into the one-file HTML (a kfp HTML artifact is a single file). Raises
+    The GX validation page is folded into the one-file HTML (a kfp HTML artifact is a single file). The full
+    output (validation.json, failures.csv, the Data Docs site), which the summary names, is kept in
+    `details_dir` (the component: a folder beside its artifacts), else in a temp dir removed at the end. Raises
     ValidationFailed after writing both outputs when hard checks fail and `fail_on_error` is set.
     """
-    with tempfile.TemporaryDirectory() as out:
-        res = validate_dataset(data_root, out, **thresholds)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = validate_dataset(data_root, details_dir or tmp, **thresholds)
         write_single_page(res, docs_html)
         shutil.copyfile(res.report_path, report_json)
     log.info("%s", res.summary)

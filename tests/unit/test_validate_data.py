@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -412,3 +413,35 @@ def test_data_md_check_table_is_generated_from_the_check_records():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "DATA.md").read_text(encoding="utf-8")
     assert checks_table() in doc
     assert len({c.name for c in CHECKS}) == len(CHECKS)
+
+
+def test_data_docs_render_styled_with_no_network(bad):
+    """GX's pages load their stylesheets and scripts from public CDNs: offline (air-gapped clusters, a laptop
+    on a train) they showed unstyled. Every page of the site, and the one-file kfp artifact, is offline."""
+    from components.validate_data.offline_docs import REMOTE_REF
+
+    res, _ = bad
+    pages = sorted(res.data_docs_path.parent.rglob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not REMOTE_REF.search(text), f"{page}: {REMOTE_REF.search(text).group(0)}"
+        assert not re.search(r"<(link|script)\b[^>]*(href|src)=[\"']?https?:", text), page
+        assert "offline Data Docs styles" in text and ".table th" in text, page
+    single = write_single_page(res, res.report_path.parent / "single.html").read_text(encoding="utf-8")
+    import html as html_mod
+
+    assert not re.search(r"<(link|script)\b[^>]*(href|src)=[\"']?https?:", html_mod.unescape(single))
+
+
+def test_the_step_keeps_failures_and_data_docs_where_it_says(clean, tmp_path):
+    """The step's summary names failures.csv and the Data Docs site; they were in a temp dir that was gone by
+    the time anyone read the summary (the demo printed /tmp/tmp.../failures.csv)."""
+    from components.validate_data.core import run_step
+
+    root, _ = clean
+    res, _ = run_step(root, tmp_path / "data_docs", tmp_path / "report", details_dir=tmp_path / "validation")
+    named = [line.split(": ", 1)[1] for line in res.summary.splitlines() if line.startswith(("All failures:", "Data Docs:"))]
+    assert len(named) == 2
+    for path in named:
+        assert Path(path).is_file() and Path(path).is_relative_to(tmp_path), path

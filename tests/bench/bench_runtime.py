@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def _timeit(fn, repeats: int) -> list[float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=".nemo (default: cached base model, else the tiny fixture)")
     p.add_argument("--att-context-size", default="[56,1]")
@@ -82,34 +83,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d-model", type=int, help="instead of --model: a random model this wide (e.g. 256)")
     p.add_argument("--layers", type=int, default=8, help="with --d-model: encoder layers")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
-    a = p.parse_args(argv)
-    os.environ["ASR_THREADS"] = str(a.threads)
+    return p.parse_args(argv)
 
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        print("onnxruntime is not installed (pip install onnxruntime==1.32.0): runtime comparison skipped")
-        return 0
+
+@dataclass
+class Step:
+    """One steady-state streaming chunk of one clip: the encoder input and the caches the chunks before it
+    filled, with the streaming geometry (frames) it was cut with."""
+
+    x: object  # [1, feat, pre + chunk] features
+    caches: tuple  # cache_last_channel, cache_last_time, cache_last_channel_len (NeMo layout)
+    chunk: int
+    shift: int
+    pre: int
+    drop: int
+    audio: np.ndarray
+    lang: str
+
+
+def _steady_step(asr, att: list[int]) -> Step:
+    """Features of one clip, cut in streaming chunks; the caches filled with every chunk but the last."""
     import torch
-    from nemo.utils import logging as nemo_logging
+    from bench_serve import load_clips
 
-    nemo_logging.setLevel(nemo_logging.ERROR)
-    from bench_serve import load_clips, pick_model
-
-    from components.common.asr_infer import AsrModel
-    from components.export_triton.core import parse_att_context_size
-
-    torch.set_num_threads(a.threads)
-    att = parse_att_context_size(a.att_context_size)
-    work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
-    if a.d_model:
-        nemo, source = (
-            build_scaled_model(work, a.d_model, a.layers),
-            f"random, d_model {a.d_model} x {a.layers}",
-        )
-    else:
-        nemo, source = pick_model(work, a.model)
-    asr = AsrModel.load(str(nemo))
     m, enc = asr.model, asr.model.encoder
     enc.set_default_att_context_size(att)
     cfg = enc.streaming_cfg
@@ -139,15 +135,19 @@ def main(argv: list[str] | None = None) -> int:
                 keep_all_outputs=False,
                 drop_extra_pre_encoded=drop,
             )
-    x = windows[-1]
-    prompt = asr.prompt_dictionary[lang]
+    return Step(windows[-1], (c1, c2, c3), chunk, shift, pre, drop, audio, lang)
+
+
+def _prompt_encoder(asr):
+    """forward_for_export + language prompt: the streaming encoder step NeMo's export lacks."""
+    import torch
+
+    m = asr.model
 
     class PromptEncoder(torch.nn.Module):
-        """forward_for_export + language prompt: the streaming encoder step NeMo's export lacks."""
-
         def __init__(self):
             super().__init__()
-            self.encoder, self.prompt_kernel, self.num_prompts = enc, m.prompt_kernel, int(m.num_prompts)
+            self.encoder, self.prompt_kernel, self.num_prompts = m.encoder, m.prompt_kernel, int(m.num_prompts)
 
         def forward(
             self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, idx
@@ -164,7 +164,15 @@ def main(argv: list[str] | None = None) -> int:
             h = torch.cat([h, onehot[:, None, :].expand(-1, h.shape[1], -1)], dim=-1)
             return self.prompt_kernel(h).transpose(1, 2), out_len, n1, n2, n3
 
-    wrapper = PromptEncoder().eval()
+    return PromptEncoder().eval()
+
+
+def _export_session(asr, st: Step, prompt: int, work: Path, threads: int):
+    """The prompt-aware encoder exported to ONNX and loaded in onnxruntime -> (session, export seconds)."""
+    import onnxruntime as ort
+    import torch
+
+    c1, c2, c3 = st.caches
     onnx_path = work / "encoder_prompt.onnx"
     names_in = ["audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len"]
     names_in.append("prompt_index")
@@ -175,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         "cache_last_time_next",
         "cache_len_next",
     ]
-    b_first = (x, torch.tensor([x.shape[-1]]), c1.transpose(0, 1), c2.transpose(0, 1), c3)
+    b_first = (st.x, torch.tensor([st.x.shape[-1]]), c1.transpose(0, 1), c2.transpose(0, 1), c3)
     t0 = time.perf_counter()
     with torch.no_grad():
         torch.onnx.export(
-            wrapper,
+            _prompt_encoder(asr),
             (*b_first, torch.tensor([prompt])),
             str(onnx_path),
             input_names=names_in,
@@ -190,17 +198,111 @@ def main(argv: list[str] | None = None) -> int:
         )
     export_s = time.perf_counter() - t0
     so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"]), export_s
 
+
+def _time_batch(asr, sess, st: Step, prompt: int, b: int, repeats: int) -> dict:
+    """torch vs onnxruntime, the same step for `b` streams: p50/p95 and the largest output difference."""
+    import torch
+
+    enc, x = asr.model.encoder, st.x
+    c1, c2, c3 = st.caches
+    xb = x.repeat(b, 1, 1)
+    lb = torch.full((b,), x.shape[-1], dtype=torch.long)
+    c1b, c2b, c3b = c1.repeat(1, b, 1, 1), c2.repeat(1, b, 1, 1), c3.repeat(b)
+    idx = [prompt] * b
+
+    def run_torch():
+        with torch.inference_mode():
+            e, _, *_ = enc.cache_aware_stream_step(
+                processed_signal=xb,
+                processed_signal_length=lb,
+                cache_last_channel=c1b,
+                cache_last_time=c2b,
+                cache_last_channel_len=c3b,
+                keep_all_outputs=False,
+                drop_extra_pre_encoded=st.drop,
+            )
+            return asr._apply_prompts(e, idx)
+
+    feed = {
+        "audio_signal": xb.numpy(),
+        "length": lb.numpy(),
+        "cache_last_channel": c1b.transpose(0, 1).contiguous().numpy(),
+        "cache_last_time": c2b.transpose(0, 1).contiguous().numpy(),
+        "cache_last_channel_len": c3b.numpy(),
+        "prompt_index": np.array(idx, dtype=np.int64),
+    }
+
+    def run_ort():
+        return sess.run(["encoded"], feed)[0]
+
+    diff = float(np.abs(run_torch().numpy() - run_ort()).max())
+    tt, to = _timeit(run_torch, repeats), _timeit(run_ort, repeats)
+    r = {
+        "torch_p50_ms": 1000 * float(np.median(tt)),
+        "ort_p50_ms": 1000 * float(np.median(to)),
+        "torch_p95_ms": 1000 * float(np.percentile(tt, 95)),
+        "ort_p95_ms": 1000 * float(np.percentile(to, 95)),
+        "max_abs_diff": diff,
+    }
+    r["ort_over_torch"] = r["ort_p50_ms"] / r["torch_p50_ms"]
+    return r
+
+
+def _whole_step_p50_ms(asr, st: Step, att: list[int]) -> float:
+    """The whole served step (features + encoder + prompt + RNNT greedy decoding) for the same stream in
+    torch: what share of it the runtime choice can touch."""
+    hop = int(asr.model.preprocessor.featurizer.hop_length)
+    n = st.shift * hop
+    pieces = [st.audio[i : i + n] for i in range(0, st.audio.size - n, n)]
+    steps = []
+    for _ in range(3):
+        state = asr.new_stream(st.lang, att)
+        for piece in pieces:
+            t0 = time.perf_counter()
+            asr.stream_step(state, piece, last=False)
+            steps.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(steps[len(pieces) :]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parse(argv)
+    os.environ["ASR_THREADS"] = str(a.threads)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime is not installed (pip install onnxruntime==1.32.0): runtime comparison skipped")
+        return 0
+    import torch
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(nemo_logging.ERROR)
+    from bench_serve import pick_model
+
+    from components.common.asr_infer import AsrModel
+    from components.export_triton.core import parse_att_context_size
+
+    torch.set_num_threads(a.threads)
+    att = parse_att_context_size(a.att_context_size)
+    work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    if a.d_model:
+        nemo, source = build_scaled_model(work, a.d_model, a.layers), f"random, d_model {a.d_model} x {a.layers}"
+    else:
+        nemo, source = pick_model(work, a.model)
+    asr = AsrModel.load(str(nemo))
+    st = _steady_step(asr, att)
+    prompt = asr.prompt_dictionary[st.lang]
+    sess, export_s = _export_session(asr, st, prompt, work, a.threads)
     res: dict = {
         "model": str(nemo),
         "model_source": source,
-        "params": int(sum(p.numel() for p in m.parameters())),
+        "params": int(sum(p.numel() for p in asr.model.parameters())),
         "att_context_size": att,
-        "chunk_frames": chunk,
-        "pre_encode_cache_frames": pre,
+        "chunk_frames": st.chunk,
+        "pre_encode_cache_frames": st.pre,
         "threads": a.threads,
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
@@ -208,70 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         "batches": {},
     }
     print(
-        f"model {nemo} ({source}, {res['params'] / 1e6:.2f} M params); att {att}; chunk {chunk} frames "
-        f"(+{pre} cache); threads {a.threads}; onnx export {export_s:.1f}s",
+        f"model {nemo} ({source}, {res['params'] / 1e6:.2f} M params); att {att}; chunk {st.chunk} frames "
+        f"(+{st.pre} cache); threads {a.threads}; onnx export {export_s:.1f}s",
         flush=True,
     )
-
-    def one_batch(b: int) -> dict:
-        xb = x.repeat(b, 1, 1)
-        lb = torch.full((b,), x.shape[-1], dtype=torch.long)
-        c1b, c2b, c3b = c1.repeat(1, b, 1, 1), c2.repeat(1, b, 1, 1), c3.repeat(b)
-        idx = [prompt] * b
-
-        def run_torch():
-            with torch.inference_mode():
-                e, _, *_ = enc.cache_aware_stream_step(
-                    processed_signal=xb,
-                    processed_signal_length=lb,
-                    cache_last_channel=c1b,
-                    cache_last_time=c2b,
-                    cache_last_channel_len=c3b,
-                    keep_all_outputs=False,
-                    drop_extra_pre_encoded=drop,
-                )
-                return asr._apply_prompts(e, idx)
-
-        feed = {
-            "audio_signal": xb.numpy(),
-            "length": lb.numpy(),
-            "cache_last_channel": c1b.transpose(0, 1).contiguous().numpy(),
-            "cache_last_time": c2b.transpose(0, 1).contiguous().numpy(),
-            "cache_last_channel_len": c3b.numpy(),
-            "prompt_index": np.array(idx, dtype=np.int64),
-        }
-
-        def run_ort():
-            return sess.run(["encoded"], feed)[0]
-
-        diff = float(np.abs(run_torch().numpy() - run_ort()).max())
-        tt, to = _timeit(run_torch, a.repeats), _timeit(run_ort, a.repeats)
-        r = {
-            "torch_p50_ms": 1000 * float(np.median(tt)),
-            "ort_p50_ms": 1000 * float(np.median(to)),
-            "torch_p95_ms": 1000 * float(np.percentile(tt, 95)),
-            "ort_p95_ms": 1000 * float(np.percentile(to, 95)),
-            "max_abs_diff": diff,
-        }
-        r["ort_over_torch"] = r["ort_p50_ms"] / r["torch_p50_ms"]
-        return r
-
-    # the whole served step (features + encoder + prompt + RNNT greedy decoding) for the same stream in torch:
-    # what share of it the runtime choice can touch
-    hop = int(m.preprocessor.featurizer.hop_length)
-    pieces = [audio[i : i + shift * hop] for i in range(0, audio.size - shift * hop, shift * hop)]
-    steps = []
-    for _ in range(3):
-        state = asr.new_stream(lang, att)
-        for piece in pieces:
-            t0 = time.perf_counter()
-            asr.stream_step(state, piece, last=False)
-            steps.append(time.perf_counter() - t0)
-    res["stream_step_p50_ms"] = 1000 * float(np.median(steps[len(pieces) :]))
-
+    res["stream_step_p50_ms"] = _whole_step_p50_ms(asr, st, att)
     for b in [int(v) for v in a.batches.split(",")]:
-        r = one_batch(b)
-        res["batches"][str(b)] = r
+        r = res["batches"][str(b)] = _time_batch(asr, sess, st, prompt, b, a.repeats)
         print(
             f"batch {b:>2}: encoder+prompt per step  torch p50 {r['torch_p50_ms']:.2f} ms  onnxruntime p50 "
             f"{r['ort_p50_ms']:.2f} ms  -> ort/torch {r['ort_over_torch']:.2f}  (max |diff| {r['max_abs_diff']:.1e})",

@@ -74,7 +74,7 @@ def _data(args) -> tuple[str, list[np.ndarray], list[str], str]:
     return model, audios, [langs[i % 3] for i in range(len(audios))], "synthetic (tiny fixture model)"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=".nemo (default: cached base model, else the tiny fixture)")
     p.add_argument("--manifest", help="test.jsonl (default: the cached base model's)")
@@ -86,35 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--piece-s", type=float, default=0.16, help="client piece size for streaming")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
-    a = p.parse_args(argv)
-    os.environ["ASR_THREADS"] = str(a.threads)
+    return p.parse_args(argv)
 
-    import torch
 
-    torch.set_num_threads(a.threads)
-    import logging
-
-    from nemo.utils import logging as nemo_logging
-
-    nemo_logging.setLevel(logging.ERROR)  # transcribe() logs per call; the numbers below are the output
-
-    from components.common.asr_infer import AsrModel
-    from components.evaluate_wer.core import (
-        parse_att_context_size,
-        transcribe_streaming,
-        transcribe_streaming_batch,
-    )
-
-    model_path, audios, langs, source = _data(a)
-    att = parse_att_context_size(a.att_context_size)
-    asr = AsrModel.load(model_path, device="cpu")
-    audio_s = sum(x.size for x in audios) / asr.sample_rate
-    print(
-        f"model: {model_path}\ndata: {source}: {len(audios)} utterances, {audio_s:.1f} s audio; "
-        f"threads={a.threads}, batch={a.batch_size}, att_context_size={att}"
-    )
-
-    # ---- offline: evaluator vs NeMo transcribe() (same model object, same encoder context, same batch size)
+def offline(asr, audios, langs, audio_s: float, a: argparse.Namespace) -> dict:
+    """Evaluator vs NeMo transcribe(): same model object, same encoder context, same batch size."""
     default_att = asr.default_att_context_size
     groups: dict[str, list[int]] = {}
     for i, lg in enumerate(langs):
@@ -144,8 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         f"offline  evaluator RTFx {rtfx_ours:8.1f} ({t_ours:.2f} s) | NeMo transcribe() RTFx {rtfx_nemo:8.1f} "
         f"({t_nemo:.2f} s) | ratio {rtfx_ours / rtfx_nemo:.2f}x (target >= 1.0) | same text {same}/{len(audios)}"
     )
+    return {
+        "evaluator_s": t_ours,
+        "nemo_transcribe_s": t_nemo,
+        "evaluator_rtfx": rtfx_ours,
+        "nemo_transcribe_rtfx": rtfx_nemo,
+        "ratio": rtfx_ours / rtfx_nemo,
+        "same_text": same,
+    }
 
-    # ---- streaming: 16 concurrent streams in one batch vs one at a time
+
+def streaming(asr, audios, langs, att: list[int], a: argparse.Namespace) -> dict:
+    """N concurrent streams in one batch vs the same N one at a time (the texts must be identical)."""
+    from components.evaluate_wer.core import transcribe_streaming, transcribe_streaming_batch
+
     n = min(a.streams, len(audios))
     s_audios, s_langs = audios[:: max(len(audios) // n, 1)][:n], langs[:: max(len(audios) // n, 1)][:n]
     s_audio_s = sum(x.size for x in s_audios) / asr.sample_rate
@@ -166,9 +154,41 @@ def main(argv: list[str] | None = None) -> int:
         f"{s_audio_s / t_single:8.1f} ({t_single:.2f} s) | ratio {t_single / t_batch:.2f}x | "
         f"token-identical {identical}"
     )
+    return {
+        "n_streams": n,
+        "audio_s": s_audio_s,
+        "batched_s": t_batch,
+        "one_at_a_time_s": t_single,
+        "ratio": t_single / t_batch,
+        "token_identical": identical,
+        "piece_s": a.piece_s,
+    }
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parse(argv)
+    os.environ["ASR_THREADS"] = str(a.threads)
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    import logging
+
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)  # transcribe() logs per call; the numbers below are the output
+
+    from components.common.asr_infer import AsrModel
+    from components.evaluate_wer.core import parse_att_context_size
+
+    model_path, audios, langs, source = _data(a)
+    att = parse_att_context_size(a.att_context_size)
+    asr = AsrModel.load(model_path, device="cpu")
+    audio_s = sum(x.size for x in audios) / asr.sample_rate
+    print(
+        f"model: {model_path}\ndata: {source}: {len(audios)} utterances, {audio_s:.1f} s audio; "
+        f"threads={a.threads}, batch={a.batch_size}, att_context_size={att}"
+    )
     result = {
         "model": model_path,
         "data": source,
@@ -177,26 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         "att_context_size": att,
         "n_utts": len(audios),
         "audio_s": audio_s,
-        "offline": {
-            "evaluator_s": t_ours,
-            "nemo_transcribe_s": t_nemo,
-            "evaluator_rtfx": rtfx_ours,
-            "nemo_transcribe_rtfx": rtfx_nemo,
-            "ratio": rtfx_ours / rtfx_nemo,
-            "same_text": same,
-        },
-        "streaming": {
-            "n_streams": n,
-            "audio_s": s_audio_s,
-            "batched_s": t_batch,
-            "one_at_a_time_s": t_single,
-            "ratio": t_single / t_batch,
-            "token_identical": identical,
-            "piece_s": a.piece_s,
-        },
+        "offline": offline(asr, audios, langs, audio_s, a),
+        "streaming": streaming(asr, audios, langs, att, a),
     }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    if not identical:
+    if not result["streaming"]["token_identical"]:
         print("ERROR: batched streaming differs from one stream at a time", file=sys.stderr)
         return 1
     return 0

@@ -18,7 +18,7 @@ from components.common.settings import add_arguments, from_arguments
 from components.finetune_asr.settings import FinetuneSettings
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.finetune_asr", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -58,38 +58,47 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(f, FinetuneSettings)  # one flag per setting: --recipe, --target-langs, --lr, ...
 
     add_verbosity_flags(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     configure_from(args)
+    return {"bootstrap": _bootstrap, "nemotron-shape": _nemotron_shape, "finetune": _finetune}[args.cmd](args)
 
-    if args.cmd == "bootstrap":
-        from components.finetune_asr.bootstrap import bootstrap_base_model
 
-        texts = None
-        if args.tokenizer_manifest:
-            from components.common.manifest import read_manifest
+def _bootstrap(args: argparse.Namespace) -> int:
+    from components.finetune_asr.bootstrap import bootstrap_base_model
 
-            texts = [r["text"] for m in args.tokenizer_manifest for r in read_manifest(m, absolute=False)]
-        path = bootstrap_base_model(
-            args.train,
-            args.out,
-            parse_langs(args.langs),
-            texts,
-            args.steps,
-            args.seed,
-            args.config,
-            args.vocab_size,
-            threads=args.threads,
-        )
-        print(json.dumps({"model_path": path, "sidecar_path": str(Path(path).with_name("model.json"))}))
-        return 0
+    texts = None
+    if args.tokenizer_manifest:
+        from components.common.manifest import read_manifest
 
-    if args.cmd == "nemotron-shape":
-        from components.finetune_asr.nemotron_shape import build_nemotron_shaped, read_texts
+        texts = [r["text"] for m in args.tokenizer_manifest for r in read_manifest(m, absolute=False)]
+    path = bootstrap_base_model(
+        args.train,
+        args.out,
+        parse_langs(args.langs),
+        texts,
+        args.steps,
+        args.seed,
+        args.config,
+        args.vocab_size,
+        threads=args.threads,
+    )
+    print(json.dumps({"model_path": path, "sidecar_path": str(Path(path).with_name("model.json"))}))
+    return 0
 
-        path = build_nemotron_shaped(read_texts(args.text), args.out, args.seed, args.calibrate_audio)
-        print(json.dumps({"model_path": path, "sidecar_path": str(Path(path).with_name("model.json"))}))
-        return 0
 
+def _nemotron_shape(args: argparse.Namespace) -> int:
+    from components.finetune_asr.nemotron_shape import build_nemotron_shaped, read_texts
+
+    path = build_nemotron_shaped(read_texts(args.text), args.out, args.seed, args.calibrate_audio)
+    print(json.dumps({"model_path": path, "sidecar_path": str(Path(path).with_name("model.json"))}))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
     from components.finetune_asr import core
 
     settings = from_arguments(FinetuneSettings, args)

@@ -86,10 +86,6 @@ def bootstrap_base_model(
     `tokenizer_texts`: all languages' training text (default: every row of `train_manifest`, the target
     language's included). If `<cache_dir>/<key>/base.nemo` and its sidecar exist, it is returned untrained.
     """
-    import lightning.pytorch as pl
-    from nemo.collections.asr.models import EncDecRNNTBPEModelWithPrompt
-    from omegaconf import OmegaConf, open_dict
-
     t_start = time.monotonic()
     config = Path(config) if config else core.TINY_CONFIG
     out_dir = Path(cache_dir)
@@ -108,28 +104,9 @@ def bootstrap_base_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{key}."))
     try:
-        core.set_threads(threads)
-        pl.seed_everything(seed, workers=True, verbose=False)
-        tok_dir = build_tokenizer(tokenizer_texts, work / "tokenizer", vocab_size=vocab_size)
-        manifest = work / "train_manifest.jsonl"
-        write_manifest(manifest, rows)
-
-        cfg = OmegaConf.load(config)
-        with open_dict(cfg):
-            cfg.model.tokenizer.dir = str(tok_dir)
-            cfg.model.train_ds.manifest_filepath = str(manifest)
-            # No validation during training (standalone evaluation is the gate); NeMo still builds the loader.
-            cfg.model.validation_ds.manifest_filepath = str(manifest)
-        sections = load_recipe(config)  # the tiny YAML carries train_ds / optim / trainer too
-        model = EncDecRNNTBPEModelWithPrompt(cfg=cfg.model)
-        train_ds = core.build_train_ds(sections.train_ds, manifest, model.cfg, seed)
-        if batch_size:
-            train_ds.update(batch_size=int(batch_size))
-        optim = dict(sections.optim, **({"lr": float(lr)} if lr else {}))
-        outcome = core.train(
-            model, train_ds, optim, sections.trainer, max_steps, work, checkpoint_every=0, label="bootstrap"
+        model, outcome, hyper = _train_from_scratch(
+            config, rows, tokenizer_texts, work, max_steps, seed, vocab_size, batch_size, lr, threads
         )
-
         stage = work / "final"
         stage.mkdir()
         core.save_model_atomic(model, stage / "base.nemo")
@@ -146,12 +123,7 @@ def bootstrap_base_model(
                 bootstrap_key=key,
                 final_train_loss=_tail_mean(outcome.loss_curve),
                 train_seconds=round(outcome.seconds, 1),
-                hyperparameters={
-                    "lr": optim.get("lr"),
-                    "batch_size": train_ds.get("batch_size"),
-                    "seed": seed,
-                    "vocab_size": vocab_size,
-                },
+                hyperparameters=hyper,
             ),
         )
         if final_dir.exists():
@@ -161,6 +133,49 @@ def bootstrap_base_model(
         shutil.rmtree(work, ignore_errors=True)
     log.info("bootstrap: base model %s (%.0f s)", model_path, time.monotonic() - t_start)
     return str(model_path)
+
+
+def _train_from_scratch(
+    config: Path,
+    rows: list[dict],
+    tokenizer_texts: list[str],
+    work: Path,
+    max_steps: int,
+    seed: int,
+    vocab_size: int,
+    batch_size: int | None,
+    lr: float | None,
+    threads: int | None,
+):
+    """A tokenizer from `tokenizer_texts`, the model built from `config` around it, trained on `rows` in
+    `work` -> (model, TrainOutcome, the hyper-parameters for the sidecar)."""
+    import lightning.pytorch as pl
+    from nemo.collections.asr.models import EncDecRNNTBPEModelWithPrompt
+    from omegaconf import OmegaConf, open_dict
+
+    core.set_threads(threads)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tok_dir = build_tokenizer(tokenizer_texts, work / "tokenizer", vocab_size=vocab_size)
+    manifest = work / "train_manifest.jsonl"
+    write_manifest(manifest, rows)
+
+    cfg = OmegaConf.load(config)
+    with open_dict(cfg):
+        cfg.model.tokenizer.dir = str(tok_dir)
+        cfg.model.train_ds.manifest_filepath = str(manifest)
+        # No validation during training (standalone evaluation is the gate); NeMo still builds the loader.
+        cfg.model.validation_ds.manifest_filepath = str(manifest)
+    sections = load_recipe(config)  # the tiny YAML carries train_ds / optim / trainer too
+    model = EncDecRNNTBPEModelWithPrompt(cfg=cfg.model)
+    train_ds = core.build_train_ds(sections.train_ds, manifest, model.cfg, seed)
+    if batch_size:
+        train_ds.update(batch_size=int(batch_size))
+    optim = dict(sections.optim, **({"lr": float(lr)} if lr else {}))
+    outcome = core.train(
+        model, train_ds, optim, sections.trainer, max_steps, work, checkpoint_every=0, label="bootstrap"
+    )
+    hyper = {"lr": optim.get("lr"), "batch_size": train_ds.get("batch_size"), "seed": seed, "vocab_size": vocab_size}
+    return model, outcome, hyper
 
 
 def _prompt_dictionary(config: Path) -> dict[str, int]:

@@ -389,31 +389,7 @@ def synthesize_corpus(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        by_speaker: dict[Speaker, list[Clip]] = defaultdict(list)
-        for c in clips:
-            by_speaker[c.speaker].append(c)
-        tasks = [
-            (str(tmp), spk.voice, spk.rate, spk.pitch, [(c.id, c.audio, c.text) for c in group])
-            for spk, group in by_speaker.items()
-        ]
-        tasks.sort(key=lambda t: -len(t[4]))  # biggest first: better load balance, same bytes either way
-        n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-        samples: dict[str, int] = {}
-        n_bytes = 0
-        next_report = 0.25  # progress every quarter
-        if progress:
-            _log(
-                f"{len(clips)} clips, {len(langs)} languages, {len(tasks)} speakers, {n_workers} workers -> {out_dir}"
-            )
-        with _pool(n_workers) as pool:
-            for done in pool.imap_unordered(_render_chunk, tasks):
-                for clip_id, n, size in done:
-                    samples[clip_id] = n
-                    n_bytes += size
-                frac = len(samples) / len(clips)
-                if progress and (frac >= next_report or len(samples) == len(clips)):
-                    _log(f"{len(samples)}/{len(clips)} clips ({frac:.0%}) {time.monotonic() - start:.1f} s")
-                    next_report = math.floor(frac * 4 + 1e-9) / 4 + 0.25
+        samples, n_bytes = _render_all(clips, tmp, out_dir, len(langs), workers, progress, start)
         sample_rate = _native_rate(tmp, clips[0])
         atomic_write_text(tmp / "metadata.csv", metadata)
         record = {
@@ -435,6 +411,37 @@ def synthesize_corpus(
             f"{summary.bytes / 1e6:.1f} MB in {summary.seconds_taken:.1f} s"
         )
     return summary
+
+
+def _render_all(
+    clips: list[Clip], tmp: Path, out_dir: Path, n_langs: int, workers: int | None, progress: bool, start: float
+) -> tuple[dict[str, int], int]:
+    """Render every clip into `tmp`, one task per speaker (its voice) over a process pool, progress logged
+    every quarter -> (samples per clip id, bytes written)."""
+    by_speaker: dict[Speaker, list[Clip]] = defaultdict(list)
+    for c in clips:
+        by_speaker[c.speaker].append(c)
+    tasks = [
+        (str(tmp), spk.voice, spk.rate, spk.pitch, [(c.id, c.audio, c.text) for c in group])
+        for spk, group in by_speaker.items()
+    ]
+    tasks.sort(key=lambda t: -len(t[4]))  # biggest first: better load balance, same bytes either way
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    samples: dict[str, int] = {}
+    n_bytes = 0
+    next_report = 0.25  # progress every quarter
+    if progress:
+        _log(f"{len(clips)} clips, {n_langs} languages, {len(tasks)} speakers, {n_workers} workers -> {out_dir}")
+    with _pool(n_workers) as pool:
+        for done in pool.imap_unordered(_render_chunk, tasks):
+            for clip_id, n, size in done:
+                samples[clip_id] = n
+                n_bytes += size
+            frac = len(samples) / len(clips)
+            if progress and (frac >= next_report or len(samples) == len(clips)):
+                _log(f"{len(samples)}/{len(clips)} clips ({frac:.0%}) {time.monotonic() - start:.1f} s")
+                next_report = math.floor(frac * 4 + 1e-9) / 4 + 0.25
+    return samples, n_bytes
 
 
 def _native_rate(root: Path, clip: Clip) -> int:

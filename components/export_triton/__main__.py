@@ -14,7 +14,7 @@ from components.common.logs import add_verbosity_flags, configure_from
 from components.export_triton.core import ExportError, ServingConfig, export_model, read_sidecar
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.export_triton",
         description=__doc__,
@@ -52,55 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--instances", type=int, default=ServingConfig.instances)
     add_verbosity_flags(p)
-    a = p.parse_args(argv)
-    configure_from(a)
+    return p
 
-    info: dict = {}
-    expected = a.sha256
-    nemo = a.nemo
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    configure_from(a)
     try:
         serving = ServingConfig(
             max_batch_size=a.max_batch_size,
             stream_max_batch_size=a.stream_max_batch_size,
             instances=a.instances,
         )
-        if nemo.startswith("models:/"):
-            import os
-            import tempfile
-
-            from registry.mlflow_adapter import parse_models_uri, resolve_alias
-
-            name, _, alias = parse_models_uri(nemo)
-            if not alias:
-                raise ExportError(f"{nemo}: give an alias (models:/<name>@champion), not a version number")
-            os.makedirs(a.repo, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=a.repo, prefix=".download-") as dst:
-                path, expected, info = resolve_alias(name, alias, dst)
-                r = export_model(
-                    path,
-                    a.repo,
-                    expected,
-                    {**info, "alias": alias},
-                    a.att_context_size or None,
-                    keep_versions=a.keep,
-                    serving=serving,
-                    offline_att_context_size=a.offline_att_context_size or None,
-                )
-        else:
-            if expected is None:
-                side = read_sidecar(nemo)
-                if side:
-                    info, expected = side, side.get("sha256")
-            r = export_model(
-                nemo,
-                a.repo,
-                expected,
-                info,
-                a.att_context_size or None,
-                keep_versions=a.keep,
-                serving=serving,
-                offline_att_context_size=a.offline_att_context_size or None,
-            )
+        kw = dict(
+            keep_versions=a.keep,
+            serving=serving,
+            offline_att_context_size=a.offline_att_context_size or None,
+        )
+        r = _export_alias(a, kw) if a.nemo.startswith("models:/") else _export_file(a, kw)
     except (ExportError, LookupError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -110,6 +79,33 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _export_alias(a: argparse.Namespace, kw: dict):
+    """models:/<name>@<alias>: the registry's checkpoint and sha256, downloaded beside the repository."""
+    import os
+    import tempfile
+
+    from registry.mlflow_adapter import parse_models_uri, resolve_alias
+
+    name, _, alias = parse_models_uri(a.nemo)
+    if not alias:
+        raise ExportError(f"{a.nemo}: give an alias (models:/<name>@champion), not a version number")
+    os.makedirs(a.repo, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=a.repo, prefix=".download-") as dst:
+        path, expected, info = resolve_alias(name, alias, dst)
+        return export_model(path, a.repo, expected, {**info, "alias": alias}, a.att_context_size or None, **kw)
+
+
+def _export_file(a: argparse.Namespace, kw: dict):
+    """A .nemo file: the expected sha256 from --sha256, else its model.json sidecar, else none (computed)."""
+    info: dict = {}
+    expected = a.sha256
+    if expected is None:
+        side = read_sidecar(a.nemo)
+        if side:
+            info, expected = side, side.get("sha256")
+    return export_model(a.nemo, a.repo, expected, info, a.att_context_size or None, **kw)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,24 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     # --- accepted, as controls (clean rows in several speakers so the seeded split has material)
     for _ in range(4):
         c.row(None)
+    _broken_audio(c, tone, pcm)
+    # --- handled: decoded anyway (a warning at most), so they must reach the manifests
+    c.row(None, c.file("flac_named.wav", audio=_tone(freq=610), format="FLAC"))  # wrong extension
+    c.row(
+        None, c.file("stream.wav", _wav_header(16000, 1, 16, 0xFFFFFFFF) + pcm[:-2] + b"\x00\x10")
+    )  # streamed
+    c.row(None, c.file("silent.wav", audio=np.zeros(16000, np.float32)), text="Hola.")  # silence: a warning
+    _hostile_paths(c, root, outside)
+    # --- identical audio under two speakers: both copies rejected
+    dup = c.file("dup_a.wav", audio=_tone(freq=999))
+    (root / "clips" / "dup_b.wav").write_bytes((root / "clips" / "dup_a.wav").read_bytes())
+    c.row("audio_unique", dup)
+    c.row("audio_unique", "clips/dup_b.wav")
+    _hostile_records(c)
+    return c
+
+
+def _broken_audio(c: Corpus, tone: np.ndarray, pcm: bytes) -> None:
     # --- broken audio files
     c.row("audio_decodable", c.file("empty.wav", b""))  # 0 bytes
     c.row("audio_decodable", c.file("header_only.wav", _wav_header(16000, 1, 16, 0)))
@@ -114,12 +132,9 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
         "audio_decodable", c.file("odd_tag.wav", _wav_header(16000, 1, 16, len(pcm), tag=0x55) + pcm)
     )  # MP3 tag
     c.row("duration_in_range", c.file("tiny.wav", audio=_tone(seconds=0.05)))
-    # --- handled: decoded anyway (a warning at most), so they must reach the manifests
-    c.row(None, c.file("flac_named.wav", audio=_tone(freq=610), format="FLAC"))  # wrong extension
-    c.row(
-        None, c.file("stream.wav", _wav_header(16000, 1, 16, 0xFFFFFFFF) + pcm[:-2] + b"\x00\x10")
-    )  # streamed
-    c.row(None, c.file("silent.wav", audio=np.zeros(16000, np.float32)), text="Hola.")  # silence: a warning
+
+
+def _hostile_paths(c: Corpus, root: Path, outside: Path) -> None:
     # --- paths
     c.row("audio_exists", "clips/missing.wav")
     c.row("audio_exists", "clips")  # a folder
@@ -131,11 +146,9 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     os.symlink("loop_a.wav", root / "clips" / "loop_b.wav")
     c.row("audio_exists", "clips/loop_a.wav")
     c.row("metadata_row", "clips/a\x00b.wav")  # a NUL byte, JSON-escaped
-    # --- identical audio under two speakers: both copies rejected
-    dup = c.file("dup_a.wav", audio=_tone(freq=999))
-    (root / "clips" / "dup_b.wav").write_bytes((root / "clips" / "dup_a.wav").read_bytes())
-    c.row("audio_unique", dup)
-    c.row("audio_unique", "clips/dup_b.wav")
+
+
+def _hostile_records(c: Corpus) -> None:
     # --- metadata records
     c.row("metadata_row", text="Hola\u2028adiós.")  # U+2028 inside a JSON string
     c.row("metadata_row", text="Hola\u0085.")  # NEXT LINE
@@ -162,7 +175,6 @@ def hostile_corpus(root: Path, outside: Path) -> Corpus:
     )
     c.lines.append("<latin-1 line>")
     c.expect[len(c.lines)] = "metadata_row"
-    return c
 
 
 @pytest.fixture(scope="module")

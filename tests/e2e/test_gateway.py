@@ -254,14 +254,12 @@ def _grpc_status(fn):
     return e.value.code().name, e.value.details()
 
 
-def test_bad_inputs_get_named_errors_and_the_gateway_stays_up(front):
-    import openai
+def _bad_riva_requests(pcm: bytes, lang: str) -> dict:
+    """case -> (call, expected gRPC status, words the message must contain)."""
     import riva.client
 
-    _, audio, lang = front["clips"][0]
-    _, pcm = _pcm16(audio)
     asr = _riva()
-    cases = {
+    return {
         "wrong sample rate": (
             lambda: asr.offline_recognize(pcm, _riva_config(lang, 4000)),
             "INVALID_ARGUMENT",
@@ -336,10 +334,25 @@ def test_bad_inputs_get_named_errors_and_the_gateway_stays_up(front):
             "missing API key",
         ),
     }
+
+
+def test_bad_riva_requests_get_named_grpc_errors(front):
+    _, audio, lang = front["clips"][0]
+    _, pcm = _pcm16(audio)
+    cases = _bad_riva_requests(pcm, lang)
     for case, (fn, code, words) in cases.items():
         got = _grpc_status(fn)
         assert got[0] == code and words in got[1], (case, got)
+    assert front["gw"].poll() is None, "the gateway died"
+    metrics = _get("/metrics")[1]
+    assert 'asr_gateway_requests_total{api="riva",code="INVALID_ARGUMENT",method="Recognize"}' in metrics
 
+
+def test_bad_http_requests_get_named_errors_and_the_gateway_stays_up(front):
+    import openai
+
+    _, audio, lang = front["clips"][0]
+    _, pcm = _pcm16(audio)
     client = _openai()
 
     def http(key=KEYS[0], file=None, **kw):
@@ -380,8 +393,6 @@ def test_bad_inputs_get_named_errors_and_the_gateway_stays_up(front):
     assert client.audio.transcriptions.create(
         model="asr_offline", file=("a.wav", _wav(pcm)), language=lang
     ).text
-    metrics = _get("/metrics")[1]
-    assert 'asr_gateway_requests_total{api="riva",code="INVALID_ARGUMENT",method="Recognize"}' in metrics
 
 
 def test_per_key_concurrent_stream_limit(front):

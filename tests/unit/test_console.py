@@ -46,3 +46,11 @@ def test_terminal_gets_the_story_and_the_log_everything(tmp_path):
                  "[validate_data] Data validation PASSED"):
         assert text in log, text
     assert "debug detail" not in log
+
+
+def test_docs_name_the_demo_log_the_demo_writes():
+    from pipelines.demo import LOG_FILE
+
+    assert LOG_FILE == REPO_ROOT / "outputs" / "demo.log"
+    for doc in ("README.md", "docs/ARCHITECTURE.md"):
+        assert "outputs/demo.log" in (REPO_ROOT / doc).read_text(encoding="utf-8"), doc

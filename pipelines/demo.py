@@ -103,8 +103,13 @@ def step_pipeline(params: dict, base_uri: str, data_md5: str) -> Path:
 def short_validation(summary: str) -> str:
     """validate_data's summary without the all-zero rows of its per-check table (the log has all of it)."""
     table_row = re.compile(r"^  [a-z_]+ +(error|warning) +(\d+)")
+    lines = summary.splitlines()
+    failing = [line for line in lines if (m := table_row.match(line)) and int(m.group(2)) > 0]
+    header = ["check", "severity", "failed"]
     return "\n".join(
-        line for line in summary.splitlines() if not (m := table_row.match(line)) or int(m.group(2)) > 0
+        line
+        for line in lines
+        if line in failing or not (table_row.match(line) or (line.split() == header and not failing))
     )
 
 

@@ -54,3 +54,21 @@ def test_docs_name_the_demo_log_the_demo_writes():
     assert LOG_FILE == REPO_ROOT / "outputs" / "demo.log"
     for doc in ("README.md", "docs/ARCHITECTURE.md"):
         assert "outputs/demo.log" in (REPO_ROOT / doc).read_text(encoding="utf-8"), doc
+
+
+def test_the_demo_shows_only_failing_checks_of_the_validation_table():
+    from pipelines.demo import short_validation
+
+    summary = "\n".join([
+        "Data validation PASSED: 0 of 3 rows fail a hard check, 1 more have warnings (m.csv)",
+        "  3 rows, 0.001 h decodable audio; rows per lang: bg-BG 3",
+        "  check                    severity  failed",
+        "  audio_exists             error          0",
+        "  not_silent               warning        1",
+        "All failures: /x/failures.csv",
+    ])
+    assert short_validation(summary).splitlines() == [
+        summary.splitlines()[i] for i in (0, 1, 2, 4, 5)
+    ]
+    clean = summary.replace("warning        1", "warning        0")
+    assert [line.split()[0] for line in short_validation(clean).splitlines()] == ["Data", "3", "All"]

@@ -59,7 +59,6 @@ def test_records_read_as_step_and_message(capsys):
 
 @pytest.mark.parametrize("flags, level", [([], logging.INFO), (["-v"], logging.DEBUG), (["--quiet"], logging.WARNING)])
 def test_cli_flags_set_the_level(flags, level):
-    from components.fingerprint_data.__main__ import main  # noqa: F401 (a CLI that takes the flags)
     import argparse
 
     p = argparse.ArgumentParser()

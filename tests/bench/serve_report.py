@@ -16,24 +16,54 @@ def targets(res: dict, levels: list[int]) -> list[dict]:
     one, many = res["levels"].get("1 stream"), res["levels"].get(f"{max(levels)} streams")
     out = []
     if one:
-        out.append({"name": "Triton p50 / in-process p50 (1 stream)", "value": one["p50_ms"] / base["p50_ms"],
-                    "target": "<= 1.25"})
+        out.append(
+            {
+                "name": "Triton p50 / in-process p50 (1 stream)",
+                "value": one["p50_ms"] / base["p50_ms"],
+                "target": "<= 1.25",
+            }
+        )
     if one and many:
-        out.append({"name": f"{max(levels)}-stream / 1-stream chunks/s",
-                    "value": many["chunks_per_s"] / one["chunks_per_s"], "target": ">= 4"})
+        out.append(
+            {
+                "name": f"{max(levels)}-stream / 1-stream chunks/s",
+                "value": many["chunks_per_s"] / one["chunks_per_s"],
+                "target": ">= 4",
+            }
+        )
     if res.get("paired", {}).get("P1"):
-        out.append({"name": "P1: Triton p50 / in-process p50, 1 stream (median of pairs)",
-                    "value": res["paired"]["P1"]["median"], "target": "<= 1.10"})
+        out.append(
+            {
+                "name": "P1: Triton p50 / in-process p50, 1 stream (median of pairs)",
+                "value": res["paired"]["P1"]["median"],
+                "target": "<= 1.10",
+            }
+        )
     if res.get("paired", {}).get("P2_prime"):
-        out.append({"name": f"P2': Triton / stream_step_batch chunks/s, {max(levels)} streams (median)",
-                    "value": res["paired"]["P2_prime"]["median"], "target": ">= 0.85"})
+        out.append(
+            {
+                "name": f"P2': Triton / stream_step_batch chunks/s, {max(levels)} streams (median)",
+                "value": res["paired"]["P2_prime"]["median"],
+                "target": ">= 0.85",
+            }
+        )
     if res.get("noisy_neighbour"):
-        out.append({"name": "noisy neighbour: others' p99 growth", "value": res["noisy_neighbour"]["p99_growth"],
-                    "target": "<= 2"})
+        out.append(
+            {
+                "name": "noisy neighbour: others' p99 growth",
+                "value": res["noisy_neighbour"]["p99_growth"],
+                "target": "<= 2",
+            }
+        )
     for n, v in res.get("gateway_added_p50_ms", {}).items():
         limit = max(1.5, 0.05 * base["p50_ms"])
-        out.append({"name": f"gateway added p50, {n} stream(s) (ms, median)", "value": v["median"],
-                    "target": f"<= {limit:.2f}"})
+        out.append(
+            {
+                "name": f"gateway added p50, {n} stream(s) (ms, median)",
+                "value": v["median"],
+                "target": f"<= {limit:.2f}",
+            }
+        )
     out.append({"name": "soak RSS growth", "value": res["soak"]["rss_growth"], "target": "< 0.10"})
     out.append({"name": "soak crashes", "value": res["soak"]["crashes"], "target": "== 0"})
     for t in out:

@@ -11,14 +11,23 @@ from tests.conftest import REPO_ROOT
 
 
 def test_story_lines_are_ours_and_kfps_task_lines():
-    assert story_line("    [finetune_asr] finetune: step 50/300 loss 1.2") == "  [finetune_asr] finetune: step 50/300 loss 1.2"
+    assert (
+        story_line("    [finetune_asr] finetune: step 50/300 loss 1.2")
+        == "  [finetune_asr] finetune: step 50/300 loss 1.2"
+    )
     assert story_line("\x1b[0m12:00:01.123 - INFO - Executing task \x1b[96m'validate-data'\x1b[0m") == (
-        "  task validate-data: running")
-    assert story_line("12:00:09.001 - INFO - Task 'validate-data' finished with status \x1b[92mSUCCESS\x1b[0m") == (
-        "  task validate-data: SUCCESS")
-    for chatter in ("[NeMo W 2026-12-06 05:27:40 nemo_logging:364] UserWarning: ...", "GPU available: False",
-                    "    [KFP Executor 2026-12-06 05:37:51,156 INFO]: Got executor_input:", "  lr: 0.003",
-                    "12:00:01.123 - INFO - Task 'x' outputs:"):
+        "  task validate-data: running"
+    )
+    assert story_line(
+        "12:00:09.001 - INFO - Task 'validate-data' finished with status \x1b[92mSUCCESS\x1b[0m"
+    ) == ("  task validate-data: SUCCESS")
+    for chatter in (
+        "[NeMo W 2026-12-06 05:27:40 nemo_logging:364] UserWarning: ...",
+        "GPU available: False",
+        "    [KFP Executor 2026-12-06 05:37:51,156 INFO]: Got executor_input:",
+        "  lr: 0.003",
+        "12:00:01.123 - INFO - Task 'x' outputs:",
+    ):
         assert story_line(chatter) is None, chatter
 
 
@@ -36,14 +45,26 @@ def test_terminal_gets_the_story_and_the_log_everything(tmp_path):
             print("    [validate_data] Data validation PASSED")
         print("after the console")
     """)
-    p = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines() == ["== 1/5 a banner", "  [synthesize_corpus] wrote 3 clips",
-                                     "  [validate_data] Data validation PASSED", "after the console"]
+    assert p.stdout.splitlines() == [
+        "== 1/5 a banner",
+        "  [synthesize_corpus] wrote 3 clips",
+        "  [validate_data] Data validation PASSED",
+        "after the console",
+    ]
     assert p.stderr == ""
     log = (tmp_path / "demo.log").read_text()
-    for text in ("== 1/5 a banner", "[synthesize_corpus] wrote 3 clips", "[NeMo I", "C++ chatter", "child chatter",
-                 "[validate_data] Data validation PASSED"):
+    for text in (
+        "== 1/5 a banner",
+        "[synthesize_corpus] wrote 3 clips",
+        "[NeMo I",
+        "C++ chatter",
+        "child chatter",
+        "[validate_data] Data validation PASSED",
+    ):
         assert text in log, text
     assert "debug detail" not in log
 
@@ -59,16 +80,16 @@ def test_docs_name_the_demo_log_the_demo_writes():
 def test_the_demo_shows_only_failing_checks_of_the_validation_table():
     from pipelines.demo import short_validation
 
-    summary = "\n".join([
-        "Data validation PASSED: 0 of 3 rows fail a hard check, 1 more have warnings (m.csv)",
-        "  3 rows, 0.001 h decodable audio; rows per lang: bg-BG 3",
-        "  check                    severity  failed",
-        "  audio_exists             error          0",
-        "  not_silent               warning        1",
-        "All failures: /x/failures.csv",
-    ])
-    assert short_validation(summary).splitlines() == [
-        summary.splitlines()[i] for i in (0, 1, 2, 4, 5)
-    ]
+    summary = "\n".join(
+        [
+            "Data validation PASSED: 0 of 3 rows fail a hard check, 1 more have warnings (m.csv)",
+            "  3 rows, 0.001 h decodable audio; rows per lang: bg-BG 3",
+            "  check                    severity  failed",
+            "  audio_exists             error          0",
+            "  not_silent               warning        1",
+            "All failures: /x/failures.csv",
+        ]
+    )
+    assert short_validation(summary).splitlines() == [summary.splitlines()[i] for i in (0, 1, 2, 4, 5)]
     clean = summary.replace("warning        1", "warning        0")
     assert [line.split()[0] for line in short_validation(clean).splitlines()] == ["Data", "3", "All"]

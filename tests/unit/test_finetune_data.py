@@ -50,7 +50,11 @@ def test_both_recipes_give_train_optim_trainer_sections():
     from components.finetune_asr.settings import load_recipe
 
     r = load_recipe("nemotron35")
-    assert r.train_ds["use_lhotse"] and r.train_ds["manifest_filepath"] is None and r.trainer["max_steps"] is None
+    assert (
+        r.train_ds["use_lhotse"]
+        and r.train_ds["manifest_filepath"] is None
+        and r.trainer["max_steps"] is None
+    )
     assert r.optim["sched"]["name"] == "NoamAnnealing" and r.optim["lr"] == 0.1
     assert r.trainer["precision"] == "bf16-mixed"
     assert r.trainer["limit_train_batches"] == 1.0 and r.trainer["strategy"] == "ddp"
@@ -95,15 +99,21 @@ def test_recipe_knobs_reach_the_nemo_config(corpus):
 
     optim = apply(FinetuneSettings(recipe="nemotron35", scheduler="cosine")).optim
     assert optim["sched"]["name"] == "CosineAnnealing" and "d_model" not in optim["sched"]
-    assert apply(FinetuneSettings(recipe="nemotron35", scheduler="noam")).optim["sched"]["name"] == "NoamAnnealing"
+    assert (
+        apply(FinetuneSettings(recipe="nemotron35", scheduler="noam")).optim["sched"]["name"]
+        == "NoamAnnealing"
+    )
     with pytest.raises(ValueError, match="scheduler"):
         FinetuneSettings(scheduler="linear")
     cfg = OmegaConf.create({"sample_rate": 16000, "model_defaults": {"prompt_dictionary": {"bg-BG": 30}}})
     r = apply(FinetuneSettings(recipe="nemotron35", batch_duration=120))
     ds = core.build_train_ds(r.train_ds, corpus / "train.jsonl", cfg, 0)
-    assert ds["batch_duration"] == 120 and ds["batch_size"] is None and ds["prompt_dictionary"] == {"bg-BG": 30}
-    ds = core.build_train_ds(apply(FinetuneSettings(recipe="nemotron35", batch_size=16)).train_ds,
-                             corpus / "train.jsonl", cfg, 0)
+    assert (
+        ds["batch_duration"] == 120 and ds["batch_size"] is None and ds["prompt_dictionary"] == {"bg-BG": 30}
+    )
+    ds = core.build_train_ds(
+        apply(FinetuneSettings(recipe="nemotron35", batch_size=16)).train_ds, corpus / "train.jsonl", cfg, 0
+    )
     assert ds["batch_size"] == 16 and "batch_duration" not in ds
     from components.common.settings import parse_att_context_size
 

@@ -57,7 +57,9 @@ def test_records_read_as_step_and_message(capsys):
     assert logs.STORY_LINE.match("    " + err[0]).group("step") == "finetune_asr"  # kfp indents task output
 
 
-@pytest.mark.parametrize("flags, level", [([], logging.INFO), (["-v"], logging.DEBUG), (["--quiet"], logging.WARNING)])
+@pytest.mark.parametrize(
+    "flags, level", [([], logging.INFO), (["-v"], logging.DEBUG), (["--quiet"], logging.WARNING)]
+)
 def test_cli_flags_set_the_level(flags, level):
     import argparse
 
@@ -71,8 +73,19 @@ def test_every_cli_takes_verbose_and_quiet():
     import subprocess
     import sys
 
-    for module in ("components.validate_data", "components.build_manifest", "components.evaluate_wer",
-                   "components.export_triton", "components.fingerprint_data", "components.synthesize_corpus"):
-        out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=300).stdout
+    for module in (
+        "components.validate_data",
+        "components.build_manifest",
+        "components.evaluate_wer",
+        "components.export_triton",
+        "components.fingerprint_data",
+        "components.synthesize_corpus",
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
         assert "--verbose" in out and "--quiet" in out, module

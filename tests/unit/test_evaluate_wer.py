@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,7 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 3 and "FAILED" in html  # per-language, str/off, curve
     assert "WER vs latency" in html and "Evaluation speed" in html
+    assert not re.search(r"<(link|script)\b[^>]*(href|src)=[\"']?(https?:)?//", html)  # renders offline
     assert "gate: FAILED" in caplog.text  # the table is logged (components.common.logs)
     # the candidate's WER-vs-latency curve: every supported lookahead, latency from the chunk size
     curve = ev["latency_curve"]

@@ -814,9 +814,9 @@ def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int 
 
 
 def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_maps) -> dict:
-    """Round-trip the training text through the base model's tokenizer (components.build_manifest.coverage);
+    """Round-trip the training text through the base model's tokenizer (components.common.coverage);
     raise CoverageError naming the languages and characters when the <unk> share is above `max_unk_rate`."""
-    from components.build_manifest.coverage import CoverageError, Tokenizer, check_coverage
+    from components.common.coverage import CoverageError, Tokenizer, check_coverage
 
     if type(model.tokenizer).__name__ == "AggregateTokenizer":
         raise CoverageError(

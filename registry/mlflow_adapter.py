@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.io import sha256_file
+from components.common.tracking import EXPERIMENT, default_tracking_uri, get_client
+from components.common.tracking import experiment_id as _experiment_id
 from registry import gate_record as gr
 from registry import history
 from registry.history import HISTORY_TAG, Entry
@@ -34,23 +36,8 @@ from registry.lock import RegistryLock
 from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENT = "nemotron-asr"
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / '.mlflow' / 'mlflow.db'}"
-
-
-def get_client(tracking_uri: str | None = None):
-    """A client on `tracking_uri` (env MLFLOW_TRACKING_URI, else the repo's sqlite file)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+# EXPERIMENT, default_tracking_uri and get_client: one client/experiment rule for the steps and the registry
+# (components/common/tracking.py), re-exported here for the registry's callers.
 
 
 class ConcurrentPromotionError(RuntimeError):
@@ -90,17 +77,7 @@ class Registry:
 
     # -- experiments / runs ------------------------------------------------------------------------------
     def experiment_id(self) -> str:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        location = None
-        uri = self.client.tracking_uri if hasattr(self.client, "tracking_uri") else default_tracking_uri()
-        if str(uri).startswith("sqlite:///"):  # keep artifacts next to the db, not in the cwd
-            location = (Path(str(uri).removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-        try:
-            return self.client.create_experiment(self.experiment, artifact_location=location)
-        except Exception:  # created concurrently by another process
-            return self.client.get_experiment_by_name(self.experiment).experiment_id
+        return _experiment_id(self.client, self.experiment)
 
     # -- registration -------------------------------------------------------------------------------------
     def register(
@@ -549,6 +526,7 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "ConcurrentPromotionError",
+    "EXPERIMENT",
     "Registry",
     "VersionInfo",
     "default_actor",

@@ -33,6 +33,7 @@ from components.common.asr_infer import AsrModel, load_audio
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
+from components.common.tracking import is_off
 from components.common.wer import paired_bootstrap, score, utterance_scores
 from components.evaluate_wer import gate as gate_mod
 from components.evaluate_wer.golden import GOLDEN_DIR, write_golden_set
@@ -424,10 +425,11 @@ def run_step(
         champion = None
         if champion_model_uri.strip():
             try:
-                from registry.mlflow_adapter import get_client, resolve_model_uri
+                from components.common.tracking import get_client
+                from registry.mlflow_adapter import resolve_model_uri
 
                 uri = mlflow_tracking_uri.strip()
-                client = get_client(uri if uri and uri.lower() not in ("off", "none", "false", "0") else None)
+                client = get_client(None if is_off(uri) else uri)
                 champion = resolve_model_uri(champion_model_uri.strip(), os.path.join(tmp, "champion"), client)
             except LookupError:  # first run: no champion yet, the gate compares with the base
                 logging.getLogger(__name__).info("%s: not set; no champion to compare with", champion_model_uri)
@@ -443,7 +445,7 @@ def run_step(
             champion_model=champion,
             **kwargs,
         )
-    if mlflow_tracking_uri.strip().lower() not in ("off", "none", "false", "0"):
+    if not is_off(mlflow_tracking_uri):
         result.mlflow_run_id = log_to_mlflow(result, mlflow_tracking_uri.strip(), pipeline_run_id)
     return result
 
@@ -486,11 +488,11 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str = "", pipeline_run
     (MLflow draws it as a curve), and the report files as artifacts under `evaluation/`. Returns the run id."""
     from mlflow.entities import Metric, Param
 
-    from registry.mlflow_adapter import Registry, get_client
+    from components.common.tracking import experiment_id as find_experiment
+    from components.common.tracking import get_client
 
     client = get_client(tracking_uri or None)
-    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr"
-    experiment_id = Registry(client, experiment).experiment_id()
+    experiment_id = find_experiment(client)
     with open(result.evaluation_path, encoding="utf-8") as f:
         summary = json.load(f)
     tags = {"step": "evaluate_wer", "gate_passed": str(result.passed).lower()}

@@ -33,6 +33,7 @@ from components.common.asr_infer import AsrModel, load_audio
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
+from components.common.settings import parse_att_context_size
 from components.common.tracking import is_off
 from components.common.wer import paired_bootstrap, score, utterance_scores
 from components.evaluate_wer import gate as gate_mod
@@ -363,22 +364,6 @@ def evaluate(
         latency_curve=summary["latency_curve"],
         latency_curve_path=str(paths["latency_curve"]),
     )
-
-
-def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
-    """'[56,1]' / '56,1' / [56, 1] -> [56, 1]; '' or None -> None (the model's default)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value if value.strip().startswith("[") else f"[{value}]")
-        except json.JSONDecodeError:
-            raise ValueError(f"att_context_size: expected like [56,1], got {value!r}") from None
-    else:
-        parsed = value
-    if not (isinstance(parsed, list) and len(parsed) == 2 and all(isinstance(v, int) for v in parsed)):
-        raise ValueError(f"att_context_size: expected two integers like [56,1], got {value!r}")
-    return parsed
 
 
 def resolve_model(uri: str, dst_dir: str) -> str:

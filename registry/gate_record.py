@@ -18,9 +18,10 @@ Pure functions here (build, check); the adapter (registry/mlflow_adapter.py) dow
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+
+from components.common.io import sha256_bytes
 
 RECORD_ARTIFACT = "gate/gate_record.json"
 OVERRIDE_ARTIFACT = "gate/override.json"
@@ -33,10 +34,6 @@ SCHEMA = 1
 
 class GateRecordError(PermissionError):
     """A version has no valid evidence for `champion`; the message names what is missing or does not match."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def policy_text(policy: dict) -> str:

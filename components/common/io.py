@@ -34,11 +34,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
         raise
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes in memory (the one hashing helper; files: sha256_file)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, data: bytes | None = None) -> str:
     """sha256 of the file at `path`; `data`, the file's bytes when the caller has read them already, is hashed
     instead of reading the file again."""
     if data is not None:
-        return hashlib.sha256(data).hexdigest()
+        return sha256_bytes(data)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -29,7 +29,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common.asr_infer import AsrModel, load_audio
+from components.common.asr_infer import AsrModel
+from components.common.audio import load_audio
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
@@ -41,7 +42,7 @@ from components.evaluate_wer.golden import GOLDEN_DIR, write_golden_set
 from components.evaluate_wer.report import format_table, render_html
 
 MODES = ("streaming", "offline")
-SAMPLE_RATE = 16000  # load_audio reads (and enforces) the manifest's 16 kHz
+SAMPLE_RATE = 16000  # load_audio(strict_rate=True) reads (and enforces) the manifest's 16 kHz
 MODELS = ("base", "candidate")
 
 
@@ -244,7 +245,7 @@ def evaluate(
     if not test_path.is_file():
         raise FileNotFoundError(f"held-out manifest not found: {test_path}")
     rows = _select(read_manifest(test_path), langs, max_utts_per_lang, seed, str(test_path))
-    audios = [load_audio(r["audio_filepath"]) for r in rows]
+    audios = [load_audio(r["audio_filepath"], strict_rate=True) for r in rows]
     utt_langs = [r["lang"] for r in rows]
     refs = [r["text"] for r in rows]
 

@@ -15,12 +15,13 @@ reports its value, threshold and outcome, so a rejected candidate says exactly w
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from components.common.io import sha256_file
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policy" / "default_gate.yaml"
 FLOOR_PATH = Path(__file__).parent / "policy" / "floor.yaml"
@@ -156,7 +157,7 @@ def enforce_floor(policy: dict, floor_path: str | os.PathLike | None = None, ove
         )
     return {
         "path": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
         "violations": violations,
         "override_reason": override_reason.strip() if violations else "",
     }

@@ -224,7 +224,8 @@ def test_cli_help_and_component_interface():
 def test_batched_streaming_evaluation_equals_one_stream_at_a_time(tiny_model_path, manifest_dir):
     """The evaluator streams utterances concurrently (stream_step_batch); its transcripts are the ones a
     client streaming each utterance alone gets, whatever the number of concurrent streams."""
-    from components.common.asr_infer import AsrModel, load_audio
+    from components.common.asr_infer import AsrModel
+    from components.common.audio import load_audio
     from components.common.manifest import read_manifest
     from components.evaluate_wer.core import transcribe_streaming, transcribe_streaming_batch
 

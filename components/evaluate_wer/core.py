@@ -31,6 +31,7 @@ from pathlib import Path
 
 from components.common.asr_infer import AsrModel
 from components.common.audio import load_audio
+from components.common.evaluation import DeltaCI, EvaluationSummary, LatencyPoint, PolicyFloor
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
@@ -300,32 +301,33 @@ def evaluate(
     delta_ci = deltas("base")
     champion_delta_ci = deltas("champion") if "champion" in models else None
 
-    summary = {
-        "base_model": str(base_model),
-        "candidate_model": str(candidate_model),
-        "champion_model": str(champion_model) if champion_model else None,
-        "base_sha256": sha256_file(base_model),
-        "candidate_sha256": sha256_file(candidate_model),
-        "champion_sha256": sha256_file(champion_model) if champion_model else None,
-        "manifest": str(test_path),
-        "att_context_size": atts["candidate"],
-        "offline_att_context_size": runs["candidate"].offline_att_context_size,
-        "stream_piece_s": piece_s,
-        "target_langs": target_langs,
-        "replay_langs": replay_langs,
-        "n_utts": len(rows),
-        "audio_seconds": audio_s,
-        "stream_batch": n_streams,
-        "metrics": metrics,
-        "delta_ci": delta_ci,
-        **({"champion_delta_ci": champion_delta_ci} if champion_delta_ci is not None else {}),
-        "latency_curve": _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [],
-        "timings_s": timings,
-    }
-    decision = gate_mod.decide(summary, policy)
-    summary["decision"] = decision.to_dict()
-    summary["policy"] = policy
-    summary["policy_floor"] = floor
+    record = EvaluationSummary(
+        base_model=str(base_model),
+        candidate_model=str(candidate_model),
+        champion_model=str(champion_model) if champion_model else None,
+        base_sha256=sha256_file(base_model),
+        candidate_sha256=sha256_file(candidate_model),
+        champion_sha256=sha256_file(champion_model) if champion_model else None,
+        manifest=str(test_path),
+        att_context_size=atts["candidate"],
+        offline_att_context_size=runs["candidate"].offline_att_context_size,
+        stream_piece_s=piece_s,
+        target_langs=target_langs,
+        replay_langs=replay_langs,
+        n_utts=len(rows),
+        audio_seconds=audio_s,
+        stream_batch=n_streams,
+        metrics=metrics,
+        delta_ci={lg: DeltaCI(**ci) for lg, ci in delta_ci.items()},
+        champion_delta_ci=({lg: DeltaCI(**ci) for lg, ci in champion_delta_ci.items()}
+                           if champion_delta_ci is not None else None),
+        latency_curve=[LatencyPoint(**p) for p in _latency_curve(runs["candidate"], refs, utt_langs, langs)]
+        if latency_curve else [],
+        timings_s=timings,
+    )
+    decision = gate_mod.decide(record, policy)
+    record.decision, record.policy, record.policy_floor = decision, policy, PolicyFloor(**floor)
+    summary = record.to_dict()  # the report and the table read the JSON's shape
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -350,7 +352,7 @@ def evaluate(
     atomic_write_text(paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False))
     atomic_write_text(paths["report"], render_html(summary))
     atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
-    atomic_write_text(paths["evaluation"], json.dumps(summary, indent=2, ensure_ascii=False))
+    atomic_write_text(paths["evaluation"], record.to_json())
     print(format_table(summary), file=sys.stdout)
     return EvaluationResult(
         passed=decision.passed,
@@ -480,24 +482,25 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str = "", pipeline_run
     client = get_client(tracking_uri or None)
     experiment_id = find_experiment(client)
     with open(result.evaluation_path, encoding="utf-8") as f:
-        summary = json.load(f)
+        summary = EvaluationSummary.from_json(f.read())
+    policy = summary.policy or {}
     tags = {"step": "evaluate_wer", "gate_passed": str(result.passed).lower()}
     if pipeline_run_id:
         tags["pipeline_run_id"] = pipeline_run_id
     run_id = client.create_run(experiment_id, run_name="evaluate_wer", tags=tags).info.run_id
     try:
         params = {
-            "base_model": summary["base_model"],
-            "candidate_model": summary["candidate_model"],
-            "manifest": summary["manifest"],
-            "att_context_size": str(summary["att_context_size"]),
-            "target_langs": ",".join(summary["target_langs"]),
-            "replay_langs": ",".join(summary["replay_langs"]),
-            "n_utts": str(summary["n_utts"]),
-            "stream_piece_s": str(summary["stream_piece_s"]),
-            "stream_batch": str(summary.get("stream_batch", "")),
-            "gate_mode": str(summary["policy"].get("mode", "streaming")),
-            "gate_metric": str(summary["policy"].get("metric", "wer_norm")),
+            "base_model": summary.base_model,
+            "candidate_model": summary.candidate_model,
+            "manifest": summary.manifest,
+            "att_context_size": str(summary.att_context_size),
+            "target_langs": ",".join(summary.target_langs),
+            "replay_langs": ",".join(summary.replay_langs),
+            "n_utts": str(summary.n_utts),
+            "stream_piece_s": str(summary.stream_piece_s),
+            "stream_batch": str(summary.stream_batch),
+            "gate_mode": str(policy.get("mode", "streaming")),
+            "gate_metric": str(policy.get("metric", "wer_norm")),
         }
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(result).items()]

@@ -174,6 +174,11 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 3 and "FAILED" in html  # per-language, str/off, curve
     assert "WER vs latency" in html and "Evaluation speed" in html
+    from components.evaluate_wer.report import TEMPLATE, render_html  # a jinja2 template file, autoescaped
+
+    assert (Path(render_html.__code__.co_filename).parent / TEMPLATE).is_file()
+    record.candidate_model = "<script>x</script>"
+    assert "&lt;script&gt;x&lt;/script&gt;" in render_html(record) and "<script>" not in render_html(record)
     assert "gate: FAILED" in capsys.readouterr().out
     # the candidate's WER-vs-latency curve: every supported lookahead, latency from the chunk size
     curve = ev["latency_curve"]

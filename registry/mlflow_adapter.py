@@ -30,7 +30,7 @@ from components.common.io import sha256_file
 from components.common.tracking import EXPERIMENT, default_tracking_uri, get_client
 from components.common.tracking import experiment_id as _experiment_id
 from registry import gate_record as gr
-from registry import history
+from registry import history, mlflow_errors
 from registry.history import HISTORY_TAG, Entry
 from registry.lock import RegistryLock
 from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion
@@ -148,7 +148,7 @@ class Registry:
         try:
             self.client.create_registered_model(name)
         except Exception as e:  # already exists (any store)
-            if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+            if not mlflow_errors.already_exists(e):
                 raise
         all_tags = {"checkpoint_sha256": sha, **{k: str(v) for k, v in (tags or {}).items()}}
         if registration_key:
@@ -172,7 +172,7 @@ class Registry:
         try:
             mvs = self.client.search_model_versions(f"name='{name}' and tags.registration_key='{key}'")
         except Exception as e:
-            if "not found" in str(e).lower() or "RESOURCE_DOES_NOT_EXIST" in str(e):
+            if mlflow_errors.missing(e):
                 return None
             raise
         mvs = sorted(mvs, key=lambda mv: int(mv.version))
@@ -207,7 +207,7 @@ class Registry:
         try:
             return dict(self.client.get_registered_model(name).tags or {}).get(HISTORY_TAG, "")
         except Exception as e:
-            if "not found" in str(e).lower() or "RESOURCE_DOES_NOT_EXIST" in str(e):
+            if mlflow_errors.missing(e):
                 return ""
             raise
 

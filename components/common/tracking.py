@@ -13,6 +13,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "nemotron-asr"
 OFF = ("off", "none", "false", "0")
+# A run that logged a checkpoint under `model/` carries its sha256 in this tag (the fine-tune run): the registry
+# creates the model version from that artifact instead of uploading the checkpoint a second time.
+MODEL_RUN_TAG = "checkpoint_sha256"
 
 
 def is_off(uri: str | None) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from components.common.io import atomic_write_text
-from components.common.tracking import experiment_id, is_off
+from components.common.tracking import MODEL_RUN_TAG, experiment_id, is_off
 
 log = logging.getLogger(__name__)
 EVERY_STEPS = 10  # send buffered metrics every this many steps ...
@@ -125,6 +125,10 @@ class FinetuneTracker:
         self.client.log_artifact(self.run_id, result.sidecar_path, "model")
         if log_model:
             self.client.log_artifact(self.run_id, result.model_path, "model")
+            # the registry creates the model version from this artifact (one upload): found by this tag
+            sha = json.loads(Path(result.sidecar_path).read_text(encoding="utf-8")).get("sha256", "")
+            if sha:
+                self.client.set_tag(self.run_id, MODEL_RUN_TAG, sha)
         self.client.set_terminated(self.run_id, "FINISHED")
         return self.run_id
 

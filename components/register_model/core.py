@@ -23,6 +23,7 @@ class RegisterResult:
     version: str
     aliases: list[str]
     gate_passed: bool
+    model_card: str = ""  # the card as registered (Markdown), titled with the version
 
 
 def read_data_md5(dvc_file: str | Path) -> str:
@@ -224,7 +225,8 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                         extra_files={"model_card.md": card, gr.EVALUATION_ARTIFACT: evaluation_text,
                                      gr.RECORD_ARTIFACT: record_text},
                         registration_key=key)
-    return RegisterResult(model_name, info.version, info.aliases, passed)
+    titled = card.replace(f"# {model_name}\n", f"# {model_name} v{info.version}\n", 1)
+    return RegisterResult(model_name, info.version, info.aliases, passed, titled)
 
 
 def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline",

@@ -5,7 +5,6 @@ train/val/test.jsonl (absolute audio paths), summary.json and build.json; withou
 the artifact is the whole build folder, audio/ included (components/build_manifest/fanout.py).
 """
 
-from typing import List
 
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -13,7 +12,7 @@ from components.common.kfp_base import component
 
 
 @component
-def fanout_shards(n_shards: int) -> List[int]:
+def fanout_shards(n_shards: int) -> list[int]:
     """The shard indices of the fan-out: 0 .. n_shards-1 (the ParallelFor's items)."""
     if n_shards < 1:
         raise ValueError(f"build_pods must be >= 1, got {n_shards}")

@@ -26,7 +26,12 @@ from components.build_manifest.cache import AUDIO_DIR, RACY_NS, BuildCache
 from components.build_manifest.plan import load_validation, plan_rows
 from components.common.dataset import find_metadata, read_metadata
 from components.common.io import atomic_write_text
-from components.common.languages import canonical_locale, canonical_locales, default_prompt_dictionary, parse_langs
+from components.common.languages import (
+    canonical_locale,
+    canonical_locales,
+    default_prompt_dictionary,
+    parse_langs,
+)
 from components.common.manifest import SPLITS, read_manifest, write_manifest
 
 PARTS_DIR = "parts"

@@ -31,8 +31,8 @@ from components.common.audio_checks import (  # noqa: F401  (re-exported: caller
     MAX_DECODE_SECONDS,
     MIN_DECODE_RATE,
     AudioError,
-    check_decode_size,
     check_container,
+    check_decode_size,
     check_sphere,
 )
 from components.common.io import atomic_write_bytes

@@ -130,3 +130,19 @@ def test_shard_above_hours_writes_shards_for_a_large_corpus(corpus, tmp_path):
     small = build_manifests(corpus, tmp_path / "n", val_ratio=0.25, test_ratio=0.25, workers=1,
                             shard_above_hours=1000.0)
     assert small.tarred == {}
+
+
+def test_docs_state_the_code_s_defaults():
+    from components.build_manifest.core import HOURS_PER_SHARD
+    from components.common.settings import knobs
+    from pipelines.settings import ManifestSettings
+
+    root = Path(__file__).resolve().parents[2]
+    data = (root / "docs" / "DATA.md").read_text(encoding="utf-8")
+    cluster = (root / "docs" / "CLUSTER.md").read_text(encoding="utf-8")
+    k = {x.name: x for x in knobs(ManifestSettings)}
+    assert f"`HOURS_PER_SHARD` = {HOURS_PER_SHARD:g} hours" in data
+    assert f"one per {HOURS_PER_SHARD:g} h of a split" in k["shard_above_hours"].help
+    assert f"at least `shard_above_hours` hours (pipeline default {k['shard_above_hours'].default:g}" in data
+    assert f"pipeline default `{k['build_root'].default}`" in data and k["build_root"].default in cluster
+    assert f"(`build_pods`, default {k['build_pods'].default})" in data

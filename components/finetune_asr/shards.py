@@ -22,6 +22,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from components.build_manifest.tarred import TARRED_DIR
 from components.common.manifest import write_manifest
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ DEFAULT_NUM_BUCKETS = 30  # NeMo's lhotse default; fewer when the run has fewer 
 
 def tarred_train(train_manifest: str | os.PathLike) -> dict | None:
     """build_manifest's tarred train split beside `train_manifest` ({manifest, tars, shards}), or None when
-    the build wrote none (a plain corpus) or its files are gone. Relative paths are the manifest folder's."""
+    the build wrote none (a plain corpus) or its files are gone."""
     here = Path(train_manifest).parent
     try:
         info = json.loads((here / "summary.json").read_text(encoding="utf-8"))["tarred"]["train"]
@@ -46,7 +47,9 @@ def tarred_train(train_manifest: str | os.PathLike) -> dict | None:
 
 
 def _resolve(here: Path, p: str) -> Path:
-    return Path(p) if os.path.isabs(p) else here / p
+    """An absolute path as is; a relative one (a CLI build into a relative --out records paths relative to
+    its working directory) is looked up in the manifest folder's own tarred/train/."""
+    return Path(p) if os.path.isabs(p) else here / TARRED_DIR / "train" / Path(p).name
 
 
 def shard_rows(rows: list[dict], tarred_manifest: str | os.PathLike) -> dict[int, list[dict]] | None:

@@ -146,3 +146,15 @@ def test_docs_state_the_code_s_defaults():
     assert f"at least `shard_above_hours` hours (pipeline default {k['shard_above_hours'].default:g}" in data
     assert f"pipeline default `{k['build_root'].default}`" in data and k["build_root"].default in cluster
     assert f"(`build_pods`, default {k['build_pods'].default})" in data
+
+
+def test_training_finds_the_shards_of_a_cli_build_into_a_relative_folder(corpus, tmp_path, monkeypatch):
+    from components.finetune_asr.shards import tarred_train
+
+    monkeypatch.chdir(tmp_path)
+    res = build_manifests(corpus, "rel/m", val_ratio=0.25, test_ratio=0.25, workers=1, tar_shards=2)
+    assert not os.path.isabs(res.tarred["train"]["tars"][0])  # recorded relative to the working directory
+    monkeypatch.chdir(corpus)  # the fine-tune runs elsewhere
+    found = tarred_train(tmp_path / "rel" / "m" / "train.jsonl")
+    assert found and [t.name for t in found["tars"]] == ["audio_0.tar", "audio_1.tar"]
+    assert all(t.is_file() for t in found["tars"])

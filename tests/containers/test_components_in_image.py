@@ -148,3 +148,14 @@ def test_broken_image_fails_the_component_not_hangs(broken_image, dataset, share
     local.init(runner=_docker_runner(dataset, label), pipeline_root=str(root))
     with pytest.raises(RuntimeError, match="validate-data"):
         run_bounded(lambda: step(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label, timeout_s=300)
+
+
+def test_image_carries_its_commit_as_label_and_file(images):
+    """The commit `make images` built from: the OCI label, and the file code_version() reads where there is no .git."""
+    for image in images.values():
+        label = docker("image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}',
+                       image).stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", label), f"{image}: revision label {label!r}"
+        seen = docker("run", "--rm", image, "python", "-c",
+                      "from components.common.version import code_version; print(code_version('/opt/asr'))")
+        assert seen.stdout.strip() == label, f"{image}: code_version() in the image says {seen.stdout!r}"

@@ -87,9 +87,10 @@ def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
     return PipelineFailed(step, reason)
 
 
-def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
-    """Run the pipeline through kfp.local's SubprocessRunner; returns this run's artifact folder. A failed
-    step raises PipelineFailed naming the step and its reason."""
+def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None) -> Path:
+    """Run the pipeline through kfp.local (SubprocessRunner unless `runner` is given, e.g. the DockerRunner of
+    tests/containers); returns this run's artifact folder. A failed step raises PipelineFailed naming the step
+    and its reason."""
     from kfp import local
 
     from pipelines.asr_pipeline import PIPELINE_NAME, asr_finetune_pipeline
@@ -97,7 +98,7 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
     t0 = time.time()
     tail, stdout = _Tail(sys.stdout), sys.stdout

@@ -29,12 +29,12 @@ from tests.containers.images import ImageBroken, preflight
 TASK_TIMEOUT_S = 600  # one component in a container; a hung container is killed, and the task fails
 
 
-def _docker_runner(data_root: Path, label: str) -> local.DockerRunner:
+def _docker_runner(data_root: Path, label: str, read_only: bool = True) -> local.DockerRunner:
     from docker.types import Mount
 
     return local.DockerRunner(
         network_mode="host",
-        mounts=[Mount(target=str(data_root), source=str(data_root), type="bind", read_only=True)],
+        mounts=[Mount(target=str(data_root), source=str(data_root), type="bind", read_only=read_only)],
         labels={"asr-test": label},
     )
 

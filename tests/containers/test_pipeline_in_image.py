@@ -35,7 +35,7 @@ from tests.containers.conftest import docker
 from tests.containers.test_components_in_image import _docker_runner, _tree_digest, run_bounded
 from tests.e2e.test_pipeline_e2e import FLOOR_OVERRIDE, PERMISSIVE, _emitting
 
-PIPELINE_TIMEOUT_S = 1800  # every step in a container on 2 shared cores; a hang is killed and fails the test
+PIPELINE_TIMEOUT_S = 1500  # every step in a container on 2 shared cores; a hang is killed and fails the test
 LANGS = ("el-GR", "bg-BG", "es-ES")
 
 

@@ -62,8 +62,8 @@ docker-up: $(STAMP)  ## start this project's dockerd unless an engine answers (d
 docker-down: $(STAMP)  ## stop the dockerd that docker-up started (never another engine)
 	@$(PY) -m tests.containers.dockerd down
 
-test-containers: $(STAMP)  ## components in their image (DockerRunner) == subprocess; Triton image serves
-	@$(DOCKER_ENV) ASR_CONTAINER_TESTS=1 timeout 1800 $(PY) -m pytest -q -p no:cacheprovider tests/containers
+test-containers: $(STAMP)  ## every pipeline step in its image (DockerRunner) == subprocess; Triton image serves
+	@$(DOCKER_ENV) ASR_CONTAINER_TESTS=1 timeout 2700 $(PY) -m pytest -q -p no:cacheprovider tests/containers
 
 serve: $(STAMP)  ## start the real tritonserver over triton_repo/ (stop with make serve-stop)
 	$(PY) -m serving start --repo triton_repo

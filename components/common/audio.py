@@ -31,6 +31,7 @@ from components.common.audio_checks import (  # noqa: F401  (re-exported: caller
     MAX_DECODE_SECONDS,
     MIN_DECODE_RATE,
     AudioError,
+    check_container,
     check_decode_size,
     check_sphere,
 )
@@ -285,6 +286,7 @@ def _open(p: Path, raw: RawFormat | None) -> sf.SoundFile:
             # a header after all: soundfile would treat the name as RAW, so hand libsndfile the bytes instead
             return sf.SoundFile(io.BytesIO(p.read_bytes()))
         check_sphere(p)
+        check_container(p)
         return sf.SoundFile(str(p))
     if raw.encoding not in RAW_ENCODINGS:
         raise AudioError(

@@ -542,6 +542,7 @@ def finetune(
     from nemo.collections.asr.models import ASRModel
 
     from components.finetune_asr.distill import distill_replay_from_base
+    from components.finetune_asr.shards import use_shards
 
     t_start = time.monotonic()
     s = settings
@@ -582,6 +583,7 @@ def finetune(
     write_manifest(manifest_path, rows)
 
     train_ds = build_train_ds(recipe.train_ds, manifest_path, model.cfg, s.seed)
+    train_ds = use_shards(train_ds, rows, train_manifest, work_dir, s.seed)  # tarred shards at scale (issue 16)
     optim = recipe.optim
     for note in fit_to_host(trainer_cfg, train_ds):
         print(f"[finetune] {note}", file=sys.stderr, flush=True)

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.common.evaluation import EvaluationSummary
 from components.common.io import sha256_file
+from components.common.version import GIT_COMMIT_FILE, code_version
 from registry import gate_record as gr
 from registry.mlflow_adapter import Registry, get_client, utc_now
 from registry.policy import CHALLENGER, CHAMPION
@@ -37,12 +37,9 @@ def read_data_md5(dvc_file: str | Path) -> str:
         raise ValueError(f"{dvc_file}: no outs[0].md5 (is it a `dvc add` file?)") from None
 
 
-def git_commit(repo: str | Path = ".") -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def git_commit(repo: str | Path = ".", commit_file: str | Path = GIT_COMMIT_FILE) -> str:
+    """The code's commit: git in a checkout, the image's baked-in file on the cluster (components.common.version)."""
+    return code_version(repo, commit_file)
 
 
 def _summary(evaluation: EvaluationSummary | dict) -> EvaluationSummary:

@@ -118,6 +118,7 @@ ARTIFACT_OUTPUTS = {
     "comp-preflight-finetune": {"report": "system.Artifact"},
     "comp-finetune-asr": {"model": "system.Model"},
     "comp-evaluate-wer": {"evaluation": "system.Artifact", "metrics": "system.Metrics", "report": "system.HTML"},
+    "comp-register-model": {"model_card": "system.Markdown"},
 }
 
 

@@ -164,7 +164,7 @@ def finetune(
     recipe, trainer_cfg = _recipe(s, devices, strategy)
     model = _load_base(base_model, s.seed, threads)
     rows, coverage, manifest_path = _training_rows(model, s, train_manifest, replay_manifest, work_dir)
-    cfg = _configure(s, recipe, trainer_cfg, manifest_path, model.cfg, base_model, work_dir, coverage)
+    cfg = _configure(s, recipe, trainer_cfg, rows, train_manifest, manifest_path, model.cfg, base_model, work_dir, coverage)
     saved_probs = _prepare_for_training(model, s, base_model, cfg.att_context_size)
     outcome = train(
         model,
@@ -252,6 +252,8 @@ def _configure(
     s: FinetuneSettings,
     recipe,
     trainer_cfg: dict,
+    rows: list[dict],
+    train_manifest,
     manifest_path: Path,
     model_cfg,
     base_model: Path,
@@ -259,7 +261,10 @@ def _configure(
     coverage: dict,
 ) -> _Config:
     """Resolve train_ds / optim / trainer for this host, refuse another run's checkpoints, print the recipe."""
+    from components.finetune_asr.shards import use_shards
+
     train_ds = build_train_ds(recipe.train_ds, manifest_path, model_cfg, s.seed)
+    train_ds = use_shards(train_ds, rows, train_manifest, work_dir, s.seed)  # tarred shards at scale (issue 16)
     optim = recipe.optim
     for note in fit_to_host(trainer_cfg, train_ds):
         log.info("finetune: %s", note)
@@ -268,7 +273,7 @@ def _configure(
     base_sha = sha256_file(base_model)
     fingerprint = _run_fingerprint(
         base=base_sha,
-        rows=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+        rows=sha256_file(manifest_path),
         recipe=sha256_file(recipe.path),
         optim=optim,
         batch_size=train_ds.get("batch_size"),

@@ -19,7 +19,7 @@ def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[st
     """
     import torch
 
-    from components.common.asr_infer import load_audio
+    from components.common.audio import load_audio
 
     pd = dict(model.cfg.model_defaults.get("prompt_dictionary", {}))
     by_lang: dict[str, list[dict]] = {}
@@ -34,7 +34,7 @@ def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[st
                 total, n = 0.0, 0
                 for i in range(0, len(part), batch_size):
                     batch = part[i : i + batch_size]
-                    audio = [torch.from_numpy(load_audio(r["audio_filepath"])) for r in batch]
+                    audio = [torch.from_numpy(load_audio(r["audio_filepath"], strict_rate=True)) for r in batch]
                     ids = [model.tokenizer.text_to_ids(r["text"]) for r in batch]
                     sig = torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
                     sig_len = torch.tensor([a.numel() for a in audio])
@@ -65,7 +65,8 @@ def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int 
     """
     if not val_manifest or not Path(val_manifest).is_file():
         return {}
-    from components.common.asr_infer import AsrModel, load_audio
+    from components.common.asr_infer import AsrModel
+    from components.common.audio import load_audio
     from components.common.wer import score
 
     rows = [r for r in _read(val_manifest) if _lang(r) in langs]
@@ -79,16 +80,18 @@ def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int 
     asr = AsrModel(model, str(next(model.parameters()).device))
     out = {}
     for lang, part in sorted(picked.items()):
-        hyps = asr.transcribe([load_audio(r["audio_filepath"]) for r in part], [lang] * len(part))
+        hyps = asr.transcribe(
+            [load_audio(r["audio_filepath"], strict_rate=True) for r in part], [lang] * len(part)
+        )
         out[lang] = round(score([r["text"] for r in part], hyps, [lang] * len(part)).wer_norm, 4)
     log.info("validation WER (normalised, offline): %s", out)
     return out
 
 
 def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_maps) -> dict:
-    """Round-trip the training text through the base model's tokenizer (components.build_manifest.coverage);
+    """Round-trip the training text through the base model's tokenizer (components.common.coverage);
     raise CoverageError naming the languages and characters when the <unk> share is above `max_unk_rate`."""
-    from components.build_manifest.coverage import CoverageError, Tokenizer, check_coverage
+    from components.common.coverage import CoverageError, Tokenizer, check_coverage
 
     if type(model.tokenizer).__name__ == "AggregateTokenizer":
         raise CoverageError(

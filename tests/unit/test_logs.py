@@ -21,7 +21,7 @@ ALLOWED = {
     "pipelines/console.py",
     "pipelines/rehearse.py",
     "components/common/errors.py",
-    "components/build_manifest/coverage.py",
+    "components/common/coverage.py",
     "serving/client.py",
 }
 

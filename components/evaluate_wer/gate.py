@@ -149,86 +149,96 @@ def decide(summary: EvaluationSummary | Mapping, policy: dict) -> Decision:
     """
     validate_policy(policy)
     s = summary if isinstance(summary, EvaluationSummary) else EvaluationSummary.from_dict(dict(summary))
-    mode = policy.get("mode", "streaming")
-    metric = policy.get("metric", "wer_norm")
-    targets = list(s.target_langs or [])
-    replays = list(s.replay_langs or [])
-    rules: list[RuleResult] = []
+    mode, metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
+    targets, replays = list(s.target_langs or []), list(s.replay_langs or [])
     cfgs = _enabled(policy)
-
-    def missing(rule: str, lang: str, thr: float | None) -> RuleResult:
-        return RuleResult(f"{rule}[{lang}]", None, thr, False, f"{rule}[{lang}]: no {mode} {metric} measured")
-
-    if "target_improves" in cfgs:
-        thr = _threshold(cfgs["target_improves"], "target_improves")
-        for lang in targets:
-            b, c = s.score("base", mode, lang, metric), s.score("candidate", mode, lang, metric)
-            if b is None or c is None:
-                rules.append(missing("target_improves", lang, thr))
-                continue
-            imp = b - c
-            ok = imp > thr
-            rules.append(RuleResult(f"target_improves[{lang}]", imp, thr, ok,
-                                    f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
-                                    f"(improvement {imp:+.4f}, must be > {thr:.4f})"))
-    if "target_ceiling" in cfgs:
-        thr = _threshold(cfgs["target_ceiling"], "target_ceiling")
-        for lang in targets:
-            c = s.score("candidate", mode, lang, metric)
-            if c is None:
-                rules.append(missing("target_ceiling", lang, thr))
-                continue
-            rules.append(RuleResult(f"target_ceiling[{lang}]", c, thr, c < thr,
-                                    f"{lang} candidate {mode} {metric} {c:.4f} (must be < {thr:.4f})"))
-    if "target_ci_below_zero" in cfgs:
-        for lang in targets:
-            ci = s.delta_ci.get(lang)
-            if not ci:
-                rules.append(missing("target_ci_below_zero", lang, 0.0))
-                continue
-            hi = float(ci.high)
-            rules.append(RuleResult(f"target_ci_below_zero[{lang}]", hi, 0.0, hi < 0.0,
-                                    f"{lang} 95% CI of candidate-base delta [{ci.low:+.4f}, {hi:+.4f}] "
-                                    f"(upper end must be < 0)"))
-    if "replay_max_regression" in cfgs:
-        thr = _threshold(cfgs["replay_max_regression"], "replay_max_regression")
-        for lang in replays:
-            b, c = s.score("base", mode, lang, metric), s.score("candidate", mode, lang, metric)
-            if b is None or c is None:
-                rules.append(missing("replay_max_regression", lang, thr))
-                continue
-            inc = c - b
-            rules.append(RuleResult(f"replay_max_regression[{lang}]", inc, thr, inc <= thr + EPS,
-                                    f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
-                                    f"(change {inc:+.4f}, must be <= {thr:+.4f})"))
-    if "champion_not_worse" in cfgs:
-        thr = _threshold(cfgs["champion_not_worse"], "champion_not_worse")
-        champ_cis = s.champion_delta_ci
-        ref, cis = ("champion", champ_cis) if champ_cis is not None else ("base", s.delta_ci)
-        for lang in targets:  # replay languages are bounded against the base by replay_max_regression
-            ci = cis.get(lang)
-            if not ci:
-                rules.append(missing("champion_not_worse", lang, thr))
-                continue
-            lo = float(ci.low)
-            what = ("vs the current champion" if ref == "champion"
-                    else "no champion yet: compared with the base")
-            rules.append(RuleResult(f"champion_not_worse[{lang}]", lo, thr, lo <= thr + EPS,
-                                    f"{lang} candidate-{ref} {mode} {metric} 95% CI [{lo:+.4f}, "
-                                    f"{float(ci.high):+.4f}] ({what}; lower end must be <= {thr:+.4f}, "
-                                    "i.e. not worse beyond the CI)"))
-    if "streaming_offline_gap" in cfgs:
-        thr = _threshold(cfgs["streaming_offline_gap"], "streaming_offline_gap")
-        for lang in targets + [lg for lg in replays if lg not in targets]:
-            st = s.score("candidate", "streaming", lang, metric)
-            o = s.score("candidate", "offline", lang, metric)
-            if st is None or o is None:
-                rules.append(missing("streaming_offline_gap", lang, thr))
-                continue
-            gap = abs(st - o)
-            rules.append(RuleResult(f"streaming_offline_gap[{lang}]", gap, thr, gap <= thr,
-                                    f"{lang} candidate streaming {st:.4f} vs offline {o:.4f} "
-                                    f"(|gap| {gap:.4f}, must be <= {thr:.4f})"))
+    rules: list[RuleResult] = []
+    for name, (langs_of, threshold_of, judge) in _RULES.items():
+        if name not in cfgs:
+            continue
+        thr = threshold_of(cfgs[name], name)
+        for lang in langs_of(targets, replays):
+            result = judge(s, lang, thr, mode, metric)
+            rules.append(result if result is not None else RuleResult(
+                f"{name}[{lang}]", None, thr, False, f"{name}[{lang}]: no {mode} {metric} measured"))
     if not rules:
         rules.append(RuleResult("policy", None, None, False, "no rule was applied (empty policy or no languages)"))
     return Decision(passed=all(r.passed for r in rules), rules=rules)
+
+
+# Each rule: the languages it judges, its threshold, and the judgement for one language (None: its inputs
+# were not measured, which fails the rule).
+def _target_improves(s, lang, thr, mode, metric):
+    b, c = s.score("base", mode, lang, metric), s.score("candidate", mode, lang, metric)
+    if b is None or c is None:
+        return None
+    imp = b - c
+    return RuleResult(f"target_improves[{lang}]", imp, thr, imp > thr,
+                      f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
+                      f"(improvement {imp:+.4f}, must be > {thr:.4f})")
+
+
+def _target_ceiling(s, lang, thr, mode, metric):
+    c = s.score("candidate", mode, lang, metric)
+    if c is None:
+        return None
+    return RuleResult(f"target_ceiling[{lang}]", c, thr, c < thr,
+                      f"{lang} candidate {mode} {metric} {c:.4f} (must be < {thr:.4f})")
+
+
+def _target_ci_below_zero(s, lang, thr, mode, metric):
+    ci = s.delta_ci.get(lang)
+    if not ci:
+        return None
+    hi = float(ci.high)
+    return RuleResult(f"target_ci_below_zero[{lang}]", hi, 0.0, hi < 0.0,
+                      f"{lang} 95% CI of candidate-base delta [{ci.low:+.4f}, {hi:+.4f}] (upper end must be < 0)")
+
+
+def _replay_max_regression(s, lang, thr, mode, metric):
+    b, c = s.score("base", mode, lang, metric), s.score("candidate", mode, lang, metric)
+    if b is None or c is None:
+        return None
+    inc = c - b
+    return RuleResult(f"replay_max_regression[{lang}]", inc, thr, inc <= thr + EPS,
+                      f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
+                      f"(change {inc:+.4f}, must be <= {thr:+.4f})")
+
+
+def _champion_not_worse(s, lang, thr, mode, metric):
+    champ_cis = s.champion_delta_ci
+    ref, cis = ("champion", champ_cis) if champ_cis is not None else ("base", s.delta_ci)
+    ci = cis.get(lang)
+    if not ci:
+        return None
+    lo = float(ci.low)
+    what = "vs the current champion" if ref == "champion" else "no champion yet: compared with the base"
+    return RuleResult(f"champion_not_worse[{lang}]", lo, thr, lo <= thr + EPS,
+                      f"{lang} candidate-{ref} {mode} {metric} 95% CI [{lo:+.4f}, {float(ci.high):+.4f}] "
+                      f"({what}; lower end must be <= {thr:+.4f}, i.e. not worse beyond the CI)")
+
+
+def _streaming_offline_gap(s, lang, thr, mode, metric):
+    st = s.score("candidate", "streaming", lang, metric)
+    o = s.score("candidate", "offline", lang, metric)
+    if st is None or o is None:
+        return None
+    gap = abs(st - o)
+    return RuleResult(f"streaming_offline_gap[{lang}]", gap, thr, gap <= thr,
+                      f"{lang} candidate streaming {st:.4f} vs offline {o:.4f} "
+                      f"(|gap| {gap:.4f}, must be <= {thr:.4f})")
+
+
+def _targets(targets, replays):
+    return targets
+
+
+_RULES = {  # in the order the decision lists them
+    "target_improves": (_targets, _threshold, _target_improves),
+    "target_ceiling": (_targets, _threshold, _target_ceiling),
+    "target_ci_below_zero": (_targets, lambda cfg, name: 0.0, _target_ci_below_zero),
+    "replay_max_regression": (lambda t, r: r, _threshold, _replay_max_regression),
+    # replay languages are bounded against the base by replay_max_regression
+    "champion_not_worse": (_targets, _threshold, _champion_not_worse),
+    "streaming_offline_gap": (lambda t, r: t + [lg for lg in r if lg not in t], _threshold, _streaming_offline_gap),
+}

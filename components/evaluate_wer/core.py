@@ -237,16 +237,9 @@ def evaluate(
     """
     gate_mod.validate_policy(policy)
     floor = gate_mod.enforce_floor(policy, override_reason=floor_override_reason)
-    target_langs, replay_langs = parse_langs(target_langs), parse_langs(replay_langs)
-    if not target_langs:
-        raise ValueError("target_langs is empty: the gate needs at least one target language")
-    langs = target_langs + [lg for lg in replay_langs if lg not in target_langs]
-    for p in (base_model, candidate_model, *([champion_model] if champion_model else [])):
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"model file not found: {p}")
-    test_path = Path(manifest_dir) / "test.jsonl"
-    if not test_path.is_file():
-        raise FileNotFoundError(f"held-out manifest not found: {test_path}")
+    target_langs, replay_langs, langs, test_path = _check_inputs(
+        target_langs, replay_langs, (base_model, candidate_model, champion_model), manifest_dir
+    )
     rows = _select(read_manifest(test_path), langs, max_utts_per_lang, seed, str(test_path))
     audios = [load_audio(r["audio_filepath"], strict_rate=True) for r in rows]
     utt_langs = [r["lang"] for r in rows]
@@ -261,100 +254,24 @@ def evaluate(
     hyps = {name: r.hyps for name, r in runs.items()}
     atts = {name: r.att_context_size for name, r in runs.items()}
     audio_s = float(sum(a.size for a in audios)) / SAMPLE_RATE
-    timings: dict = {name: dict(r.timings_s) for name, r in runs.items()}
-    for name in models:  # evaluation speed: seconds of audio per second of compute, per mode
-        for mode in MODES:
-            timings[name][f"{mode}_rtfx"] = audio_s / max(timings[name][mode], 1e-9)
-    for name in models:
-        if atts[name] != atts["candidate"]:
-            raise ValueError(f"{name} default att_context_size {atts[name]} differs from the candidate's "
-                             f"{atts['candidate']}: pass att_context_size explicitly")
-        if runs[name].offline_att_context_size != runs["candidate"].offline_att_context_size:
-            raise ValueError(f"{name} offline lookahead {runs[name].offline_att_context_size} differs from the "
-                             f"candidate's {runs['candidate'].offline_att_context_size}: pass "
-                             "offline_att_context_size explicitly")
+    timings = _timings(runs, audio_s)
+    _same_lookaheads(runs)
+    metrics, per_utt = _score_models(hyps, refs, utt_langs, langs)
+    delta_ci = _delta_ci(per_utt, "base", langs, utt_langs, policy, n_resamples, seed)
+    champion_delta_ci = (_delta_ci(per_utt, "champion", langs, utt_langs, policy, n_resamples, seed)
+                         if "champion" in models else None)
 
-    metrics: dict = {m: {mode: {} for mode in MODES} for m in models}
-    per_utt: dict = {m: {} for m in models}
-    for m in models:
-        for mode in MODES:
-            h = hyps[m][mode]
-            per_utt[m][mode] = utterance_scores(refs, h, utt_langs)
-            for lg in langs:
-                ix = [i for i, x in enumerate(utt_langs) if x == lg]
-                metrics[m][mode][lg] = score([refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)).to_dict()
-            metrics[m][mode]["overall"] = score(refs, h, utt_langs).to_dict()
-
-    # The CI is of the delta the gate judges: the policy's mode and metric (default streaming wer_norm).
-    ci_mode, ci_metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
-    err_field, den_field = {"wer_norm": ("errors", "n_ref_words"), "wer_raw": ("raw_errors", "raw_ref_words"),
-                            "cer": ("char_errors", "n_ref_chars")}[ci_metric]
-    def deltas(ref: str) -> dict:
-        """Per language: paired-bootstrap CI of candidate - `ref` on the same utterances and resampling."""
-        out = {}
-        for lg in langs:
-            ix = [i for i, x in enumerate(utt_langs) if x == lg]
-            r, c = per_utt[ref][ci_mode], per_utt["candidate"][ci_mode]
-            ci = paired_bootstrap([getattr(r[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
-                                  [getattr(r[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
-            out[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
-        return out
-
-    delta_ci = deltas("base")
-    champion_delta_ci = deltas("champion") if "champion" in models else None
-
-    record = EvaluationSummary(
-        base_model=str(base_model),
-        candidate_model=str(candidate_model),
-        champion_model=str(champion_model) if champion_model else None,
-        base_sha256=sha256_file(base_model),
-        candidate_sha256=sha256_file(candidate_model),
-        champion_sha256=sha256_file(champion_model) if champion_model else None,
-        manifest=str(test_path),
-        att_context_size=atts["candidate"],
-        offline_att_context_size=runs["candidate"].offline_att_context_size,
-        stream_piece_s=piece_s,
-        target_langs=target_langs,
-        replay_langs=replay_langs,
-        n_utts=len(rows),
-        audio_seconds=audio_s,
-        stream_batch=n_streams,
-        metrics=metrics,
-        delta_ci={lg: DeltaCI(**ci) for lg, ci in delta_ci.items()},
-        champion_delta_ci=({lg: DeltaCI(**ci) for lg, ci in champion_delta_ci.items()}
-                           if champion_delta_ci is not None else None),
-        latency_curve=[LatencyPoint(**p) for p in _latency_curve(runs["candidate"], refs, utt_langs, langs)]
-        if latency_curve else [],
-        timings_s=timings,
+    record = _record(
+        base_model, candidate_model, champion_model, test_path, runs, piece_s, target_langs, replay_langs,
+        len(rows), audio_s, n_streams, metrics, delta_ci, champion_delta_ci,
+        _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [], timings,
     )
     decision = gate_mod.decide(record, policy)
     record.decision, record.policy, record.policy_floor = decision, policy, PolicyFloor(**floor)
     summary = record.to_dict()  # the report and the table read the JSON's shape
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # the golden set Triton must reproduce after each load (post-deploy parity: golden.py, sync_champion.py)
-    candidate = AsrModel.load(candidate_model)
-    write_golden_set(out, audios, utt_langs, lambda a, lg: candidate.transcribe(a, lg, att_context_size=atts["candidate"]),
-                     atts["candidate"])
-    utt_lines = []
-    for i, r in enumerate(rows):
-        rec = {"id": r.get("id", Path(r["audio_filepath"]).stem), "lang": r["lang"], "ref": r["text"],
-               "duration": r.get("duration")}
-        for m in models:
-            for mode in MODES:
-                u = per_utt[m][mode][i]
-                rec[f"{m}_{mode}"] = {"hyp": hyps[m][mode][i], "wer_raw": u.wer_raw, "wer_norm": u.wer_norm,
-                                      "cer": u.cer, "errors": u.errors, "n_ref_words": u.n_ref_words}
-        utt_lines.append(json.dumps(rec, ensure_ascii=False))
-    paths = {k: out / f for k, f in (("evaluation", "evaluation.json"), ("decision", "decision.json"),
-                                       ("utterances", "utterances.jsonl"), ("report", "report.html"),
-                                       ("latency_curve", "latency_curve.json"))}
-    atomic_write_text(paths["utterances"], "\n".join(utt_lines) + "\n")
-    atomic_write_text(paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False))
-    atomic_write_text(paths["report"], render_html(summary))
-    atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
-    atomic_write_text(paths["evaluation"], record.to_json())
+    paths = _write_outputs(Path(out_dir), record, summary, rows, per_utt, hyps, audios, utt_langs,
+                           candidate_model, atts["candidate"])
     log.info("%s", format_table(summary))
     return EvaluationResult(
         passed=decision.passed,
@@ -369,6 +286,133 @@ def evaluate(
         latency_curve=summary["latency_curve"],
         latency_curve_path=str(paths["latency_curve"]),
     )
+
+
+def _record(base_model, candidate_model, champion_model, test_path, runs, piece_s, target_langs, replay_langs,
+            n_utts, audio_s, n_streams, metrics, delta_ci, champion_delta_ci, curve, timings) -> EvaluationSummary:
+    """The evaluation summary record (components/common/evaluation.py) before the gate decides."""
+    return EvaluationSummary(
+        base_model=str(base_model),
+        candidate_model=str(candidate_model),
+        champion_model=str(champion_model) if champion_model else None,
+        base_sha256=sha256_file(base_model),
+        candidate_sha256=sha256_file(candidate_model),
+        champion_sha256=sha256_file(champion_model) if champion_model else None,
+        manifest=str(test_path),
+        att_context_size=runs["candidate"].att_context_size,
+        offline_att_context_size=runs["candidate"].offline_att_context_size,
+        stream_piece_s=piece_s,
+        target_langs=target_langs,
+        replay_langs=replay_langs,
+        n_utts=n_utts,
+        audio_seconds=audio_s,
+        stream_batch=n_streams,
+        metrics=metrics,
+        delta_ci={lg: DeltaCI(**ci) for lg, ci in delta_ci.items()},
+        champion_delta_ci=({lg: DeltaCI(**ci) for lg, ci in champion_delta_ci.items()}
+                           if champion_delta_ci is not None else None),
+        latency_curve=[LatencyPoint(**p) for p in curve],
+        timings_s=timings,
+    )
+
+
+def _check_inputs(target_langs, replay_langs, models, manifest_dir):
+    """-> (target langs, replay langs, all langs, test.jsonl path); named errors for what is missing."""
+    target_langs, replay_langs = parse_langs(target_langs), parse_langs(replay_langs)
+    if not target_langs:
+        raise ValueError("target_langs is empty: the gate needs at least one target language")
+    langs = target_langs + [lg for lg in replay_langs if lg not in target_langs]
+    for p in [m for m in models if m]:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"model file not found: {p}")
+    test_path = Path(manifest_dir) / "test.jsonl"
+    if not test_path.is_file():
+        raise FileNotFoundError(f"held-out manifest not found: {test_path}")
+    return target_langs, replay_langs, langs, test_path
+
+
+def _timings(runs: dict, audio_s: float) -> dict:
+    """Seconds per model and mode, and the evaluation speed: seconds of audio per second of compute."""
+    timings: dict = {name: dict(r.timings_s) for name, r in runs.items()}
+    for name in runs:
+        for mode in MODES:
+            timings[name][f"{mode}_rtfx"] = audio_s / max(timings[name][mode], 1e-9)
+    return timings
+
+
+def _same_lookaheads(runs: dict) -> None:
+    """Every model was scored at the candidate's streaming and offline lookaheads (else the deltas lie)."""
+    atts = {name: r.att_context_size for name, r in runs.items()}
+    for name in runs:
+        if atts[name] != atts["candidate"]:
+            raise ValueError(f"{name} default att_context_size {atts[name]} differs from the candidate's "
+                             f"{atts['candidate']}: pass att_context_size explicitly")
+        if runs[name].offline_att_context_size != runs["candidate"].offline_att_context_size:
+            raise ValueError(f"{name} offline lookahead {runs[name].offline_att_context_size} differs from the "
+                             f"candidate's {runs['candidate'].offline_att_context_size}: pass "
+                             "offline_att_context_size explicitly")
+
+
+def _score_models(hyps: dict, refs: list[str], utt_langs: list[str], langs: list[str]) -> tuple[dict, dict]:
+    """-> (metrics[model][mode][lang or "overall"], per-utterance scores[model][mode])."""
+    metrics: dict = {m: {mode: {} for mode in MODES} for m in hyps}
+    per_utt: dict = {m: {} for m in hyps}
+    for m in hyps:
+        for mode in MODES:
+            h = hyps[m][mode]
+            per_utt[m][mode] = utterance_scores(refs, h, utt_langs)
+            for lg in langs:
+                ix = [i for i, x in enumerate(utt_langs) if x == lg]
+                metrics[m][mode][lg] = score([refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)).to_dict()
+            metrics[m][mode]["overall"] = score(refs, h, utt_langs).to_dict()
+    return metrics, per_utt
+
+
+def _delta_ci(per_utt: dict, ref: str, langs: list[str], utt_langs: list[str], policy: dict, n_resamples: int,
+              seed: int) -> dict:
+    """Per language: paired-bootstrap CI of candidate - `ref` on the same utterances and resampling. The CI is
+    of the delta the gate judges: the policy's mode and metric (default streaming wer_norm)."""
+    ci_mode, ci_metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
+    err_field, den_field = {"wer_norm": ("errors", "n_ref_words"), "wer_raw": ("raw_errors", "raw_ref_words"),
+                            "cer": ("char_errors", "n_ref_chars")}[ci_metric]
+    out = {}
+    for lg in langs:
+        ix = [i for i, x in enumerate(utt_langs) if x == lg]
+        r, c = per_utt[ref][ci_mode], per_utt["candidate"][ci_mode]
+        ci = paired_bootstrap([getattr(r[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
+                              [getattr(r[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
+        out[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
+    return out
+
+
+def _write_outputs(out: Path, record, summary: dict, rows: list[dict], per_utt: dict, hyps: dict, audios: list,
+                   utt_langs: list[str], candidate_model: str, att: list[int]) -> dict[str, Path]:
+    """The golden set, utterances.jsonl, latency_curve.json, report.html, decision.json and evaluation.json
+    (last: its presence means the evaluation finished) -> their paths by name."""
+    out.mkdir(parents=True, exist_ok=True)
+    # the golden set Triton must reproduce after each load (post-deploy parity: golden.py, sync_champion.py)
+    candidate = AsrModel.load(candidate_model)
+    write_golden_set(out, audios, utt_langs, lambda a, lg: candidate.transcribe(a, lg, att_context_size=att),
+                     att)
+    utt_lines = []
+    for i, r in enumerate(rows):
+        rec = {"id": r.get("id", Path(r["audio_filepath"]).stem), "lang": r["lang"], "ref": r["text"],
+               "duration": r.get("duration")}
+        for m in hyps:
+            for mode in MODES:
+                u = per_utt[m][mode][i]
+                rec[f"{m}_{mode}"] = {"hyp": hyps[m][mode][i], "wer_raw": u.wer_raw, "wer_norm": u.wer_norm,
+                                      "cer": u.cer, "errors": u.errors, "n_ref_words": u.n_ref_words}
+        utt_lines.append(json.dumps(rec, ensure_ascii=False))
+    paths = {k: out / f for k, f in (("evaluation", "evaluation.json"), ("decision", "decision.json"),
+                                       ("utterances", "utterances.jsonl"), ("report", "report.html"),
+                                       ("latency_curve", "latency_curve.json"))}
+    atomic_write_text(paths["utterances"], "\n".join(utt_lines) + "\n")
+    atomic_write_text(paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False))
+    atomic_write_text(paths["report"], render_html(summary))
+    atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
+    atomic_write_text(paths["evaluation"], record.to_json())
+    return paths
 
 
 def resolve_model(uri: str, dst_dir: str) -> str:

@@ -181,20 +181,7 @@ def export_model(
     repo = Path(triton_repo)
     serving = serving or ServingConfig()
     att_context_size = parse_att_context_size(att_context_size)
-    if keep_versions < 1:
-        raise ExportError(f"keep_versions must be >= 1, got {keep_versions}")
-    if not nemo_path.is_file():
-        raise ExportError(f"{nemo_path}: checkpoint not found")
-    try:
-        json.dumps(model_info or {})
-    except TypeError as e:
-        raise ExportError(f"model_info is not JSON-serialisable: {e}") from e
-    actual = sha256_file(nemo_path)
-    if expected_sha256 is not None and actual != expected_sha256.strip().lower():
-        raise ExportError(
-            f"{nemo_path}: sha256 {actual} does not match the expected {expected_sha256} "
-            "(the registry's checkpoint_sha256); refusing to export"
-        )
+    actual = _checked_sha256(nemo_path, expected_sha256, model_info, keep_versions)
     offline_att = offline_lookahead(nemo_path, offline_att_context_size, att_context_size)
     atts = {OFFLINE: offline_att, STREAMING: att_context_size}
     configs = {m: render_config(m, atts[m], serving) for m in MODELS}  # fail before writing
@@ -217,29 +204,11 @@ def export_model(
         for model in MODELS:
             model_dir = repo / model
             model_dir.mkdir(exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
-            try:
-                shutil.copyfile(RUNTIME / _RUNTIME_SOURCE[model], tmp / "model.py")
-                _place_checkpoint(nemo_path, tmp / "model.nemo", actual)
-                atomic_write_text(
-                    tmp / "model.json", json.dumps({**sidecar, "model": model}, indent=2) + "\n"
-                )
-                # mkstemp/mkdtemp make 0600/0700; the server may run as another user
-                os.chmod(tmp / "model.json", 0o644)
-                os.chmod(tmp, 0o755)
-                os.rename(tmp, model_dir / str(version))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            _write_version(model_dir, version, model, nemo_path, actual, sidecar)
             atomic_write_text(model_dir / "config.pbtxt", configs[model])
             os.chmod(model_dir / "config.pbtxt", 0o644)
             paths[model] = str(model_dir / str(version))
-            for old in existing_versions(model_dir)[:-keep_versions]:
-                # rename first so a half-deleted folder is never mistaken for a version
-                doomed = model_dir / f".del-{old}-{os.getpid()}"
-                os.rename(model_dir / str(old), doomed)
-                shutil.rmtree(doomed)
-                removed.append(str(model_dir / str(old)))
+            removed += _prune(model_dir, keep_versions)
     return ExportResult(
         version=version,
         paths=paths,
@@ -247,6 +216,54 @@ def export_model(
         configs={m: str(repo / m / "config.pbtxt") for m in MODELS},
         removed=removed,
     )
+
+
+def _checked_sha256(nemo_path: Path, expected_sha256: str | None, model_info: dict | None, keep_versions: int) -> str:
+    """The checkpoint's sha256, after the arguments are checked; a mismatch with `expected_sha256` is refused
+    before anything is written."""
+    if keep_versions < 1:
+        raise ExportError(f"keep_versions must be >= 1, got {keep_versions}")
+    if not nemo_path.is_file():
+        raise ExportError(f"{nemo_path}: checkpoint not found")
+    try:
+        json.dumps(model_info or {})
+    except TypeError as e:
+        raise ExportError(f"model_info is not JSON-serialisable: {e}") from e
+    actual = sha256_file(nemo_path)
+    if expected_sha256 is not None and actual != expected_sha256.strip().lower():
+        raise ExportError(
+            f"{nemo_path}: sha256 {actual} does not match the expected {expected_sha256} "
+            "(the registry's checkpoint_sha256); refusing to export"
+        )
+    return actual
+
+
+def _write_version(model_dir: Path, version: int, model: str, nemo_path: Path, sha256: str, sidecar: dict) -> None:
+    """model_dir/<version>/ (runtime, checkpoint, model.json), built aside and renamed into place."""
+    tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
+    try:
+        shutil.copyfile(RUNTIME / _RUNTIME_SOURCE[model], tmp / "model.py")
+        _place_checkpoint(nemo_path, tmp / "model.nemo", sha256)
+        atomic_write_text(tmp / "model.json", json.dumps({**sidecar, "model": model}, indent=2) + "\n")
+        # mkstemp/mkdtemp make 0600/0700; the server may run as another user
+        os.chmod(tmp / "model.json", 0o644)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, model_dir / str(version))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _prune(model_dir: Path, keep_versions: int) -> list[str]:
+    """Remove all but the newest `keep_versions` versions; returns what was removed."""
+    removed = []
+    for old in existing_versions(model_dir)[:-keep_versions]:
+        # rename first so a half-deleted folder is never mistaken for a version
+        doomed = model_dir / f".del-{old}-{os.getpid()}"
+        os.rename(model_dir / str(old), doomed)
+        shutil.rmtree(doomed)
+        removed.append(str(model_dir / str(old)))
+    return removed
 
 
 def read_sidecar(nemo_path: str | os.PathLike) -> dict | None:

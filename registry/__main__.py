@@ -48,7 +48,7 @@ def rollback_and_export(reg: Registry, name: str, reason: str, triton_repo=None,
         return record_export(reg, r, e.version, e.paths)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -104,60 +104,64 @@ def main(argv: list[str] | None = None) -> int:
 
     add_rollout_cli(sub)
     add_verbosity_flags(ap)
-    args = ap.parse_args(argv)
-    configure_from(args)
+    return ap
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_from(args)
     reg = Registry(get_client(args.tracking_uri))
     try:
-        if args.cmd == "list":
-            print(json.dumps(reg.state(args.model), indent=2, ensure_ascii=False))
-        elif args.cmd == "show":
-            v = reg.get(args.model, args.version)
-            if args.card:
-                print(reg.client.get_model_version(args.model, v.version).description or "(no model card)")
-            else:
-                print(
-                    json.dumps(
-                        {"version": v.version, "aliases": v.aliases, "source": v.source, "tags": v.tags},
-                        indent=2,
-                        ensure_ascii=False,
-                    )
-                )
-        elif args.cmd == "register":
-            v = reg.register(args.model, args.nemo, tags={"role": args.alias}, aliases=(args.alias,))
-            print(
-                f"registered models:/{args.model}@{args.alias} (v{v.version}, "
-                f"sha256 {v.tags['checkpoint_sha256'][:12]})"
-            )
-        elif args.cmd == "promote":
-            v = reg.promote(args.model, args.version, force=args.force, reason=args.reason, actor=args.actor)
-            print(f"{args.model} v{v.version} is now champion ({v.tags.get('promotion_reason')})")
-        elif args.cmd == "rollback":
-            r = rollback_and_export(
-                reg,
-                args.model,
-                args.reason,
-                to=args.to,
-                actor=args.actor,
-                run_id=args.run_id,
-                triton_repo=None if args.no_export else args.triton_repo,
-                att_context_size=args.att_context_size,
-                force=args.force,
-            )
-            where = (
-                f"; Triton version {r.triton_version} in {args.triton_repo}"
-                if r.triton_version is not None
-                else "; Triton not touched (--no-export)"
-            )
-            print(f"{args.model}: champion v{r.from_version} -> v{r.to_version} ({r.reason}){where}")
-        elif args.cmd == "rollout":
-            from registry.rollout import run_cli as run_rollout_cli
-
-            print(run_rollout_cli(reg, args, rollback_and_export))
+        print(_run(reg, args))
     except (PermissionError, ValueError, LookupError, FileNotFoundError, TimeoutError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run(reg: Registry, args: argparse.Namespace) -> str:
+    """The sub-command's work -> what it prints."""
+    if args.cmd == "list":
+        return json.dumps(reg.state(args.model), indent=2, ensure_ascii=False)
+    if args.cmd == "show":
+        v = reg.get(args.model, args.version)
+        if args.card:
+            return reg.client.get_model_version(args.model, v.version).description or "(no model card)"
+        return json.dumps(
+            {"version": v.version, "aliases": v.aliases, "source": v.source, "tags": v.tags},
+            indent=2,
+            ensure_ascii=False,
+        )
+    if args.cmd == "register":
+        v = reg.register(args.model, args.nemo, tags={"role": args.alias}, aliases=(args.alias,))
+        return (
+            f"registered models:/{args.model}@{args.alias} (v{v.version}, "
+            f"sha256 {v.tags['checkpoint_sha256'][:12]})"
+        )
+    if args.cmd == "promote":
+        v = reg.promote(args.model, args.version, force=args.force, reason=args.reason, actor=args.actor)
+        return f"{args.model} v{v.version} is now champion ({v.tags.get('promotion_reason')})"
+    if args.cmd == "rollback":
+        r = rollback_and_export(
+            reg,
+            args.model,
+            args.reason,
+            to=args.to,
+            actor=args.actor,
+            run_id=args.run_id,
+            triton_repo=None if args.no_export else args.triton_repo,
+            att_context_size=args.att_context_size,
+            force=args.force,
+        )
+        where = (
+            f"; Triton version {r.triton_version} in {args.triton_repo}"
+            if r.triton_version is not None
+            else "; Triton not touched (--no-export)"
+        )
+        return f"{args.model}: champion v{r.from_version} -> v{r.to_version} ({r.reason}){where}"
+    from registry.rollout import run_cli as run_rollout_cli  # args.cmd == "rollout"
+
+    return run_rollout_cli(reg, args, rollback_and_export)
 
 
 if __name__ == "__main__":

@@ -92,52 +92,64 @@ def rollback(
                 reg.write_override(info, reason, who)
                 info = reg.get(name, target)
             stamp = utc_now()
-            restored = {
-                "rollback.restored_at": stamp,
-                "rollback.restored_by": who,
-                "rollback.reason": reason.strip(),
-                "rollback.from_version": current or "",
-                "rollback.evidence": evidence,
-            }
-            demoted = {
-                "rollback.demoted_at": stamp,
-                "rollback.demoted_by": who,
-                "rollback.demoted_reason": reason.strip(),
-                "rollback.demoted_to": target,
-            }
-            if run_id:
-                restored["rollback.run_id"] = demoted["rollback.run_id"] = run_id
-            entry = Entry(
-                target,
-                "rollback",
-                stamp,
-                who,
-                current or "",
-                evidence == "forced",
-                run_id,
-                reason.strip()[: Entry.WHY_CHARS],
-            )
-            reg.move_champion(name, lock, entries, entry)
-            for k, v in restored.items():  # after the move: audit tags describe what happened
-                reg.client.set_model_version_tag(name, target, k, v)
-            for k, v in demoted.items():
-                reg.client.set_model_version_tag(name, current, k, v)
+            _move_and_tag(reg, name, lock, entries, target, current, reason, who, run_id, evidence, stamp)
         result = RollbackResult(name, current or "", target, reason.strip(), who, stamp)
         if download_dir is not None:
-            att = (
-                att_context_size
-                if att_context_size is not None
-                else info.tags.get("att_context_size") or info.tags.get("params.att_context_size") or None
-            )
-            model_info = {
-                "name": name,
-                "version": target,
-                "alias": CHAMPION,
-                "tags": info.tags,
-                "rollback": {"from_version": current, "reason": reason.strip(), "by": who, "at": stamp},
-            }
-            result.restore = Restore(Path(nemo), info.tags["checkpoint_sha256"], model_info, att)
+            result.restore = _restore(info, nemo, name, target, current, reason, who, stamp, att_context_size)
     return result
+
+
+def _move_and_tag(reg: Registry, name: str, lock, entries, target: str, current: str | None, reason: str,
+                  who: str, run_id: str, evidence: str, stamp: str) -> None:
+    """Move `champion` to `target` (a history entry), then audit-tag the restored and the demoted version."""
+    restored = {
+        "rollback.restored_at": stamp,
+        "rollback.restored_by": who,
+        "rollback.reason": reason.strip(),
+        "rollback.from_version": current or "",
+        "rollback.evidence": evidence,
+    }
+    demoted = {
+        "rollback.demoted_at": stamp,
+        "rollback.demoted_by": who,
+        "rollback.demoted_reason": reason.strip(),
+        "rollback.demoted_to": target,
+    }
+    if run_id:
+        restored["rollback.run_id"] = demoted["rollback.run_id"] = run_id
+    entry = Entry(
+        target,
+        "rollback",
+        stamp,
+        who,
+        current or "",
+        evidence == "forced",
+        run_id,
+        reason.strip()[: Entry.WHY_CHARS],
+    )
+    reg.move_champion(name, lock, entries, entry)
+    for k, v in restored.items():  # after the move: audit tags describe what happened
+        reg.client.set_model_version_tag(name, target, k, v)
+    for k, v in demoted.items():
+        reg.client.set_model_version_tag(name, current, k, v)
+
+
+def _restore(info, nemo, name: str, target: str, current: str | None, reason: str, who: str, stamp: str,
+             att_context_size: str | None) -> Restore:
+    """What the caller exports: the verified checkpoint, at the lookahead the version was evaluated at."""
+    att = (
+        att_context_size
+        if att_context_size is not None
+        else info.tags.get("att_context_size") or info.tags.get("params.att_context_size") or None
+    )
+    model_info = {
+        "name": name,
+        "version": target,
+        "alias": CHAMPION,
+        "tags": info.tags,
+        "rollback": {"from_version": current, "reason": reason.strip(), "by": who, "at": stamp},
+    }
+    return Restore(Path(nemo), info.tags["checkpoint_sha256"], model_info, att)
 
 
 def record_export(reg: Registry, r: RollbackResult, triton_version: int, paths: dict[str, str]) -> RollbackResult:

@@ -13,10 +13,21 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 
 PACKAGES = ("components", "registry", "pipelines", "serving")  # the loggers `configure` owns
 LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}  # quiet / default / verbose
-STORY_LINE = re.compile(r"^\s*\[(?P<step>[a-z][a-z0-9_]*)\] (?P<message>.*)$")  # a formatted record of ours
+# the `step` of each of this project's loggers: the components' packages and the top-level packages
+STEPS = tuple(
+    sorted(
+        p.parent.name
+        for p in Path(__file__).resolve().parents[1].glob("*/__init__.py")
+        if p.parent.name != "common"
+    )
+) + ("common", *PACKAGES[1:])
+STORY_LINE = re.compile(
+    rf"^\s*\[(?P<step>{'|'.join(STEPS)})\] (?P<message>.*)$"
+)  # a formatted record of ours
 
 
 def step_of(logger_name: str) -> str:

@@ -120,7 +120,6 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     out: dict = {"run_dir": str(run_dir)}
     v = task_outputs(run_dir, "validate-data")
     say("Validation:\n" + short_validation(str(v.get("summary", "(no summary)"))))
-    say(f"Data Docs (offline, styled): {run_dir / 'validate-data' / 'validation' / 'data_docs' / 'index.html'}")
     brief = json.loads(task_outputs(run_dir, "build-manifest").get("Output") or "{}")
     counts, hours = brief.get("counts", {}), brief.get("hours", {})
     langs = sorted({lang for split in counts.values() for lang in split})

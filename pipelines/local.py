@@ -39,6 +39,7 @@ def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", gi
         "data_md5": data_md5,
         "base_model_uri": base_model_uri,
         "work_root": str(REPO_ROOT / ".cache" / "finetune_work"),
+        "build_root": str(REPO_ROOT / ".cache" / "manifest_build"),  # the local "data volume" (issue 16)
         "triton_repo": str(REPO_ROOT / params["export_triton"]["triton_repo"]),
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
         "git_commit": git_commit,

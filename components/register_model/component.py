@@ -9,15 +9,15 @@ from components.common.kfp_base import component
 
 @component
 def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
-                   base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str
-                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
+                   base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
+                   evaluation_run_id: str = "") -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
     import os
 
     from components.register_model.core import register_candidate
 
     r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
                            data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
-                           pipeline_run_id=pipeline_run_id,
+                           pipeline_run_id=pipeline_run_id, evaluation_run_id=evaluation_run_id,
                            tracking_uri=mlflow_tracking_uri or None)
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
     return (r.version, r.gate_passed)

@@ -511,7 +511,9 @@ def gateway_level(
 ) -> tuple[list[float], float]:
     """(per-chunk seconds, chunks/s) of `n` concurrent Riva StreamingRecognize clients through the gateway.
     Closed loop like the Triton clients: a stream sends its next 160 ms chunk when the interim result of the
-    previous one arrives (the gateway answers one interim result per chunk)."""
+    previous one arrives (the gateway answers one interim result per chunk). Like `drive`, each client runs
+    whole clips, one session per clip (client k starts at clip k), until it has `per_stream` chunks and at
+    least one whole clip: the same audio and the same session lengths as the Triton side."""
     import grpc
     from riva.client.proto import riva_asr_pb2 as rasr
     from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
@@ -521,11 +523,10 @@ def gateway_level(
     lats: list[list[float]] = [[] for _ in range(n)]
     stamps: list[list[float]] = [[] for _ in range(n)]
 
-    def one(k: int) -> None:
-        _, audio, lang = clips[k % len(clips)]
+    def session(k: int, audio: np.ndarray, lang: str) -> None:
         pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-        pieces = [pcm[i : i + 2 * step] for i in range(0, len(pcm), 2 * step)][:per_stream]
-        pieces = [p for p in pieces if len(p) == 2 * step]
+        pieces = [pcm[i : i + 2 * step] for i in range(0, len(pcm), 2 * step)]
+        pieces = [p for p in pieces if len(p) == 2 * step]  # a trailing partial piece waits for the final
         got: queue.Queue = queue.Queue()
         cfg = rasr.StreamingRecognitionConfig(
             config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000, language_code=lang),
@@ -541,8 +542,18 @@ def gateway_level(
                 lats[k].append(t1 - t0)
                 stamps[k].append(t1)
 
-        for _ in stub.StreamingRecognize(requests(), metadata=[("authorization", f"Bearer {key}")]):
-            got.put(time.perf_counter())
+        for resp in stub.StreamingRecognize(requests(), metadata=[("authorization", f"Bearer {key}")]):
+            if not resp.results[0].is_final:
+                got.put(time.perf_counter())
+
+    def one(k: int) -> None:
+        i = k
+        while True:
+            _, audio, lang = clips[i % len(clips)]
+            session(k, audio, lang)
+            i += n
+            if len(lats[k]) >= per_stream:
+                return
 
     threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
     for t in threads:
@@ -714,7 +725,9 @@ def main(argv: list[str] | None = None) -> int:
         default="triton",
         help="gateway: also measure the front door's added p50 per chunk vs direct Triton (1, 16 streams)",
     )
-    p.add_argument("--gateway-ports", default="18280,18281", help="gateway gRPC,HTTP ports for --via gateway")
+    p.add_argument(
+        "--gateway-ports", default="0,0", help="gateway gRPC,HTTP ports for --via gateway (0: a free port)"
+    )
     p.add_argument("--pair-chunks", type=int, default=320, help="chunks per 16-stream pass of a paired round")
     p.add_argument("--no-soak", action="store_true", help="skip the soak (full-size runs)")
     p.add_argument(
@@ -889,7 +902,9 @@ def main(argv: list[str] | None = None) -> int:
             p2.append(cps_tr / cps_in)
             print(f"paired round {r + 1}/{a.rounds}: P1 {p1[r]:.3f}  P2' {p2[-1]:.3f}", flush=True)
         res["paired"] = {"P1": paired(p1), "P2_prime": paired(p2)}
-        noisy = noisy_neighbour(server.grpc_url, clips, step, ServingConfig.max_chunk_s, big - 1, max(8, a.level_chunks // big))
+        noisy = noisy_neighbour(
+            server.grpc_url, clips, step, ServingConfig.max_chunk_s, big - 1, max(8, a.level_chunks // big)
+        )
         res["noisy_neighbour"] = noisy
         print(
             f"noisy neighbour: {noisy['normal_streams']} normal streams p99 {noisy['quiet']['p99_ms']:.1f} ms alone, "
@@ -913,10 +928,21 @@ def main(argv: list[str] | None = None) -> int:
                 added: dict[str, list[float]] = {}
                 for n in (1, big):
                     per = max(8, a.pair_chunks // n)
-                    for r in range(a.rounds):
-                        lat_tr, _ = triton_level(server.grpc_url, clips, step, expected, n, per * n, 200 + r)
-                        lat_gw, _ = gateway_level(f"127.0.0.1:{gport}", "bench-key", clips, step, n, per)
-                        added.setdefault(str(n), []).append(pct(lat_gw, 50) - pct(lat_tr, 50))
+                    for r in range(a.rounds):  # ABBA: odd rounds run the gateway first
+                        sides = ["triton", "gateway"] if r % 2 == 0 else ["gateway", "triton"]
+                        side_lat = {}
+                        for side in sides:
+                            if side == "triton":
+                                side_lat[side], _ = triton_level(
+                                    server.grpc_url, clips, step, expected, n, per * n, 200 + r
+                                )
+                            else:
+                                side_lat[side], _ = gateway_level(
+                                    gw.grpc_addr, "bench-key", clips, step, n, per
+                                )
+                        added.setdefault(str(n), []).append(
+                            pct(side_lat["gateway"], 50) - pct(side_lat["triton"], 50)
+                        )
                     print(
                         f"gateway, {n} stream(s): added p50 per chunk {np.median(added[str(n)]):+.2f} ms "
                         f"(rounds {', '.join(f'{x:+.2f}' for x in added[str(n)])})",

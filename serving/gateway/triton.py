@@ -2,8 +2,7 @@
 readiness and the model list.
 
 A client stream holds ONE Triton gRPC stream (`ModelStreamInfer`) for its whole sequence, like a direct Triton
-client does. A unary `infer` per chunk costs the gateway a new HTTP/2 call per 160 ms of audio: profiled on the
-demo model, that call set-up was ~1.5 ms of the gateway's ~1.8 ms CPU per chunk (docs/SERVING.md, "Gateway
+client does, instead of a unary `infer` (a new HTTP/2 call) per 160 ms chunk (docs/SERVING.md, "Gateway
 overhead").
 """
 

@@ -851,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
             min(a.level_chunks, 200),
             min(a.pair_chunks, 128),
         )
-        a.rounds = max(3, min(a.rounds, 3))
+        a.rounds = max(3, a.rounds)  # 3 unless --rounds asks for more
     os.environ["ASR_THREADS"] = str(a.threads)  # AsrModel.load here and server_env() for the stubs
     levels = [int(s) for s in a.streams.split(",")]
 

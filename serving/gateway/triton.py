@@ -161,10 +161,10 @@ class TritonStream:
         try:
             result, error = await anext(self._responses)
         except StopAsyncIteration:
-            self._responses = None
+            await self.close()
             raise _unavailable(self.b.cfg, RuntimeError("the stream ended without an answer")) from None
         except grpc.RpcError as e:  # Triton down, or the stream broke: the next request opens a new one
-            self._responses = None
+            await self.close()
             raise _unavailable(self.b.cfg, e) from None
         if error is not None:
             raise triton_error(error.message() or str(error))
@@ -196,7 +196,7 @@ class TritonStream:
         responses, self._responses = self._responses, None
         if responses is None:
             return
-        self._requests.put_nowait(None)
+        self._requests.put_nowait(None)  # ends the request iterator tritonclient consumes
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 async for _ in responses:

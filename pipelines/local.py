@@ -39,6 +39,7 @@ def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", gi
         "data_md5": data_md5,
         "base_model_uri": base_model_uri,
         "work_root": str(REPO_ROOT / ".cache" / "finetune_work"),
+        "build_root": str(REPO_ROOT / ".cache" / "manifest_build"),  # the local "data volume" (issue 16)
         "triton_repo": str(REPO_ROOT / params["export_triton"]["triton_repo"]),
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
         "git_commit": git_commit,
@@ -87,9 +88,10 @@ def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
     return PipelineFailed(step, reason)
 
 
-def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
-    """Run the pipeline through kfp.local's SubprocessRunner; returns this run's artifact folder. A failed
-    step raises PipelineFailed naming the step and its reason."""
+def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None) -> Path:
+    """Run the pipeline through kfp.local (SubprocessRunner unless `runner` is given, e.g. the DockerRunner of
+    tests/containers); returns this run's artifact folder. A failed step raises PipelineFailed naming the step
+    and its reason."""
     from kfp import local
 
     from pipelines.asr_pipeline import PIPELINE_NAME, asr_finetune_pipeline
@@ -97,7 +99,7 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike) -> Path:
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
     t0 = time.time()
     tail, stdout = _Tail(sys.stdout), sys.stdout

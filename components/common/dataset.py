@@ -68,7 +68,11 @@ def find_metadata(data_root: str | os.PathLike) -> Path:
         raise DatasetError(f"{root}: dataset root is not a directory")
     found = [root / n for n in METADATA_NAMES if (root / n).is_file()]
     if not found:
-        raise DatasetError(f"{root}: no metadata.csv or metadata.jsonl (columns: audio,text,lang,speaker)")
+        from components.import_data.core import detect
+
+        fmt = detect(root)
+        hint = f"; it holds {fmt} data: run `python -m components.import_data {root}`" if fmt else ""
+        raise DatasetError(f"{root}: no metadata.csv or metadata.jsonl (columns: audio,text,lang,speaker){hint}")
     if len(found) > 1:
         raise DatasetError(f"{root}: both metadata.csv and metadata.jsonl exist; keep exactly one")
     return found[0]

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from kfp.dsl import Artifact, Input, Model
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
 
 from components.common.kfp_base import component
 
@@ -10,7 +10,9 @@ from components.common.kfp_base import component
 @component
 def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
                    base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
-                   evaluation_run_id: str = "") -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
+                   model_card: Output[Markdown], evaluation_run_id: str = ""
+                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
+    """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it)."""
     import os
 
     from components.register_model.core import register_candidate
@@ -19,6 +21,8 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
                            data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
                            pipeline_run_id=pipeline_run_id, evaluation_run_id=evaluation_run_id,
                            tracking_uri=mlflow_tracking_uri or None)
+    with open(model_card.path, "w", encoding="utf-8") as f:
+        f.write(r.model_card)
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
     return (r.version, r.gate_passed)
 

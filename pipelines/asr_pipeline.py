@@ -130,7 +130,8 @@ def asr_finetune_pipeline(S):
     registered = register_model(candidate=tuned.outputs["model"], evaluation=evaluated.outputs["evaluation"],
                                 model_name=model_name, data_md5=run.data_md5, base_model_uri=run.base_model_uri,
                                 git_commit=run.git_commit, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                evaluation_run_id=evaluated.outputs["mlflow_run_id"])
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
 
     gate = release_gate(evaluation=evaluated.outputs["evaluation"])

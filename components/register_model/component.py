@@ -10,7 +10,8 @@ from components.common.kfp_base import component
 @component
 def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
                    base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
-                   model_card: Output[Markdown]) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
+                   model_card: Output[Markdown], evaluation_run_id: str = ""
+                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
     """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it)."""
     import os
 
@@ -18,7 +19,7 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
 
     r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
                            data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
-                           pipeline_run_id=pipeline_run_id,
+                           pipeline_run_id=pipeline_run_id, evaluation_run_id=evaluation_run_id,
                            tracking_uri=mlflow_tracking_uri or None)
     with open(model_card.path, "w", encoding="utf-8") as f:
         f.write(r.model_card)

@@ -106,6 +106,9 @@ def test_display_names_and_caching_policy(compiled):
         run_id = tasks[step]["inputs"]["parameters"]["pipeline_run_id"]
         assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}, step
     assert tasks["finetune-asr"]["retryPolicy"]["maxRetryCount"] >= 1
+    # lineage: the registered version is tagged with the MLflow run id of its evaluation
+    src = tasks["register-model"]["inputs"]["parameters"]["evaluation_run_id"]["taskOutputParameter"]
+    assert src == {"producerTask": "evaluate-wer", "outputParameterKey": "mlflow_run_id"}
 
 
 # --- issue 16 (datascale): audio stays on the data volume; conversion fans out ---------------------------------

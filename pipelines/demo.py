@@ -77,11 +77,9 @@ def step_base_model(params: dict) -> str:
     return f"models:/{name}@{BASE}"
 
 
-def step_pipeline(params: dict, base_uri: str, data_md5: str) -> Path:
-    from components.register_model.core import git_commit
-
+def step_pipeline(params: dict, base_uri: str) -> Path:
     banner("3/5 Kubeflow pipeline, run locally with kfp.local")
-    args = pipeline_arguments(params, base_uri, data_md5=data_md5, git_commit=git_commit(REPO_ROOT))
+    args = pipeline_arguments(params, base_uri)
     print(json.dumps(args, indent=2))
     return run_local(args, REPO_ROOT / "outputs" / "kfp")
 
@@ -204,7 +202,8 @@ def main(overrides: list[str] | None = None) -> int:
     Registry(get_client()).experiment_id()
     md5 = step_corpus(params)
     base_uri = step_base_model(params)
-    run_dir = step_pipeline(params, base_uri, md5)
+    run_dir = step_pipeline(params, base_uri)
+    print(f"data.dvc md5 {md5}; the run trained on {task_outputs(run_dir, 'materialize-data').get('data_md5')}")
     summary = report_pipeline(run_dir, params)
     if summary.get("decision", {}).get("passed"):
         summary["serving"] = step_serve(params, run_dir)

@@ -20,12 +20,23 @@ def export_triton(
     from components.export_triton.core import export_model
     from registry.mlflow_adapter import get_client, resolve_alias
 
+    from components.export_triton.core import parse_att_context_size, serving_version
+    from registry.mlflow_adapter import Registry
+
     os.makedirs(triton_repo, exist_ok=True)
+    info = Registry(get_client(mlflow_tracking_uri or None)).by_alias(model_name, alias)
+    if info is not None:  # idempotent re-run: the newest version already serves it (no download)
+        same = serving_version(triton_repo, info.tags.get("checkpoint_sha256", ""),
+                               parse_att_context_size(att_context_size or None),
+                               parse_att_context_size(offline_att_context_size or None))
+        if same is not None:
+            print(f"{model_name}@{alias} (v{info.version}) is already Triton version {same}: nothing exported")
+            return (same, info.tags["checkpoint_sha256"])
     with tempfile.TemporaryDirectory(dir=triton_repo, prefix=".download-") as dst:  # same fs: hardlink
         nemo, sha256, info = resolve_alias(
             model_name, alias, dst, client=get_client(mlflow_tracking_uri or None)
         )
         r = export_model(nemo, triton_repo, sha256, {**info, "alias": alias}, att_context_size or None,
                          offline_att_context_size=offline_att_context_size or None)
-    print(f"exported {model_name}@{alias} as version {r.version}: {r.paths}")
+    print(f"exported {model_name}@{alias} as version {r.version}{' (already there)' if r.reused else ''}: {r.paths}")
     return (r.version, r.sha256)

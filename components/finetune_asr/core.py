@@ -541,6 +541,7 @@ def finetune(
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
 
+    from components.finetune_asr.determinism import make_deterministic
     from components.finetune_asr.distill import distill_replay_from_base
 
     t_start = time.monotonic()
@@ -558,6 +559,7 @@ def finetune(
             trainer_cfg[key] = value
     set_threads(threads)
     pl.seed_everything(s.seed, workers=True, verbose=False)
+    make_deterministic(s.seed)  # components/finetune_asr/determinism.py (reproduce: docs/REPRODUCE.md)
 
     model = ASRModel.restore_from(str(base_model), map_location="cpu")
     if not hasattr(model, "prompt_kernel"):

@@ -168,18 +168,45 @@ def _manifest_summary(evaluation: dict) -> dict | None:
         return None
 
 
+def environment() -> dict[str, str]:
+    """What the run's numbers also depend on (reproduce names it when it differs): library versions, host."""
+    import platform
+
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for mod in ("torch", "nemo", "lightning", "numpy"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 (absent or broken: recorded as such)
+            env[mod] = "absent"
+    try:
+        import torch
+
+        env["torch_threads"] = str(torch.get_num_threads())
+        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except Exception:  # noqa: BLE001
+        pass
+    return env
+
+
+LINEAGE_ARTIFACT = "lineage.json"
+
+
 def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model_name: str,
                        data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
                        params: dict | None = None, commit: str = "", tracking_uri: str | None = None,
-                       manifest_summary: dict | None = None) -> RegisterResult:
+                       manifest_summary: dict | None = None, run: dict | None = None) -> RegisterResult:
     """Register a candidate with its lineage, gate record and model card; move `challenger` to it.
 
     The gate record (registry/gate_record.py) binds the decision to this checkpoint's sha256, the exact
     evaluation.json logged beside it and the policy; its sha256 becomes the `gate.record_sha256` tag. An
     evaluation for another checkpoint, or whose `decision.passed` is not a JSON boolean, is refused by name.
 
-    Safe to retry: the pipeline run id + checkpoint sha256 form a registration key, so a retry after a failure
-    (e.g. between creating the version and setting `challenger`) completes the first attempt."""
+    Idempotent in a pipeline: the checkpoint's sha256 + the evaluation's sha256 form a registration key, so a
+    retry after a failure (e.g. between creating the version and setting `challenger`) completes the first
+    attempt, and a re-run of an unchanged pipeline (cached fine-tune and evaluation) creates no second version.
+
+    `run` (the pipeline's lineage: data_rev, data_commit, base_model_resolved, every parameter) is stored with the
+    version as `lineage.json`; `python -m pipelines reproduce` re-runs the pipeline from it."""
     model_dir = Path(model_dir)
     evaluation_text = Path(evaluation_path).read_text(encoding="utf-8")
     evaluation = json.loads(evaluation_text)
@@ -195,6 +222,18 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
                "base_model_sha256": sidecar.get("base_model_sha256", ""),
                "pipeline_run_id": pipeline_run_id or "local"}
+    run = dict(run or {})
+    for key in ("data_rev", "data_commit", "base_model_resolved"):
+        if run.get(key):
+            lineage[key] = str(run[key])
+    if run.get("base_model_sha256"):
+        sidecar_base = sidecar.get("base_model_sha256", "")
+        if sidecar_base and sidecar_base != run["base_model_sha256"]:
+            raise ValueError(f"{model_dir}: trained from base sha256 {sidecar_base}, but the run resolved the base "
+                             f"to {run['base_model_sha256']}; refusing to register a wrong lineage")
+        lineage["base_model_sha256"] = run["base_model_sha256"]
+    lineage_doc = {**lineage, "checkpoint_sha256": sha, "parameters": dict(run.get("parameters") or {}),
+                   "environment": environment()}
     record_text = record.to_json()
     tags = {**lineage, "gate.passed": str(passed).lower(), "gate.reasons": reasons[:5000],
             gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")), gr.POLICY_TAG: record.policy_sha256,
@@ -213,11 +252,12 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     tags["model_card"] = "model_card.md"
     key = ""
     if lineage["pipeline_run_id"] not in ("", "local"):
-        key = f"{lineage['pipeline_run_id']}/{sha}"
+        key = f"{sha}/{gr.sha256_bytes(evaluation_text.encode('utf-8'))[:16]}"
     reg = Registry(get_client(tracking_uri))
     info = reg.register(model_name, model_dir, tags=tags, description=card_description(card), aliases=(CHALLENGER,),
                         extra_files={"model_card.md": card, gr.EVALUATION_ARTIFACT: evaluation_text,
-                                     gr.RECORD_ARTIFACT: record_text},
+                                     gr.RECORD_ARTIFACT: record_text,
+                                     LINEAGE_ARTIFACT: json.dumps(lineage_doc, indent=2, sort_keys=True) + "\n"},
                         registration_key=key)
     return RegisterResult(model_name, info.version, info.aliases, passed)
 

@@ -17,11 +17,8 @@ def export_triton(
     import os
     import tempfile
 
-    from components.export_triton.core import export_model
-    from registry.mlflow_adapter import get_client, resolve_alias
-
-    from components.export_triton.core import parse_att_context_size, serving_version
-    from registry.mlflow_adapter import Registry
+    from components.export_triton.core import export_model, parse_att_context_size, serving_version
+    from registry.mlflow_adapter import Registry, get_client, resolve_alias
 
     os.makedirs(triton_repo, exist_ok=True)
     info = Registry(get_client(mlflow_tracking_uri or None)).by_alias(model_name, alias)

@@ -17,11 +17,11 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
     (resolve_base) are step outputs; `parameters` is every pipeline parameter as `name=value` lines."""
     import os
 
-    from components.register_model.core import register_candidate
+    from components.register_model.core import parse_parameters, register_candidate
 
     if not data_md5 or not git_commit:
         raise ValueError(f"register_model: data_md5 {data_md5!r} / git_commit {git_commit!r}: lineage needs both")
-    params = dict(line.split("=", 1) for line in parameters.splitlines() if "=" in line)
+    params = parse_parameters(parameters)
     r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
                            data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
                            pipeline_run_id=pipeline_run_id,

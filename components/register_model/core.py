@@ -191,6 +191,20 @@ def environment() -> dict[str, str]:
 LINEAGE_ARTIFACT = "lineage.json"
 
 
+def parse_parameters(text: str) -> dict[str, str]:
+    """The pipeline's `name=value` lines -> {name: value}. A line that does not start with a lower-case
+    identifier and `=` continues the previous value (a gate policy's YAML text spans lines)."""
+    params: dict[str, str] = {}
+    name = ""
+    for line in text.split("\n"):
+        head, sep, value = line.partition("=")
+        if sep and head.isidentifier() and head == head.lower():
+            name, params[head] = head, value
+        elif name:
+            params[name] += "\n" + line
+    return params
+
+
 def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model_name: str,
                        data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
                        params: dict | None = None, commit: str = "", tracking_uri: str | None = None,

@@ -181,3 +181,12 @@ def test_rerun_on_the_same_candidate_registers_no_second_version(tmp_path, track
     with pytest.raises(ValueError, match="trained from base sha256 b{64}"):
         register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-4", tracking_uri=tracking_uri,
                            run={"base_model_sha256": "a" * 64})
+
+
+def test_parameters_text_keeps_multi_line_values():
+    from components.register_model.core import parse_parameters
+
+    policy = "\nmode: streaming\nrules:\n  target_improves: {min_improvement: -100.0}\n"
+    text = f"max_steps=2\ngate_policy={policy}\ngate_floor_override_reason=a=b\nreplay_langs="
+    assert parse_parameters(text) == {"max_steps": "2", "gate_policy": policy, "gate_floor_override_reason": "a=b",
+                                      "replay_langs": ""}

@@ -86,6 +86,12 @@ def world(tmp_path_factory):
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "data v1", cwd=root)
     v1 = read_data_md5(root / "data.dvc")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    man = build_manifests(root / "data", root / "boot_manifests")  # the base's tokenizer spells all of v1
+    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
+                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
+    Registry(get_client(uri)).register(f"{MODEL}-base", base, aliases=(BASE,))
     _drop_train_rows(root / "data", 3)
     sh(*dvc, "add", "-q", "data", cwd=root)
     sh(*dvc, "push", "-q", cwd=root)
@@ -93,12 +99,6 @@ def world(tmp_path_factory):
     sh("git", "commit", "-qm", "data v2: three bg-BG rows fewer", cwd=root)
     v2 = read_data_md5(root / "data.dvc")
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    man = build_manifests(root / "data", root / "boot_manifests")
-    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
-                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
-    Registry(get_client(uri)).register(f"{MODEL}-base", base, aliases=(BASE,))
     params = load_params(PARAMS_FILE, [
         "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
         "register_model.model_name=" + MODEL, "run.data_rev=HEAD~1", f"run.data_repo={root}"])

@@ -154,11 +154,20 @@ def compare(doc: dict, recorded_eval: dict, recorded_nemo: Path, run_dir: Path, 
                      ("base_model_sha256", base.get("sha256"))):
         if str(doc.get(key, "")) != str(new):
             diffs.append(f"{key}: recorded {doc.get(key)!r}, re-run {new!r}")
+    from components.common.settings import SettingsError, coerce
+    from pipelines.settings import all_knobs
+
     recorded = doc.get("parameters") or {}
     pinned = set(PATH_KNOBS) | {"data_rev", "base_model_uri", "base_model_sha256", "model_name"}
-    for name, value in recorded.items():
-        if name not in pinned and name in args and str(args[name]) != str(value):
-            diffs.append(f"parameter {name}: recorded {value!r}, re-run {args[name]!r}")
+    for _, k in all_knobs():  # compared as typed values: kfp renders an int parameter 2 as "2.0" in text
+        if k.name in pinned or k.name not in recorded or k.name not in args:
+            continue
+        try:
+            same = coerce(k, recorded[k.name]) == coerce(k, args[k.name])
+        except SettingsError:
+            same = str(recorded[k.name]) == str(args[k.name])
+        if not same:
+            diffs.append(f"parameter {k.name}: recorded {recorded[k.name]!r}, re-run {args[k.name]!r}")
     env_now, env_then = environment(), doc.get("environment") or {}
     diffs += [f"environment {k}: recorded {env_then[k]!r}, here {env_now.get(k)!r}"
               for k in sorted(env_then) if str(env_then[k]) != str(env_now.get(k))]

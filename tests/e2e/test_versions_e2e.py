@@ -128,7 +128,7 @@ def test_an_older_data_rev_trains_on_that_version_and_the_lineage_shows_it(world
     assert tags["base_model_resolved"] == f"models:/{MODEL}-base/1" and len(tags["base_model_sha256"]) == 64
     assert not [k for k, v in tags.items() if str(v).strip().lower() == "unknown"]
     lineage = json.loads(reg._artifact_bytes(version, "lineage.json"))
-    assert lineage["parameters"]["max_steps"] == "2" and lineage["parameters"]["seed"] == "0"
+    assert float(lineage["parameters"]["max_steps"]) == 2 and float(lineage["parameters"]["seed"]) == 0
     assert lineage["parameters"]["recipe"] == "tiny-demo" and lineage["environment"]["torch"]
 
 

@@ -142,7 +142,7 @@ def _wer(evaluation: dict) -> dict[str, float]:
 
 def compare(doc: dict, recorded_eval: dict, recorded_nemo: Path, run_dir: Path, args: dict,
             tolerance: float) -> Comparison:
-    from components.register_model.core import environment
+    from components.common.version import environment
     from pipelines.local import task_outputs
 
     data, base = task_outputs(run_dir, "materialize-data"), task_outputs(run_dir, "resolve-base")

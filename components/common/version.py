@@ -57,3 +57,25 @@ def code_version(repo: str | os.PathLike = _REPO, image_file: str | os.PathLike 
 
 def is_dirty(version: str) -> bool:
     return DIRTY in version
+
+
+def environment() -> dict[str, str]:
+    """What a run's numbers also depend on (`reproduce` names an entry that differs): library versions, torch
+    threads, machine, GPU. Call it where the work ran (the fine-tune records it on its model artifact): it imports
+    torch, NeMo and Lightning."""
+    import platform
+
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for mod in ("torch", "nemo", "lightning", "numpy"):
+        try:
+            env[mod] = str(__import__(mod).__version__)
+        except Exception:  # noqa: BLE001 (absent or broken: recorded as such)
+            env[mod] = "absent"
+    try:
+        import torch
+
+        env["torch_threads"] = str(torch.get_num_threads())
+        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except Exception:  # noqa: BLE001
+        pass
+    return env

@@ -50,6 +50,7 @@ def finetune_asr(
     training setting, code): the pipeline caches this step, so an unchanged re-run trains nothing. They are
     recorded on the model artifact; the pipeline passes no run id here (it would change the key every run)."""
     from components.common.errors import exit_on_deterministic
+    from components.common.version import environment
     from components.finetune_asr.core import run_finetune_step
 
     try:
@@ -61,6 +62,7 @@ def finetune_asr(
         exit_on_deterministic("finetune_asr", e)
     model.metadata.update(
         {"steps": res.steps_done, "final_loss": res.final_loss, "sidecar": "model.json", "val_wer": res.val_wer,
-         "data_md5": data_md5, "base_model_sha256": base_model_sha256, "code_version": code_version}
+         "data_md5": data_md5, "base_model_sha256": base_model_sha256, "code_version": code_version,
+         "environment": environment()}  # where it trained (the lineage's; reproduce compares it)
     )
     return (res.steps_done, res.final_loss, run_id)

@@ -28,7 +28,8 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
                            tracking_uri=mlflow_tracking_uri or None,
                            run={"data_rev": data_rev, "data_commit": data_commit,
                                 "base_model_resolved": base_model_resolved,
-                                "base_model_sha256": base_model_sha256, "parameters": params})
+                                "base_model_sha256": base_model_sha256, "parameters": params,
+                                "environment": candidate.metadata.get("environment") or {}})
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
     return (r.version, r.gate_passed)
 

@@ -168,26 +168,6 @@ def _manifest_summary(evaluation: dict) -> dict | None:
         return None
 
 
-def environment() -> dict[str, str]:
-    """What the run's numbers also depend on (reproduce names it when it differs): library versions, host."""
-    import platform
-
-    env = {"python": platform.python_version(), "machine": platform.machine()}
-    for mod in ("torch", "nemo", "lightning", "numpy"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 (absent or broken: recorded as such)
-            env[mod] = "absent"
-    try:
-        import torch
-
-        env["torch_threads"] = str(torch.get_num_threads())
-        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    except Exception:  # noqa: BLE001
-        pass
-    return env
-
-
 LINEAGE_ARTIFACT = "lineage.json"
 
 
@@ -247,7 +227,7 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                              f"to {run['base_model_sha256']}; refusing to register a wrong lineage")
         lineage["base_model_sha256"] = run["base_model_sha256"]
     lineage_doc = {**lineage, "checkpoint_sha256": sha, "parameters": dict(run.get("parameters") or {}),
-                   "environment": environment()}
+                   "environment": dict(run.get("environment") or {})}
     record_text = record.to_json()
     tags = {**lineage, "gate.passed": str(passed).lower(), "gate.reasons": reasons[:5000],
             gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")), gr.POLICY_TAG: record.policy_sha256,

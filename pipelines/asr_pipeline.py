@@ -161,7 +161,8 @@ def asr_finetune_pipeline(S):
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=S.export_triton.triton_repo, alias="champion",
                                  att_context_size=att_context_size, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                 offline_att_context_size=e.offline_att_context_size)
+                                 offline_att_context_size=e.offline_att_context_size,
+                                 candidate_sha256=registered.outputs["sha256"])
         _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted),
                  cl.data_pvc)
         for task in (promoted, exported):

@@ -6,7 +6,8 @@ Called once by finetune() after Lightning's seed_everything (one line in core.py
   without one warns instead of failing (on GPU some RNNT-loss and scatter kernels have none);
 - cuDNN deterministic, benchmark (autotuning: picks kernels by timing) off; CUBLAS_WORKSPACE_CONFIG set so cuBLAS
   reductions are deterministic;
-- the loader's workers: none on CPU (fit_to_host), and lhotse's sampler is seeded by `seed` (build_train_ds).
+- the loader's workers: none on CPU (fit_to_host); lhotse's sampler and its shard_seed are `seed`
+  (build_train_ds: NeMo's default shard_seed "trng" made identical runs differ).
 
 Not covered (documented): a different thread count or CPU model (float reductions split differently), a
 different torch/NeMo version, and GPU kernels without deterministic variants.

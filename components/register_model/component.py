@@ -12,7 +12,7 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
                    base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
                    data_rev: str = "", data_commit: str = "", base_model_resolved: str = "",
                    base_model_sha256: str = "", parameters: str = ""
-                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool)]):
+                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str)]):
     """`data_md5`, `data_commit` (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit`
     (resolve_base) are step outputs; `parameters` is every pipeline parameter as `name=value` lines."""
     import os
@@ -31,7 +31,7 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
                                 "base_model_sha256": base_model_sha256, "parameters": params,
                                 "environment": candidate.metadata.get("environment") or {}})
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
-    return (r.version, r.gate_passed)
+    return (r.version, r.gate_passed, r.sha256)
 
 
 @component

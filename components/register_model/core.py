@@ -22,6 +22,7 @@ class RegisterResult:
     version: str
     aliases: list[str]
     gate_passed: bool
+    sha256: str = ""  # the registered checkpoint's
 
 
 def read_data_md5(dvc_file: str | Path) -> str:
@@ -253,7 +254,7 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                                      gr.RECORD_ARTIFACT: record_text,
                                      LINEAGE_ARTIFACT: json.dumps(lineage_doc, indent=2, sort_keys=True) + "\n"},
                         registration_key=key)
-    return RegisterResult(model_name, info.version, info.aliases, passed)
+    return RegisterResult(model_name, info.version, info.aliases, passed, sha)
 
 
 def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline",

@@ -158,3 +158,24 @@ def test_resolve_base_pins_the_alias_and_refuses_another_checkpoint(tmp_path, mo
     r = resolve_base("models:/m-base@base", "", uri)
     assert r.uri == "models:/m-base/2" and r.sha256 == sha256_file(tmp_path / "b2" / "model.nemo")
     assert resolve_base("models:/m-base/1", sha256_file(nemo), uri).uri == "models:/m-base/1"
+
+
+def test_the_fine_tune_data_order_is_seeded_by_the_run_seed(tmp_path):
+    """Issue 16 item 2: NeMo's lhotse default shard_seed "trng" drew a fresh seed in every process, so two
+    identical CPU fine-tunes gave different weights (tests/e2e/test_versions_e2e.py reproduces bit for bit)."""
+    from omegaconf import OmegaConf
+
+    from components.finetune_asr import core
+    from components.finetune_asr.determinism import make_deterministic
+    from components.finetune_asr.settings import FinetuneSettings, apply
+
+    cfg = OmegaConf.create({"sample_rate": 16000, "model_defaults": {"prompt_dictionary": {"bg-BG": 30}}})
+    ds = core.build_train_ds(apply(FinetuneSettings(recipe="tiny-demo")).train_ds, tmp_path / "t.jsonl", cfg, 7)
+    assert ds["seed"] == 7 and ds["shard_seed"] == 7
+    import torch
+
+    try:
+        facts = make_deterministic(7)
+        assert facts["deterministic_algorithms"] and torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

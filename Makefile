@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv demo rehearse test test-fast compile submit images serve serve-stop bench bench-serve lint clean
+.PHONY: help venv demo rehearse test test-fast compile submit images serve serve-stop bench bench-serve lint format-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@start=$$(date +%s); \
 	$(PYTHON) -m venv $(VENV) && \
 	$(PY) -m pip install -q --upgrade pip && \
-	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[test]" && \
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[dev]" && \
 	echo "== dependency install took $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
@@ -62,8 +62,8 @@ docker-up: $(STAMP)  ## start this project's dockerd unless an engine answers (d
 docker-down: $(STAMP)  ## stop the dockerd that docker-up started (never another engine)
 	@$(PY) -m tests.containers.dockerd down
 
-test-containers: $(STAMP)  ## components in their image (DockerRunner) == subprocess; Triton image serves
-	@$(DOCKER_ENV) ASR_CONTAINER_TESTS=1 timeout 1800 $(PY) -m pytest -q -p no:cacheprovider tests/containers
+test-containers: $(STAMP)  ## every pipeline step in its image (DockerRunner) == subprocess; Triton image serves
+	@$(DOCKER_ENV) ASR_CONTAINER_TESTS=1 timeout 2700 $(PY) -m pytest -q -p no:cacheprovider tests/containers
 
 serve: $(STAMP)  ## start the real tritonserver over triton_repo/ (stop with make serve-stop)
 	$(PY) -m serving start --repo triton_repo
@@ -77,8 +77,12 @@ bench: $(STAMP)  ## benchmarks (print ratios measured in one run)
 bench-serve: $(STAMP)  ## Triton load benchmark (ARGS="--via gateway --model X.nemo --quick"; prints ratios)
 	$(PY) tests/bench/bench_serve.py $(ARGS)
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff check + the layer contract (import-linter, pyproject [tool.importlinter]); same hooks as pre-commit
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+format-check: $(STAMP)  ## ruff format --check (joins `make lint` once the tree is formatted)
+	$(VENV)/bin/ruff format --check .
 
 clean:  ## remove generated state (keeps .venv and the DVC remote)
 	rm -rf outputs .cache .mlflow pipeline.yaml data triton_repo/asr_offline triton_repo/asr_streaming

@@ -1,8 +1,9 @@
 """The DAG: wiring only. Each step's logic lives in components/<step>/core.py.
 
-materialize_data ─► validate_data ─► build_manifest ─► preflight_finetune ─► finetune_asr ─► evaluate_wer ─►
-resolve_base ─────────────────────────────────────────┘      register_model ─► release_gate ─[dsl.If passed]─►
+materialize_data ─► validate_data ─► [ParallelFor build_pods: build_manifest_shard] ─► build_manifest (merge) ─►
+    preflight_finetune ─► finetune_asr ─► evaluate_wer ─► register_model ─► release_gate ─[dsl.If gate passed]─►
     promote_model ─► export_triton
+resolve_base (base pinned + sha256, code version) ─► preflight_finetune, finetune_asr, evaluate_wer, register_model
 
 Caching (KFP on a cluster; kfp.local with `run_local(enable_caching=True)`): materialize_data and resolve_base
 never are: they decide the keys. materialize_data pins the dataset version (data_rev) and outputs DVC's md5;
@@ -17,7 +18,7 @@ same candidate registers no second version and exports no second Triton version)
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
 from kfp import dsl, kubernetes
 
-from components.build_manifest.component import build_manifest
+from components.build_manifest.component import build_manifest, build_manifest_shard, fanout_shards
 from components.evaluate_wer.component import evaluate_wer, release_gate
 from components.export_triton.component import export_triton
 from components.finetune_asr.component import finetune_asr, preflight_finetune
@@ -98,11 +99,21 @@ def asr_finetune_pipeline(S):
     validated.set_display_name("Validate data (great-expectations)")
 
     m = S.build_manifest
+    # --- issue 16 (datascale): conversion fans out over build_pods pods into build_root on the PVC, then one
+    # merge step splits and publishes (the one-pod code); only manifests/summaries travel as artifacts.
+    shards = fanout_shards(n_shards=m.build_pods).set_display_name("Plan the conversion fan-out")
+    with dsl.ParallelFor(shards.output, name="convert-audio") as shard:
+        converted = build_manifest_shard(data_root=data_root, build_root=m.build_root, shard=shard,
+                                         n_shards=m.build_pods, data_version=data_md5,
+                                         validation=validated.outputs["report"])
+        _storage(converted.set_display_name("Convert audio (one shard)"), cl.data_pvc)
     # the rows validation rejected (validation.json) never reach a manifest, whatever max_failed_fraction allows
     manifests = build_manifest(data_root=data_root, seed=S.finetune_asr.seed, val_ratio=m.val_ratio,
                                test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=data_md5,
-                               validation=validated.outputs["report"], duplicate_audio=v.duplicate_audio)
-    manifests.set_display_name("Build NeMo manifests").after(validated)
+                               validation=validated.outputs["report"], duplicate_audio=v.duplicate_audio,
+                               build_root=m.build_root, shard_above_hours=m.shard_above_hours)
+    manifests.set_display_name("Build NeMo manifests (merge)").after(converted)
+    # --- end issue 16 (datascale)
 
     finetune_settings = record_text(S.finetune_asr, FinetuneSettings)
     # Deterministic checks first, in seconds and without retry: settings, languages, lookahead, tokenizer,

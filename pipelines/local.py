@@ -42,6 +42,7 @@ def pipeline_arguments(params: dict, base_model_uri: str) -> dict:
         "data_cache": str(REPO_ROOT / ".cache" / "data_versions"),
         "base_model_uri": base_model_uri,
         "work_root": str(REPO_ROOT / ".cache" / "finetune_work"),
+        "build_root": str(REPO_ROOT / ".cache" / "manifest_build"),  # the local "data volume" (issue 16)
         "triton_repo": str(REPO_ROOT / params["export_triton"]["triton_repo"]),
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
     }
@@ -89,9 +90,10 @@ def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
     return PipelineFailed(step, reason)
 
 
-def run_local(arguments: dict, pipeline_root: str | os.PathLike, enable_caching: bool = True) -> Path:
-    """Run the pipeline through kfp.local's SubprocessRunner; returns this run's artifact folder. A failed
-    step raises PipelineFailed naming the step and its reason.
+def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None, enable_caching: bool = True) -> Path:
+    """Run the pipeline through kfp.local (SubprocessRunner unless `runner` is given, e.g. the DockerRunner of
+    tests/containers); returns this run's artifact folder. A failed step raises PipelineFailed naming the step
+    and its reason.
 
     With `enable_caching` (the default) kfp.local caches the tasks the pipeline lets it cache, as KFP does on a
     cluster, in `<pipeline_root>/.kfp_cache`: an unchanged re-run trains and evaluates nothing."""
@@ -102,7 +104,7 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike, enable_caching:
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True, enable_caching=enable_caching)
     t0 = time.time()
     tail, stdout = _Tail(sys.stdout), sys.stdout

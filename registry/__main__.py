@@ -22,6 +22,31 @@ from registry.mlflow_adapter import Registry, get_client
 DEFAULT_MODEL = "nemotron-asr-finetuned"
 
 
+def rollback_and_export(reg: Registry, name: str, reason: str, triton_repo=None, keep_versions: int = 3, **kw):
+    """`registry.rollback.rollback`, then serving follows: the restored checkpoint is exported into
+    `triton_repo` (None: registry only) as its newest version. The CLI is an entry point and wires the export
+    step in (the `registry` package itself imports no step; pyproject's import-linter contract)."""
+    import tempfile
+    from pathlib import Path
+
+    from registry.rollback import export_failed_message, record_export, rollback
+
+    if triton_repo is None:
+        return rollback(reg, name, reason, **kw)
+    Path(triton_repo).mkdir(parents=True, exist_ok=True)  # download beside it: the export hardlinks, not copies
+    with tempfile.TemporaryDirectory(dir=triton_repo, prefix=".rollback-") as tmp:
+        r = rollback(reg, name, reason, download_dir=tmp, **kw)
+        from components.export_triton.core import export_model
+
+        x = r.restore
+        try:
+            e = export_model(x.nemo, triton_repo, x.sha256, x.model_info, x.att_context_size,
+                             keep_versions=keep_versions)
+        except Exception as err:
+            raise RuntimeError(export_failed_message(r, triton_repo, err)) from err
+        return record_export(reg, r, e.version, e.paths)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             v = reg.promote(args.model, args.version, force=args.force, reason=args.reason, actor=args.actor)
             print(f"{args.model} v{v.version} is now champion ({v.tags.get('promotion_reason')})")
         elif args.cmd == "rollback":
-            from registry.rollback import rollback as do_rollback
-
-            r = do_rollback(
+            r = rollback_and_export(
                 reg,
                 args.model,
                 args.reason,
@@ -127,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "rollout":
             from registry.rollout import run_cli as run_rollout_cli
 
-            print(run_rollout_cli(reg, args))
+            print(run_rollout_cli(reg, args, rollback_and_export))
     except (PermissionError, ValueError, LookupError, FileNotFoundError, TimeoutError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,9 +18,11 @@ Pure functions here (build, check); the adapter (registry/mlflow_adapter.py) dow
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+
+from components.common.evaluation import EvaluationSummary, strict_bool
+from components.common.io import sha256_bytes
 
 RECORD_ARTIFACT = "gate/gate_record.json"
 OVERRIDE_ARTIFACT = "gate/override.json"
@@ -35,20 +37,9 @@ class GateRecordError(PermissionError):
     """A version has no valid evidence for `champion`; the message names what is missing or does not match."""
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def policy_text(policy: dict) -> str:
     """The canonical text of a policy (sorted JSON): what `policy_sha256` hashes, whatever YAML it came from."""
     return json.dumps(policy, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def strict_bool(value: object, where: str) -> bool:
-    """A JSON boolean, nothing else: the string "false" is truthy in Python and must never pass a gate."""
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"{where} must be a JSON boolean (true/false), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -77,28 +68,21 @@ def build_record(evaluation_text: str, checkpoint_sha256: str, pipeline_run_id: 
 
     Refuses, by field, an evaluation that cannot bind a verdict to this checkpoint: no or another
     `candidate_sha256`, no policy, or a `decision.passed` that is not a JSON boolean."""
-    try:
-        evaluation = json.loads(evaluation_text)
-    except ValueError as e:
-        raise ValueError(f"evaluation.json: not JSON ({e})") from None
-    if not isinstance(evaluation, dict):
-        raise ValueError("evaluation.json: expected a JSON object")
-    cand = evaluation.get("candidate_sha256")
+    evaluation = EvaluationSummary.from_json(evaluation_text)  # SummaryError (a ValueError) names the field
+    cand = evaluation.candidate_sha256
     if not cand:
         raise ValueError("evaluation.json: no candidate_sha256, so its verdict cannot be bound to a checkpoint")
     if cand != checkpoint_sha256:
         raise ValueError(f"evaluation.json: candidate_sha256 {cand} is not this checkpoint ({checkpoint_sha256})")
-    decision = evaluation.get("decision")
-    if not isinstance(decision, dict):
+    decision = evaluation.decision
+    if decision is None:
         raise ValueError("evaluation.json: no decision object")
-    passed = strict_bool(decision.get("passed"), "evaluation.json: decision.passed")
-    policy = evaluation.get("policy")
-    if not isinstance(policy, dict):
+    passed = strict_bool(decision.passed, "evaluation.json: decision.passed")
+    if evaluation.policy is None:
         raise ValueError("evaluation.json: no policy mapping (the gate's rules must be on the record)")
-    text = policy_text(policy)
-    floor = evaluation.get("policy_floor") or {}
-    rules = [{"rule": r.get("rule"), "passed": r.get("passed"), "reason": r.get("reason", "")}
-             for r in decision.get("rules", []) if isinstance(r, dict)]
+    text = policy_text(evaluation.policy)
+    floor = evaluation.policy_floor
+    rules = [{"rule": r.rule, "passed": r.passed, "reason": r.reason} for r in decision.rules]
     return GateRecord(
         checkpoint_sha256=checkpoint_sha256,
         evaluation_sha256=sha256_bytes(evaluation_text.encode("utf-8")),
@@ -106,8 +90,8 @@ def build_record(evaluation_text: str, checkpoint_sha256: str, pipeline_run_id: 
         policy_text=text,
         passed=passed,
         rules=rules,
-        floor_sha256=str(floor.get("sha256", "")),
-        floor_override_reason=str(floor.get("override_reason", "")),
+        floor_sha256=floor.sha256 if floor else "",
+        floor_override_reason=floor.override_reason if floor else "",
         pipeline_run_id=pipeline_run_id,
         created_at=created_at,
     )
@@ -142,11 +126,11 @@ def check_record(where: str, record_bytes: bytes | None, record_tag: str | None,
     if sha256_bytes(evaluation_bytes) != record.evaluation_sha256:
         raise GateRecordError(f"{where}: {EVALUATION_ARTIFACT} does not match the gate record's evaluation_sha256")
     try:
-        evaluation = json.loads(evaluation_bytes)
-        ev_passed = strict_bool((evaluation.get("decision") or {}).get("passed"), "decision.passed")
-    except (ValueError, AttributeError) as e:
+        evaluation = EvaluationSummary.from_json(evaluation_bytes)
+        ev_passed = strict_bool(evaluation.decision.passed if evaluation.decision else None, "decision.passed")
+    except ValueError as e:
         raise GateRecordError(f"{where}: {EVALUATION_ARTIFACT} unreadable ({e})") from None
-    if evaluation.get("candidate_sha256") != checkpoint_sha256:
+    if evaluation.candidate_sha256 != checkpoint_sha256:
         raise GateRecordError(f"{where}: {EVALUATION_ARTIFACT} evaluated another checkpoint")
     if ev_passed is not strict_bool(record.passed, "gate record passed"):
         raise GateRecordError(f"{where}: gate record and {EVALUATION_ARTIFACT} disagree on the decision")

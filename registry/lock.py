@@ -22,6 +22,8 @@ import socket
 import time
 import uuid
 
+from registry import mlflow_errors
+
 LOCK_SUFFIX = "--lock"
 
 
@@ -33,14 +35,8 @@ class LockLost(RuntimeError):
     """Our lease expired and someone else broke it: stop before writing."""
 
 
-def _already_exists(e: Exception) -> bool:
-    s = str(e)
-    return "RESOURCE_ALREADY_EXISTS" in s or "already exists" in s.lower()
-
-
-def _missing(e: Exception) -> bool:
-    s = str(e)
-    return "RESOURCE_DOES_NOT_EXIST" in s or "not found" in s.lower() or "does not exist" in s.lower()
+_already_exists = mlflow_errors.already_exists  # by MLflow error_code, never by message text
+_missing = mlflow_errors.missing
 
 
 class RegistryLock:
@@ -65,7 +61,7 @@ class RegistryLock:
         except Exception as e:
             if _already_exists(e):
                 return False
-            if "locked" in str(e).lower():  # sqlite busy under concurrent writers: try again
+            if "locked" in str(e).lower():  # sqlite busy (SQLite's own error, no MLflow code): try again
                 return False
             raise
 

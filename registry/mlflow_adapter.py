@@ -1,8 +1,9 @@
 """MLflow model registry adapter: register, alias, promote, resolve. The MlflowClient is passed in.
 
 Works on sqlite (local default) and against an `mlflow server` (cluster). Versions are created with the
-low-level `create_model_version(source=<run artifact uri>/model, run_id=...)` route, which works on both
-(reference/mlops-stack-on-cpu.md §2.2). Aliases, never stages.
+low-level `create_model_version(source=<run artifact uri>/model, run_id=...)` route, which works on both. The
+source is the fine-tune run's `model/` artifact when that run logged the checkpoint (one upload; `model_run_id`
+tag); the registration's own run holds the model card, evaluation and gate record. Aliases, never stages.
 
 Consistency rules (docs/REGISTRY.md says why):
 - a version is created only after its artifacts are logged, with all its tags in the same call, so no version
@@ -27,30 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.io import sha256_file
+from components.common.tracking import EXPERIMENT, MODEL_RUN_TAG, default_tracking_uri, get_client
+from components.common.tracking import experiment_id as _experiment_id
 from registry import gate_record as gr
-from registry import history
+from registry import history, mlflow_errors
 from registry.history import HISTORY_TAG, Entry
 from registry.lock import RegistryLock
 from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENT = "nemotron-asr"
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / '.mlflow' / 'mlflow.db'}"
-
-
-def get_client(tracking_uri: str | None = None):
-    """A client on `tracking_uri` (env MLFLOW_TRACKING_URI, else the repo's sqlite file)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+# EXPERIMENT, default_tracking_uri and get_client: one client/experiment rule for the steps and the registry
+# (components/common/tracking.py), re-exported here for the registry's callers.
 
 
 class ConcurrentPromotionError(RuntimeError):
@@ -90,17 +78,7 @@ class Registry:
 
     # -- experiments / runs ------------------------------------------------------------------------------
     def experiment_id(self) -> str:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        location = None
-        uri = self.client.tracking_uri if hasattr(self.client, "tracking_uri") else default_tracking_uri()
-        if str(uri).startswith("sqlite:///"):  # keep artifacts next to the db, not in the cwd
-            location = (Path(str(uri).removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-        try:
-            return self.client.create_experiment(self.experiment, artifact_location=location)
-        except Exception:  # created concurrently by another process
-            return self.client.get_experiment_by_name(self.experiment).experiment_id
+        return _experiment_id(self.client, self.experiment)
 
     # -- registration -------------------------------------------------------------------------------------
     def register(
@@ -159,7 +137,10 @@ class Registry:
         own_run = run_id is None
         if own_run:
             run_id = self.client.create_run(self.experiment_id(), run_name=f"register-{name}").info.run_id
-        self.client.log_artifacts(run_id, str(model_dir), "model")
+        model_run = self.find_model_run(sha, nemo.stat().st_size)
+        if model_run is None:  # no run holds this checkpoint yet: upload it with this registration
+            self.client.log_artifacts(run_id, str(model_dir), "model")
+            model_run = run_id
         for artifact_path, text in (extra_files or {}).items():
             with tempfile.TemporaryDirectory() as tmp:
                 p = Path(tmp) / Path(artifact_path).name
@@ -171,15 +152,15 @@ class Registry:
         try:
             self.client.create_registered_model(name)
         except Exception as e:  # already exists (any store)
-            if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+            if not mlflow_errors.already_exists(e):
                 raise
-        all_tags = {"checkpoint_sha256": sha, **{k: str(v) for k, v in (tags or {}).items()}}
+        all_tags = {"checkpoint_sha256": sha, "model_run_id": model_run,
+                    **{k: str(v) for k, v in (tags or {}).items()}}
         if registration_key:
             all_tags["registration_key"] = registration_key
-        run = self.client.get_run(run_id)
         mv = self.client.create_model_version(
             name,
-            source=f"{run.info.artifact_uri}/model",
+            source=f"{self.client.get_run(model_run).info.artifact_uri}/model",
             run_id=run_id,
             tags=all_tags,
             description=description,
@@ -189,13 +170,31 @@ class Registry:
             self.client.set_registered_model_alias(name, alias, version)
         return self.get(name, version)
 
+    def find_model_run(self, sha256: str, size: int) -> str | None:
+        """A finished run that already logged this checkpoint as `model/model.nemo` (the fine-tune run tags
+        itself with its sha256: components/common/tracking.py MODEL_RUN_TAG), or None. Its size is checked
+        here; its bytes are checked against the sha256 whenever the version is downloaded (verify, promote)."""
+        key = sha256.replace("'", "")
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        for i in range(0, len(experiments), 100):  # search_runs takes a bounded list of experiments
+            runs = self.client.search_runs(
+                experiments[i : i + 100],
+                filter_string=f"tags.{MODEL_RUN_TAG} = '{key}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time ASC"],
+            )
+            for run in runs:
+                files = {f.path: f.file_size for f in self.client.list_artifacts(run.info.run_id, "model")}
+                if files.get("model/model.nemo") == size:
+                    return run.info.run_id
+        return None
+
     def find_registration(self, name: str, registration_key: str) -> VersionInfo | None:
         """The version registered under `registration_key`, if any (oldest wins)."""
         key = registration_key.replace("'", "")
         try:
             mvs = self.client.search_model_versions(f"name='{name}' and tags.registration_key='{key}'")
         except Exception as e:
-            if "not found" in str(e).lower() or "RESOURCE_DOES_NOT_EXIST" in str(e):
+            if mlflow_errors.missing(e):
                 return None
             raise
         mvs = sorted(mvs, key=lambda mv: int(mv.version))
@@ -230,7 +229,7 @@ class Registry:
         try:
             return dict(self.client.get_registered_model(name).tags or {}).get(HISTORY_TAG, "")
         except Exception as e:
-            if "not found" in str(e).lower() or "RESOURCE_DOES_NOT_EXIST" in str(e):
+            if mlflow_errors.missing(e):
                 return ""
             raise
 
@@ -466,7 +465,8 @@ class Registry:
         """Download a version's model folder; verify the .nemo's sha256 against the registry tag."""
         dst = Path(dst_dir)
         dst.mkdir(parents=True, exist_ok=True)
-        local = Path(self.client.download_artifacts(info.run_id, "model", str(dst)))
+        run = info.tags.get("model_run_id") or info.run_id  # the run that logged the checkpoint (one upload)
+        local = Path(self.client.download_artifacts(run, "model", str(dst)))
         nemo = local / "model.nemo"
         expected = info.tags.get("checkpoint_sha256")
         if expected and sha256_file(nemo) != expected:
@@ -549,6 +549,7 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "ConcurrentPromotionError",
+    "EXPERIMENT",
     "Registry",
     "VersionInfo",
     "default_actor",

@@ -1,11 +1,13 @@
-"""Rollback: move `champion` back to the previous champion and re-point serving to it.
+"""Rollback: move `champion` back to the previous champion; return what serving must export to follow it.
 
 The registry is the truth and serving follows it, so the order is: under the model's lock, pick the target
 from the recorded history, download and verify its checkpoint, write the audit tags, move the alias, append
-the history; then (lock released) export the verified checkpoint into the Triton model repository as a new,
-newest version, which Triton's default version policy (latest 1) serves. If the export fails, the registry
-already says what should serve and the error says how to re-run the export; nothing is half-written in the
-Triton repository (export_model writes versions atomically).
+the history. The registry does not export (it imports no step): `rollback` returns the verified checkpoint
+as a `Restore`, and the caller (`rollback_and_export` in the `asr-registry` CLI, or a pipeline) exports it
+into the Triton model repository as a new, newest version, which Triton's default version policy (latest 1)
+serves, then calls `record_export`. If the export fails, the registry already says what should serve and the
+error says how to re-run the export; nothing is half-written in the Triton repository (export_model writes
+versions atomically).
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from registry.policy import CHAMPION
 
 
 @dataclass
+class Restore:
+    """The restored champion's verified checkpoint and how to export it (export_triton.core.export_model's
+    arguments): serving follows the registry by exporting exactly this."""
+
+    nemo: Path
+    sha256: str
+    model_info: dict
+    att_context_size: str | None
+
+
+@dataclass
 class RollbackResult:
     model_name: str
     from_version: str
@@ -32,6 +45,7 @@ class RollbackResult:
     at: str
     triton_version: int | None = None
     triton_paths: dict[str, str] = field(default_factory=dict)
+    restore: Restore | None = field(default=None, repr=False)
 
 
 def rollback(
@@ -41,13 +55,13 @@ def rollback(
     to: str | None = None,
     actor: str | None = None,
     run_id: str = "",
-    triton_repo: str | Path | None = None,
+    download_dir: str | Path | None = None,
     att_context_size: str | None = None,
-    keep_versions: int = 3,
     force: bool = False,
 ) -> RollbackResult:
-    """Move `champion` of `name` back to the previous champion (or `to`), audit-tag both versions, and export
-    the restored checkpoint into `triton_repo` (None: registry only).
+    """Move `champion` of `name` back to the previous champion (or `to`) and audit-tag both versions. With a
+    `download_dir`, the restored checkpoint stays there (verified) and `result.restore` says how to export it;
+    without one it is downloaded to a temporary directory only to verify it.
 
     `att_context_size` defaults to the operating point the restored version was evaluated at (its
     `att_context_size` tag), so serving returns to exactly what was gated.
@@ -58,7 +72,8 @@ def rollback(
     if not reason.strip():
         raise ValueError("rollback needs --reason: say why the current champion is being withdrawn")
     who = actor or default_actor()
-    with tempfile.TemporaryDirectory(dir=_download_dir(triton_repo), prefix=".rollback-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".rollback-") as scratch:
+        tmp = str(download_dir) if download_dir is not None else scratch
         with reg.lock(name) as lock:
             entries, current = reg.reconcile(name)
             known = frozenset(v.version for v in reg.versions(name) if v.tags.get("promoted_at"))
@@ -108,9 +123,7 @@ def rollback(
             for k, v in demoted.items():
                 reg.client.set_model_version_tag(name, current, k, v)
         result = RollbackResult(name, current or "", target, reason.strip(), who, stamp)
-        if triton_repo is not None:
-            from components.export_triton.core import export_model
-
+        if download_dir is not None:
             att = (
                 att_context_size
                 if att_context_size is not None
@@ -123,35 +136,26 @@ def rollback(
                 "tags": info.tags,
                 "rollback": {"from_version": current, "reason": reason.strip(), "by": who, "at": stamp},
             }
-            try:
-                r = export_model(
-                    nemo,
-                    triton_repo,
-                    info.tags["checkpoint_sha256"],
-                    model_info,
-                    att,
-                    keep_versions=keep_versions,
-                )
-            except Exception as e:
-                raise RuntimeError(
-                    f"champion is now {name} v{target}, but the Triton export failed ({e}); re-run it with "
-                    f"`python -m components.export_triton --nemo models:/{name}@{CHAMPION} --repo {triton_repo}`"
-                ) from e
-            result.triton_version, result.triton_paths = r.version, r.paths
-            reg.client.set_model_version_tag(name, target, "rollback.triton_version", str(r.version))
+            result.restore = Restore(Path(nemo), info.tags["checkpoint_sha256"], model_info, att)
     return result
 
 
-def _download_dir(triton_repo: str | Path | None) -> str | None:
-    """Download next to the Triton repository (same filesystem: the export hardlinks instead of copying)."""
-    if triton_repo is None:
-        return None
-    Path(triton_repo).mkdir(parents=True, exist_ok=True)
-    return str(triton_repo)
+def record_export(reg: Registry, r: RollbackResult, triton_version: int, paths: dict[str, str]) -> RollbackResult:
+    """After the caller exported `r.restore`: note the Triton version on the result and the restored version."""
+    r.triton_version, r.triton_paths = triton_version, dict(paths)
+    reg.client.set_model_version_tag(r.model_name, r.to_version, "rollback.triton_version", str(triton_version))
+    return r
+
+
+def export_failed_message(r: RollbackResult, triton_repo: str | Path, error: Exception) -> str:
+    return (
+        f"champion is now {r.model_name} v{r.to_version}, but the Triton export failed ({error}); re-run it with "
+        f"`python -m components.export_triton --nemo models:/{r.model_name}@{CHAMPION} --repo {triton_repo}`"
+    )
 
 
 def to_json(r: RollbackResult) -> str:
-    return json.dumps(r.__dict__, indent=2)
+    return json.dumps({k: v for k, v in r.__dict__.items() if k != "restore"}, indent=2)
 
 
-__all__ = ["RollbackResult", "rollback", "to_json"]
+__all__ = ["Restore", "RollbackResult", "export_failed_message", "record_export", "rollback", "to_json"]

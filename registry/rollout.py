@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -220,15 +221,23 @@ def run_full(reg, model: str, state_path: str | os.PathLike, actor: str, reason:
 
 
 def run_rollback(
-    reg, model: str, state_path: str | os.PathLike, actor: str, reason: str, **rollback_kw: Any
+    reg,
+    model: str,
+    state_path: str | os.PathLike,
+    actor: str,
+    reason: str,
+    rollback_fn: Callable | None = None,
+    **rollback_kw: Any,
 ) -> RolloutState:
-    """One action: share 0, and after `full` the registry's `champion` re-pointed (registry.rollback)."""
+    """One action: share 0, and after `full` the registry's `champion` re-pointed (registry.rollback, or the
+    caller's `rollback_fn` with rollback's signature, e.g. the CLI's rollback that also re-exports)."""
     state = load_state(state_path)
     new = plan_rollback(state, actor, reason)
     if state.stage == "stable":
-        from registry.rollback import rollback
+        if rollback_fn is None:
+            from registry.rollback import rollback as rollback_fn
 
-        rollback(reg, model, reason, actor=actor, **rollback_kw)
+        rollback_fn(reg, model, reason, actor=actor, **rollback_kw)
     save_state(state_path, new)
     return new
 
@@ -266,7 +275,7 @@ def add_cli(sub) -> None:
     )
 
 
-def run_cli(reg, args) -> str:
+def run_cli(reg, args, rollback_fn: Callable | None = None) -> str:
     from registry.mlflow_adapter import default_actor
 
     actor = args.actor or default_actor()
@@ -282,5 +291,6 @@ def run_cli(reg, args) -> str:
     if args.action == "full":
         s = run_full(reg, args.model, args.state, actor, args.reason)
         return f"{args.model}: Triton v{s.champion_version} serves every session (champion)"
-    s = run_rollback(reg, args.model, args.state, actor, args.reason, triton_repo=args.triton_repo)
+    kw = {"triton_repo": args.triton_repo} if args.triton_repo else {}
+    s = run_rollback(reg, args.model, args.state, actor, args.reason, rollback_fn, **kw)
     return f"{args.model}: share 0, Triton v{s.champion_version or 'latest'} serves every session"

@@ -7,7 +7,6 @@ last) sent over one bidirectional gRPC stream, and every response carries the tr
 
 from __future__ import annotations
 
-import os
 import queue
 import random
 import time
@@ -39,22 +38,6 @@ def _check_audio(audio: np.ndarray) -> np.ndarray:
     if a.ndim != 1:
         raise ValueError(f"audio: expected 1-D mono samples at {SAMPLE_RATE} Hz, got shape {a.shape}")
     return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def load_audio(path: str | os.PathLike) -> np.ndarray:
-    """Any soundfile-readable file (wav/flac/ogg) -> 16 kHz mono float32 (downmixed, resampled if needed)."""
-    from math import gcd
-
-    import soundfile as sf
-
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        from scipy.signal import resample_poly
-
-        g = gcd(sr, SAMPLE_RATE)
-        mono = resample_poly(mono, SAMPLE_RATE // g, sr // g).astype(np.float32)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def _text(result) -> str:
@@ -189,6 +172,8 @@ def transcribe_files(
     show_partials: bool = True,
 ) -> list[str]:
     """CLI helper: transcribe each file and print `path<TAB>text` (streaming also prints partials)."""
+    from components.common.audio import load_audio  # the one loader (soxr resampling, downmix, checks)
+
     texts = []
     for path in files:
         audio = load_audio(path)

@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also write each split as a NeMo tarred dataset with this many shards (default 0: off)",
     )
     p.add_argument(
+        "--shard-above-hours",
+        type=float,
+        default=0.0,
+        help="write tarred shards (one per 4 h of a split) when the corpus has at least this many hours "
+        "(default 0: only with --tar-shards; the pipeline's default is 1000)",
+    )
+    p.add_argument(
         "--verify-sources",
         action="store_true",
         help="re-hash every source instead of trusting unchanged size+mtime from the previous run",
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             langs=a.langs or None,
             workers=a.workers,
             tar_shards=a.tar_shards,
+            shard_above_hours=a.shard_above_hours,
             verify_sources=a.verify_sources,
             validation=a.validation,
             duplicate_audio=a.duplicate_audio,

@@ -1,8 +1,44 @@
-"""kfp wrapper: raw dataset -> manifest directory (audio/ + train/val/test.jsonl + summary.json)."""
+"""kfp wrappers: raw dataset -> manifests (a fan-out of conversion pods, then the merge that splits/publishes).
+
+At scale (`build_root` on the data volume) the audio is written there and the `manifests` artifact holds only
+train/val/test.jsonl (absolute audio paths), summary.json and build.json; without `build_root` (a local demo)
+the artifact is the whole build folder, audio/ included (components/build_manifest/fanout.py).
+"""
+
 
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.common.kfp_base import component
+
+
+@component
+def fanout_shards(n_shards: int) -> list[int]:
+    """The shard indices of the fan-out: 0 .. n_shards-1 (the ParallelFor's items)."""
+    if n_shards < 1:
+        raise ValueError(f"build_pods must be >= 1, got {n_shards}")
+    return list(range(n_shards))
+
+
+@component
+def build_manifest_shard(
+    data_root: str,
+    build_root: str,
+    shard: int,
+    n_shards: int,
+    data_version: str = "",
+    validation: Input[Metrics] = None,
+) -> str:
+    """One pod of the fan-out: converts its share of the clips into the build folder on the data volume."""
+    import json
+    import logging
+
+    from components.build_manifest.fanout import shard_step
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    r = shard_step(data_root, build_root, shard, n_shards,
+                   validation=validation.path if validation is not None else None)  # fmt: skip
+    print(f"build_manifest shard {shard}/{n_shards}: {r}")
+    return json.dumps(r)
 
 
 @component
@@ -16,27 +52,32 @@ def build_manifest(
     data_version: str = "",
     validation: Input[Metrics] = None,
     duplicate_audio: str = "reject",
+    build_root: str = "",
+    shard_above_hours: float = 0.0,
 ) -> str:
     """`validation`: validate_data's `report` output (validation.json); the rows it rejected never reach a
     manifest. `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key
-    follow content."""
+    follow content. `build_root`: where the audio and shards are written (the data volume); empty = into
+    the artifact."""
     import json
     import logging
     import os
 
-    from components.build_manifest.core import build_manifests
+    from components.build_manifest.fanout import build_step
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.makedirs(manifests.path, exist_ok=True)  # kfp does not pre-create output directories
-    r = build_manifests(
+    r = build_step(
         data_root,
         manifests.path,
+        build_root,
         seed=seed,
         val_ratio=val_ratio,
         test_ratio=test_ratio,
         tar_shards=tar_shards,
         validation=validation.path if validation is not None else None,
         duplicate_audio=duplicate_audio,
+        shard_above_hours=shard_above_hours,
     )
     manifests.metadata.update(r.metadata())
     return json.dumps(r.brief(), ensure_ascii=False)

@@ -19,7 +19,7 @@ from components.common.audio import (
     wav16_bytes,
     wav_bytes_for_fast_path,
 )
-from components.common.io import sha256_file
+from components.common.io import atomic_write_bytes, sha256_file
 from components.common.pool import result_or_rerun
 
 # The conversion's identity: a clip converted by another resampler/encoder is not reused (bump with the code).
@@ -39,16 +39,7 @@ Result = tuple[str, "float | None", "str | None", bool]  # (source sha256, durat
 def _write_atomic(dst: str, data: bytes) -> None:
     """Temp file + rename (a reader never sees half a clip), no fsync: see write_wav16. A fixed per-process
     temp name costs less than mkstemp's random names; leftovers of a killed run are pruned as stale clips."""
-    tmp = f"{dst}.{os.getpid()}.{RUN_TOKEN}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # umask applies
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(dst, data, durable=False, tmp_name=f"{dst}.{os.getpid()}.{RUN_TOKEN}.tmp")
 
 
 def _convert_one(job: Job) -> Result:

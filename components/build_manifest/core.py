@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -55,6 +56,7 @@ from components.common.languages import (
 from components.common.manifest import SPLITS
 
 LOCK_NAME = ".build_manifest.lock"
+HOURS_PER_SHARD = 4.0  # automatic sharding: ~460 MB of 16 kHz PCM16 per tar
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +123,7 @@ def build_manifests(
     verify_sources: bool = False,
     validation: str | os.PathLike | None = None,
     duplicate_audio: str = "reject",
+    shard_above_hours: float = 0.0,
 ) -> ManifestResult:
     """Convert the audio of `data_root` into `out_dir` and write the split manifests + summary.json.
 
@@ -131,7 +134,9 @@ def build_manifests(
     text/speaker/lang is empty, whose id is unsafe or shared, and identical audio (every copy with
     `duplicate_audio="reject"`, all but the first line with "keep_first") are skipped and listed with
     reasons in summary.json (`skipped_by_reason` counts them per reason code). `tar_shards` > 0 also writes
-    each split as a NeMo tarred dataset of that many shards under tarred/<split>/; 0 (default) writes none.
+    each split as a NeMo tarred dataset of that many shards under tarred/<split>/; 0 (default) writes none,
+    unless `shard_above_hours` > 0 and the corpus holds at least that many hours: then each split gets one
+    shard per HOURS_PER_SHARD hours of its audio (at least one), and finetune_asr trains from them.
     A re-run reuses clips whose source is unchanged (same size and mtime as recorded, or else the same
     sha256); `verify_sources` re-hashes every source. A re-run on entirely unchanged inputs and outputs only
     stats them (build_state.json) and rewrites nothing but a changed summary.json. Builds into one
@@ -139,6 +144,8 @@ def build_manifests(
     """
     if tar_shards < 0:
         raise ValueError(f"tar_shards must be >= 0, got {tar_shards}")
+    if shard_above_hours < 0:
+        raise ValueError(f"shard_above_hours must be >= 0 (0 = off), got {shard_above_hours}")
     if not (0 <= val_ratio < 1 and 0 <= test_ratio < 1 and val_ratio + test_ratio < 1):
         raise ValueError(
             f"need 0 <= val_ratio, test_ratio and val_ratio + test_ratio < 1, got {val_ratio}, {test_ratio}"
@@ -153,7 +160,7 @@ def build_manifests(
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second build into this folder waits; released on close
         return _build(
             Params(Path(data_root), out, seed, val_ratio, test_ratio, langs, workers, tar_shards, verify_sources,
-                   validation, duplicate_audio)
+                   validation, duplicate_audio, shard_above_hours)
         )  # fmt: skip
 
 
@@ -172,6 +179,7 @@ class Params:
     verify_sources: bool
     validation: str | os.PathLike | None
     duplicate_audio: str
+    shard_above_hours: float = 0.0
 
 
 def _build(p: Params) -> ManifestResult:
@@ -182,6 +190,7 @@ def _build(p: Params) -> ManifestResult:
     keep = {canonical_locale(x, aliases) for x in parse_langs(p.langs)}
     rejected = json.dumps(report.get("rejected_rows", []), sort_keys=True).encode()
     params = [p.seed, p.val_ratio, p.test_ratio, sorted(keep), p.tar_shards, p.duplicate_audio]
+    params += [p.shard_above_hours] if p.shard_above_hours else []
     params += [report.get("metadata_sha256"), hashlib.sha256(rejected).hexdigest()]
     cache = BuildCache(p.out)
     key = cache.key(meta_path, p.data_root, p.out, params)
@@ -416,15 +425,26 @@ def _publish(
             if f.name not in wanted and f.is_file(follow_symlinks=False):
                 os.unlink(f.path)
     cache.write_index(index, _write_if_changed)
+    total_hours = sum(r["duration"] for rows in per_split.values() for r in rows) / 3600.0
     tarred = {
-        s: write_tarred_split(p.out, s, per_split[s], p.tar_shards, p.seed)
+        s: write_tarred_split(p.out, s, per_split[s], n, p.seed)
         for s in SPLITS
-        if p.tar_shards > 0 and per_split[s]
+        if per_split[s] and (n := shards_for(p.tar_shards, p.shard_above_hours, total_hours, per_split[s]))
     }
     for s in SPLITS:  # tarred splits of an earlier run that this run did not write would be stale
         if s not in tarred and (p.out / TARRED_DIR / s).is_dir():
             shutil.rmtree(p.out / TARRED_DIR / s)
     return manifest_set, tarred
+
+
+def shards_for(tar_shards: int, shard_above_hours: float, corpus_hours: float, rows: list[dict]) -> int:
+    """Tar shards of one split: `tar_shards` when set; else, for a corpus of at least `shard_above_hours`
+    (> 0), one shard per HOURS_PER_SHARD hours of the split's audio (at least one); else 0 (none)."""
+    if tar_shards > 0:
+        return tar_shards
+    if shard_above_hours > 0 and corpus_hours >= shard_above_hours:
+        return max(1, math.ceil(sum(r["duration"] for r in rows) / 3600.0 / HOURS_PER_SHARD))
+    return 0
 
 
 def _summary(fields: dict, n_converted: int, n_reused: int) -> dict:

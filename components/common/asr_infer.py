@@ -498,15 +498,3 @@ def _as_mono_float32(audio: Any, i: int) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"audio #{i}: expected float samples in [-1, 1], got dtype {a.dtype}")
     return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
-    """Read a mono file at the model rate (the manifest stage already wrote 16 kHz mono WAV)."""
-    import soundfile as sf
-
-    data, sr = sf.read(path, dtype="float32", always_2d=True)
-    if sr != sample_rate:
-        raise ValueError(
-            f"{path}: sample rate {sr} Hz, the model needs {sample_rate} Hz (resample in build_manifest)"
-        )
-    return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], dtype=np.float32)

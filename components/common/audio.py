@@ -31,6 +31,7 @@ from components.common.audio_checks import (  # noqa: F401  (re-exported: caller
     MAX_DECODE_SECONDS,
     MIN_DECODE_RATE,
     AudioError,
+    check_container,
     check_decode_size,
     check_sphere,
 )
@@ -285,6 +286,7 @@ def _open(p: Path, raw: RawFormat | None) -> sf.SoundFile:
             # a header after all: soundfile would treat the name as RAW, so hand libsndfile the bytes instead
             return sf.SoundFile(io.BytesIO(p.read_bytes()))
         check_sphere(p)
+        check_container(p)
         return sf.SoundFile(str(p))
     if raw.encoding not in RAW_ENCODINGS:
         raise AudioError(
@@ -509,9 +511,18 @@ def decode(
     return resample(to_mono(data), info.sample_rate, target_sr), info
 
 
-def load_audio(path: str | os.PathLike, target_sr: int = TARGET_SR) -> np.ndarray:
-    """Float32 mono at `target_sr` (stereo is averaged to mono; other rates are resampled)."""
-    return decode(path, target_sr)[0]
+def load_audio(path: str | os.PathLike, target_sr: int = TARGET_SR, strict_rate: bool = False) -> np.ndarray:
+    """Float32 mono at `target_sr` (stereo is averaged to mono; other rates are resampled by `resample`): the
+    one audio loader of the pipeline, the serving client, the benchmarks and the tests. `strict_rate`: a file
+    at another rate is a ValueError instead (the manifests hold 16 kHz WAVs written by build_manifest, so
+    another rate there means a manifest that build_manifest did not write)."""
+    data, sr, _, _, _ = read_samples(path)
+    if strict_rate and sr != target_sr:
+        raise ValueError(
+            f"{path}: sample rate {sr} Hz, expected {target_sr} Hz (build_manifest writes the manifests' audio "
+            "at 16 kHz)"
+        )
+    return resample(to_mono(data), sr, target_sr)
 
 
 def write_wav16(

@@ -108,3 +108,33 @@ def check_sphere(p: Path) -> None:
             "truncated",
             f"SPHERE header declares {count} frames ({count * nbytes} bytes), file holds {present}",
         )
+
+
+# Containers libsndfile cannot open, recognised by their first bytes (issue 16: users bring phone/web audio).
+_CONVERT = "convert it first, e.g. `ffmpeg -i in.m4a -ar 16000 -ac 1 out.flac` (Opus in Ogg is decoded as is)"
+
+
+def _container_of(head: bytes) -> str | None:
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A (AAC or ALAC)"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "WebM/Matroska (Opus, Vorbis or AAC)"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "ASF/WMA"
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:  # ADTS sync word, layer 0
+        return "AAC (ADTS)"
+    return None
+
+
+def check_container(p: Path) -> None:
+    """AudioError `unsupported`, naming the container and what to do, for MP4/M4A, WebM/Matroska, WMA and raw
+    AAC: no decoder here reads them (libsndfile has no AAC/MP4/Matroska support), so they are refused by
+    name rather than reported as `undecodable`."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return
+    container = _container_of(head)
+    if container:
+        raise AudioError(p, "unsupported", f"{container} is not decoded here; {_CONVERT}")

@@ -1,8 +1,7 @@
 """The raw dataset as every data step reads it: the metadata file, its rows, their ids and audio paths.
 
-validate_data, build_manifest and fingerprint_data use this one reader and one path resolver, so the three
-agree on what a row, an id and an inside-the-root path are (and the fingerprint covers exactly what the
-other two read).
+validate_data and build_manifest use this one reader and one path resolver, so the two agree on what a row,
+an id and an inside-the-root path are.
 
 Hostile or careless metadata never raises past a row: a record that is not valid JSON, holds bytes that are
 not UTF-8, a NUL byte or a control character (U+2028 LINE SEPARATOR, U+0085 NEXT LINE, ...) keeps its line
@@ -68,7 +67,11 @@ def find_metadata(data_root: str | os.PathLike) -> Path:
         raise DatasetError(f"{root}: dataset root is not a directory")
     found = [root / n for n in METADATA_NAMES if (root / n).is_file()]
     if not found:
-        raise DatasetError(f"{root}: no metadata.csv or metadata.jsonl (columns: audio,text,lang,speaker)")
+        from components.import_data.core import detect
+
+        fmt = detect(root)
+        hint = f"; it holds {fmt} data: run `python -m components.import_data {root}`" if fmt else ""
+        raise DatasetError(f"{root}: no metadata.csv or metadata.jsonl (columns: audio,text,lang,speaker){hint}")
     if len(found) > 1:
         raise DatasetError(f"{root}: both metadata.csv and metadata.jsonl exist; keep exactly one")
     return found[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -171,16 +172,22 @@ def from_arguments(cls: type, args: argparse.Namespace) -> Any:
 
 
 def parse_att_context_size(value) -> list[int] | None:
-    """'' / None -> None; '[56,1]', '56,1' or [56, 1] -> [56, 1]; anything else is a SettingsError."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """The one rule for a streaming lookahead [left, right] (every step uses it): '' / None / [] -> None (the
+    model's default); '[56,1]', '56,1', '(56, 1)', [56, 1] or (56, 1) -> [56, 1]. Two integers, left >= -1
+    (-1: unlimited), right >= 0; anything else is a SettingsError (a ValueError) naming the value."""
+    if value is None or (isinstance(value, str | list | tuple) and not str(value).strip("[]() ")):
         return None
     if isinstance(value, str):
-        try:
-            att = [int(v) for v in value.strip().strip("[]").split(",")]
-        except ValueError:
-            raise SettingsError(f"att_context_size must look like '[56,1]', got {value!r}") from None
-    else:
-        att = [int(v) for v in value]
-    if len(att) != 2:
-        raise SettingsError(f"att_context_size must have two values [left, right], got {value!r}")
-    return att
+        parts = [p.strip() for p in value.strip().strip("[]()").split(",")]
+        if not all(re.fullmatch(r"-?\d+", p) for p in parts):
+            raise SettingsError(f"att_context_size: expected two integers like '[56,1]', got {value!r}")
+        value = [int(p) for p in parts]
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise SettingsError(f"att_context_size: expected two integers like '[56,1]', got {value!r}")
+    if value[0] < -1 or value[1] < 0:
+        raise SettingsError(f"att_context_size: expected [left, right] with left >= -1, right >= 0, got {value!r}")
+    return [int(value[0]), int(value[1])]

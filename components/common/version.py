@@ -14,7 +14,8 @@ import os
 import subprocess
 from pathlib import Path
 
-IMAGE_FILE = Path("/opt/asr/GIT_COMMIT")
+GIT_COMMIT_FILE = Path("/opt/asr/GIT_COMMIT")  # written by infra/docker/Dockerfile.component
+IMAGE_FILE = GIT_COMMIT_FILE
 DIRTY = "+dirty"
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -35,13 +36,13 @@ def git_head(repo: str | os.PathLike = _REPO) -> str:
     return f"{head.stdout.strip()}{DIRTY}.{hashlib.sha256(diff.stdout).hexdigest()[:12]}"
 
 
-def code_version(repo: str | os.PathLike = _REPO, image_file: str | os.PathLike = IMAGE_FILE) -> str:
+def code_version(repo: str | os.PathLike = _REPO, commit_file: str | os.PathLike = GIT_COMMIT_FILE) -> str:
     """The running code's commit (module docstring)."""
     env = os.environ.get("ASR_GIT_COMMIT", "").strip()
     if env and env != "unknown":
         return env
     try:
-        baked = Path(image_file).read_text(encoding="utf-8").strip()
+        baked = (Path(commit_file).read_text(encoding="utf-8").split() or [""])[0]
     except OSError:
         baked = ""
     if baked and baked != "unknown":
@@ -50,13 +51,14 @@ def code_version(repo: str | os.PathLike = _REPO, image_file: str | os.PathLike 
     if head:
         return head
     raise CodeVersionError(
-        f"no code version: $ASR_GIT_COMMIT is unset, {image_file} is absent and {repo} is not a git checkout "
+        f"no code version: $ASR_GIT_COMMIT is unset, {commit_file} is absent and {repo} is not a git checkout "
         "(build the image with GIT_COMMIT=$(git rev-parse HEAD))"
     )
 
 
 def is_dirty(version: str) -> bool:
-    return DIRTY in version
+    """A checkout's `+dirty.<hash>`, or the `-dirty` an image built from uncommitted changes records."""
+    return DIRTY in version or version.endswith("-dirty")
 
 
 def environment() -> dict[str, str]:

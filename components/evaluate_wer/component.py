@@ -46,15 +46,16 @@ def release_gate(evaluation: Input[Artifact]) -> bool:
     A separate single-output step (rather than dsl.If on evaluate_wer's named output) keeps the condition
     resolvable by kfp.local 2.17, whose local condition evaluator only resolves `<task>-Output` channels.
     """
-    import json
     import os
 
-    from registry.gate_record import strict_bool
+    from components.common.evaluation import EvaluationSummary, strict_bool
 
-    with open(os.path.join(evaluation.path, "evaluation.json")) as f:
-        decision = json.load(f)["decision"]
-    passed = strict_bool(decision.get("passed"), "evaluation.json: decision.passed")  # "false" is not a pass
-    for rule in decision.get("rules", []):
-        print(f"[{'pass' if rule.get('passed') else 'FAIL'}] {rule.get('rule')}: {rule.get('reason', '')}")
+    with open(os.path.join(evaluation.path, "evaluation.json"), encoding="utf-8") as f:
+        decision = EvaluationSummary.from_json(f.read()).decision
+    if decision is None:
+        raise ValueError("evaluation.json: no decision (the gate has not decided)")
+    passed = strict_bool(decision.passed, "evaluation.json: decision.passed")  # "false" is not a pass
+    for rule in decision.rules:
+        print(f"[{'pass' if rule.passed else 'FAIL'}] {rule.rule}: {rule.reason}")
     print(f"gate {'PASSED' if passed else 'FAILED'}")
     return passed

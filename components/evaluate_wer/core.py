@@ -29,17 +29,21 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common.asr_infer import AsrModel, load_audio
+from components.common.asr_infer import AsrModel
+from components.common.audio import load_audio
+from components.common.evaluation import DeltaCI, EvaluationSummary, LatencyPoint, PolicyFloor
 from components.common.io import atomic_write_text, sha256_file
 from components.common.languages import parse_langs
 from components.common.manifest import read_manifest
+from components.common.settings import parse_att_context_size
+from components.common.tracking import is_off
 from components.common.wer import paired_bootstrap, score, utterance_scores
 from components.evaluate_wer import gate as gate_mod
 from components.evaluate_wer.golden import GOLDEN_DIR, write_golden_set
 from components.evaluate_wer.report import format_table, render_html
 
 MODES = ("streaming", "offline")
-SAMPLE_RATE = 16000  # load_audio reads (and enforces) the manifest's 16 kHz
+SAMPLE_RATE = 16000  # load_audio(strict_rate=True) reads (and enforces) the manifest's 16 kHz
 MODELS = ("base", "candidate")
 
 
@@ -242,7 +246,7 @@ def evaluate(
     if not test_path.is_file():
         raise FileNotFoundError(f"held-out manifest not found: {test_path}")
     rows = _select(read_manifest(test_path), langs, max_utts_per_lang, seed, str(test_path))
-    audios = [load_audio(r["audio_filepath"]) for r in rows]
+    audios = [load_audio(r["audio_filepath"], strict_rate=True) for r in rows]
     utt_langs = [r["lang"] for r in rows]
     refs = [r["text"] for r in rows]
 
@@ -297,32 +301,33 @@ def evaluate(
     delta_ci = deltas("base")
     champion_delta_ci = deltas("champion") if "champion" in models else None
 
-    summary = {
-        "base_model": str(base_model),
-        "candidate_model": str(candidate_model),
-        "champion_model": str(champion_model) if champion_model else None,
-        "base_sha256": sha256_file(base_model),
-        "candidate_sha256": sha256_file(candidate_model),
-        "champion_sha256": sha256_file(champion_model) if champion_model else None,
-        "manifest": str(test_path),
-        "att_context_size": atts["candidate"],
-        "offline_att_context_size": runs["candidate"].offline_att_context_size,
-        "stream_piece_s": piece_s,
-        "target_langs": target_langs,
-        "replay_langs": replay_langs,
-        "n_utts": len(rows),
-        "audio_seconds": audio_s,
-        "stream_batch": n_streams,
-        "metrics": metrics,
-        "delta_ci": delta_ci,
-        **({"champion_delta_ci": champion_delta_ci} if champion_delta_ci is not None else {}),
-        "latency_curve": _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [],
-        "timings_s": timings,
-    }
-    decision = gate_mod.decide(summary, policy)
-    summary["decision"] = decision.to_dict()
-    summary["policy"] = policy
-    summary["policy_floor"] = floor
+    record = EvaluationSummary(
+        base_model=str(base_model),
+        candidate_model=str(candidate_model),
+        champion_model=str(champion_model) if champion_model else None,
+        base_sha256=sha256_file(base_model),
+        candidate_sha256=sha256_file(candidate_model),
+        champion_sha256=sha256_file(champion_model) if champion_model else None,
+        manifest=str(test_path),
+        att_context_size=atts["candidate"],
+        offline_att_context_size=runs["candidate"].offline_att_context_size,
+        stream_piece_s=piece_s,
+        target_langs=target_langs,
+        replay_langs=replay_langs,
+        n_utts=len(rows),
+        audio_seconds=audio_s,
+        stream_batch=n_streams,
+        metrics=metrics,
+        delta_ci={lg: DeltaCI(**ci) for lg, ci in delta_ci.items()},
+        champion_delta_ci=({lg: DeltaCI(**ci) for lg, ci in champion_delta_ci.items()}
+                           if champion_delta_ci is not None else None),
+        latency_curve=[LatencyPoint(**p) for p in _latency_curve(runs["candidate"], refs, utt_langs, langs)]
+        if latency_curve else [],
+        timings_s=timings,
+    )
+    decision = gate_mod.decide(record, policy)
+    record.decision, record.policy, record.policy_floor = decision, policy, PolicyFloor(**floor)
+    summary = record.to_dict()  # the report and the table read the JSON's shape
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +352,7 @@ def evaluate(
     atomic_write_text(paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False))
     atomic_write_text(paths["report"], render_html(summary))
     atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
-    atomic_write_text(paths["evaluation"], json.dumps(summary, indent=2, ensure_ascii=False))
+    atomic_write_text(paths["evaluation"], record.to_json())
     print(format_table(summary), file=sys.stdout)
     return EvaluationResult(
         passed=decision.passed,
@@ -362,22 +367,6 @@ def evaluate(
         latency_curve=summary["latency_curve"],
         latency_curve_path=str(paths["latency_curve"]),
     )
-
-
-def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
-    """'[56,1]' / '56,1' / [56, 1] -> [56, 1]; '' or None -> None (the model's default)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value if value.strip().startswith("[") else f"[{value}]")
-        except json.JSONDecodeError:
-            raise ValueError(f"att_context_size: expected like [56,1], got {value!r}") from None
-    else:
-        parsed = value
-    if not (isinstance(parsed, list) and len(parsed) == 2 and all(isinstance(v, int) for v in parsed)):
-        raise ValueError(f"att_context_size: expected two integers like [56,1], got {value!r}")
-    return parsed
 
 
 def resolve_model(uri: str, dst_dir: str) -> str:
@@ -424,10 +413,11 @@ def run_step(
         champion = None
         if champion_model_uri.strip():
             try:
-                from registry.mlflow_adapter import get_client, resolve_model_uri
+                from components.common.tracking import get_client
+                from registry.mlflow_adapter import resolve_model_uri
 
                 uri = mlflow_tracking_uri.strip()
-                client = get_client(uri if uri and uri.lower() not in ("off", "none", "false", "0") else None)
+                client = get_client(None if is_off(uri) else uri)
                 champion = resolve_model_uri(champion_model_uri.strip(), os.path.join(tmp, "champion"), client)
             except LookupError:  # first run: no champion yet, the gate compares with the base
                 logging.getLogger(__name__).info("%s: not set; no champion to compare with", champion_model_uri)
@@ -443,7 +433,7 @@ def run_step(
             champion_model=champion,
             **kwargs,
         )
-    if mlflow_tracking_uri.strip().lower() not in ("off", "none", "false", "0"):
+    if not is_off(mlflow_tracking_uri):
         result.mlflow_run_id = log_to_mlflow(result, mlflow_tracking_uri.strip(), pipeline_run_id)
     return result
 
@@ -486,30 +476,31 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str = "", pipeline_run
     (MLflow draws it as a curve), and the report files as artifacts under `evaluation/`. Returns the run id."""
     from mlflow.entities import Metric, Param
 
-    from registry.mlflow_adapter import Registry, get_client
+    from components.common.tracking import experiment_id as find_experiment
+    from components.common.tracking import get_client
 
     client = get_client(tracking_uri or None)
-    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nemotron-asr"
-    experiment_id = Registry(client, experiment).experiment_id()
+    experiment_id = find_experiment(client)
     with open(result.evaluation_path, encoding="utf-8") as f:
-        summary = json.load(f)
+        summary = EvaluationSummary.from_json(f.read())
+    policy = summary.policy or {}
     tags = {"step": "evaluate_wer", "gate_passed": str(result.passed).lower()}
     if pipeline_run_id:
         tags["pipeline_run_id"] = pipeline_run_id
     run_id = client.create_run(experiment_id, run_name="evaluate_wer", tags=tags).info.run_id
     try:
         params = {
-            "base_model": summary["base_model"],
-            "candidate_model": summary["candidate_model"],
-            "manifest": summary["manifest"],
-            "att_context_size": str(summary["att_context_size"]),
-            "target_langs": ",".join(summary["target_langs"]),
-            "replay_langs": ",".join(summary["replay_langs"]),
-            "n_utts": str(summary["n_utts"]),
-            "stream_piece_s": str(summary["stream_piece_s"]),
-            "stream_batch": str(summary.get("stream_batch", "")),
-            "gate_mode": str(summary["policy"].get("mode", "streaming")),
-            "gate_metric": str(summary["policy"].get("metric", "wer_norm")),
+            "base_model": summary.base_model,
+            "candidate_model": summary.candidate_model,
+            "manifest": summary.manifest,
+            "att_context_size": str(summary.att_context_size),
+            "target_langs": ",".join(summary.target_langs),
+            "replay_langs": ",".join(summary.replay_langs),
+            "n_utts": str(summary.n_utts),
+            "stream_piece_s": str(summary.stream_piece_s),
+            "stream_batch": str(summary.stream_batch),
+            "gate_mode": str(policy.get("mode", "streaming")),
+            "gate_metric": str(policy.get("metric", "wer_norm")),
         }
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(result).items()]

@@ -6,21 +6,21 @@ a policy below it is refused by name unless an audited override reason is given 
 reports its value, threshold and outcome, so a rejected candidate says exactly why. WER values are fractions:
 0.10 = 10 absolute points.
 
-`metrics` is the evaluation summary (evaluation.json without `decision`):
-    {"target_langs": [...], "replay_langs": [...],
-     "metrics": {"base"|"candidate": {"streaming"|"offline": {lang: {"wer_norm": ..., ...}}}},
-     "delta_ci": {lang: {"delta": ..., "low": ..., "high": ...}},          # candidate - base
-     "champion_delta_ci": {lang: {...}}}   # candidate - current champion; absent when there is no champion
+`decide` reads the evaluation summary (components/common/evaluation.py: EvaluationSummary, the typed record
+of evaluation.json, before its `decision`): target/replay languages, `metrics`, `delta_ci` (candidate - base)
+and `champion_delta_ci` (candidate - current champion; None when there is no champion).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+
+from components.common.evaluation import Decision, EvaluationSummary, RuleResult
+from components.common.io import sha256_file
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policy" / "default_gate.yaml"
 FLOOR_PATH = Path(__file__).parent / "policy" / "floor.yaml"
@@ -42,28 +42,6 @@ THRESHOLDS: dict[str, tuple[str, float, str]] = {
     "streaming_offline_gap": ("max_gap", 0.15, "max"),
 }
 EPS = 1e-9  # "at most 5 points" accepts exactly 5 points whatever the float rounding of (c - b)
-
-
-@dataclass
-class RuleResult:
-    rule: str
-    value: float | None
-    threshold: float | None
-    passed: bool
-    reason: str
-
-
-@dataclass
-class Decision:
-    passed: bool
-    rules: list[RuleResult] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "rules": [asdict(r) for r in self.rules]}
-
-    def summary(self) -> str:
-        failed = [r.reason for r in self.rules if not r.passed]
-        return "PASSED" if self.passed else "FAILED: " + "; ".join(failed)
 
 
 class PolicyError(ValueError):
@@ -156,30 +134,25 @@ def enforce_floor(policy: dict, floor_path: str | os.PathLike | None = None, ove
         )
     return {
         "path": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
         "violations": violations,
         "override_reason": override_reason.strip() if violations else "",
     }
 
 
-def _get(metrics: dict, model: str, mode: str, lang: str, metric: str) -> float | None:
-    try:
-        return float(metrics["metrics"][model][mode][lang][metric])
-    except (KeyError, TypeError):
-        return None
-
-
-def decide(metrics: dict, policy: dict) -> Decision:
-    """Apply every enabled rule of `policy` to `metrics`; the candidate passes only if all rules pass.
+def decide(summary: EvaluationSummary | Mapping, policy: dict) -> Decision:
+    """Apply every enabled rule of `policy` to the evaluation `summary` (the record, or its dict form); the
+    candidate passes only if all rules pass.
 
     A rule whose inputs are missing (no test utterances for a language) fails: the gate never passes what it
     could not measure. A policy with no enabled rule fails too.
     """
     validate_policy(policy)
+    s = summary if isinstance(summary, EvaluationSummary) else EvaluationSummary.from_dict(dict(summary))
     mode = policy.get("mode", "streaming")
     metric = policy.get("metric", "wer_norm")
-    targets = list(metrics.get("target_langs") or [])
-    replays = list(metrics.get("replay_langs") or [])
+    targets = list(s.target_langs or [])
+    replays = list(s.replay_langs or [])
     rules: list[RuleResult] = []
     cfgs = _enabled(policy)
 
@@ -189,7 +162,7 @@ def decide(metrics: dict, policy: dict) -> Decision:
     if "target_improves" in cfgs:
         thr = _threshold(cfgs["target_improves"], "target_improves")
         for lang in targets:
-            b, c = _get(metrics, "base", mode, lang, metric), _get(metrics, "candidate", mode, lang, metric)
+            b, c = s.score("base", mode, lang, metric), s.score("candidate", mode, lang, metric)
             if b is None or c is None:
                 rules.append(missing("target_improves", lang, thr))
                 continue
@@ -201,7 +174,7 @@ def decide(metrics: dict, policy: dict) -> Decision:
     if "target_ceiling" in cfgs:
         thr = _threshold(cfgs["target_ceiling"], "target_ceiling")
         for lang in targets:
-            c = _get(metrics, "candidate", mode, lang, metric)
+            c = s.score("candidate", mode, lang, metric)
             if c is None:
                 rules.append(missing("target_ceiling", lang, thr))
                 continue
@@ -209,18 +182,18 @@ def decide(metrics: dict, policy: dict) -> Decision:
                                     f"{lang} candidate {mode} {metric} {c:.4f} (must be < {thr:.4f})"))
     if "target_ci_below_zero" in cfgs:
         for lang in targets:
-            ci = (metrics.get("delta_ci") or {}).get(lang)
+            ci = s.delta_ci.get(lang)
             if not ci:
                 rules.append(missing("target_ci_below_zero", lang, 0.0))
                 continue
-            hi = float(ci["high"])
+            hi = float(ci.high)
             rules.append(RuleResult(f"target_ci_below_zero[{lang}]", hi, 0.0, hi < 0.0,
-                                    f"{lang} 95% CI of candidate-base delta [{ci['low']:+.4f}, {hi:+.4f}] "
+                                    f"{lang} 95% CI of candidate-base delta [{ci.low:+.4f}, {hi:+.4f}] "
                                     f"(upper end must be < 0)"))
     if "replay_max_regression" in cfgs:
         thr = _threshold(cfgs["replay_max_regression"], "replay_max_regression")
         for lang in replays:
-            b, c = _get(metrics, "base", mode, lang, metric), _get(metrics, "candidate", mode, lang, metric)
+            b, c = s.score("base", mode, lang, metric), s.score("candidate", mode, lang, metric)
             if b is None or c is None:
                 rules.append(missing("replay_max_regression", lang, thr))
                 continue
@@ -230,31 +203,31 @@ def decide(metrics: dict, policy: dict) -> Decision:
                                     f"(change {inc:+.4f}, must be <= {thr:+.4f})"))
     if "champion_not_worse" in cfgs:
         thr = _threshold(cfgs["champion_not_worse"], "champion_not_worse")
-        champ_cis = metrics.get("champion_delta_ci")
-        ref, cis = ("champion", champ_cis) if champ_cis is not None else ("base", metrics.get("delta_ci") or {})
+        champ_cis = s.champion_delta_ci
+        ref, cis = ("champion", champ_cis) if champ_cis is not None else ("base", s.delta_ci)
         for lang in targets:  # replay languages are bounded against the base by replay_max_regression
             ci = cis.get(lang)
             if not ci:
                 rules.append(missing("champion_not_worse", lang, thr))
                 continue
-            lo = float(ci["low"])
+            lo = float(ci.low)
             what = ("vs the current champion" if ref == "champion"
                     else "no champion yet: compared with the base")
             rules.append(RuleResult(f"champion_not_worse[{lang}]", lo, thr, lo <= thr + EPS,
                                     f"{lang} candidate-{ref} {mode} {metric} 95% CI [{lo:+.4f}, "
-                                    f"{float(ci['high']):+.4f}] ({what}; lower end must be <= {thr:+.4f}, "
+                                    f"{float(ci.high):+.4f}] ({what}; lower end must be <= {thr:+.4f}, "
                                     "i.e. not worse beyond the CI)"))
     if "streaming_offline_gap" in cfgs:
         thr = _threshold(cfgs["streaming_offline_gap"], "streaming_offline_gap")
         for lang in targets + [lg for lg in replays if lg not in targets]:
-            s = _get(metrics, "candidate", "streaming", lang, metric)
-            o = _get(metrics, "candidate", "offline", lang, metric)
-            if s is None or o is None:
+            st = s.score("candidate", "streaming", lang, metric)
+            o = s.score("candidate", "offline", lang, metric)
+            if st is None or o is None:
                 rules.append(missing("streaming_offline_gap", lang, thr))
                 continue
-            gap = abs(s - o)
+            gap = abs(st - o)
             rules.append(RuleResult(f"streaming_offline_gap[{lang}]", gap, thr, gap <= thr,
-                                    f"{lang} candidate streaming {s:.4f} vs offline {o:.4f} "
+                                    f"{lang} candidate streaming {st:.4f} vs offline {o:.4f} "
                                     f"(|gap| {gap:.4f}, must be <= {thr:.4f})"))
     if not rules:
         rules.append(RuleResult("policy", None, None, False, "no rule was applied (empty policy or no languages)"))

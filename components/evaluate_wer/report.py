@@ -1,4 +1,5 @@
-"""Human-readable evaluation output: a compact stdout table and a self-contained HTML report.
+"""Human-readable evaluation output: a compact stdout table and a self-contained HTML report (the jinja2
+template report.html.j2).
 
 The HTML embeds its plots as base64 PNG so it renders anywhere (kfp UI HTML viewer, MLflow artifacts, mail)
 without sidecar files.
@@ -7,8 +8,10 @@ without sidecar files.
 from __future__ import annotations
 
 import base64
-import html
 import io
+from pathlib import Path
+
+from components.common.evaluation import EvaluationSummary
 
 
 def _langs(summary: dict) -> list[str]:
@@ -123,77 +126,35 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
     return out
 
 
-def render_html(summary: dict) -> str:
-    """A self-contained HTML page: decision, plots, metric tables."""
-    e = html.escape
-    dec = summary.get("decision") or {"passed": False, "rules": []}
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>ASR evaluation</title><style>",
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-        "td.l{text-align:left}.ok{color:#17803d}.fail{color:#b3261e;font-weight:bold}",
-        "</style></head><body>",
-        "<h1>ASR evaluation: base vs candidate</h1>",
-        f"<p>base: <code>{e(summary['base_model'])}</code><br>candidate: <code>{e(summary['candidate_model'])}"
-        f"</code><br>test set: <code>{e(summary['manifest'])}</code> ({summary['n_utts']} utterances); "
-        f"streaming at att_context_size={e(str(summary['att_context_size']))}, pieces of "
-        f"{summary['stream_piece_s']} s; offline (whole utterances) at att_context_size="
-        f"{e(str(summary.get('offline_att_context_size')))}<br>current champion: "
-        f"<code>{e(str(summary.get('champion_model') or 'none (compared with the base)'))}</code></p>",
-        f"<h2>Gate: <span class='{'ok' if dec['passed'] else 'fail'}'>"
-        f"{'PASSED' if dec['passed'] else 'FAILED'}</span></h2>",
-        "<table><tr><th>rule</th><th>value</th><th>threshold</th><th>outcome</th><th>reason</th></tr>",
-    ]
-    for r in dec["rules"]:
-        val = "" if r["value"] is None else f"{r['value']:.4f}"
-        thr = "" if r["threshold"] is None else f"{r['threshold']:.4f}"
-        cls = "ok" if r["passed"] else "fail"
-        parts.append(f"<tr><td class='l'>{e(r['rule'])}</td><td>{val}</td><td>{thr}</td>"
-                     f"<td class='{cls}'>{'pass' if r['passed'] else 'FAIL'}</td><td class='l'>{e(r['reason'])}</td></tr>")
-    parts.append("</table>")
-    for title, png in _plots(summary):
-        parts.append(f"<h3>{e(title)}</h3><img alt='{e(title)}' src='data:image/png;base64,{png}'>")
-    parts.append("<h2>Metrics</h2><table><tr><th>model</th><th>mode</th><th>language</th><th>n</th>"
-                 "<th>WER raw</th><th>WER norm</th><th>CER</th><th>S</th><th>D</th><th>I</th><th>ref words</th></tr>")
-    for model, modes in summary["metrics"].items():
-        for mode, langs in modes.items():
-            for lg, s in langs.items():
-                parts.append(
-                    f"<tr><td class='l'>{e(model)}</td><td class='l'>{e(mode)}</td><td class='l'>{e(lg)}</td>"
-                    f"<td>{s['n_utts']}</td><td>{s['wer_raw'] * 100:.2f}</td><td>{s['wer_norm'] * 100:.2f}</td>"
-                    f"<td>{s['cer'] * 100:.2f}</td><td>{s['substitutions']}</td><td>{s['deletions']}</td>"
-                    f"<td>{s['insertions']}</td><td>{s['n_ref_words']}</td></tr>")
-    first = next(iter(summary["delta_ci"].values()), {})
-    parts.append(f"</table><h2>Paired bootstrap ({e(first.get('mode', 'streaming'))}, candidate - base, "
-                 f"{e(first.get('metric', 'wer_norm'))})</h2>"
-                 "<table><tr><th>language</th><th>delta</th><th>95% CI</th><th>n</th><th>resamples</th></tr>")
-    for lg, d in summary["delta_ci"].items():
-        parts.append(f"<tr><td class='l'>{e(lg)}</td><td>{d['delta'] * 100:+.2f}</td>"
-                     f"<td>[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]</td><td>{d['n_utts']}</td>"
-                     f"<td>{d['n_resamples']}</td></tr>")
-    parts.append("</table>")
-    curve = summary.get("latency_curve") or []
-    if curve:
-        langs = _langs(summary) + ["overall"]
-        parts.append("<h2>Candidate WER vs latency (streaming, WER norm %)</h2><table><tr>"
-                     "<th>att_context_size</th><th>latency ms</th>" + "".join(f"<th>{e(lg)}</th>" for lg in langs)
-                     + "</tr>")
-        for p in curve:
-            mark = " (deployed)" if p["deployed"] else ""
-            parts.append(f"<tr><td class='l'>{e(str(p['att_context_size']))}{mark}</td><td>{p['latency_ms']:.0f}</td>"
-                         + "".join(f"<td>{p['metrics'][lg]['wer_norm'] * 100:.2f}</td>" for lg in langs) + "</tr>")
-        parts.append("</table><p>Latency is algorithmic: a steady-state chunk covers (right context + 1) encoder "
-                     "frames; compute time comes on top. Data: latency_curve.json.</p>")
-    t = summary.get("timings_s") or {}
-    if t:
-        parts.append("<h2>Evaluation speed</h2><table><tr><th>model</th><th>offline s</th><th>offline RTFx</th>"
-                     "<th>streaming s</th><th>streaming RTFx</th></tr>")
-        for model, v in t.items():
-            parts.append(f"<tr><td class='l'>{e(model)}</td><td>{v.get('offline', 0):.1f}</td>"
-                         f"<td>{v.get('offline_rtfx', 0):.1f}</td><td>{v.get('streaming', 0):.1f}</td>"
-                         f"<td>{v.get('streaming_rtfx', 0):.1f}</td></tr>")
-        parts.append(f"</table><p>{summary.get('stream_batch', 1)} concurrent streams per batch; "
-                     f"{summary.get('audio_seconds', 0):.1f} s of audio per model and mode.</p>")
-    parts.append("<p>WER values in % points; normalised = NFC, no punctuation (any script), "
-                 "case-folded, language tags stripped. Per-utterance results: utterances.jsonl.</p></body></html>")
-    return "\n".join(parts)
+TEMPLATE = "report.html.j2"  # beside this module
+
+
+def _num(value, spec: str) -> str:
+    return "" if value is None else spec % value
+
+
+def render_html(summary: EvaluationSummary | dict) -> str:
+    """A self-contained HTML page (decision, plots, metric tables), rendered from the jinja2 template
+    report.html.j2 (autoescaped) beside this module."""
+    import jinja2
+
+    record = summary if isinstance(summary, EvaluationSummary) else EvaluationSummary.from_dict(summary)
+    view = record.to_dict()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    decision = record.decision
+    first = next(iter(record.delta_ci.values()), None)
+    return env.get_template(TEMPLATE).render(
+        s=record,
+        passed=bool(decision and decision.passed),
+        rules=decision.rules if decision else [],
+        plots=_plots(view),
+        num=_num,
+        ci_mode=first.mode if first else "streaming",
+        ci_metric=first.metric if first else "wer_norm",
+        curve_langs=_langs(view) + ["overall"],
+    )

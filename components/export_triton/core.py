@@ -20,7 +20,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from components.common import settings
 from components.common.io import atomic_write_text, sha256_file
 
 HERE = Path(__file__).resolve().parent
@@ -77,19 +77,11 @@ class ExportResult:
 
 
 def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
-    """'[56,1]', '56,1' or [56, 1] -> [56, 1]; '' / None -> None (the model's default lookahead)."""
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        nums = re.findall(r"-?\d+", value)
-        if len(nums) != 2 or re.sub(r"[\s\[\]\(\),\-\d]", "", value):
-            raise ExportError(f"att_context_size: expected two integers like '[56,1]', got {value!r}")
-        value = [int(n) for n in nums]
-    if len(value) != 2 or not all(isinstance(v, int) for v in value) or value[1] < 0 or value[0] < -1:
-        raise ExportError(
-            f"att_context_size: expected [left, right] with left >= -1, right >= 0, got {value!r}"
-        )
-    return [int(value[0]), int(value[1])]
+    """components.common.settings.parse_att_context_size (the one rule), refusing with an ExportError."""
+    try:
+        return settings.parse_att_context_size(value)
+    except settings.SettingsError as e:
+        raise ExportError(str(e)) from None
 
 
 def offline_lookahead(nemo_path: str | os.PathLike, offline_att_context_size: str | list[int] | None,

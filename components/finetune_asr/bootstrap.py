@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.common.io import sha256_file
 from components.common.manifest import write_manifest
 from components.finetune_asr import core
 from components.finetune_asr.settings import load_recipe
@@ -62,7 +63,7 @@ def cache_key(
 
 
 def _file_digest(path: str) -> bytes:
-    return hashlib.sha256(Path(path).read_bytes()).digest()
+    return bytes.fromhex(sha256_file(path))
 
 
 def bootstrap_base_model(

@@ -544,6 +544,7 @@ def finetune(
 
     from components.finetune_asr.determinism import make_deterministic
     from components.finetune_asr.distill import distill_replay_from_base
+    from components.finetune_asr.shards import use_shards
 
     t_start = time.monotonic()
     s = settings
@@ -585,6 +586,7 @@ def finetune(
     write_manifest(manifest_path, rows)
 
     train_ds = build_train_ds(recipe.train_ds, manifest_path, model.cfg, s.seed)
+    train_ds = use_shards(train_ds, rows, train_manifest, work_dir, s.seed)  # tarred shards at scale (issue 16)
     optim = recipe.optim
     for note in fit_to_host(trainer_cfg, train_ds):
         print(f"[finetune] {note}", file=sys.stderr, flush=True)
@@ -593,7 +595,7 @@ def finetune(
     base_sha = sha256_file(base_model)
     fingerprint = _run_fingerprint(
         base=base_sha,
-        rows=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+        rows=sha256_file(manifest_path),
         recipe=sha256_file(recipe.path),
         optim=optim,
         batch_size=train_ds.get("batch_size"),
@@ -750,7 +752,7 @@ def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[st
     """
     import torch
 
-    from components.common.asr_infer import load_audio
+    from components.common.audio import load_audio
 
     pd = dict(model.cfg.model_defaults.get("prompt_dictionary", {}))
     by_lang: dict[str, list[dict]] = {}
@@ -765,7 +767,7 @@ def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[st
                 total, n = 0.0, 0
                 for i in range(0, len(part), batch_size):
                     batch = part[i : i + batch_size]
-                    audio = [torch.from_numpy(load_audio(r["audio_filepath"])) for r in batch]
+                    audio = [torch.from_numpy(load_audio(r["audio_filepath"], strict_rate=True)) for r in batch]
                     ids = [model.tokenizer.text_to_ids(r["text"]) for r in batch]
                     sig = torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
                     sig_len = torch.tensor([a.numel() for a in audio])
@@ -796,7 +798,8 @@ def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int 
     """
     if not val_manifest or not Path(val_manifest).is_file():
         return {}
-    from components.common.asr_infer import AsrModel, load_audio
+    from components.common.asr_infer import AsrModel
+    from components.common.audio import load_audio
     from components.common.wer import score
 
     rows = [r for r in _read(val_manifest) if _lang(r) in langs]
@@ -810,16 +813,16 @@ def validation_wer(model, val_manifest, langs: Sequence[str], max_per_lang: int 
     asr = AsrModel(model, str(next(model.parameters()).device))
     out = {}
     for lang, part in sorted(picked.items()):
-        hyps = asr.transcribe([load_audio(r["audio_filepath"]) for r in part], [lang] * len(part))
+        hyps = asr.transcribe([load_audio(r["audio_filepath"], strict_rate=True) for r in part], [lang] * len(part))
         out[lang] = round(score([r["text"] for r in part], hyps, [lang] * len(part)).wer_norm, 4)
     log.info("validation WER (normalised, offline): %s", out)
     return out
 
 
 def tokenizer_coverage(model, rows: Sequence[dict], max_unk_rate: float, text_maps) -> dict:
-    """Round-trip the training text through the base model's tokenizer (components.build_manifest.coverage);
+    """Round-trip the training text through the base model's tokenizer (components.common.coverage);
     raise CoverageError naming the languages and characters when the <unk> share is above `max_unk_rate`."""
-    from components.build_manifest.coverage import CoverageError, Tokenizer, check_coverage
+    from components.common.coverage import CoverageError, Tokenizer, check_coverage
 
     if type(model.tokenizer).__name__ == "AggregateTokenizer":
         raise CoverageError(

@@ -193,7 +193,7 @@ def _check_data(rep: PreflightReport, rows: dict[str, list[dict]], s: FinetuneSe
 
 
 def _check_coverage(rep: PreflightReport, base_nemo, rows: dict[str, list[dict]], s: FinetuneSettings) -> None:
-    from components.build_manifest.coverage import CoverageError, check_coverage
+    from components.common.coverage import CoverageError, check_coverage
 
     langs = set(s.targets + s.replays)
     # the rows the fine-tune trains on (train split, target + replay languages): the fine-tune's own check

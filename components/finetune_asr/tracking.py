@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from components.common.io import atomic_write_text
+from components.common.tracking import MODEL_RUN_TAG, experiment_id, is_off
 
 log = logging.getLogger(__name__)
-EXPERIMENT = "nemotron-asr"
 EVERY_STEPS = 10  # send buffered metrics every this many steps ...
 EVERY_SECONDS = 30.0  # ... or this many seconds, whichever comes first (a Nemotron step can take seconds)
 
@@ -28,7 +28,7 @@ EVERY_SECONDS = 30.0  # ... or this many seconds, whichever comes first (a Nemot
 def tracking_uri(explicit: str = "") -> str | None:
     """The explicit URI, else $MLFLOW_TRACKING_URI, else None (no MLflow run)."""
     uri = (explicit or "").strip() or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return None if uri.lower() in ("", "off", "none", "false", "0") else uri
+    return None if not uri or is_off(uri) else uri
 
 
 class FinetuneTracker:
@@ -54,19 +54,17 @@ class FinetuneTracker:
 
     def start(self) -> str:
         """Open (or, after an interruption, re-open) the run and log the params."""
-        from registry.mlflow_adapter import Registry
-
         previous = self._previous_run()
         if previous:
             self.run_id = previous
             self.client.update_run(previous, status="RUNNING")
             log.info("MLflow: continuing run %s", previous)
             return previous
-        experiment_id = Registry(self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT).experiment_id()
+        experiment = experiment_id(self.client)
         tags = {"step": "finetune_asr", "mlflow.runName": "finetune_asr"}
         if self.pipeline_run_id:
             tags["pipeline_run_id"] = self.pipeline_run_id
-        run = self.client.create_run(experiment_id, tags=tags, run_name="finetune_asr")
+        run = self.client.create_run(experiment, tags=tags, run_name="finetune_asr")
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -127,6 +125,10 @@ class FinetuneTracker:
         self.client.log_artifact(self.run_id, result.sidecar_path, "model")
         if log_model:
             self.client.log_artifact(self.run_id, result.model_path, "model")
+            # the registry creates the model version from this artifact (one upload): found by this tag
+            sha = json.loads(Path(result.sidecar_path).read_text(encoding="utf-8")).get("sha256", "")
+            if sha:
+                self.client.set_tag(self.run_id, MODEL_RUN_TAG, sha)
         self.client.set_terminated(self.run_id, "FINISHED")
         return self.run_id
 

@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from kfp.dsl import Artifact, Input, Model
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
 
 from components.common.kfp_base import component
 
@@ -10,10 +10,11 @@ from components.common.kfp_base import component
 @component
 def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
                    base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
-                   data_rev: str = "", data_commit: str = "", base_model_resolved: str = "",
-                   base_model_sha256: str = "", parameters: str = ""
+                   model_card: Output[Markdown], data_rev: str = "", data_commit: str = "",
+                   base_model_resolved: str = "", base_model_sha256: str = "", parameters: str = ""
                    ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str)]):
-    """`data_md5`, `data_commit` (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit`
+    """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it).
+    `data_md5`, `data_commit` (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit`
     (resolve_base) are step outputs; `parameters` is every pipeline parameter as `name=value` lines."""
     import os
 
@@ -30,6 +31,8 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
                                 "base_model_resolved": base_model_resolved,
                                 "base_model_sha256": base_model_sha256, "parameters": params,
                                 "environment": candidate.metadata.get("environment") or {}})
+    with open(model_card.path, "w", encoding="utf-8") as f:
+        f.write(r.model_card)
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
     return (r.version, r.gate_passed, r.sha256)
 

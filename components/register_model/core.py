@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.common.evaluation import EvaluationSummary
 from components.common.io import sha256_file
+from components.common.version import GIT_COMMIT_FILE, code_version
 from registry import gate_record as gr
 from registry.mlflow_adapter import Registry, get_client, utc_now
 from registry.policy import CHALLENGER, CHAMPION
@@ -22,6 +23,7 @@ class RegisterResult:
     version: str
     aliases: list[str]
     gate_passed: bool
+    model_card: str = ""  # the card as registered (Markdown), titled with the version
     sha256: str = ""  # the registered checkpoint's
 
 
@@ -36,18 +38,20 @@ def read_data_md5(dvc_file: str | Path) -> str:
         raise ValueError(f"{dvc_file}: no outs[0].md5 (is it a `dvc add` file?)") from None
 
 
-def git_commit(repo: str | Path = ".") -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def git_commit(repo: str | Path = ".", commit_file: str | Path = GIT_COMMIT_FILE) -> str:
+    """The code's commit: git in a checkout, the image's baked-in file on the cluster (components.common.version)."""
+    return code_version(repo, commit_file)
 
 
-def headline_metrics(evaluation: dict) -> dict[str, float]:
+def _summary(evaluation: EvaluationSummary | dict) -> EvaluationSummary:
+    """The typed evaluation summary (its dict form, e.g. a parsed evaluation.json, is read into the record)."""
+    return evaluation if isinstance(evaluation, EvaluationSummary) else EvaluationSummary.from_dict(evaluation)
+
+
+def headline_metrics(evaluation: EvaluationSummary | dict) -> dict[str, float]:
     """Flatten evaluation.json's per-language metrics into `<model>.<mode>.<lang>.<metric>` numbers."""
     flat: dict[str, float] = {}
-    for model, modes in (evaluation.get("metrics") or {}).items():
+    for model, modes in _summary(evaluation).metrics.items():
         for mode, langs in (modes or {}).items():
             for lang, m in (langs or {}).items():
                 for k in ("wer_raw", "wer_norm", "cer"):
@@ -60,7 +64,8 @@ def _fmt(x, spec: str = ".3f") -> str:
     return format(x, spec) if isinstance(x, (int, float)) else "–"
 
 
-def data_statistics(evaluation: dict, sidecar: dict, manifest_summary: dict | None = None) -> list[str]:
+def data_statistics(evaluation: EvaluationSummary | dict, sidecar: dict,
+                    manifest_summary: dict | None = None) -> list[str]:
     """Markdown lines on the data: the manifests' clips/hours per split x language when the summary is at hand,
     the fine-tune's rows per language (sidecar), and the held-out utterances/words the WER rests on."""
     lines: list[str] = []
@@ -76,7 +81,7 @@ def data_statistics(evaluation: dict, sidecar: dict, manifest_summary: dict | No
     if sidecar.get("rows_per_lang"):
         rows = ", ".join(f"{lg} {n}" for lg, n in sorted(sidecar["rows_per_lang"].items()))
         lines.append(f"- Fine-tune rows per language: {rows} ({sidecar.get('train_steps', '?')} steps)")
-    cand = ((evaluation.get("metrics") or {}).get("candidate") or {}).get("streaming") or {}
+    cand = (_summary(evaluation).metrics.get("candidate") or {}).get("streaming") or {}
     held = [f"{lg} {m.get('n_utts', '?')} utts / {m.get('n_ref_words', '?')} words"
             for lg, m in sorted(cand.items()) if lg != "overall" and isinstance(m, dict)]
     if held:
@@ -84,16 +89,17 @@ def data_statistics(evaluation: dict, sidecar: dict, manifest_summary: dict | No
     return lines
 
 
-def model_card(name: str, sidecar: dict, evaluation: dict, lineage: dict[str, str],
+def model_card(name: str, sidecar: dict, evaluation: EvaluationSummary | dict, lineage: dict[str, str],
                manifest_summary: dict | None = None, version: str = "") -> str:
     """The model card (Markdown): what it is, from what data, how good (with CIs), at what latency, what the gate
     said, and what it is (not) for. Stored as the version's description and as `model_card.md` beside it."""
-    decision = evaluation.get("decision") or {}
-    att = evaluation.get("att_context_size")
-    piece = evaluation.get("stream_piece_s")
-    gate = "no decision recorded" if not decision else ("PASSED" if decision.get("passed") is True else "FAILED")
-    target = evaluation.get("target_langs") or sidecar.get("target_languages") or sidecar.get("languages") or []
-    replay = evaluation.get("replay_langs") or sidecar.get("replay_languages") or []
+    evaluation = _summary(evaluation)
+    decision = evaluation.decision
+    att = evaluation.att_context_size
+    piece = evaluation.stream_piece_s
+    gate = "no decision recorded" if not decision else ("PASSED" if decision.passed is True else "FAILED")
+    target = evaluation.target_langs or sidecar.get("target_languages") or sidecar.get("languages") or []
+    replay = evaluation.replay_langs or sidecar.get("replay_languages") or []
     title = f"# {name}" + (f" v{version}" if version else "")
     lines = [title, "",
              f"- Model class: `{sidecar.get('model_class', '?')}`",
@@ -113,23 +119,23 @@ def model_card(name: str, sidecar: dict, evaluation: dict, lineage: dict[str, st
              "(norm) with its paired-bootstrap confidence interval (negative = better).", "",
              "| language | mode | base WER norm | candidate WER raw | candidate WER norm | candidate CER | utts |"
              " Δ WER [CI] |", "|---|---|---|---|---|---|---|---|"]
-    metrics = evaluation.get("metrics") or {}
+    metrics = evaluation.metrics
     base, cand = metrics.get("base") or {}, metrics.get("candidate") or {}
-    cis = evaluation.get("delta_ci") or {}
+    cis = evaluation.delta_ci
     for mode in sorted(set(base) | set(cand), key=lambda m: (m != "streaming", m)):
         langs = sorted(set(base.get(mode) or {}) | set(cand.get(mode) or {}), key=lambda lg: (lg == "overall", lg))
         for lg in langs:
             b, c = (base.get(mode) or {}).get(lg) or {}, (cand.get(mode) or {}).get(lg) or {}
             ci = cis.get(lg) if mode == "streaming" else None
-            delta = (f"{ci['delta']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] ({ci.get('confidence', 0.95):.0%})"
-                     if isinstance(ci, dict) and "delta" in ci else "")
+            delta = f"{ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] ({ci.confidence:.0%})" if ci else ""
             lines.append(f"| {lg} | {mode} | {_fmt(b.get('wer_norm'))} | {_fmt(c.get('wer_raw'))} | "
                          f"{_fmt(c.get('wer_norm'))} | {_fmt(c.get('cer'))} | {c.get('n_utts', b.get('n_utts', ''))} |"
                          f" {delta} |")
     lines += ["", "## Gate rules", ""]
-    for r in decision.get("rules", []):
-        lines.append(f"- {'PASS' if r.get('passed') else 'FAIL'} `{r.get('rule')}`: {r.get('reason', '')}")
-    if not decision.get("rules"):
+    rules = decision.rules if decision else []
+    for r in rules:
+        lines.append(f"- {'PASS' if r.passed else 'FAIL'} `{r.rule}`: {r.reason}")
+    if not rules:
         lines.append("- (none recorded)")
     lines += ["", "## Intended use and limitations", "",
               f"- Intended use: speech recognition with punctuation and capitalization for {', '.join(target) or 'the target languages'}"
@@ -157,9 +163,9 @@ def card_description(card: str, artifact: str = "model_card.md") -> str:
     return card[: MAX_DESCRIPTION - len(note)].rsplit("\n", 1)[0] + note
 
 
-def _manifest_summary(evaluation: dict) -> dict | None:
+def _manifest_summary(evaluation: EvaluationSummary) -> dict | None:
     """build_manifest's summary.json sits beside the test manifest the evaluation read, when still reachable."""
-    manifest = evaluation.get("manifest")
+    manifest = evaluation.manifest
     if not manifest:
         return None
     p = Path(manifest).parent / "summary.json"
@@ -204,15 +210,13 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     version as `lineage.json`; `python -m pipelines reproduce` re-runs the pipeline from it."""
     model_dir = Path(model_dir)
     evaluation_text = Path(evaluation_path).read_text(encoding="utf-8")
-    evaluation = json.loads(evaluation_text)
+    evaluation = EvaluationSummary.from_json(evaluation_text)
     sidecar_path = model_dir / "model.json"
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    decision = evaluation.get("decision") or {}
     sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")  # register() checks the two agree
     record = gr.build_record(evaluation_text, sha, pipeline_run_id or "local", utc_now())
     passed = record.passed
-    reasons = "; ".join(f"{r.get('rule')}: {'pass' if r.get('passed') else 'FAIL'}"
-                        for r in decision.get("rules", []))
+    reasons = "; ".join(f"{r['rule']}: {'pass' if r['passed'] else 'FAIL'}" for r in record.rules)
     lineage = {"data_md5": data_md5 or "unknown", "git_commit": commit or git_commit(),
                "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
                "base_model_sha256": sidecar.get("base_model_sha256", ""),
@@ -236,12 +240,11 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
             **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
     if record.floor_override_reason:  # a policy below the floor was let through by an audited override
         tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
-    if evaluation.get("att_context_size") is not None:  # the operating point the gate judged (rollback re-exports at it)
-        tags["att_context_size"] = json.dumps(evaluation["att_context_size"])
+    if evaluation.att_context_size is not None:  # the operating point the gate judged (rollback re-exports at it)
+        tags["att_context_size"] = json.dumps(evaluation.att_context_size)
         tags.setdefault("params.att_context_size", tags["att_context_size"])  # what the Triton sync sidecar reads
-    for lg, ci in (evaluation.get("delta_ci") or {}).items():
-        if isinstance(ci, dict) and "low" in ci:
-            tags[f"metrics.delta_ci.{lg}"] = f"{ci['delta']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+    for lg, ci in evaluation.delta_ci.items():
+        tags[f"metrics.delta_ci.{lg}"] = f"{ci.delta:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
     card = model_card(model_name, {**sidecar, "sha256": sha}, evaluation, lineage,
                       manifest_summary or _manifest_summary(evaluation))
     tags["model_card"] = "model_card.md"
@@ -254,7 +257,8 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                                      gr.RECORD_ARTIFACT: record_text,
                                      LINEAGE_ARTIFACT: json.dumps(lineage_doc, indent=2, sort_keys=True) + "\n"},
                         registration_key=key)
-    return RegisterResult(model_name, info.version, info.aliases, passed, sha)
+    titled = card.replace(f"# {model_name}\n", f"# {model_name} v{info.version}\n", 1)
+    return RegisterResult(model_name, info.version, info.aliases, passed, titled, sha)
 
 
 def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline",

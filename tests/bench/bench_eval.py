@@ -45,7 +45,7 @@ def _best(fn, repeats: int) -> tuple[float, object]:
 
 
 def _data(args) -> tuple[str, list[np.ndarray], list[str], str]:
-    from components.common.asr_infer import load_audio
+    from components.common.audio import load_audio
     from components.common.manifest import read_manifest
 
     cached = sorted(ROOT.glob(".cache/base_model/*/base.nemo"))

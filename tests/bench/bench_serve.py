@@ -92,7 +92,7 @@ def pick_model(
 
 def load_clips(langs: set[str], n: int, max_s: float) -> list[tuple[str, np.ndarray, str]]:
     """(name, 16 kHz mono float32, lang): real recordings cropped to max_s, else synthetic signals."""
-    from serving.client import load_audio
+    from components.common.audio import load_audio
 
     def key(lang: str) -> str | None:
         for k in (lang, lang.split("-")[0]):

@@ -26,10 +26,10 @@ def compiled(tmp_path_factory):
 
 
 def _tasks(spec: dict) -> dict:
-    """Every task of the DAG, the ones inside the dsl.If branch included."""
+    """Every task of the DAG, the ones inside the dsl.If branch and the fan-out's ParallelFor included."""
     tasks = dict(spec["root"]["dag"]["tasks"])
     for name, comp in spec["components"].items():
-        if name.startswith("comp-condition"):
+        if name.startswith(("comp-condition", "comp-for-loop")):
             tasks.update(comp["dag"]["tasks"])
     return tasks
 
@@ -95,7 +95,11 @@ def test_display_names_and_caching_policy(compiled):
         assert tasks[name]["taskInfo"]["name"][0].isupper(), name  # a display name, not the function name
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
     # the steps that compute are cached; the first two (they decide the keys) and the side effects are not
-    assert cached == {"validate-data", "build-manifest", "preflight-finetune", "finetune-asr", "evaluate-wer"}
+    # (the fan-out: its plan is a pure function of build_pods, its pods are keyed by the data md5 like the merge)
+    assert cached == {"validate-data", "build-manifest", "fanout-shards", "build-manifest-shard",
+                      "preflight-finetune", "finetune-asr", "evaluate-wer"}
+    shard_version = tasks["build-manifest-shard"]["inputs"]["parameters"]["data_version"]
+    assert shard_version["componentInputParameter"] == "pipelinechannel--materialize-data-data_md5"
     for step in ("validate-data", "build-manifest"):  # the cache key follows the dataset version's DVC md5
         src = tasks[step]["inputs"]["parameters"]["data_version"]["taskOutputParameter"]
         assert src == {"outputParameterKey": "data_md5", "producerTask": "materialize-data"}, step
@@ -125,3 +129,43 @@ def test_dataset_version_is_a_parameter_and_a_params_yaml_key():
     assert {"data_rev", "data_repo", "data_cache", "base_model_sha256"} <= set(params)
     assert "data_md5" not in params and "git_commit" not in params  # outputs of steps, never typed
     assert load_params()["run"]["data_rev"] == ""
+
+
+# --- issue 16 (datascale): audio stays on the data volume; conversion fans out ---------------------------------
+# Every artifact a step outputs (what KFP uploads to the artifact store) and what it may hold. Audio is in none:
+# build_manifest's `manifests` holds manifests + summary.json + build.json when build_root is set (the
+# cluster default, tests/unit/test_datascale.py builds one and lists it); the fan-out pods output parameters.
+ARTIFACT_OUTPUTS = {
+    "comp-validate-data": {"report": "system.Metrics", "data_docs": "system.HTML"},
+    "comp-build-manifest": {"manifests": "system.Dataset"},
+    "comp-preflight-finetune": {"report": "system.Artifact"},
+    "comp-finetune-asr": {"model": "system.Model"},
+    "comp-evaluate-wer": {"evaluation": "system.Artifact", "metrics": "system.Metrics", "report": "system.HTML"},
+    "comp-register-model": {"model_card": "system.Markdown"},
+}
+
+
+def test_no_audio_travels_through_artifacts_at_scale(compiled):
+    _, spec, k8s = compiled
+    outputs = {
+        name: {k: v["artifactType"]["schemaTitle"] for k, v in c["outputDefinitions"]["artifacts"].items()}
+        for name, c in spec["components"].items()
+        if (c.get("outputDefinitions") or {}).get("artifacts")
+    }
+    assert outputs == ARTIFACT_OUTPUTS
+    # the audio goes to build_root, whose default lies on the data PVC (mounted at /mnt) of the steps writing it
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["build_root"]["defaultValue"].startswith("/mnt/")
+    tasks = _tasks(spec)
+    assert tasks["build-manifest"]["inputs"]["parameters"]["build_root"]["componentInputParameter"] == "build_root"
+    for step in ("build-manifest", "build-manifest-shard"):
+        assert k8s[f"exec-{step}"]["pvcMount"][0]["mountPath"] == "/mnt", step
+    # the fan-out: a ParallelFor over fanout_shards(build_pods) of shard pods, the merge after it
+    loop = next(c for name, c in spec["components"].items() if name.startswith("comp-for-loop"))
+    assert "build-manifest-shard" in loop["dag"]["tasks"]
+    shard_params = loop["dag"]["tasks"]["build-manifest-shard"]["inputs"]["parameters"]
+    assert shard_params["build_root"]["componentInputParameter"] == "pipelinechannel--build_root"
+    fan = tasks["fanout-shards"]["inputs"]["parameters"]["n_shards"]["componentInputParameter"]
+    assert fan == "build_pods" and params["build_pods"]["defaultValue"] == 1
+    loop_task = next(name for name in tasks if name.startswith("for-loop"))
+    assert loop_task in tasks["build-manifest"]["dependentTasks"]

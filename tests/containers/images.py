@@ -23,6 +23,11 @@ for name in sys.argv[1:]:
     except BaseException as e:
         print(f"PREFLIGHT-FAIL {name}: {type(e).__name__}: {e}", flush=True)
         raise SystemExit(3)
+import tarfile
+if not hasattr(tarfile, "data_filter"):  # PEP 706, Python >= 3.11.4: NeMo restores .nemo with filter="data"
+    print(f"PREFLIGHT-FAIL tarfile: Python {sys.version.split()[0]} has no PEP 706 extraction filters "
+          "(NeMo's .nemo restore calls TarFile.extract(..., filter='data'))", flush=True)
+    raise SystemExit(3)
 print("PREFLIGHT-OK", flush=True)
 """
 

@@ -29,12 +29,12 @@ from tests.containers.images import ImageBroken, preflight
 TASK_TIMEOUT_S = 600  # one component in a container; a hung container is killed, and the task fails
 
 
-def _docker_runner(data_root: Path, label: str) -> local.DockerRunner:
+def _docker_runner(data_root: Path, label: str, read_only: bool = True) -> local.DockerRunner:
     from docker.types import Mount
 
     return local.DockerRunner(
         network_mode="host",
-        mounts=[Mount(target=str(data_root), source=str(data_root), type="bind", read_only=True)],
+        mounts=[Mount(target=str(data_root), source=str(data_root), type="bind", read_only=read_only)],
         labels={"asr-test": label},
     )
 
@@ -148,3 +148,14 @@ def test_broken_image_fails_the_component_not_hangs(broken_image, dataset, share
     local.init(runner=_docker_runner(dataset, label), pipeline_root=str(root))
     with pytest.raises(RuntimeError, match="validate-data"):
         run_bounded(lambda: step(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label, timeout_s=300)
+
+
+def test_image_carries_its_commit_as_label_and_file(images):
+    """The commit `make images` built from: the OCI label, and the file code_version() reads where there is no .git."""
+    for image in images.values():
+        label = docker("image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}',
+                       image).stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", label), f"{image}: revision label {label!r}"
+        seen = docker("run", "--rm", image, "python", "-c",
+                      "from components.common.version import code_version; print(code_version('/opt/asr'))")
+        assert seen.stdout.strip() == label, f"{image}: code_version() in the image says {seen.stdout!r}"

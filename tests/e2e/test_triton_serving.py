@@ -90,7 +90,7 @@ def build_tiny_model(out_dir: Path) -> Path:
 
 def test_clips() -> list[tuple[str, np.ndarray, str]]:
     """(name, 16 kHz audio, lang): real recordings when ../shared is there, else synthetic signals."""
-    from serving.client import load_audio
+    from components.common.audio import load_audio
 
     clips = []
     manifest = EVAL_AUDIO / "manifest.jsonl"

@@ -119,22 +119,22 @@ def test_code_version_env_then_image_file_then_git(tmp_path, monkeypatch):
     assert code_version() == "abc123"
     monkeypatch.delenv("ASR_GIT_COMMIT")
     (tmp_path / "GIT_COMMIT").write_text("def456\n")
-    assert code_version(repo=tmp_path, image_file=tmp_path / "GIT_COMMIT") == "def456"
+    assert code_version(repo=tmp_path, commit_file=tmp_path / "GIT_COMMIT") == "def456"
     with pytest.raises(CodeVersionError, match="ASR_GIT_COMMIT"):
-        code_version(repo=tmp_path, image_file=tmp_path / "absent")
+        code_version(repo=tmp_path, commit_file=tmp_path / "absent")
     g = tmp_path / "g"
     g.mkdir()
     sh("git", "init", "-q", cwd=g)
     (g / "f").write_text("1")
     sh("git", "add", "f", cwd=g)
     sh("git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "x", cwd=g)
-    clean = code_version(repo=g, image_file=tmp_path / "absent")
+    clean = code_version(repo=g, commit_file=tmp_path / "absent")
     assert len(clean) == 40 and not is_dirty(clean)
     (g / "f").write_text("2")
-    dirty = code_version(repo=g, image_file=tmp_path / "absent")
+    dirty = code_version(repo=g, commit_file=tmp_path / "absent")
     assert dirty.startswith(clean + "+dirty.") and is_dirty(dirty)
     (g / "f").write_text("3")
-    assert code_version(repo=g, image_file=tmp_path / "absent") != dirty  # another edit, another version
+    assert code_version(repo=g, commit_file=tmp_path / "absent") != dirty  # another edit, another version
 
 
 def test_resolve_base_pins_the_alias_and_refuses_another_checkpoint(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.common.evaluation import EvaluationSummary
 from components.evaluate_wer.gate import PolicyError, decide, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +141,12 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     res = evaluate(str(tiny_model_path), str(tiny_model_path), str(manifest_dir), str(out), ["bg-BG"], ["el-GR"],
                    [56, 1], load_policy(None), batch_size=2, seed=0, champion_model=str(tiny_model_path))
-    ev = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    text = (out / "evaluation.json").read_text(encoding="utf-8")
+    ev = json.loads(text)
+    # one typed record (components/common/evaluation.py) serialises to the very JSON evaluate_wer wrote
+    record = EvaluationSummary.from_json(text)
+    assert record.to_json() == text and record.to_dict() == ev
+    assert record.decision.passed is res.passed and record.champion_delta_ci["bg-BG"].n_resamples == 1000
     for model in ("base", "candidate", "champion"):
         for mode in ("streaming", "offline"):
             for lang, n in (("bg-BG", 3), ("el-GR", 2), ("overall", 5)):
@@ -168,6 +174,11 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 3 and "FAILED" in html  # per-language, str/off, curve
     assert "WER vs latency" in html and "Evaluation speed" in html
+    from components.evaluate_wer.report import TEMPLATE, render_html  # a jinja2 template file, autoescaped
+
+    assert (Path(render_html.__code__.co_filename).parent / TEMPLATE).is_file()
+    record.candidate_model = "<script>x</script>"
+    assert "&lt;script&gt;x&lt;/script&gt;" in render_html(record) and "<script>" not in render_html(record)
     assert "gate: FAILED" in capsys.readouterr().out
     # the candidate's WER-vs-latency curve: every supported lookahead, latency from the chunk size
     curve = ev["latency_curve"]
@@ -193,6 +204,19 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, capsys):
     assert sorted(i.lang for i in items) == ["bg-BG", "bg-BG", "el-GR", "el-GR"]
     model = AsrModel.load(str(tiny_model_path))
     assert check_parity(out / "golden", lambda a, lg: model.transcribe([a], [lg], att_context_size=[56, 1])[0]).passed
+
+
+def test_summary_record_refuses_a_malformed_summary_by_field():
+    from components.common.evaluation import SummaryError
+
+    with pytest.raises(SummaryError, match=r"unknown field\(s\) \['wer'\] in delta_ci\[bg-BG\]"):
+        EvaluationSummary.from_dict({"delta_ci": {"bg-BG": {"delta": 0, "low": 0, "high": 0, "wer": 1}}})
+    with pytest.raises(SummaryError, match=r"decision.rules\[0\] lacks \['rule'\]"):
+        EvaluationSummary.from_dict({"decision": {"passed": True, "rules": [{"passed": True}]}})
+    with pytest.raises(SummaryError, match=r"unknown field\(s\) \['extra'\] in the summary"):
+        EvaluationSummary.from_json('{"extra": 1}')
+    with pytest.raises(SummaryError, match="not JSON"):
+        EvaluationSummary.from_json("{")
 
 
 def test_evaluate_errors_name_the_problem(tiny_model_path, manifest_dir, tmp_path):
@@ -224,7 +248,8 @@ def test_cli_help_and_component_interface():
 def test_batched_streaming_evaluation_equals_one_stream_at_a_time(tiny_model_path, manifest_dir):
     """The evaluator streams utterances concurrently (stream_step_batch); its transcripts are the ones a
     client streaming each utterance alone gets, whatever the number of concurrent streams."""
-    from components.common.asr_infer import AsrModel, load_audio
+    from components.common.asr_infer import AsrModel
+    from components.common.audio import load_audio
     from components.common.manifest import read_manifest
     from components.evaluate_wer.core import transcribe_streaming, transcribe_streaming_batch
 

@@ -443,8 +443,8 @@ def base_without_final_sigma(corpus, tmp_path_factory) -> str:
 
 @pytest.mark.slow  # real NeMo: a 1-step bootstrap and a 2-step fine-tune
 def test_tokenizer_coverage_stops_the_run_or_maps_the_text(base_without_final_sigma, corpus, tmp_path):
-    from components.build_manifest.coverage import CoverageError
     from components.common.asr_infer import AsrModel
+    from components.common.coverage import CoverageError
 
     kw = dict(max_steps=2, batch_size=8, checkpoint_every=0, threads=2)
     with pytest.raises(CoverageError, match=r"el-GR[\s\S]*ς|ς[\s\S]*el-GR"):

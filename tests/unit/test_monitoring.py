@@ -22,7 +22,7 @@ from tests.unit.test_infra import check, sync  # noqa: E402  (infra/ scripts loa
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
-    return {o: check.render_lite(K8S / "overlays" / o) for o in ("dev", "prod")}
+    return {o: check.render(K8S / "overlays" / o) for o in ("dev", "prod")}
 
 
 def _exported_metrics() -> set[str]:

@@ -113,7 +113,7 @@ def test_aggregate_tokenizer_in_the_finetune_coverage_is_named_not_a_type_error(
     from nemo.collections.common.tokenizers.aggregate_tokenizer import AggregateTokenizer
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer
 
-    from components.build_manifest.coverage import CoverageError
+    from components.common.coverage import CoverageError
 
     sp = SentencePieceTokenizer(str(tokenizer_dir / "tokenizer.model"))
     model = SimpleNamespace(tokenizer=AggregateTokenizer({"bg": sp, "el": sp}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +191,33 @@ def test_parameters_text_keeps_multi_line_values():
     text = f"max_steps=2\ngate_policy={policy}\ngate_floor_override_reason=a=b\nreplay_langs="
     assert parse_parameters(text) == {"max_steps": "2", "gate_policy": policy, "gate_floor_override_reason": "a=b",
                                       "replay_langs": ""}
+
+
+def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, tracking_uri):
+    """The fine-tune run already logged model.nemo: the version is created from that artifact, not uploaded
+    again (a Nemotron checkpoint is ~2.4 GB); download/verify/promote read it from there."""
+    from types import SimpleNamespace
+
+    from components.common.io import sha256_file
+    from components.finetune_asr.core import write_sidecar
+    from components.finetune_asr.tracking import FinetuneTracker
+
+    d = _model_dir(tmp_path, "cand", b"weights-finetuned")
+    write_sidecar(d / "model.nemo", {"model_class": "EncDecRNNTBPEModelWithPrompt", "languages": ["bg-BG"]})
+    tracker = FinetuneTracker(tracking_uri, {"lr": 1e-4})
+    ft_run = tracker.start()
+    tracker.finish(SimpleNamespace(final_loss=1.0, steps_done=2, seconds=1.0, resumed_from_step=0,
+                                   replay_rows_distilled=0, val_wer={}, resolved_config=None,
+                                   sidecar_path=str(d / "model.json"), model_path=str(d / "model.nemo")))
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    r = register_candidate(d, ev, "asr", pipeline_run_id="run-1", tracking_uri=tracking_uri)
+    reg = Registry(get_client(tracking_uri))
+    info = reg.get("asr", r.version)
+    assert info.tags["model_run_id"] == ft_run and info.run_id != ft_run
+    assert info.source == f"{reg.client.get_run(ft_run).info.artifact_uri}/model"
+    assert "model" not in {a.path for a in reg.client.list_artifacts(info.run_id)}  # no second upload
+    store = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"  # the store beside the db
+    assert len(list(store.rglob("model.nemo"))) == 1
+    nemo = reg.download(info, tmp_path / "dl")
+    assert nemo.read_bytes() == b"weights-finetuned" and sha256_file(nemo) == info.tags["checkpoint_sha256"]
+    reg.promote("asr", r.version)  # verifies the checkpoint (downloaded from the fine-tune run) and the gate

@@ -12,6 +12,7 @@ import pytest
 
 from components.register_model.core import register_candidate
 from registry import history
+from registry.__main__ import rollback_and_export
 from registry.history import Entry
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION
@@ -122,7 +123,7 @@ def test_rollback_moves_champion_back_audits_and_reexports(tmp_path, reg, monkey
     repo = tmp_path / "triton_repo"
     monkeypatch.setenv("ASR_REGISTRY_ACTOR", "oncall-carol")
 
-    r = rollback(reg, "asr", "WER regression on live traffic", triton_repo=repo, run_id="incident-42")
+    r = rollback_and_export(reg, "asr", "WER regression on live traffic", triton_repo=repo, run_id="incident-42")
     assert (r.from_version, r.to_version, r.actor) == (v3, v2, "oncall-carol")
     assert reg.by_alias("asr", CHAMPION).version == v2
     restored, demoted = reg.get("asr", v2).tags, reg.get("asr", v3).tags
@@ -144,9 +145,9 @@ def test_rollback_moves_champion_back_audits_and_reexports(tmp_path, reg, monkey
     assert not [p for p in repo.iterdir() if p.name.startswith(".rollback-")]  # download dir cleaned up
 
     # a second rollback undoes one more step; --to can name any earlier champion
-    r2 = rollback(reg, "asr", "still bad", triton_repo=repo)
+    r2 = rollback_and_export(reg, "asr", "still bad", triton_repo=repo)
     assert (r2.from_version, r2.to_version, r2.triton_version) == (v2, v1, 2)
-    r3 = rollback(reg, "asr", "v3 was fine after all", to=v3, triton_repo=None)
+    r3 = rollback_and_export(reg, "asr", "v3 was fine after all", to=v3, triton_repo=None)
     assert r3.to_version == v3 and r3.triton_version is None and reg.by_alias("asr", CHAMPION).version == v3
     assert history.stack(reg.history("asr"))[-1] == v3
 

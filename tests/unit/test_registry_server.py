@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from components.register_model.core import register_candidate
+from registry.__main__ import rollback_and_export
 from registry.lock import LOCK_SUFFIX
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION
-from registry.rollback import rollback
 from tests.unit.test_registry import _evaluation, _migrated_registry_db, _model_dir  # noqa: F401
 
 pytestmark = pytest.mark.slow  # the server alone takes 10-20 s to come up on this machine
@@ -96,7 +96,7 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
         reg.promote("asr", v3)
     assert reg.by_alias("asr", CHAMPION).version == v2  # a failed gate leaves champion where it was
 
-    r = rollback(reg, "asr", "latency regression", actor="oncall", triton_repo=tmp_path / "triton_repo")
+    r = rollback_and_export(reg, "asr", "latency regression", actor="oncall", triton_repo=tmp_path / "triton_repo")
     assert (r.from_version, r.to_version, r.triton_version) == (v2, v1, 1)
     assert (tmp_path / "triton_repo" / "asr_offline" / "1" / "model.nemo").read_bytes() == b"weights-one"
     assert reg.by_alias("asr", CHAMPION).version == v1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from components.build_manifest.coverage import (
+from components.common.coverage import (
     CoverageError,
     apply_text_maps,
     check_coverage,
@@ -122,7 +122,7 @@ def test_nemo_tokenizer_object_is_accepted(tok_dir):
     pytest.importorskip("nemo")
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer
 
-    from components.build_manifest.coverage import Tokenizer
+    from components.common.coverage import Tokenizer
 
     tok = Tokenizer.from_nemo_tokenizer(SentencePieceTokenizer(str(tok_dir / "tokenizer.model")))
     rep = check_coverage(rows(), tok)

@@ -16,7 +16,7 @@ ten ends with it). This module runs before training, on the manifests build_mani
 
 The tokenizer is read straight from the `.nemo` tar (its `model_config.yaml` names the SentencePiece model)
 with the `sentencepiece` library NeMo itself uses, so no model is restored. CLI:
-`python -m components.build_manifest.coverage --help`.
+`python -m components.common.coverage --help`.
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m components.build_manifest.coverage",
+        prog="python -m components.common.coverage",
         description="Round-trip training transcripts through the base model's tokenizer; report the <unk> "
         "rate per language and the characters it lacks. Exit 1 when a language exceeds --max-unk-rate.",
     )

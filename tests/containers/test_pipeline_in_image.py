@@ -1,0 +1,163 @@
+"""The tiny pipeline end to end with every step in the component image (kfp.local.DockerRunner), against the same
+compiled pipeline run with SubprocessRunner: manifests byte-identical, WER identical.
+
+How the containers reach what the cluster path reaches:
+- MLflow: a real `mlflow server` (REST store, proxied artifacts) on the host's loopback, reached over the host
+  network, as pods reach the cluster's tracking server by URL. No file path of the registry crosses into a step.
+- Data, work dir and Triton repository: one host folder bind-mounted read-write at the same path (on the cluster:
+  the data PVC mounted by `cluster.data_pvc`). The pipeline root is mounted by kfp.local itself.
+- DVC: not reached from any step, here or on the cluster; the data version enters as the `data_md5` argument.
+Each runner registers under its own model name so both runs see the same registry state (no champion yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components.build_manifest.core import build_manifests
+from components.finetune_asr.bootstrap import bootstrap_base_model
+from components.synthesize_corpus.core import synthesize_corpus
+from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_local, task_outputs
+from tests.containers.conftest import docker
+from tests.containers.test_components_in_image import _docker_runner, _tree_digest, run_bounded
+from tests.e2e.test_pipeline_e2e import FLOOR_OVERRIDE, PERMISSIVE, _emitting
+
+PIPELINE_TIMEOUT_S = 1500  # every step in a container on 2 shared cores; a hang is killed and fails the test
+LANGS = ("el-GR", "bg-BG", "es-ES")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(shared_tmp):
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    work = shared_tmp / "mlflow"
+    work.mkdir()
+    port = _free_port()
+    log = open(work / "server.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
+         "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up:\n{(work / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def world(images, shared_tmp, mlflow_server):
+    """A tiny corpus and an emitting base model in one shared folder (read-write for the image's uid 1000)."""
+    root = shared_tmp / "pipe"
+    synthesize_corpus(root / "data", langs=LANGS, n_train=8, n_val=2, n_test=3, seed=0, progress=False)
+    man = build_manifests(root / "data", root / "boot_manifests")
+    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
+                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
+    base = _emitting(base, root / "base_emitting")
+    subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
+    return {"root": root, "base": base, "uri": mlflow_server}
+
+
+def _run(world, runner_name: str, pipeline_root: Path, runner=None) -> Path:
+    root = world["root"]
+    params = load_params(PARAMS_FILE, [
+        "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
+        f"register_model.model_name=container-e2e-{runner_name}"])
+    args = pipeline_arguments(params, world["base"])  # data md5 and code version: outputs of the first steps
+    args.update(data_root=str(root / "data"), triton_repo=str(root / f"triton_repo-{runner_name}"),
+                work_root=str(root / f"work-{runner_name}"), mlflow_tracking_uri=world["uri"],
+                gate_policy=PERMISSIVE, gate_floor_override_reason=FLOOR_OVERRIDE)
+    pipeline_root.mkdir(mode=0o777)
+    pipeline_root.chmod(0o777)
+    return run_local(args, pipeline_root, runner=runner)
+
+
+def _wer(run_dir: Path) -> dict:
+    ev = json.loads((run_dir / "evaluate-wer" / "evaluation" / "evaluation.json").read_text())
+    return ev["metrics"]
+
+
+def test_pipeline_in_image_equals_subprocess(images, world, shared_tmp, monkeypatch):
+    from registry.mlflow_adapter import Registry, get_client
+    from registry.policy import CHAMPION
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world["uri"])
+    ref = _run(world, "subprocess", shared_tmp / "kfp-pipe-subprocess")
+    label = uuid.uuid4().hex[:12]
+    runner = _docker_runner(world["root"], label, read_only=False)
+    t0 = time.monotonic()
+    got = run_bounded(lambda: _run(world, "docker", shared_tmp / "kfp-pipe-docker", runner), label,
+                      timeout_s=PIPELINE_TIMEOUT_S)
+    print(f"\npipeline in containers: {time.monotonic() - t0:.0f} s")
+
+    # every step ran, in the image, and wrote its outputs under the docker run's pipeline root
+    steps = sorted(p.name for p in got.iterdir() if p.is_dir())
+    assert steps == sorted(p.name for p in ref.iterdir() if p.is_dir())
+    assert {"validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model",
+            "export-triton"} <= set(steps)
+    # manifests and every re-encoded clip byte-identical; summary.json equal but for the path of the validation
+    # report it read, which lies in each run's own pipeline root
+    digest = _tree_digest(got / "build-manifest" / "manifests")
+    assert {"train.jsonl", "val.jsonl", "test.jsonl", "summary.json"} <= set(digest)
+    ref_digest = _tree_digest(ref / "build-manifest" / "manifests")
+    assert {k: v for k, v in digest.items() if k != "summary.json"} == \
+        {k: v for k, v in ref_digest.items() if k != "summary.json"}
+    summaries = [json.loads((r / "build-manifest" / "manifests" / "summary.json").read_text()) for r in (got, ref)]
+    for run_dir, summary in zip((got, ref), summaries, strict=True):
+        assert Path(summary.pop("validation")).is_relative_to(run_dir / "validate-data"), summary
+    assert summaries[0] == summaries[1]
+    # WER identical: base and candidate, streaming and offline, every language
+    wer = _wer(got)
+    assert set(wer) >= {"base", "candidate"} and all(set(LANGS) <= set(wer[m]["streaming"]) for m in wer)
+    assert wer == _wer(ref)
+    assert task_outputs(got, "finetune-asr")["final_loss"] == task_outputs(ref, "finetune-asr")["final_loss"]
+
+    # registry (through the server) and the Triton repository the image's export step wrote
+    reg = Registry(get_client(world["uri"]))
+    v = reg.by_alias("container-e2e-docker", CHAMPION)
+    assert v is not None and v.source.startswith("mlflow-artifacts:")
+    label_commit = docker("image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}',
+                          images["component"]).stdout.strip()
+    assert v.tags["git_commit"] == label_commit  # no .git in the image: code_version() read /opt/asr/GIT_COMMIT
+    repo = world["root"] / "triton_repo-docker"
+    sha = hashlib.sha256((repo / "asr_offline" / "1" / "model.nemo").read_bytes()).hexdigest()
+    assert sha == v.tags["checkpoint_sha256"]
+    shutil.rmtree(world["root"] / "work-docker", ignore_errors=True)
+

@@ -8,9 +8,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from components.common.manifest import write_manifest
+from components.common.manifest import TARRED_DIR, write_manifest
 
-TARRED_DIR = "tarred"
 TARRED_MANIFEST = "tarred_audio_manifest.json"
 
 

@@ -15,6 +15,8 @@ from components.common.io import atomic_write_text
 
 REQUIRED_FIELDS = ("audio_filepath", "duration", "text", "lang", "target_lang", "speaker", "id")
 SPLITS = ("train", "val", "test")
+# build_manifest writes tarred shards of a split under <manifests>/tarred/<split>/; finetune_asr reads them
+TARRED_DIR = "tarred"
 
 
 class ManifestError(ValueError):

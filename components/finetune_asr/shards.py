@@ -22,8 +22,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from components.build_manifest.tarred import TARRED_DIR
-from components.common.manifest import write_manifest
+from components.common.manifest import TARRED_DIR, write_manifest
 
 log = logging.getLogger(__name__)
 SHARDED_DIR = "sharded"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from components.common.evaluation import EvaluationSummary
 from components.common.io import sha256_file
-from components.common.version import GIT_COMMIT_FILE, code_version
+from components.common.version import GIT_COMMIT_FILE, CodeVersionError, code_version
 from registry import gate_record as gr
 from registry.mlflow_adapter import Registry, get_client, utc_now
 from registry.policy import CHALLENGER, CHAMPION
@@ -39,8 +39,12 @@ def read_data_md5(dvc_file: str | Path) -> str:
 
 
 def git_commit(repo: str | Path = ".", commit_file: str | Path = GIT_COMMIT_FILE) -> str:
-    """The code's commit: git in a checkout, the image's baked-in file on the cluster (components.common.version)."""
-    return code_version(repo, commit_file)
+    """The code's commit: git in a checkout, the image's baked-in file on the cluster (components.common.version);
+    "unknown" only for a manual registration outside both (the pipeline passes resolve_base's, never unknown)."""
+    try:
+        return code_version(repo, commit_file)
+    except CodeVersionError:
+        return "unknown"
 
 
 def _summary(evaluation: EvaluationSummary | dict) -> EvaluationSummary:

@@ -154,7 +154,8 @@ def asr_finetune_pipeline(S):
                                 git_commit=code, mlflow_tracking_uri=run.mlflow_tracking_uri,
                                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, data_rev=run.data_rev,
                                 data_commit=data.outputs["data_commit"], base_model_resolved=base_uri,
-                                base_model_sha256=base_sha, parameters=_parameters_text(S))
+                                base_model_sha256=base_sha, parameters=_parameters_text(S),
+                                evaluation_run_id=evaluated.outputs["mlflow_run_id"])
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
 
     gate = release_gate(evaluation=evaluated.outputs["evaluation"])

@@ -11,7 +11,8 @@ from components.common.kfp_base import component
 def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
                    base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
                    model_card: Output[Markdown], data_rev: str = "", data_commit: str = "",
-                   base_model_resolved: str = "", base_model_sha256: str = "", parameters: str = ""
+                   base_model_resolved: str = "", base_model_sha256: str = "", parameters: str = "",
+                   evaluation_run_id: str = ""
                    ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str)]):
     """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it).
     `data_md5`, `data_commit` (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit`
@@ -25,7 +26,7 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
     params = parse_parameters(parameters)
     r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
                            data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
-                           pipeline_run_id=pipeline_run_id,
+                           pipeline_run_id=pipeline_run_id, evaluation_run_id=evaluation_run_id,
                            tracking_uri=mlflow_tracking_uri or None,
                            run={"data_rev": data_rev, "data_commit": data_commit,
                                 "base_model_resolved": base_model_resolved,

@@ -199,7 +199,8 @@ def parse_parameters(text: str) -> dict[str, str]:
 def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model_name: str,
                        data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
                        params: dict | None = None, commit: str = "", tracking_uri: str | None = None,
-                       manifest_summary: dict | None = None, run: dict | None = None) -> RegisterResult:
+                       manifest_summary: dict | None = None, run: dict | None = None,
+                       evaluation_run_id: str = "") -> RegisterResult:
     """Register a candidate with its lineage, gate record and model card; move `challenger` to it.
 
     The gate record (registry/gate_record.py) binds the decision to this checkpoint's sha256, the exact
@@ -211,7 +212,10 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     attempt, and a re-run of an unchanged pipeline (cached fine-tune and evaluation) creates no second version.
 
     `run` (the pipeline's lineage: data_rev, data_commit, base_model_resolved, every parameter) is stored with the
-    version as `lineage.json`; `python -m pipelines reproduce` re-runs the pipeline from it."""
+    version as `lineage.json`; `python -m pipelines reproduce` re-runs the pipeline from it.
+
+    `evaluation_run_id`: the MLflow run evaluate_wer logged (its artifacts hold the golden set the serving
+    sidecar replays after a deploy), tagged `evaluation_run_id` when given."""
     model_dir = Path(model_dir)
     evaluation_text = Path(evaluation_path).read_text(encoding="utf-8")
     evaluation = EvaluationSummary.from_json(evaluation_text)
@@ -242,6 +246,8 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
             gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")), gr.POLICY_TAG: record.policy_sha256,
             **{f"params.{k}": str(v) for k, v in (params or {}).items()},
             **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
+    if evaluation_run_id:
+        tags["evaluation_run_id"] = evaluation_run_id
     if record.floor_override_reason:  # a policy below the floor was let through by an audited override
         tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
     if evaluation.att_context_size is not None:  # the operating point the gate judged (rollback re-exports at it)

@@ -24,9 +24,11 @@ measures, all on one model, one att_context_size and the same audio chunks:
    stays in (3);
 6. noisy neighbour (issue 15 #13): N-1 streams of normal chunks, alone and beside one stream sending the
    largest chunk the model accepts (max_chunk_s, 0.5 s): the others' p99 growth (target <= 2x);
-7. `--via gateway`: the same closed-loop streams through the gateway (Riva StreamingRecognize, one interim
-   result per chunk) vs straight to Triton, 1 and N streams, paired rounds: the gateway's added p50 per chunk
-   (target <= 1.5 ms or <= 5 % of the in-process step, whichever is larger).
+7. `--via gateway`: the gateway's added p50 per chunk against direct Triton (target <= 1.5 ms or <= 5 % of the
+   in-process step, whichever is larger). 1 stream: `--gateway-pairs` (24) paired sessions, each one clip straight
+   to Triton and the same clip through the gateway (Riva StreamingRecognize, one interim result per chunk), back
+   to back in ABBA order; N streams: paired rounds (`--rounds`) of N concurrent closed-loop clients on each side.
+   Median and spread of the per-pair differences.
 
 `--model X.nemo` serves any checkpoint (the lead's full-size run); `--quick --no-soak --streams 1,16` keeps a
 full-size run short (3 pairs of short passes over 6 clips of 3 s).
@@ -511,7 +513,9 @@ def gateway_level(
 ) -> tuple[list[float], float]:
     """(per-chunk seconds, chunks/s) of `n` concurrent Riva StreamingRecognize clients through the gateway.
     Closed loop like the Triton clients: a stream sends its next 160 ms chunk when the interim result of the
-    previous one arrives (the gateway answers one interim result per chunk)."""
+    previous one arrives (the gateway answers one interim result per chunk). Like `drive`, each client runs
+    whole clips, one session per clip (client k starts at clip k), until it has `per_stream` chunks and at
+    least one whole clip: the same audio and the same session lengths as the Triton side."""
     import grpc
     from riva.client.proto import riva_asr_pb2 as rasr
     from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
@@ -521,11 +525,10 @@ def gateway_level(
     lats: list[list[float]] = [[] for _ in range(n)]
     stamps: list[list[float]] = [[] for _ in range(n)]
 
-    def one(k: int) -> None:
-        _, audio, lang = clips[k % len(clips)]
+    def session(k: int, audio: np.ndarray, lang: str) -> None:
         pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-        pieces = [pcm[i : i + 2 * step] for i in range(0, len(pcm), 2 * step)][:per_stream]
-        pieces = [p for p in pieces if len(p) == 2 * step]
+        pieces = [pcm[i : i + 2 * step] for i in range(0, len(pcm), 2 * step)]
+        pieces = [p for p in pieces if len(p) == 2 * step]  # a trailing partial piece waits for the final
         got: queue.Queue = queue.Queue()
         cfg = rasr.StreamingRecognitionConfig(
             config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000, language_code=lang),
@@ -541,8 +544,18 @@ def gateway_level(
                 lats[k].append(t1 - t0)
                 stamps[k].append(t1)
 
-        for _ in stub.StreamingRecognize(requests(), metadata=[("authorization", f"Bearer {key}")]):
-            got.put(time.perf_counter())
+        for resp in stub.StreamingRecognize(requests(), metadata=[("authorization", f"Bearer {key}")]):
+            if not resp.results[0].is_final:
+                got.put(time.perf_counter())
+
+    def one(k: int) -> None:
+        i = k
+        while True:
+            _, audio, lang = clips[i % len(clips)]
+            session(k, audio, lang)
+            i += n
+            if len(lats[k]) >= per_stream:
+                return
 
     threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
     for t in threads:
@@ -559,6 +572,105 @@ def gateway_level(
         else total / (max(s[-1] for s in stamps) - min(s[0] for s in stamps))
     )
     return [x for lat in lats for x in lat], cps
+
+
+class OneStream:
+    """A lone closed-loop client that alternates with another one session (clip) at a time: `direct` = one
+    tritonclient gRPC stream to Triton, else one Riva StreamingRecognize session per clip through the gateway.
+    Both send the clip's full `step` pieces (a trailing partial one waits for the final) and time every piece
+    after the first (the first carries START and LANG): the same requests on both sides."""
+
+    def __init__(self, addr: str, step: int, key: str = "", direct: bool = True):
+        import grpc
+
+        self.step, self.key, self.direct = step, key, direct
+        self.answers: queue.Queue = queue.Queue()
+        if direct:
+            import tritonclient.grpc as tc
+
+            self.tc = tc
+            self.client = tc.InferenceServerClient(addr.removeprefix("grpc://"))
+            self.client.start_stream(
+                callback=lambda result, error: self.answers.put((error, time.perf_counter()))
+            )
+        else:
+            from riva.client.proto import riva_asr_pb2 as rasr
+            from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
+
+            self.rasr = rasr
+            self.channel = grpc.insecure_channel(addr)
+            self.stub = rasr_grpc.RivaSpeechRecognitionStub(self.channel)
+
+    def session(self, audio: np.ndarray, lang: str) -> list[float]:
+        pieces = [p for p in split(audio, self.step) if p.size == self.step]
+        return self._direct(pieces, lang) if self.direct else self._gateway(pieces, lang)
+
+    def _direct(self, pieces, lang) -> list[float]:
+        seq, lat = random.randrange(1, 2**62), []
+        for i, piece in enumerate(pieces):
+            t0 = time.perf_counter()
+            self.client.async_stream_infer(
+                MODEL,
+                _inputs(self.tc, piece, lang if i == 0 else None),
+                sequence_id=seq,
+                sequence_start=i == 0,
+                sequence_end=i == len(pieces) - 1,
+            )
+            error, t1 = self.answers.get(timeout=120)
+            if error is not None:
+                raise RuntimeError(f"chunk {i}: {error}")
+            if i:
+                lat.append(t1 - t0)
+        return lat
+
+    def _gateway(self, pieces, lang) -> list[float]:
+        rasr, lat = self.rasr, []
+        cfg = rasr.StreamingRecognitionConfig(
+            config=rasr.RecognitionConfig(encoding=1, sample_rate_hertz=16000, language_code=lang),
+            interim_results=True,
+        )
+        pcm = [(np.clip(p, -1, 1) * 32767).astype("<i2").tobytes() for p in pieces]
+
+        def requests():
+            yield rasr.StreamingRecognizeRequest(streaming_config=cfg)
+            for i, p in enumerate(pcm):
+                t0 = time.perf_counter()
+                yield rasr.StreamingRecognizeRequest(audio_content=p)
+                t1 = self.answers.get(timeout=120)
+                if i:
+                    lat.append(t1 - t0)
+
+        meta = [("authorization", f"Bearer {self.key}")]
+        for resp in self.stub.StreamingRecognize(requests(), metadata=meta):
+            if not resp.results[0].is_final:
+                self.answers.put(time.perf_counter())
+        return lat
+
+    def close(self) -> None:
+        if self.direct:
+            self.client.stop_stream()
+            self.client.close()
+        else:
+            self.channel.close()
+
+
+def gateway_pairs_one_stream(url: str, gw_addr: str, key: str, clips, step: int, pairs: int) -> list[float]:
+    """The gateway's added p50 at 1 stream as `pairs` paired sessions: each pair runs one clip straight to
+    Triton and the same clip through the gateway, back to back, in alternating order (ABBA); -> per-pair
+    (gateway p50 - Triton p50) in ms. Short pairs: the box's load drifts less within a pair than within a
+    multi-second pass, which is what made single passes swing by several ms."""
+    direct, gw = OneStream(url, step), OneStream(gw_addr, step, key, direct=False)
+    added = []
+    try:
+        for k in range(pairs):
+            _, audio, lang = clips[k % len(clips)]
+            order = (direct, gw) if k % 2 == 0 else (gw, direct)
+            p50 = {id(side): pct(side.session(audio, lang), 50) for side in order}
+            added.append(p50[id(gw)] - p50[id(direct)])
+    finally:
+        direct.close()
+        gw.close()
+    return added
 
 
 def noisy_neighbour(url: str, clips, step: int, big_s: float, n_normal: int, per_stream: int) -> dict:
@@ -714,8 +826,16 @@ def main(argv: list[str] | None = None) -> int:
         default="triton",
         help="gateway: also measure the front door's added p50 per chunk vs direct Triton (1, 16 streams)",
     )
-    p.add_argument("--gateway-ports", default="18280,18281", help="gateway gRPC,HTTP ports for --via gateway")
+    p.add_argument(
+        "--gateway-ports", default="0,0", help="gateway gRPC,HTTP ports for --via gateway (0: a free port)"
+    )
     p.add_argument("--pair-chunks", type=int, default=320, help="chunks per 16-stream pass of a paired round")
+    p.add_argument(
+        "--gateway-pairs",
+        type=int,
+        default=24,
+        help="--via gateway, 1 stream: paired sessions (one clip direct, the same clip via the gateway)",
+    )
     p.add_argument("--no-soak", action="store_true", help="skip the soak (full-size runs)")
     p.add_argument(
         "--quick",
@@ -731,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
             min(a.level_chunks, 200),
             min(a.pair_chunks, 128),
         )
-        a.rounds = max(3, min(a.rounds, 3))
+        a.rounds = max(3, a.rounds)  # 3 unless --rounds asks for more
     os.environ["ASR_THREADS"] = str(a.threads)  # AsrModel.load here and server_env() for the stubs
     levels = [int(s) for s in a.streams.split(",")]
 
@@ -889,7 +1009,9 @@ def main(argv: list[str] | None = None) -> int:
             p2.append(cps_tr / cps_in)
             print(f"paired round {r + 1}/{a.rounds}: P1 {p1[r]:.3f}  P2' {p2[-1]:.3f}", flush=True)
         res["paired"] = {"P1": paired(p1), "P2_prime": paired(p2)}
-        noisy = noisy_neighbour(server.grpc_url, clips, step, ServingConfig.max_chunk_s, big - 1, max(8, a.level_chunks // big))
+        noisy = noisy_neighbour(
+            server.grpc_url, clips, step, ServingConfig.max_chunk_s, big - 1, max(8, a.level_chunks // big)
+        )
         res["noisy_neighbour"] = noisy
         print(
             f"noisy neighbour: {noisy['normal_streams']} normal streams p99 {noisy['quiet']['p99_ms']:.1f} ms alone, "
@@ -910,13 +1032,38 @@ def main(argv: list[str] | None = None) -> int:
                 ["--max-streams-per-key", "64", "--offline-model", ""],
             ).start()
             try:
-                added: dict[str, list[float]] = {}
-                for n in (1, big):
+                added: dict[str, list[float]] = {
+                    "1": gateway_pairs_one_stream(
+                        server.grpc_url,
+                        gw.grpc_addr,
+                        "bench-key",
+                        clips,
+                        step,
+                        max(a.rounds, a.gateway_pairs),
+                    )
+                }
+                print(
+                    f"gateway, 1 stream: added p50 per chunk {np.median(added['1']):+.2f} ms, median of "
+                    f"{len(added['1'])} paired sessions [{min(added['1']):+.2f} .. {max(added['1']):+.2f}]",
+                    flush=True,
+                )
+                for n in (big,) if big > 1 else ():
                     per = max(8, a.pair_chunks // n)
-                    for r in range(a.rounds):
-                        lat_tr, _ = triton_level(server.grpc_url, clips, step, expected, n, per * n, 200 + r)
-                        lat_gw, _ = gateway_level(f"127.0.0.1:{gport}", "bench-key", clips, step, n, per)
-                        added.setdefault(str(n), []).append(pct(lat_gw, 50) - pct(lat_tr, 50))
+                    for r in range(a.rounds):  # ABBA: odd rounds run the gateway first
+                        sides = ["triton", "gateway"] if r % 2 == 0 else ["gateway", "triton"]
+                        side_lat = {}
+                        for side in sides:
+                            if side == "triton":
+                                side_lat[side], _ = triton_level(
+                                    server.grpc_url, clips, step, expected, n, per * n, 200 + r
+                                )
+                            else:
+                                side_lat[side], _ = gateway_level(
+                                    gw.grpc_addr, "bench-key", clips, step, n, per
+                                )
+                        added.setdefault(str(n), []).append(
+                            pct(side_lat["gateway"], 50) - pct(side_lat["triton"], 50)
+                        )
                     print(
                         f"gateway, {n} stream(s): added p50 per chunk {np.median(added[str(n)]):+.2f} ms "
                         f"(rounds {', '.join(f'{x:+.2f}' for x in added[str(n)])})",

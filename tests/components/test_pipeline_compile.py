@@ -120,6 +120,9 @@ def test_display_names_and_caching_policy(compiled):
     assert reg["git_commit"]["taskOutputParameter"]["producerTask"] == "resolve-base"
     assert reg["data_md5"]["taskOutputParameter"]["producerTask"] == "materialize-data"
     assert tasks["finetune-asr"]["retryPolicy"]["maxRetryCount"] >= 1
+    # lineage: the registered version is tagged with the MLflow run id of its evaluation
+    src = tasks["register-model"]["inputs"]["parameters"]["evaluation_run_id"]["taskOutputParameter"]
+    assert src == {"producerTask": "evaluate-wer", "outputParameterKey": "mlflow_run_id"}
 
 
 def test_dataset_version_is_a_parameter_and_a_params_yaml_key():

@@ -120,6 +120,20 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     assert open(path, "rb").read() == b"bad-weights"
 
 
+def test_register_tags_the_evaluation_run_id(tmp_path, tracking_uri):
+    """Lineage: the version names the MLflow run of its evaluation (the sync sidecar fetches the golden set
+    from that run's artifacts); no evaluation run (MLflow off), no tag."""
+    d = _model_dir(tmp_path, "m", b"w")
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    reg = Registry(get_client(tracking_uri))
+    r = register_candidate(d, ev, "asr", tracking_uri=tracking_uri, evaluation_run_id="0123abcd")
+    assert reg.get("asr", r.version).tags["evaluation_run_id"] == "0123abcd"
+    d2 = _model_dir(tmp_path, "m2", b"w2")
+    ev2, _ = _evaluation(tmp_path, "ev2", True, d2)
+    r2 = register_candidate(d2, ev2, "asr", tracking_uri=tracking_uri)
+    assert "evaluation_run_id" not in reg.get("asr", r2.version).tags
+
+
 def test_register_refuses_sidecar_mismatch(tmp_path, tracking_uri):
     d = _model_dir(tmp_path, "m", b"x")
     (d / "model.json").write_text(json.dumps({"sha256": "0" * 64}))

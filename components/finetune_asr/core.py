@@ -402,6 +402,7 @@ def build_train_ds(recipe_ds: dict, manifest_path: str | os.PathLike, model_cfg,
         prompt_dictionary=dict(model_cfg.model_defaults.prompt_dictionary),
         num_prompts=int(model_cfg.model_defaults.get("num_prompts", 128)),
         seed=seed,
+        shard_seed=seed,  # NeMo's default "trng" draws a fresh seed every run (docs/REPRODUCE.md)
     )
     ds.setdefault("default_prompt_mode", "langID")
     return ds
@@ -541,6 +542,7 @@ def finetune(
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
 
+    from components.finetune_asr.determinism import make_deterministic
     from components.finetune_asr.distill import distill_replay_from_base
     from components.finetune_asr.shards import use_shards
 
@@ -559,6 +561,7 @@ def finetune(
             trainer_cfg[key] = value
     set_threads(threads)
     pl.seed_everything(s.seed, workers=True, verbose=False)
+    make_deterministic(s.seed)  # components/finetune_asr/determinism.py (reproduce: docs/REPRODUCE.md)
 
     model = ASRModel.restore_from(str(base_model), map_location="cpu")
     if not hasattr(model, "prompt_kernel"):

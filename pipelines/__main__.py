@@ -1,4 +1,4 @@
-"""`python -m pipelines compile|run-local|submit|demo|rehearse`: the pipeline's command surface."""
+"""`python -m pipelines compile|run-local|submit|demo|rehearse|reproduce`: the pipeline's command surface."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run-local", help="run the pipeline with kfp.local (base model must exist)")
     r.add_argument("--base-model-uri", required=True, help="local .nemo or models:/name@alias")
     r.add_argument("--recipe", default=None, help="tiny-demo | nemotron35 | a recipe YAML (= --set finetune_asr.recipe=...)")
+    r.add_argument("--data-rev", default=None,
+                   help="dataset version: a git revision of data.dvc or a DVC md5 (= --set run.data_rev=...)")
+    r.add_argument("--no-cache", action="store_true", help="run every step (kfp.local's cache off)")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override pipelines/params.yaml")
     s = sub.add_parser("submit", help="upload/version the pipeline on a Kubeflow Pipelines server and start a run")
@@ -30,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="compile and print what would be sent; send nothing")
     sub.add_parser("rehearse", help="the whole pipeline at Nemotron 3.5's size, recipe nemotron35 (make rehearse)")
     d = sub.add_parser("demo", help="the whole system end to end (make demo)")
+    d.add_argument("--data-rev", default=None, help="= --set run.data_rev=... (the corpus is still synthesized)")
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p = sub.add_parser("reproduce", help="re-run a registered model version from its lineage and compare")
+    p.add_argument("model", help="registered model name")
+    p.add_argument("version", help="model version")
+    p.add_argument("--wer-tolerance", type=float, default=None,
+                   help="allowed |WER difference| per language (default 0 on CPU; see docs/REPRODUCE.md)")
+    p.add_argument("--base-model-uri", default=None, help="where the recorded base checkpoint is now (same sha256)")
+    p.add_argument("--allow-dirty", action="store_true", help="compare anyway from a dirty/mismatched checkout")
     add_verbosity_flags(ap)
     args = ap.parse_args(argv)
     if args.cmd != "demo":  # the demo splits its output between the terminal and its log file itself
@@ -49,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             overrides = args.set + ([f"finetune_asr.recipe={args.recipe}"] if args.recipe else [])
+            overrides += [f"run.data_rev={args.data_rev}"] if args.data_rev is not None else []
             arguments = pipeline_arguments(load_params(overrides=overrides), args.base_model_uri)
-            run_dir = run_local(arguments, REPO_ROOT / "outputs" / "kfp")
+            run_dir = run_local(arguments, REPO_ROOT / "outputs" / "kfp", enable_caching=not args.no_cache)
         except (SettingsError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -83,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "demo":
         from pipelines.demo import main as demo
 
-        return demo(args.set, verbosity(args))
+        return demo(args.set + ([f"run.data_rev={args.data_rev}"] if args.data_rev is not None else []), verbosity(args))
+    elif args.cmd == "reproduce":
+        from pipelines.reproduce import main as reproduce
+
+        return reproduce(args.model, args.version, wer_tolerance=args.wer_tolerance,
+                         base_model_uri=args.base_model_uri, allow_dirty=args.allow_dirty)
     return 0
 
 

@@ -1,12 +1,17 @@
 """The DAG: wiring only. Each step's logic lives in components/<step>/core.py.
 
-fingerprint_data ─► validate_data ─► [ParallelFor build_pods: build_manifest_shard] ─► build_manifest (merge) ─►
-    preflight_finetune ─► finetune_asr ─► evaluate_wer ─► register_model ─► release_gate ─[dsl.If gate passed]─► promote_model ─► export_triton
+materialize_data ─► validate_data ─► [ParallelFor build_pods: build_manifest_shard] ─► build_manifest (merge) ─►
+    preflight_finetune ─► finetune_asr ─► evaluate_wer ─► register_model ─► release_gate ─[dsl.If gate passed]─►
+    promote_model ─► export_triton
+resolve_base (base pinned + sha256, code version) ─► preflight_finetune, finetune_asr, evaluate_wer, register_model
 
-Caching on a cluster: the data steps are cached by the dataset's *content* (fingerprint_data, never cached
-itself, feeds its hash to them), so an unchanged dataset is not re-validated or re-converted. Everything from
-the fine-tune on is never cached: a fine-tune costs GPU hours and its base alias may point elsewhere, and
-registry/serving steps have side effects.
+Caching (KFP on a cluster; kfp.local with `run_local(enable_caching=True)`): materialize_data and resolve_base
+never are: they decide the keys. materialize_data pins the dataset version (data_rev) and outputs DVC's md5;
+resolve_base pins the base model and outputs its sha256 and the code version. The data steps are cached on the
+md5; preflight, fine-tune and evaluation on (data md5, base sha256, every setting, code version) through their
+inputs (none of them takes the pipeline run id), so an unchanged re-run trains and evaluates nothing.
+register/gate/promote/export have side effects and are never cached; they are idempotent instead (a re-run on the
+same candidate registers no second version and exports no second Triton version).
 """
 
 
@@ -18,10 +23,11 @@ from components.evaluate_wer.component import evaluate_wer, release_gate
 from components.export_triton.component import export_triton
 from components.finetune_asr.component import finetune_asr, preflight_finetune
 from components.finetune_asr.settings import FinetuneSettings
-from components.fingerprint_data.component import fingerprint_data
+from components.materialize_data.component import materialize_data
 from components.register_model.component import promote_model, register_model
+from components.resolve_base.component import resolve_base
 from components.validate_data.component import validate_data
-from pipelines.settings import pipeline_from_records, record_text
+from pipelines.settings import PIPELINE_RECORDS, pipeline_from_records, record_text
 
 PIPELINE_NAME = "nemotron-asr-finetune"
 # Env var <- key of the credentials Secret (infra/k8s/secrets): S3 for DVC/MLflow artifacts, MLflow basic auth.
@@ -56,6 +62,13 @@ def _credentials(task, secret) -> dsl.PipelineTask:
     return task
 
 
+def _parameters_text(S) -> str:
+    """Every pipeline parameter as `name=value` lines (the registered version's lineage; `reproduce` reads it).
+    The cluster's dict/list knobs (node selector, tolerations) say where pods run, not what they compute."""
+    return "\n".join(record_text(getattr(S, section), cls, skip_types=(dict, list))
+                     for section, cls in PIPELINE_RECORDS.items())
+
+
 @pipeline_from_records(
     PIPELINE_NAME,
     "Validate data, preflight against the base checkpoint, fine-tune Nemotron 3.5 ASR (NeMo), evaluate base vs "
@@ -68,29 +81,35 @@ def asr_finetune_pipeline(S):
     `S.<section>.<name>` is its pipeline channel here.
     """
     run, cl = S.run, S.cluster
-    fingerprint = fingerprint_data(data_root=run.data_root)
-    fingerprint.set_display_name("Fingerprint data").set_caching_options(False)
+    data = materialize_data(data_repo=run.data_repo, data_rev=run.data_rev, data_root=run.data_root,
+                            data_cache=run.data_cache)
+    data.set_display_name("Materialize dataset version (DVC)").set_caching_options(False)
+    data_root, data_md5 = data.outputs["data_root"], data.outputs["data_md5"]
+    base = resolve_base(base_model_uri=run.base_model_uri, base_model_sha256=run.base_model_sha256,
+                        mlflow_tracking_uri=run.mlflow_tracking_uri)
+    base.set_display_name("Resolve base model (sha256) + code version").set_caching_options(False)
+    base_uri, base_sha, code = base.outputs["uri"], base.outputs["sha256"], base.outputs["code_version"]
 
     v = S.validate_data
-    validated = validate_data(data_root=run.data_root, min_duration=v.min_duration, max_duration=v.max_duration,
+    validated = validate_data(data_root=data_root, min_duration=v.min_duration, max_duration=v.max_duration,
                               min_chars_per_second=v.min_chars_per_second,
                               max_chars_per_second=v.max_chars_per_second,
-                              max_failed_fraction=v.max_failed_fraction, data_version=fingerprint.output,
+                              max_failed_fraction=v.max_failed_fraction, data_version=data_md5,
                               duplicate_audio=v.duplicate_audio)
-    validated.set_display_name("Validate data (great-expectations)").after(fingerprint)
+    validated.set_display_name("Validate data (great-expectations)")
 
     m = S.build_manifest
     # --- issue 16 (datascale): conversion fans out over build_pods pods into build_root on the PVC, then one
     # merge step splits and publishes (the one-pod code); only manifests/summaries travel as artifacts.
     shards = fanout_shards(n_shards=m.build_pods).set_display_name("Plan the conversion fan-out")
     with dsl.ParallelFor(shards.output, name="convert-audio") as shard:
-        converted = build_manifest_shard(data_root=run.data_root, build_root=m.build_root, shard=shard,
-                                         n_shards=m.build_pods, data_version=fingerprint.output,
+        converted = build_manifest_shard(data_root=data_root, build_root=m.build_root, shard=shard,
+                                         n_shards=m.build_pods, data_version=data_md5,
                                          validation=validated.outputs["report"])
         _storage(converted.set_display_name("Convert audio (one shard)"), cl.data_pvc)
     # the rows validation rejected (validation.json) never reach a manifest, whatever max_failed_fraction allows
-    manifests = build_manifest(data_root=run.data_root, seed=S.finetune_asr.seed, val_ratio=m.val_ratio,
-                               test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=fingerprint.output,
+    manifests = build_manifest(data_root=data_root, seed=S.finetune_asr.seed, val_ratio=m.val_ratio,
+                               test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=data_md5,
                                validation=validated.outputs["report"], duplicate_audio=v.duplicate_audio,
                                build_root=m.build_root, shard_above_hours=m.shard_above_hours)
     manifests.set_display_name("Build NeMo manifests (merge)").after(converted)
@@ -99,46 +118,52 @@ def asr_finetune_pipeline(S):
     finetune_settings = record_text(S.finetune_asr, FinetuneSettings)
     # Deterministic checks first, in seconds and without retry: settings, languages, lookahead, tokenizer,
     # coverage and "can this data be evaluated" against the base checkpoint's config (no weights loaded).
-    checked = preflight_finetune(manifests=manifests.outputs["manifests"], base_model_uri=run.base_model_uri,
+    checked = preflight_finetune(manifests=manifests.outputs["manifests"], base_model_uri=base_uri,
                                  settings=finetune_settings, att_context_size=S.evaluate_wer.att_context_size,
-                                 work_root=cl.work_root)
-    checked.set_display_name("Preflight (settings + data vs base checkpoint)").set_caching_options(False)
+                                 work_root=cl.work_root, base_model_sha256=base_sha)
+    checked.set_display_name("Preflight (settings + data vs base checkpoint)")
     att_context_size = checked.outputs["att_context_size"]  # the recipe's unless the run sets one
 
-    tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=run.base_model_uri,
+    # Cached: the key is (manifests <- data md5, base sha256, every training setting, code version).
+    tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=base_uri,
                          settings=finetune_settings, mlflow_tracking_uri=run.mlflow_tracking_uri,
                          devices=cl.gpus, strategy=cl.strategy, work_root=cl.work_root,
-                         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    tuned.set_display_name("Fine-tune (NeMo)").set_caching_options(False).after(checked)
+                         data_md5=data_md5, base_model_sha256=base_sha, code_version=code)
+    tuned.set_display_name("Fine-tune (NeMo)").after(checked)
     # Retries are for preemption/eviction (resume from the checkpoint). A deterministic failure was caught by
     # the preflight, or is remembered in the work dir and fails the retry at once (components.common.errors).
     tuned.set_retry(num_retries=2, backoff_duration="60s")
     _gpu_step(tuned, cl.gpus, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, cl.train_memory)
 
     e = S.evaluate_wer
-    evaluated = evaluate_wer(manifests=manifests.outputs["manifests"], base_model_uri=run.base_model_uri,
+    # Cached with the candidate: a candidate is judged once (against the champion of that time); the registry
+    # keeps that evaluation with the version. Change any input (or run without the cache) to judge it again.
+    evaluated = evaluate_wer(manifests=manifests.outputs["manifests"], base_model_uri=base_uri,
                              candidate=tuned.outputs["model"], target_langs=S.finetune_asr.target_langs,
                              replay_langs=S.finetune_asr.replay_langs, att_context_size=att_context_size,
                              gate_policy=e.gate_policy, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=S.register_model.model_name,
+                             model_name=S.register_model.model_name,
                              offline_att_context_size=e.offline_att_context_size,
                              floor_override_reason=e.gate_floor_override_reason)
-    evaluated.set_display_name("Evaluate WER: base vs candidate").set_caching_options(False)
+    evaluated.set_display_name("Evaluate WER: base vs candidate")
     _gpu_step(evaluated, 1, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, "32G")
 
     model_name = S.register_model.model_name
     registered = register_model(candidate=tuned.outputs["model"], evaluation=evaluated.outputs["evaluation"],
-                                model_name=model_name, data_md5=run.data_md5, base_model_uri=run.base_model_uri,
-                                git_commit=run.git_commit, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                                model_name=model_name, data_md5=data_md5, base_model_uri=run.base_model_uri,
+                                git_commit=code, mlflow_tracking_uri=run.mlflow_tracking_uri,
+                                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, data_rev=run.data_rev,
+                                data_commit=data.outputs["data_commit"], base_model_resolved=base_uri,
+                                base_model_sha256=base_sha, parameters=_parameters_text(S),
+                                evaluation_run_id=evaluated.outputs["mlflow_run_id"])
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
 
     gate = release_gate(evaluation=evaluated.outputs["evaluation"])
     gate.set_display_name("Release gate").set_caching_options(False).after(registered)
 
-    for task in (fingerprint, validated, manifests, checked, tuned, evaluated):
+    for task in (data, validated, manifests, checked, tuned, evaluated):
         _storage(task, cl.data_pvc)
-    for task in (checked, tuned, evaluated, registered):
+    for task in (data, base, checked, tuned, evaluated, registered):
         _credentials(task, cl.credentials_secret)
 
     with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition)
@@ -148,7 +173,8 @@ def asr_finetune_pipeline(S):
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(model_name=model_name, triton_repo=S.export_triton.triton_repo, alias="champion",
                                  att_context_size=att_context_size, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                 offline_att_context_size=e.offline_att_context_size)
+                                 offline_att_context_size=e.offline_att_context_size,
+                                 candidate_sha256=registered.outputs["sha256"])
         _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted),
                  cl.data_pvc)
         for task in (promoted, exported):

@@ -2,7 +2,7 @@
 
 asr-data synthesize ...   components.synthesize_corpus   the demo corpus (eSpeak NG)
 asr-data validate ...     components.validate_data       the data contract (great-expectations)
-asr-data fingerprint ...  components.fingerprint_data    the md5 of what the data stage reads
+asr-data materialize ...  components.materialize_data    a dataset version (data_rev) pulled + md5-checked
 asr-data manifest ...     components.build_manifest      16 kHz WAVs + speaker-disjoint NeMo manifests
 asr-data coverage ...     components.common.coverage     will the base tokenizer spell every transcript?
 
@@ -17,7 +17,7 @@ import sys
 COMMANDS = {
     "synthesize": "components.synthesize_corpus.__main__",
     "validate": "components.validate_data.__main__",
-    "fingerprint": "components.fingerprint_data.__main__",
+    "materialize": "components.materialize_data.__main__",
     "manifest": "components.build_manifest.__main__",
     "coverage": "components.common.coverage",
 }

@@ -90,14 +90,29 @@ def step_base_model(params: dict) -> str:
     return f"models:/{name}@{BASE}"
 
 
-def step_pipeline(params: dict, base_uri: str, data_md5: str) -> Path:
-    from components.register_model.core import git_commit
-
+def step_pipeline(params: dict, base_uri: str) -> Path:
     banner("3/5 Kubeflow pipeline, run locally with kfp.local")
-    args = pipeline_arguments(params, base_uri, data_md5=data_md5, git_commit=git_commit(REPO_ROOT))
+    args = pipeline_arguments(params, base_uri)
     print(json.dumps(args, indent=2))  # the log only
     say(f"pipeline arguments: in {LOG_FILE.name}; task output (NeMo, Lightning, kfp): in {LOG_FILE.name}")
     return run_local(args, REPO_ROOT / "outputs" / "kfp")
+
+
+def run_evaluation(run_dir: Path, model_name: str) -> tuple[dict, Path | None]:
+    """(evaluation.json, its path) of the run: its evaluate-wer task's, or, when that task came from kfp.local's
+    cache (an unchanged re-run), the one registered with the version register_model returned."""
+    ev_file = run_dir / "evaluate-wer" / "evaluation" / "evaluation.json"
+    if ev_file.exists():
+        return json.loads(ev_file.read_text()), ev_file
+    version = task_outputs(run_dir, "register-model").get("version")
+    if not version:
+        return {}, None
+    from registry import gate_record as gr
+    from registry.mlflow_adapter import Registry, get_client
+
+    reg = Registry(get_client())
+    raw = reg._artifact_bytes(reg.get(model_name, str(version)), gr.EVALUATION_ARTIFACT)
+    return (json.loads(raw), None) if raw else ({}, None)
 
 
 def short_validation(summary: str) -> str:
@@ -118,9 +133,16 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
 
     banner("4/5 Pipeline results")
     out: dict = {"run_dir": str(run_dir)}
+    evaluation, ev_file = run_evaluation(run_dir, params["register_model"]["model_name"])
+    if not (run_dir / "finetune-asr").exists():
+        say("Unchanged inputs (data md5, base sha256, settings, code): validation, manifests, fine-tune and "
+              "evaluation came from kfp.local's cache; nothing was trained (docs/REPRODUCE.md)")
     v = task_outputs(run_dir, "validate-data")
-    say("Validation:\n" + short_validation(str(v.get("summary", "(no summary)"))))
+    say("Validation:\n" + short_validation(str(v.get("summary", "(cached: the same dataset version passed before)"))))
     brief = json.loads(task_outputs(run_dir, "build-manifest").get("Output") or "{}")
+    if not brief and evaluation.get("manifest"):  # cached: the manifests' own summary
+        summary = Path(evaluation["manifest"]).parent / "summary.json"
+        brief = json.loads(summary.read_text()) if summary.is_file() else {}
     counts, hours = brief.get("counts", {}), brief.get("hours", {})
     langs = sorted({lang for split in counts.values() for lang in split})
     say("\nManifests (clips / hours per split and language):")
@@ -129,10 +151,9 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
         cells = "".join(f"{counts.get(split, {}).get(lang, 0):>9d} / {hours.get(split, {}).get(lang, 0):5.2f} h"
                         for lang in langs)
         say(f"  {split:6s}{cells}")
-    ev_file = run_dir / "evaluate-wer" / "evaluation" / "evaluation.json"
-    evaluation = json.loads(ev_file.read_text()) if ev_file.exists() else {}
-    out["evaluation"] = str(ev_file)
-    att = task_outputs(run_dir, "preflight-finetune").get("att_context_size", "?")
+    out["evaluation"] = str(ev_file or "")
+    out["test_manifest"] = evaluation.get("manifest", "")
+    att = task_outputs(run_dir, "preflight-finetune").get("att_context_size") or evaluation.get("att_context_size", "?")
     say(f"\nWER on held-out speakers (normalized; streaming at att_context_size {att}):")
     say(f"  {'language':10s} {'mode':10s} {'base':>8s} {'candidate':>10s}")
     metrics = evaluation.get("metrics", {})
@@ -141,7 +162,8 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
             b = metrics.get("base", {}).get(mode, {}).get(lang, {}).get("wer_norm", float("nan"))
             c = metrics["candidate"][mode][lang].get("wer_norm", float("nan"))
             say(f"  {lang:10s} {mode:10s} {b:8.1%} {c:10.1%}")
-    say(f"Evaluation report (HTML with plots): {run_dir / 'evaluate-wer' / 'evaluation' / 'report.html'}")
+    if ev_file:
+        say(f"Evaluation report (HTML with plots): {run_dir / 'evaluate-wer' / 'evaluation' / 'report.html'}")
     decision = evaluation.get("decision", {})
     say(f"\nGate: {'PASSED' if decision.get('passed') else 'FAILED'}")
     for r in decision.get("rules", []):
@@ -161,7 +183,7 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     return out
 
 
-def step_serve(params: dict, run_dir: Path) -> dict:
+def step_serve(params: dict, run_dir: Path, test_manifest: str = "") -> dict:
     """Serve the champion the way applications reach it: tritonserver behind the gateway (serving/gateway),
     offline clips through the OpenAI SDK, streaming clips through the Riva client, both unmodified."""
     import io
@@ -177,7 +199,7 @@ def step_serve(params: dict, run_dir: Path) -> dict:
 
     banner("5/5 Serving: tritonserver + the gateway on loopback; held-out clips through the OpenAI SDK and Riva")
     repo = REPO_ROOT / params["export_triton"]["triton_repo"]
-    test = read_manifest(run_dir / "build-manifest" / "manifests" / "test.jsonl")  # the pipeline's held-out split
+    test = read_manifest(test_manifest or run_dir / "build-manifest" / "manifests" / "test.jsonl")  # held-out split
     result: dict = {}
     with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server, GatewayProcess(
         server.grpc_url.removeprefix("grpc://"), run_dir / "gateway.log"
@@ -248,10 +270,11 @@ def _run(overrides: list[str] | None) -> int:
     Registry(get_client()).experiment_id()
     md5 = step_corpus(params)
     base_uri = step_base_model(params)
-    run_dir = step_pipeline(params, base_uri, md5)
+    run_dir = step_pipeline(params, base_uri)
+    say(f"data.dvc md5 {md5}; the run trained on {task_outputs(run_dir, 'materialize-data').get('data_md5')}")
     summary = report_pipeline(run_dir, params)
     if summary.get("decision", {}).get("passed"):
-        summary["serving"] = step_serve(params, run_dir)
+        summary["serving"] = step_serve(params, run_dir, summary.get("test_manifest", ""))
     else:
         say("\nGate failed: nothing was promoted or exported; serving step skipped.")
     summary["seconds"] = round(time.time() - t0, 1)

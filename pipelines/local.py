@@ -33,19 +33,21 @@ def load_params(path: str | os.PathLike = PARAMS_FILE, overrides: list[str] | No
     return params
 
 
-def pipeline_arguments(params: dict, base_model_uri: str, data_md5: str = "", git_commit: str = "") -> dict:
-    """params.yaml's record sections as the pipeline's arguments, with this machine's absolute paths."""
+def pipeline_arguments(params: dict, base_model_uri: str) -> dict:
+    """params.yaml's record sections as the pipeline's arguments, with this machine's absolute paths: the
+    dataset folder (corpus.out), this repository as the DVC data repository, versions under .cache/."""
     from pipelines.settings import pipeline_arguments_from_params
 
+    given = params.get("run") or {}
     local = {
         "data_root": str(REPO_ROOT / params["corpus"]["out"]),
-        "data_md5": data_md5,
+        "data_repo": str(given.get("data_repo") or REPO_ROOT),
+        "data_cache": str(REPO_ROOT / ".cache" / "data_versions"),
         "base_model_uri": base_model_uri,
         "work_root": str(REPO_ROOT / ".cache" / "finetune_work"),
         "build_root": str(REPO_ROOT / ".cache" / "manifest_build"),  # the local "data volume" (issue 16)
         "triton_repo": str(REPO_ROOT / params["export_triton"]["triton_repo"]),
         "mlflow_tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
-        "git_commit": git_commit,
     }
     return pipeline_arguments_from_params(params, local)
 
@@ -91,10 +93,13 @@ def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
     return PipelineFailed(step, reason)
 
 
-def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None) -> Path:
+def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None, enable_caching: bool = True) -> Path:
     """Run the pipeline through kfp.local (SubprocessRunner unless `runner` is given, e.g. the DockerRunner of
     tests/containers); returns this run's artifact folder. A failed step raises PipelineFailed naming the step
-    and its reason."""
+    and its reason.
+
+    With `enable_caching` (the default) kfp.local caches the tasks the pipeline lets it cache, as KFP does on a
+    cluster, in `<pipeline_root>/.kfp_cache`: an unchanged re-run trains and evaluates nothing."""
     from kfp import local
 
     from pipelines.asr_pipeline import PIPELINE_NAME, asr_finetune_pipeline
@@ -103,7 +108,7 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None) ->
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
+               raise_on_error=True, enable_caching=enable_caching)
     t0 = time.time()
     tail, stdout = _Tail(sys.stdout), sys.stdout
     sys.stdout = tail

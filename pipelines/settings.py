@@ -21,16 +21,24 @@ from components.finetune_asr.settings import FinetuneSettings
 
 @dataclass
 class RunSettings:
-    """Inputs and lineage of the run."""
+    """Inputs and lineage of the run (the lineage's data md5, base sha256 and code version are outputs of the
+    first steps, never settings: nobody types them)."""
 
-    data_root: str = knob("/mnt/data/asr", "Raw dataset folder inside the pods (metadata.csv + audio), on the data PVC")
-    data_md5: str = knob("", "Dataset version from data.dvc (`md5:`), recorded on the registered model")
+    data_rev: str = knob(
+        "", "Dataset version: a git revision of data_repo's data.dvc, or a DVC md5; empty = data_root as it is "
+            "(its DVC md5 is computed and recorded)",
+    )
+    data_repo: str = knob("", "Git repository (URL or path) holding data.dvc and the DVC remote; needed with data_rev")
+    data_root: str = knob("/mnt/data/asr", "Raw dataset folder (metadata.csv + audio) read when data_rev is empty")
+    data_cache: str = knob(
+        "/mnt/data/versions", "Where dataset versions are materialised (<data_cache>/<md5>/, on the data PVC)"
+    )
     base_model_uri: str = knob(
         "models:/nemotron-asr-finetuned-base@base",
         "Model to start from: models:/<name>@<alias> in MLflow, or a .nemo path on the PVC",
     )
+    base_model_sha256: str = knob("", "Required sha256 of the base checkpoint; empty = whatever base_model_uri resolves to")
     mlflow_tracking_uri: str = knob("", "MLflow server, e.g. http://mlflow.asr-prod.svc.cluster.local:5000")
-    git_commit: str = knob("", "Commit the pipeline was compiled from (lineage tag)")
 
 
 @dataclass
@@ -192,9 +200,9 @@ def pipeline_from_records(name: str, description: str):
     return wrap
 
 
-def record_text(section: SimpleNamespace, cls: type) -> str:
+def record_text(section: SimpleNamespace, cls: type, skip_types: tuple = ()) -> str:
     """The f-string of a record's pipeline channels that its component decodes (components.common.settings)."""
-    return "\n".join(f"{k.name}={getattr(section, k.name)}" for k in knobs(cls))
+    return "\n".join(f"{k.name}={getattr(section, k.name)}" for k in knobs(cls) if k.type not in skip_types)
 
 
 def pipeline_arguments_from_params(params: dict, local: dict) -> dict:

@@ -1,8 +1,7 @@
 """The raw dataset as every data step reads it: the metadata file, its rows, their ids and audio paths.
 
-validate_data, build_manifest and fingerprint_data use this one reader and one path resolver, so the three
-agree on what a row, an id and an inside-the-root path are (and the fingerprint covers exactly what the
-other two read).
+validate_data and build_manifest use this one reader and one path resolver, so the two agree on what a row,
+an id and an inside-the-root path are.
 
 Hostile or careless metadata never raises past a row: a record that is not valid JSON, holds bytes that are
 not UTF-8, a NUL byte or a control character (U+2028 LINE SEPARATOR, U+0085 NEXT LINE, ...) keeps its line

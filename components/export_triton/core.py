@@ -73,6 +73,7 @@ class ExportResult:
     sha256: str
     configs: dict[str, str] = field(default_factory=dict)  # model name -> config.pbtxt
     removed: list[str] = field(default_factory=list)  # version folders deleted by the keep-K policy
+    reused: bool = False  # the newest version already served this checkpoint at these settings: nothing written
 
 
 def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
@@ -134,6 +135,32 @@ def existing_versions(model_dir: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def serving_version(repo: str | os.PathLike, sha256: str, att_context_size: list[int] | None,
+                    offline_att_context_size: list[int] | None = None,
+                    configs: dict[str, str] | None = None) -> int | None:
+    """The newest version number if both models' newest version already holds `sha256` at these lookaheads
+    (and, given `configs`, with these config.pbtxt texts); else None. An unset `offline_att_context_size` is the
+    checkpoint's own largest lookahead, fixed by its sha256."""
+    repo = Path(repo)
+    newest = {m: (existing_versions(repo / m) or [None])[-1] for m in MODELS}
+    if len(set(newest.values())) != 1 or None in newest.values():
+        return None
+    version = newest[MODELS[0]]
+    for m in MODELS:
+        try:
+            doc = json.loads((repo / m / str(version) / "model.json").read_text(encoding="utf-8"))
+            config = (repo / m / "config.pbtxt").read_text(encoding="utf-8")
+        except (OSError, ValueError):
+            return None
+        if doc.get("sha256") != sha256 or doc.get("att_context_size") != att_context_size:
+            return None
+        if offline_att_context_size is not None and doc.get("offline_att_context_size") != offline_att_context_size:
+            return None
+        if configs is not None and config != configs[m]:
+            return None
+    return version
+
+
 def _place_checkpoint(src: Path, dst: Path, sha256: str) -> None:
     """Hardlink when on the same filesystem (a 2.5 GB .nemo is not copied twice), else copy and re-verify."""
     try:
@@ -169,7 +196,8 @@ def export_model(
     serving: ServingConfig | None = None,
     offline_att_context_size: str | list[int] | None = None,
 ) -> ExportResult:
-    """Write version N+1 of `asr_offline` and `asr_streaming`, then keep only the newest `keep_versions`.
+    """Write version N+1 of `asr_offline` and `asr_streaming`, then keep only the newest `keep_versions`;
+    when version N already serves this checkpoint with these settings, write nothing and return N (reused).
 
     `asr_streaming` runs at `att_context_size`; `asr_offline` at `offline_att_context_size`, by default the
     checkpoint's largest lookahead (`offline_lookahead`), the operating point evaluate_wer scored offline at.
@@ -190,6 +218,10 @@ def export_model(
     paths: dict[str, str] = {}
     removed: list[str] = []
     with _repo_lock(repo):
+        same = serving_version(repo, actual, att_context_size, offline_att, configs)
+        if same is not None:  # idempotent: a re-run on the same candidate adds no Triton version
+            return ExportResult(version=same, paths={m: str(repo / m / str(same)) for m in MODELS}, sha256=actual,
+                                configs={m: str(repo / m / "config.pbtxt") for m in MODELS}, reused=True)
         version = max([0, *(v for m in MODELS for v in existing_versions(repo / m))]) + 1
         sidecar = {
             "model": None,

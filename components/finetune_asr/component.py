@@ -19,12 +19,13 @@ def preflight_finetune(
     att_context_size: str,
     report: Output[Artifact],
     work_root: str = "",
+    base_model_sha256: str = "",
 ) -> NamedTuple("PreflightOutputs", [("att_context_size", str), ("offline_att_context_size", str)]):
-    from components.common.errors import exit_on_deterministic
     from components.common.logs import configure
-    from components.finetune_asr.core import preflight_step
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
+    from components.common.errors import exit_on_deterministic
+    from components.finetune_asr.core import preflight_step
 
     try:
         rep = preflight_step(manifests.path, base_model_uri, settings, att_context_size, report.path, work_root)
@@ -44,12 +45,19 @@ def finetune_asr(
     strategy: str = "",
     work_root: str = "",
     pipeline_run_id: str = "",
+    data_md5: str = "",
+    base_model_sha256: str = "",
+    code_version: str = "",
 ) -> NamedTuple("FinetuneOutputs", [("steps", int), ("final_loss", float), ("mlflow_run_id", str)]):
-    from components.common.errors import exit_on_deterministic
+    """`data_md5`, `base_model_sha256` and `code_version` make the step's cache key exactly (data, base, every
+    training setting, code): the pipeline caches this step, so an unchanged re-run trains nothing. They are
+    recorded on the model artifact; the pipeline passes no run id here (it would change the key every run)."""
     from components.common.logs import configure
-    from components.finetune_asr.core import run_finetune_step
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
+    from components.common.errors import exit_on_deterministic
+    from components.common.version import environment
+    from components.finetune_asr.core import run_finetune_step
 
     try:
         res, run_id = run_finetune_step(
@@ -59,6 +67,8 @@ def finetune_asr(
     except BaseException as e:  # noqa: BLE001
         exit_on_deterministic("finetune_asr", e)
     model.metadata.update(
-        {"steps": res.steps_done, "final_loss": res.final_loss, "sidecar": "model.json", "val_wer": res.val_wer}
+        {"steps": res.steps_done, "final_loss": res.final_loss, "sidecar": "model.json", "val_wer": res.val_wer,
+         "data_md5": data_md5, "base_model_sha256": base_model_sha256, "code_version": code_version,
+         "environment": environment()}  # where it trained (the lineage's; reproduce compares it)
     )
     return (res.steps_done, res.final_loss, run_id)

@@ -206,8 +206,11 @@ def _load_base(base_model: Path, seed: int, threads: int | None):
     import lightning.pytorch as pl
     from nemo.collections.asr.models import ASRModel
 
+    from components.finetune_asr.determinism import make_deterministic
+
     set_threads(threads)
     pl.seed_everything(seed, workers=True, verbose=False)
+    make_deterministic(seed)  # components/finetune_asr/determinism.py (reproduce: docs/REPRODUCE.md)
     model = ASRModel.restore_from(str(base_model), map_location="cpu")
     if not hasattr(model, "prompt_kernel"):
         log.warning("%s is a %s without a language prompt; lang is ignored", base_model, type(model).__name__)

@@ -267,6 +267,7 @@ def build_train_ds(recipe_ds: dict, manifest_path: str | os.PathLike, model_cfg,
         prompt_dictionary=dict(model_cfg.model_defaults.prompt_dictionary),
         num_prompts=int(model_cfg.model_defaults.get("num_prompts", 128)),
         seed=seed,
+        shard_seed=seed,  # NeMo's default "trng" draws a fresh seed every run (docs/REPRODUCE.md)
     )
     ds.setdefault("default_prompt_mode", "langID")
     return ds

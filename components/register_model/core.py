@@ -11,7 +11,7 @@ from pathlib import Path
 
 from components.common.evaluation import EvaluationSummary
 from components.common.io import sha256_file
-from components.common.version import GIT_COMMIT_FILE, code_version
+from components.common.version import GIT_COMMIT_FILE, CodeVersionError, code_version
 from registry import gate_record as gr
 from registry.mlflow_adapter import Registry, get_client, utc_now
 from registry.policy import CHALLENGER, CHAMPION
@@ -24,6 +24,7 @@ class RegisterResult:
     aliases: list[str]
     gate_passed: bool
     model_card: str = ""  # the card as registered (Markdown), titled with the version
+    sha256: str = ""  # the registered checkpoint's
 
 
 def read_data_md5(dvc_file: str | Path) -> str:
@@ -38,8 +39,12 @@ def read_data_md5(dvc_file: str | Path) -> str:
 
 
 def git_commit(repo: str | Path = ".", commit_file: str | Path = GIT_COMMIT_FILE) -> str:
-    """The code's commit: git in a checkout, the image's baked-in file on the cluster (components.common.version)."""
-    return code_version(repo, commit_file)
+    """The code's commit: git in a checkout, the image's baked-in file on the cluster (components.common.version);
+    "unknown" only for a manual registration outside both (the pipeline passes resolve_base's, never unknown)."""
+    try:
+        return code_version(repo, commit_file)
+    except CodeVersionError:
+        return "unknown"
 
 
 def _summary(evaluation: EvaluationSummary | dict) -> EvaluationSummary:
@@ -174,18 +179,43 @@ def _manifest_summary(evaluation: EvaluationSummary) -> dict | None:
         return None
 
 
+LINEAGE_ARTIFACT = "lineage.json"
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """The pipeline's `name=value` lines -> {name: value}. A line that does not start with a lower-case
+    identifier and `=` continues the previous value (a gate policy's YAML text spans lines)."""
+    params: dict[str, str] = {}
+    name = ""
+    for line in text.split("\n"):
+        head, sep, value = line.partition("=")
+        if sep and head.isidentifier() and head == head.lower():
+            name, params[head] = head, value
+        elif name:
+            params[name] += "\n" + line
+    return params
+
+
 def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model_name: str,
                        data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
                        params: dict | None = None, commit: str = "", tracking_uri: str | None = None,
-                       manifest_summary: dict | None = None) -> RegisterResult:
+                       manifest_summary: dict | None = None, run: dict | None = None,
+                       evaluation_run_id: str = "") -> RegisterResult:
     """Register a candidate with its lineage, gate record and model card; move `challenger` to it.
 
     The gate record (registry/gate_record.py) binds the decision to this checkpoint's sha256, the exact
     evaluation.json logged beside it and the policy; its sha256 becomes the `gate.record_sha256` tag. An
     evaluation for another checkpoint, or whose `decision.passed` is not a JSON boolean, is refused by name.
 
-    Safe to retry: the pipeline run id + checkpoint sha256 form a registration key, so a retry after a failure
-    (e.g. between creating the version and setting `challenger`) completes the first attempt."""
+    Idempotent in a pipeline: the checkpoint's sha256 + the evaluation's sha256 form a registration key, so a
+    retry after a failure (e.g. between creating the version and setting `challenger`) completes the first
+    attempt, and a re-run of an unchanged pipeline (cached fine-tune and evaluation) creates no second version.
+
+    `run` (the pipeline's lineage: data_rev, data_commit, base_model_resolved, every parameter) is stored with the
+    version as `lineage.json`; `python -m pipelines reproduce` re-runs the pipeline from it.
+
+    `evaluation_run_id`: the MLflow run evaluate_wer logged (its artifacts hold the golden set the serving
+    sidecar replays after a deploy), tagged `evaluation_run_id` when given."""
     model_dir = Path(model_dir)
     evaluation_text = Path(evaluation_path).read_text(encoding="utf-8")
     evaluation = EvaluationSummary.from_json(evaluation_text)
@@ -199,11 +229,25 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
                "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
                "base_model_sha256": sidecar.get("base_model_sha256", ""),
                "pipeline_run_id": pipeline_run_id or "local"}
+    run = dict(run or {})
+    for key in ("data_rev", "data_commit", "base_model_resolved"):
+        if run.get(key):
+            lineage[key] = str(run[key])
+    if run.get("base_model_sha256"):
+        sidecar_base = sidecar.get("base_model_sha256", "")
+        if sidecar_base and sidecar_base != run["base_model_sha256"]:
+            raise ValueError(f"{model_dir}: trained from base sha256 {sidecar_base}, but the run resolved the base "
+                             f"to {run['base_model_sha256']}; refusing to register a wrong lineage")
+        lineage["base_model_sha256"] = run["base_model_sha256"]
+    lineage_doc = {**lineage, "checkpoint_sha256": sha, "parameters": dict(run.get("parameters") or {}),
+                   "environment": dict(run.get("environment") or {})}
     record_text = record.to_json()
     tags = {**lineage, "gate.passed": str(passed).lower(), "gate.reasons": reasons[:5000],
             gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")), gr.POLICY_TAG: record.policy_sha256,
             **{f"params.{k}": str(v) for k, v in (params or {}).items()},
             **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
+    if evaluation_run_id:
+        tags["evaluation_run_id"] = evaluation_run_id
     if record.floor_override_reason:  # a policy below the floor was let through by an audited override
         tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
     if evaluation.att_context_size is not None:  # the operating point the gate judged (rollback re-exports at it)
@@ -216,14 +260,15 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     tags["model_card"] = "model_card.md"
     key = ""
     if lineage["pipeline_run_id"] not in ("", "local"):
-        key = f"{lineage['pipeline_run_id']}/{sha}"
+        key = f"{sha}/{gr.sha256_bytes(evaluation_text.encode('utf-8'))[:16]}"
     reg = Registry(get_client(tracking_uri))
     info = reg.register(model_name, model_dir, tags=tags, description=card_description(card), aliases=(CHALLENGER,),
                         extra_files={"model_card.md": card, gr.EVALUATION_ARTIFACT: evaluation_text,
-                                     gr.RECORD_ARTIFACT: record_text},
+                                     gr.RECORD_ARTIFACT: record_text,
+                                     LINEAGE_ARTIFACT: json.dumps(lineage_doc, indent=2, sort_keys=True) + "\n"},
                         registration_key=key)
     titled = card.replace(f"# {model_name}\n", f"# {model_name} v{info.version}\n", 1)
-    return RegisterResult(model_name, info.version, info.aliases, passed, titled)
+    return RegisterResult(model_name, info.version, info.aliases, passed, titled, sha)
 
 
 def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline",

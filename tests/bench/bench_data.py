@@ -17,6 +17,8 @@
 3. Validation: 100,000 synthetic metadata rows (a real metadata.csv parsed by read_metadata) joined with
    pre-probed audio properties (decoding is measured in part 1), through the full great-expectations suite
    and the failure report. Printed: rows/s.
+4. Dataset version: materialize_data pulls a committed version (M files) from a DVC local remote and verifies
+   its md5, then runs again on the same version (cached by md5). Printed: files/s and re-run / first (<= 0.05).
 
     .venv/bin/python tests/bench/bench_data.py                 # defaults: 5000 files, 100000 rows, 2 workers
     .venv/bin/python tests/bench/bench_data.py --files 500 --rows 20000   # a quick run
@@ -268,6 +270,46 @@ def bench_validation(n_rows: int, tmp: Path) -> None:
     )
 
 
+def bench_pull(n_files: int, tmp: Path, rounds: int = 2) -> None:
+    """A dataset version pulled by materialize_data (DVC local remote, repository cache emptied) against the
+    unchanged re-run of the same version (cached by md5: neither pulled nor hashed). Alternating rounds, each with
+    a fresh version cache; the ratio is of the mean times (target <= 0.05)."""
+    import subprocess
+
+    from components.materialize_data.core import materialize
+
+    repo = tmp / "pull_repo"
+    generate(repo / "data", n_files)
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+
+    dvc = (sys.executable, "-m", "dvc")
+    run("git", "init", "-q")
+    run(*dvc, "init", "-q")
+    run(*dvc, "remote", "add", "-d", "local", str(tmp / "pull_remote"))
+    run(*dvc, "add", "-q", "data")
+    run(*dvc, "push", "-q")
+    run("git", "add", "-A")
+    run("git", "-c", "user.email=b@e", "-c", "user.name=b", "commit", "-qm", "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    first, again = [], []
+    for r in range(rounds):
+        cache = tmp / f"pull_cache_{r}"
+        t0 = time.perf_counter()
+        m = materialize(str(repo), "HEAD", "", cache)
+        first.append(time.perf_counter() - t0)
+        assert m.source == "pulled", m
+        t0 = time.perf_counter()
+        m = materialize(str(repo), "HEAD", "", cache)
+        again.append(time.perf_counter() - t0)
+        assert m.source == "cache", m
+        shutil.rmtree(cache)
+    a, b = sum(first) / rounds, sum(again) / rounds
+    print(f"materialize_data: {m.n_files} files pulled + verified in {a:.2f} s ({m.n_files / a:.0f} files/s); "
+          f"unchanged re-run of the pulled version {b:.3f} s: ratio {b / a:.4f} (target <= 0.05)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=5000, help="generated clips (default %(default)s)")
@@ -276,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rounds", type=int, default=2, help="baseline/builder alternations (default %(default)s)"
     )
+    p.add_argument("--pull-files", type=int, default=1000,
+                   help="files of the dataset version pulled with DVC (default %(default)s; 0 = skip)")
     p.add_argument("--fanout-files", type=int, default=1000,
                    help="clips of the fan-out comparison, 1 pod vs 2 (default %(default)s; 0 = skip)")
     p.add_argument("--keep", help="generate into this folder and keep it (default: a temp dir, removed)")
@@ -292,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_fanout(a.fanout_files, tmp, max(1, a.rounds))
         if a.rows:
             bench_validation(a.rows, tmp)
+        if a.pull_files:
+            bench_pull(a.pull_files, tmp, max(1, a.rounds))
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

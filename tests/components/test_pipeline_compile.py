@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.asr_pipeline import asr_finetune_pipeline
 
-STEPS = ["fingerprint-data", "validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model",
+STEPS = ["materialize-data", "resolve-base", "validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model",
          "release-gate", "promote-model", "export-triton"]
 
 
@@ -94,18 +94,44 @@ def test_display_names_and_caching_policy(compiled):
     for name in STEPS:
         assert tasks[name]["taskInfo"]["name"][0].isupper(), name  # a display name, not the function name
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
-    # data steps are cached, keyed by content (they run after the never-cached fingerprint); nothing after is
-    # (and the fan-out: its plan is a pure function of build_pods, its pods are keyed by content like the merge)
-    assert cached == {"validate-data", "build-manifest", "fanout-shards", "build-manifest-shard"}
+    # the steps that compute are cached; the first two (they decide the keys) and the side effects are not
+    # (the fan-out: its plan is a pure function of build_pods, its pods are keyed by the data md5 like the merge)
+    assert cached == {"validate-data", "build-manifest", "fanout-shards", "build-manifest-shard",
+                      "preflight-finetune", "finetune-asr", "evaluate-wer"}
     shard_version = tasks["build-manifest-shard"]["inputs"]["parameters"]["data_version"]
-    assert shard_version["componentInputParameter"] == "pipelinechannel--fingerprint-data-Output"
-    for step in ("validate-data", "build-manifest"):  # the cache key follows the dataset's content
+    assert shard_version["componentInputParameter"] == "pipelinechannel--materialize-data-data_md5"
+    for step in ("validate-data", "build-manifest"):  # the cache key follows the dataset version's DVC md5
         src = tasks[step]["inputs"]["parameters"]["data_version"]["taskOutputParameter"]
-        assert src["producerTask"] == "fingerprint-data", step
-    for step in ("finetune-asr", "evaluate-wer", "register-model", "promote-model"):  # MLflow runs link back
+        assert src == {"outputParameterKey": "data_md5", "producerTask": "materialize-data"}, step
+    # the fine-tune's key: (data md5, base sha256, every training setting, code version) and nothing per-run
+    ft = tasks["finetune-asr"]["inputs"]["parameters"]
+    assert ft["data_md5"]["taskOutputParameter"]["producerTask"] == "materialize-data"
+    assert ft["base_model_sha256"]["taskOutputParameter"] == {"outputParameterKey": "sha256",
+                                                              "producerTask": "resolve-base"}
+    assert ft["code_version"]["taskOutputParameter"]["outputParameterKey"] == "code_version"
+    assert ft["base_model_uri"]["taskOutputParameter"]["outputParameterKey"] == "uri"  # pinned, not the alias
+    for step in sorted(cached):
+        params = tasks[step]["inputs"].get("parameters", {})
+        assert not [n for n, p in params.items() if "pipeline_job_uuid" in str(p)], step
+    for step in ("register-model", "promote-model"):  # the registry links back to the run
         run_id = tasks[step]["inputs"]["parameters"]["pipeline_run_id"]
         assert run_id == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}, step
+    reg = tasks["register-model"]["inputs"]["parameters"]
+    assert reg["git_commit"]["taskOutputParameter"]["producerTask"] == "resolve-base"
+    assert reg["data_md5"]["taskOutputParameter"]["producerTask"] == "materialize-data"
     assert tasks["finetune-asr"]["retryPolicy"]["maxRetryCount"] >= 1
+    # lineage: the registered version is tagged with the MLflow run id of its evaluation
+    src = tasks["register-model"]["inputs"]["parameters"]["evaluation_run_id"]["taskOutputParameter"]
+    assert src == {"producerTask": "evaluate-wer", "outputParameterKey": "mlflow_run_id"}
+
+
+def test_dataset_version_is_a_parameter_and_a_params_yaml_key():
+    from pipelines.local import load_params
+
+    params = inspect.signature(asr_finetune_pipeline.pipeline_func).parameters
+    assert {"data_rev", "data_repo", "data_cache", "base_model_sha256"} <= set(params)
+    assert "data_md5" not in params and "git_commit" not in params  # outputs of steps, never typed
+    assert load_params()["run"]["data_rev"] == ""
 
 
 # --- issue 16 (datascale): audio stays on the data volume; conversion fans out ---------------------------------

@@ -1,5 +1,5 @@
 """The remaining kfp components, each run by kfp.local as the pipeline runs it, cheaply (a stand-in checkpoint
-of bytes: none of these steps loads the model): fingerprint_data, register_model (+ its model card as a KFP
+of bytes: none of these steps loads the model): materialize_data, resolve_base, register_model (+ its model card as a KFP
 Markdown output, what the Kubeflow UI shows), release_gate, promote_model, export_triton.
 
 validate_data and build_manifest: test_data_components.py; evaluate_wer: tests/unit/test_evaluate_wer.py;
@@ -18,8 +18,9 @@ from components.common.io import sha256_file
 from components.evaluate_wer.component import release_gate
 from components.evaluate_wer.gate import load_policy
 from components.export_triton.component import export_triton
-from components.fingerprint_data.component import fingerprint_data
+from components.materialize_data.component import materialize_data
 from components.register_model.component import promote_model, register_model
+from components.resolve_base.component import resolve_base
 
 pytestmark = pytest.mark.slow  # five kfp.local subprocesses (~1 min)
 
@@ -48,13 +49,22 @@ def _inputs(tmp_path: Path, passed: bool) -> tuple[Path, Path]:
     return model, ev
 
 
-def test_fingerprint_data_component(kfp_root, tmp_path):
+def test_materialize_data_and_resolve_base_components(kfp_root, tmp_path, monkeypatch):
+    """The first two steps as kfp.local runs them: the dataset's DVC md5 (data_rev empty: the folder in place)
+    and the base pinned to its sha256 with the code version."""
+    from components.common.io import sha256_file
+
     data = tmp_path / "data"
     (data / "clips").mkdir(parents=True)
     (data / "metadata.csv").write_text("audio,text,lang,speaker\nclips/a.wav,x,bg-BG,s\n")
     (data / "clips" / "a.wav").write_bytes(b"RIFF")
-    t = fingerprint_data(data_root=str(data))
-    assert len(t.output) == 64
+    t = materialize_data(data_repo="", data_rev="", data_root=str(data), data_cache=str(tmp_path / "versions"))
+    assert t.outputs["data_root"] == str(data) and t.outputs["data_md5"].endswith(".dir")
+    assert t.outputs["data_commit"] == ""
+    (tmp_path / "base.nemo").write_bytes(b"weights")
+    monkeypatch.setenv("ASR_GIT_COMMIT", "c0ffee")
+    b = resolve_base(base_model_uri=str(tmp_path / "base.nemo"), base_model_sha256="", mlflow_tracking_uri="")
+    assert b.outputs["sha256"] == sha256_file(tmp_path / "base.nemo") and b.outputs["code_version"] == "c0ffee"
 
 
 def test_register_gate_promote_export_components(kfp_root, tmp_path, monkeypatch):

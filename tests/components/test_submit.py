@@ -123,8 +123,8 @@ def test_bad_parameters_are_refused_before_anything_is_sent(item, why):
 
 
 def test_string_parameters_keep_what_was_typed():
-    p = sub.parse_overrides(["att_context_size=[56,3]", "git_commit=0123", "scheduler=noam"])
-    assert p == {"att_context_size": "[56,3]", "git_commit": "0123", "scheduler": "noam"}
+    p = sub.parse_overrides(["att_context_size=[56,3]", "data_rev=0123", "scheduler=noam"])
+    assert p == {"att_context_size": "[56,3]", "data_rev": "0123", "scheduler": "noam"}
 
 
 def test_cli_dry_run_prints_the_request_and_sends_nothing(capsys):

@@ -100,7 +100,7 @@ def _run(world, runner_name: str, pipeline_root: Path, runner=None) -> Path:
     params = load_params(PARAMS_FILE, [
         "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
         f"register_model.model_name=container-e2e-{runner_name}"])
-    args = pipeline_arguments(params, world["base"], data_md5="container-e2e", git_commit="")  # "": code_version()
+    args = pipeline_arguments(params, world["base"])  # data md5 and code version: outputs of the first steps
     args.update(data_root=str(root / "data"), triton_repo=str(root / f"triton_repo-{runner_name}"),
                 work_root=str(root / f"work-{runner_name}"), mlflow_tracking_uri=world["uri"],
                 gate_policy=PERMISSIVE, gate_floor_override_reason=FLOOR_OVERRIDE)

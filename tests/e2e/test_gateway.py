@@ -30,7 +30,9 @@ from tests.e2e.test_triton_serving import pytestmark as triton_serving_marks
 pytestmark = triton_serving_marks  # triton, slow, e2e; skipped without the tritonserver binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HTTP, GRPC, METRICS, GW_GRPC, GW_HTTP = 18200, 18201, 18202, 18210, 18211
+PORTS: dict[
+    str, int
+] = {}  # the gateway's free ports, set by the `front` fixture (other sessions run Triton too)
 KEYS = ("key-alpha", "key-beta")
 MAX_AUDIO_S = 20.0
 MAX_STREAMS = 2
@@ -50,7 +52,7 @@ def _wait(fn, timeout_s: float, what: str):
 
 def _get(path: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{GW_HTTP}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['http']}{path}", timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -106,7 +108,7 @@ def front(tmp_path_factory):
     serving = ServingConfig(max_audio_s=MAX_AUDIO_S)
     for i, nemo in enumerate((nemo_a, nemo_b), 1):
         assert export_model(nemo, repo, None, {"name": f"tiny-{i}"}, ATT, serving=serving).version == i
-    server = TritonServer(repo, HTTP, GRPC, METRICS, state_dir=work / "state", startup_timeout_s=600)
+    server = TritonServer(repo, state_dir=work / "state", startup_timeout_s=600)  # free ports
     server.start()
     gw = None
     try:
@@ -114,7 +116,7 @@ def front(tmp_path_factory):
             serve_versions(server.http_url, model, ["1", "2"])
         import tritonclient.http as th
 
-        tc = th.InferenceServerClient(f"127.0.0.1:{HTTP}")
+        tc = th.InferenceServerClient(server.http_url.removeprefix("http://"))
         _wait(
             lambda: all(tc.is_model_ready(mm, v) for mm in ("asr_offline", "asr_streaming") for v in "12"),
             300,
@@ -138,7 +140,9 @@ def front(tmp_path_factory):
             "--seed",
             "7",
         ]
-        gw = GatewayProcess(f"127.0.0.1:{GRPC}", work / "gateway.log", GW_GRPC, GW_HTTP, ",".join(KEYS), args)
+        triton_grpc = server.grpc_url.removeprefix("grpc://")
+        gw = GatewayProcess(triton_grpc, work / "gateway.log", api_key=",".join(KEYS), args=args)
+        PORTS.update(grpc=gw.grpc_port, http=gw.http_port)
         gw.start()
         yield {
             "models": models,
@@ -159,7 +163,7 @@ def _riva(key: str | None = KEYS[0]):
     import riva.client
 
     meta = [["authorization", f"Bearer {key}"]] if key else None
-    return riva.client.ASRService(riva.client.Auth(uri=f"127.0.0.1:{GW_GRPC}", metadata_args=meta))
+    return riva.client.ASRService(riva.client.Auth(uri=f"127.0.0.1:{PORTS['grpc']}", metadata_args=meta))
 
 
 def _riva_config(lang: str, rate: int = 16000, **kw):
@@ -177,7 +181,7 @@ def _riva_config(lang: str, rate: int = 16000, **kw):
 def _openai(key: str | None = KEYS[0]):
     import openai
 
-    return openai.OpenAI(api_key=key or "", base_url=f"http://127.0.0.1:{GW_HTTP}/v1", max_retries=0)
+    return openai.OpenAI(api_key=key or "", base_url=f"http://127.0.0.1:{PORTS['http']}/v1", max_retries=0)
 
 
 def test_riva_client_offline_and_streaming_match_in_process(front, tmp_path):
@@ -254,145 +258,150 @@ def _grpc_status(fn):
     return e.value.code().name, e.value.details()
 
 
-def _bad_riva_requests(pcm: bytes, lang: str) -> dict:
-    """case -> (call, expected gRPC status, words the message must contain)."""
+@pytest.fixture(scope="module")
+def bad(front):
+    """What the bad-input cases send: a clip's 16-bit PCM, its language, a Riva client with a valid key."""
+    _, audio, lang = front["clips"][0]
+    return {"pcm": _pcm16(audio)[1], "lang": lang, "asr": _riva()}
+
+
+def _riva_stream(asr, chunks, lang):
     import riva.client
 
-    asr = _riva()
-    return {
-        "wrong sample rate": (
-            lambda: asr.offline_recognize(pcm, _riva_config(lang, 4000)),
-            "INVALID_ARGUMENT",
-            "sample_rate_hertz",
-        ),
-        "rate disagrees with the WAV": (
-            lambda: asr.offline_recognize(_wav(pcm, 16000), _riva_config(lang, 8000)),
-            "INVALID_ARGUMENT",
-            "does not match",
-        ),
-        "unknown language": (
-            lambda: asr.offline_recognize(pcm, _riva_config("xx-XX")),
-            "INVALID_ARGUMENT",
-            "unknown language",
-        ),
-        "empty": (lambda: asr.offline_recognize(b"", _riva_config(lang)), "INVALID_ARGUMENT", "empty"),
-        "unsupported encoding": (
-            lambda: asr.offline_recognize(
-                pcm,
-                riva.client.RecognitionConfig(
-                    encoding=riva.client.AudioEncoding.MULAW, sample_rate_hertz=16000, language_code=lang
-                ),
-            ),
-            "INVALID_ARGUMENT",
-            "encoding",
-        ),
-        "longer than max_audio_s": (
-            lambda: asr.offline_recognize(b"\0\0" * int(16000 * (MAX_AUDIO_S + 1)), _riva_config(lang)),
-            "RESOURCE_EXHAUSTED",
-            "max_audio_s",
-        ),
-        "oversized": (
-            lambda: asr.offline_recognize(b"\0\0" * 510_000, _riva_config(lang, 48000)),
-            "RESOURCE_EXHAUSTED",
-            "max_request_bytes",
-        ),
-        "missing key": (
-            lambda: _riva(None).offline_recognize(pcm, _riva_config(lang)),
-            "UNAUTHENTICATED",
-            "missing API key",
-        ),
-        "wrong key": (
-            lambda: _riva("nope").offline_recognize(pcm, _riva_config(lang)),
-            "UNAUTHENTICATED",
-            "invalid API key",
-        ),
-        "streaming: unknown language": (
-            lambda: list(
-                asr.streaming_response_generator(
-                    iter([pcm[:3200]]), riva.client.StreamingRecognitionConfig(config=_riva_config("xx-XX"))
-                )
-            ),
-            "INVALID_ARGUMENT",
-            "unknown language",
-        ),
-        "streaming: no audio": (
-            lambda: list(
-                asr.streaming_response_generator(
-                    iter([]), riva.client.StreamingRecognitionConfig(config=_riva_config(lang))
-                )
-            ),
-            "INVALID_ARGUMENT",
-            "empty stream",
-        ),
-        "streaming: missing key": (
-            lambda: list(
-                _riva(None).streaming_response_generator(
-                    iter([pcm[:3200]]), riva.client.StreamingRecognitionConfig(config=_riva_config(lang))
-                )
-            ),
-            "UNAUTHENTICATED",
-            "missing API key",
-        ),
-    }
+    cfg = riva.client.StreamingRecognitionConfig(config=_riva_config(lang))
+    return list(asr.streaming_response_generator(iter(chunks), cfg))
 
 
-def test_bad_riva_requests_get_named_grpc_errors(front):
-    _, audio, lang = front["clips"][0]
-    _, pcm = _pcm16(audio)
-    cases = _bad_riva_requests(pcm, lang)
-    for case, (fn, code, words) in cases.items():
-        got = _grpc_status(fn)
-        assert got[0] == code and words in got[1], (case, got)
+def _mulaw(b):
+    import riva.client
+
+    cfg = riva.client.RecognitionConfig(
+        encoding=riva.client.AudioEncoding.MULAW, sample_rate_hertz=16000, language_code=b["lang"]
+    )
+    return b["asr"].offline_recognize(b["pcm"], cfg)
+
+
+# case -> (call with the `bad` fixture, gRPC status, words the message must contain)
+RIVA_BAD = {
+    "wrong sample rate": (
+        lambda b: b["asr"].offline_recognize(b["pcm"], _riva_config(b["lang"], 4000)),
+        "INVALID_ARGUMENT",
+        "sample_rate_hertz",
+    ),
+    "rate disagrees with the WAV": (
+        lambda b: b["asr"].offline_recognize(_wav(b["pcm"], 16000), _riva_config(b["lang"], 8000)),
+        "INVALID_ARGUMENT",
+        "does not match",
+    ),
+    "unknown language": (
+        lambda b: b["asr"].offline_recognize(b["pcm"], _riva_config("xx-XX")),
+        "INVALID_ARGUMENT",
+        "unknown language",
+    ),
+    "empty": (
+        lambda b: b["asr"].offline_recognize(b"", _riva_config(b["lang"])),
+        "INVALID_ARGUMENT",
+        "empty",
+    ),
+    "unsupported encoding": (_mulaw, "INVALID_ARGUMENT", "encoding"),
+    "longer than max_audio_s": (
+        lambda b: b["asr"].offline_recognize(
+            b"\0\0" * int(16000 * (MAX_AUDIO_S + 1)), _riva_config(b["lang"])
+        ),
+        "RESOURCE_EXHAUSTED",
+        "max_audio_s",
+    ),
+    "oversized": (
+        lambda b: b["asr"].offline_recognize(b"\0\0" * 510_000, _riva_config(b["lang"], 48000)),
+        "RESOURCE_EXHAUSTED",
+        "max_request_bytes",
+    ),
+    "missing key": (
+        lambda b: _riva(None).offline_recognize(b["pcm"], _riva_config(b["lang"])),
+        "UNAUTHENTICATED",
+        "missing API key",
+    ),
+    "wrong key": (
+        lambda b: _riva("nope").offline_recognize(b["pcm"], _riva_config(b["lang"])),
+        "UNAUTHENTICATED",
+        "invalid API key",
+    ),
+    "streaming: unknown language": (
+        lambda b: _riva_stream(b["asr"], [b["pcm"][:3200]], "xx-XX"),
+        "INVALID_ARGUMENT",
+        "unknown language",
+    ),
+    "streaming: no audio": (
+        lambda b: _riva_stream(b["asr"], [], b["lang"]),
+        "INVALID_ARGUMENT",
+        "empty stream",
+    ),
+    "streaming: missing key": (
+        lambda b: _riva_stream(_riva(None), [b["pcm"][:3200]], b["lang"]),
+        "UNAUTHENTICATED",
+        "missing API key",
+    ),
+}
+
+
+def _still_up(front) -> None:
     assert front["gw"].poll() is None, "the gateway died"
-    metrics = _get("/metrics")[1]
-    assert 'asr_gateway_requests_total{api="riva",code="INVALID_ARGUMENT",method="Recognize"}' in metrics
+    assert _get("/readyz")[0] == 200
 
 
-def test_bad_http_requests_get_named_errors_and_the_gateway_stays_up(front):
+@pytest.mark.parametrize("case", list(RIVA_BAD))
+def test_riva_bad_input_gets_its_named_status_and_the_gateway_stays_up(front, bad, case):
+    fn, code, words = RIVA_BAD[case]
+    got = _grpc_status(lambda: fn(bad))
+    assert got[0] == code and words in got[1], got
+    _still_up(front)
+    method = "StreamingRecognize" if case.startswith("streaming") else "Recognize"
+    assert f'asr_gateway_requests_total{{api="riva",code="{code}",method="{method}"}}' in _get("/metrics")[1]
+
+
+def _http(b, key=KEYS[0], file=None, **kw):
+    return _openai(key).audio.transcriptions.create(
+        model=kw.pop("model", "asr_offline"),
+        file=("a.wav", _wav(b["pcm"]) if file is None else file),
+        **({"language": b["lang"]} | kw),
+    )
+
+
+# case -> (call with the `bad` fixture, HTTP status, words the error body must contain)
+HTTP_BAD = {
+    "wrong sample rate": (lambda b: _http(b, file=_wav(b["pcm"][:32000], 4000)), 400, "sample_rate_hertz"),
+    "unknown language": (lambda b: _http(b, language="xx-XX"), 400, "unknown language"),
+    "empty": (lambda b: _http(b, file=b""), 400, "empty"),
+    "not audio": (lambda b: _http(b, file=b"RIFF this is not a wav"), 400, "cannot decode"),
+    "oversized": (lambda b: _http(b, file=b"\0" * 1_200_000), 413, "max_request_bytes"),
+    "unknown model": (lambda b: _http(b, model="gpt-4o-transcribe-x"), 404, "not served"),
+    "bad response_format": (lambda b: _http(b, response_format="srt"), 400, "response_format"),
+    "wrong key": (lambda b: _http(b, key="nope"), 401, "invalid API key"),
+}
+
+
+@pytest.mark.parametrize("case", list(HTTP_BAD))
+def test_openai_bad_input_gets_its_named_error_and_the_gateway_stays_up(front, bad, case):
     import openai
 
-    _, audio, lang = front["clips"][0]
-    _, pcm = _pcm16(audio)
-    client = _openai()
+    fn, status, words = HTTP_BAD[case]
+    with pytest.raises(openai.APIStatusError) as e:
+        fn(bad)
+    assert e.value.status_code == status and words in str(e.value.body), (e.value.status_code, e.value.body)
+    _still_up(front)
 
-    def http(key=KEYS[0], file=None, **kw):
-        return _openai(key).audio.transcriptions.create(
-            model=kw.pop("model", "asr_offline"),
-            file=("a.wav", _wav(pcm) if file is None else file),
-            **({"language": lang} | kw),
-        )
 
-    http_cases = {
-        "wrong sample rate": (lambda: http(file=_wav(pcm[:32000], 4000)), 400, "sample_rate_hertz"),
-        "unknown language": (lambda: http(language="xx-XX"), 400, "unknown language"),
-        "empty": (lambda: http(file=b""), 400, "empty"),
-        "not audio": (lambda: http(file=b"RIFF this is not a wav"), 400, "cannot decode"),
-        "oversized": (lambda: http(file=b"\0" * 1_200_000), 413, "max_request_bytes"),
-        "unknown model": (lambda: http(model="gpt-4o-transcribe-x"), 404, "not served"),
-        "bad response_format": (lambda: http(response_format="srt"), 400, "response_format"),
-        "wrong key": (lambda: http(key="nope"), 401, "invalid API key"),
-    }
-    for case, (fn, status, words) in http_cases.items():
-        with pytest.raises(openai.APIStatusError) as e:
-            fn()
-        assert e.value.status_code == status and words in str(e.value.body), (
-            case,
-            e.value.status_code,
-            e.value.body,
-        )
+def test_openai_missing_key_is_refused_and_a_good_request_still_works(front, bad):
     import httpx  # the SDK refuses to send no key at all: a plain multipart POST without one
 
     r = httpx.post(
-        f"http://127.0.0.1:{GW_HTTP}/v1/audio/transcriptions",
-        files={"file": ("a.wav", _wav(pcm))},
-        data={"model": "asr_offline", "language": lang},
+        f"http://127.0.0.1:{PORTS['http']}/v1/audio/transcriptions",
+        files={"file": ("a.wav", _wav(bad["pcm"]))},
+        data={"model": "asr_offline", "language": bad["lang"]},
     )
     assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
-    assert front["gw"].poll() is None, "the gateway died"
-    assert _get("/readyz")[0] == 200
-    assert client.audio.transcriptions.create(
-        model="asr_offline", file=("a.wav", _wav(pcm)), language=lang
-    ).text
+    _still_up(front)
+    assert _http(bad).text
 
 
 def test_per_key_concurrent_stream_limit(front):

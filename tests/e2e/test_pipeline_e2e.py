@@ -99,7 +99,7 @@ def world(tmp_path_factory):
     params = load_params(PARAMS_FILE, [
         "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
         "register_model.model_name=" + MODEL])
-    args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}", data_md5=md5, git_commit="e2e")
+    args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}")  # data_rev empty: data/ in place
     args.update(data_root=str(root / "data"), triton_repo=str(root / "triton_repo"), mlflow_tracking_uri=uri)
     return {"root": root, "args": args, "uri": uri, "md5": md5}
 

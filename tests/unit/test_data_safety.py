@@ -18,7 +18,7 @@ import soundfile as sf
 from components.build_manifest.core import build_manifests
 from components.common.audio import AudioError, probe_audio
 from components.common.manifest import read_manifest
-from components.fingerprint_data.core import fingerprint
+from components.materialize_data.core import dvc_md5
 from components.validate_data.core import validate_dataset
 
 
@@ -187,10 +187,10 @@ def test_nul_bytes_and_line_separators_are_named_row_errors_not_crashes(tmp_path
     assert {s["line"] for s in built.skipped} == {2, 3, 4}
 
 
-# ------------------------------------------------------------------------------- finding 10: fingerprint
+# ------------------------------------------------------------------------------- finding 10: data md5
 
 
-def test_fingerprint_follows_symlinks_and_hidden_files_that_the_data_stage_reads(tmp_path):
+def test_data_md5_follows_symlinks_and_hidden_files_that_the_data_stage_reads(tmp_path):
     root = tmp_path / "data"
     (root / "clips" / ".hidden").mkdir(parents=True)
     sf.write(root / "clips" / "a.wav", _tone(freq=300), 16000)
@@ -204,13 +204,13 @@ def test_fingerprint_follows_symlinks_and_hidden_files_that_the_data_stage_reads
             {"audio": "clips/.hidden/h.wav", "text": "Hola.", "lang": "es-ES", "speaker": "y"},
         ],
     )
-    first = fingerprint(root)
+    first = dvc_md5(root)  # the data steps' cache key (materialize_data)
     os.unlink(root / "clips" / "link.wav")
     os.symlink("b.wav", root / "clips" / "link.wav")  # same names, other audio read
-    second = fingerprint(root)
-    assert second.sha256 != first.sha256
+    second = dvc_md5(root)
+    assert second != first
     sf.write(root / "clips" / ".hidden" / "h.wav", _tone(freq=900), 16000)
-    assert fingerprint(root).sha256 != second.sha256
+    assert dvc_md5(root) != second
 
 
 # ------------------------------------------------------------------- finding 11: real text, aliases, ids

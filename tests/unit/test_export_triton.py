@@ -41,11 +41,13 @@ def _versions(repo: Path, model: str) -> list[str]:
 
 def test_four_exports_make_versions_1_to_4_and_keep_the_last_three(tmp_path: Path, nemo: Path):
     repo = tmp_path / "triton_repo"
-    sha = sha256_file(nemo)
-    results = [
-        export_model(nemo, repo, sha, {"name": "m", "version": str(i)}, [56, 1], keep_versions=3)
-        for i in range(1, 5)
-    ]
+    results = []
+    for i in range(1, 5):  # four candidates (the same one again would be no new version)
+        new = nemo.with_suffix(".new")
+        new.write_bytes(nemo.read_bytes() + b"%d" % i)
+        os.replace(new, nemo)  # a new inode: earlier versions hold hardlinks to the old one
+        sha = sha256_file(nemo)
+        results.append(export_model(nemo, repo, sha, {"name": "m", "version": str(i)}, [56, 1], keep_versions=3))
 
     assert [r.version for r in results] == [1, 2, 3, 4]
     assert results[3].removed == [str(repo / m / "1") for m in MODELS]
@@ -97,7 +99,7 @@ def test_failure_while_building_a_version_leaves_no_partial_folder(tmp_path: Pat
 
     monkeypatch.setattr(core, "_place_checkpoint", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        export_model(nemo, repo, None, {}, None)
+        export_model(nemo, repo, None, {}, [56, 1])  # another lookahead: a new version
     for model in MODELS:
         assert [p.name for p in (repo / model).iterdir() if p.is_dir()] == ["1"]
 
@@ -300,3 +302,15 @@ def test_strip_lang_tags_option_reaches_both_configs_and_the_backend_filter(stri
         tagged = "Hola a todos. <es-ES> Bonjour. <fr-FR>"
         assert tags(tagged) == ("Hola a todos. Bonjour." if strip else tagged)
         assert tags(" no  tag here ") == " no  tag here "
+
+
+def test_exporting_the_same_checkpoint_again_adds_no_version(tmp_path: Path, nemo: Path):
+    """Issue 16 item 7: export is never cached, so a re-run on the same candidate must be idempotent."""
+    repo, sha = tmp_path / "repo", sha256_file(nemo)
+    first = export_model(nemo, repo, sha, {}, [56, 1])
+    again = export_model(nemo, repo, sha, {}, [56, 1])
+    assert (first.version, first.reused) == (1, False) and (again.version, again.reused) == (1, True)
+    assert _versions(repo, "asr_offline") == ["1"] and _versions(repo, "asr_streaming") == ["1"]
+    assert core.serving_version(repo, sha, [56, 1]) == 1 and core.serving_version(repo, sha, [56, 3]) is None
+    other = export_model(nemo, repo, sha, {}, [56, 3])  # another operating point is a new version
+    assert (other.version, other.reused) == (2, False)

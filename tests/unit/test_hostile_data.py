@@ -19,7 +19,7 @@ import soundfile as sf
 
 from components.build_manifest.core import build_manifests
 from components.common.manifest import read_manifest
-from components.fingerprint_data.core import fingerprint
+from components.materialize_data.core import DataVersionError, dvc_md5
 from components.validate_data.core import validate_dataset
 
 
@@ -226,6 +226,8 @@ def test_build_never_crashes_and_never_drops_silently(hostile, with_report):
     assert {r["lang"] for r in rows} == {"es-ES", "es-US"}
 
 
-def test_fingerprint_reads_the_hostile_corpus_without_raising(hostile):
+def test_dvc_md5_names_the_file_it_cannot_hash_in_the_hostile_corpus(hostile):
+    """The lineage's md5 is DVC's: a folder `dvc add` cannot hash (a symlink loop) is refused by name."""
     _, root, _, _ = hostile
-    assert len(fingerprint(root).sha256) == 64
+    with pytest.raises(DataVersionError, match=r"loop_a\.wav.*symbolic links.*dvc add"):
+        dvc_md5(root)

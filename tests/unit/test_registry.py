@@ -120,6 +120,20 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     assert open(path, "rb").read() == b"bad-weights"
 
 
+def test_register_tags_the_evaluation_run_id(tmp_path, tracking_uri):
+    """Lineage: the version names the MLflow run of its evaluation (the sync sidecar fetches the golden set
+    from that run's artifacts); no evaluation run (MLflow off), no tag."""
+    d = _model_dir(tmp_path, "m", b"w")
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    reg = Registry(get_client(tracking_uri))
+    r = register_candidate(d, ev, "asr", tracking_uri=tracking_uri, evaluation_run_id="0123abcd")
+    assert reg.get("asr", r.version).tags["evaluation_run_id"] == "0123abcd"
+    d2 = _model_dir(tmp_path, "m2", b"w2")
+    ev2, _ = _evaluation(tmp_path, "ev2", True, d2)
+    r2 = register_candidate(d2, ev2, "asr", tracking_uri=tracking_uri)
+    assert "evaluation_run_id" not in reg.get("asr", r2.version).tags
+
+
 def test_register_refuses_sidecar_mismatch(tmp_path, tracking_uri):
     d = _model_dir(tmp_path, "m", b"x")
     (d / "model.json").write_text(json.dumps({"sha256": "0" * 64}))
@@ -158,6 +172,39 @@ def test_cli_register_list_promote_refusal(tmp_path, tracking_uri, capsys):
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force"]) == 2
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force", "--reason", "ok"]) == 0
     assert "no gate record" in capsys.readouterr().err
+
+
+def test_rerun_on_the_same_candidate_registers_no_second_version(tmp_path, tracking_uri):
+    """Issue 16 item 7: register is never cached; a re-run with the same checkpoint and evaluation (another
+    pipeline run id) reuses the version; a new evaluation of it (another policy) is a new version."""
+    d = _model_dir(tmp_path, "m", b"weights")
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    r1 = register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-1", tracking_uri=tracking_uri,
+                            run={"data_rev": "HEAD~1", "data_commit": "c" * 40, "base_model_sha256": "b" * 64,
+                                 "parameters": {"max_steps": "2"}})
+    r2 = register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-2", tracking_uri=tracking_uri)
+    assert r1.version == r2.version
+    reg = Registry(get_client(tracking_uri))
+    assert len(reg.versions("asr")) == 1
+    info = reg.get("asr", r1.version)
+    assert info.tags["data_rev"] == "HEAD~1" and info.tags["data_commit"] == "c" * 40
+    lineage = json.loads(reg._artifact_bytes(info, "lineage.json"))
+    assert lineage["parameters"] == {"max_steps": "2"} and lineage["checkpoint_sha256"] == info.tags["checkpoint_sha256"]
+    ev2, _ = _evaluation(tmp_path, "ev2", False, d)
+    assert register_candidate(d, ev2, "asr", data_md5="d.dir", pipeline_run_id="run-3",
+                              tracking_uri=tracking_uri).version != r1.version
+    with pytest.raises(ValueError, match="trained from base sha256 b{64}"):
+        register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-4", tracking_uri=tracking_uri,
+                           run={"base_model_sha256": "a" * 64})
+
+
+def test_parameters_text_keeps_multi_line_values():
+    from components.register_model.core import parse_parameters
+
+    policy = "\nmode: streaming\nrules:\n  target_improves: {min_improvement: -100.0}\n"
+    text = f"max_steps=2\ngate_policy={policy}\ngate_floor_override_reason=a=b\nreplay_langs="
+    assert parse_parameters(text) == {"max_steps": "2", "gate_policy": policy, "gate_floor_override_reason": "a=b",
+                                      "replay_langs": ""}
 
 
 def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, tracking_uri):

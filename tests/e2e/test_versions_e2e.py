@@ -1,0 +1,172 @@
+"""Issue 16 items 1, 2 and 7 through the real pipeline (kfp.local, NeMo, DVC local remote, MLflow sqlite).
+
+A git + DVC repository with two committed dataset versions (v2 drops rows from v1). The run names the OLDER
+one by git revision: it trains on it and its lineage says so. An unchanged re-run trains, evaluates, registers
+and exports nothing new; a changed training parameter trains again. `reproduce` re-runs the registered version
+from its lineage: identical WER and identical weights on CPU (the .nemo file's sha256 is not expected to match:
+docs/REPRODUCE.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from components.build_manifest.core import build_manifests
+from components.finetune_asr.bootstrap import bootstrap_base_model
+from components.register_model.core import read_data_md5
+from components.synthesize_corpus.core import synthesize_corpus
+from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_local, task_outputs
+from registry.mlflow_adapter import Registry, get_client
+from registry.policy import BASE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PERMISSIVE = """
+mode: streaming
+metric: wer_norm
+rules:
+  target_improves: {min_improvement: -100.0}
+  target_ceiling: {max_wer: 100.0}
+  replay_max_regression: {max_increase: 100.0}
+  streaming_offline_gap: {max_gap: 100.0}
+"""
+FLOOR_OVERRIDE = "e2e test: a deliberately permissive policy on a 2-minute fine-tune"
+MODEL = "versions-asr"
+CODE = "e2e-versions-code"  # the code version both runs and `reproduce` see ($ASR_GIT_COMMIT)
+
+
+def sh(*cmd: str, cwd) -> str:
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def _drop_train_rows(data, n: int) -> None:
+    """v2 of the dataset: the last `n` bg-BG train rows removed from metadata.csv (their audio stays)."""
+    path = data / "metadata.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    bg = [i for i, r in enumerate(rows) if r["lang"] == "bg-BG" and r["split"] == "train"][-n:]
+    keep = [r for i, r in enumerate(rows) if i not in bg]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+
+
+def _runs(uri: str, step: str) -> int:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(exps, filter_string=f"tags.step = '{step}'", max_results=1000))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("versions")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ASR_GIT_COMMIT", CODE)
+    synthesize_corpus(root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0,
+                      progress=False)
+    dvc = [sys.executable, "-m", "dvc"]
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "config", "user.email", "t@example.com", cwd=root)
+    sh("git", "config", "user.name", "t", cwd=root)
+    sh(*dvc, "init", "-q", cwd=root)
+    sh(*dvc, "remote", "add", "-d", "local", str(root / "remote"), cwd=root)
+    sh(*dvc, "add", "-q", "data", cwd=root)
+    sh(*dvc, "push", "-q", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "data v1", cwd=root)
+    v1 = read_data_md5(root / "data.dvc")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    man = build_manifests(root / "data", root / "boot_manifests")  # the base's tokenizer spells all of v1
+    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
+                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
+    Registry(get_client(uri)).register(f"{MODEL}-base", base, aliases=(BASE,))
+    _drop_train_rows(root / "data", 3)
+    sh(*dvc, "add", "-q", "data", cwd=root)
+    sh(*dvc, "push", "-q", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "data v2: three bg-BG rows fewer", cwd=root)
+    v2 = read_data_md5(root / "data.dvc")
+
+    params = load_params(PARAMS_FILE, [
+        "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
+        "register_model.model_name=" + MODEL, "run.data_rev=HEAD~1", f"run.data_repo={root}"])
+    args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}")
+    args.update(data_root=str(root / "nonexistent"), data_cache=str(root / "versions"),
+                triton_repo=str(root / "triton_repo"), mlflow_tracking_uri=uri, work_root=str(root / "work"),
+                gate_policy=PERMISSIVE, gate_floor_override_reason=FLOOR_OVERRIDE)
+    t0 = time.monotonic()
+    cold = run_local(args, root / "kfp")
+    state = {"root": root, "uri": uri, "args": args, "v1": v1, "v2": v2, "cold": cold,
+             "cold_s": time.monotonic() - t0, "commit_v1": sh("git", "rev-parse", "HEAD~1", cwd=root).strip()}
+    yield state
+    mp.undo()
+
+
+def test_an_older_data_rev_trains_on_that_version_and_the_lineage_shows_it(world):
+    cold, reg = world["cold"], Registry(get_client(world["uri"]))
+    assert world["v1"] != world["v2"]
+    data = task_outputs(cold, "materialize-data")
+    assert data["data_md5"] == world["v1"] and data["data_commit"] == world["commit_v1"]
+    counts = json.loads(task_outputs(cold, "build-manifest")["Output"])["counts"]
+    assert counts["train"]["bg-BG"] == 8  # v1's rows (v2 has 5)
+    (version,) = reg.versions(MODEL)
+    tags = version.tags
+    assert tags["data_md5"] == world["v1"] and tags["data_rev"] == "HEAD~1"
+    assert tags["data_commit"] == world["commit_v1"] and tags["git_commit"] == CODE
+    assert tags["base_model_resolved"] == f"models:/{MODEL}-base/1" and len(tags["base_model_sha256"]) == 64
+    assert not [k for k, v in tags.items() if str(v).strip().lower() == "unknown"]
+    lineage = json.loads(reg._artifact_bytes(version, "lineage.json"))
+    assert float(lineage["parameters"]["max_steps"]) == 2 and float(lineage["parameters"]["seed"]) == 0
+    assert lineage["parameters"]["recipe"] == "tiny-demo" and lineage["environment"]["torch"]
+
+
+def test_an_unchanged_rerun_trains_evaluates_registers_and_exports_nothing(world):
+    reg, uri = Registry(get_client(world["uri"])), world["uri"]
+    before = ([v.version for v in reg.versions(MODEL)], _runs(uri, "finetune_asr"),
+              sorted(p.name for p in (world["root"] / "triton_repo" / "asr_offline").iterdir()))
+    t0 = time.monotonic()
+    rerun = run_local(world["args"], world["root"] / "kfp")
+    seconds = time.monotonic() - t0
+    after = ([v.version for v in reg.versions(MODEL)], _runs(uri, "finetune_asr"),
+             sorted(p.name for p in (world["root"] / "triton_repo" / "asr_offline").iterdir()))
+    assert after == before  # no version, no training run, no Triton version
+    assert not (rerun / "finetune-asr").exists() and not (rerun / "evaluate-wer").exists()  # cache hits
+    assert task_outputs(rerun, "register-model")["version"] == before[0][-1]
+    print(f"\n[versions] cold run {world['cold_s']:.1f} s, unchanged re-run {seconds:.1f} s: "
+          f"ratio {seconds / world['cold_s']:.3f}")
+
+
+def test_a_changed_training_parameter_trains_again(world):
+    reg, uri = Registry(get_client(world["uri"])), world["uri"]
+    trained = _runs(uri, "finetune_asr")
+    run = run_local({**world["args"], "max_steps": 3}, world["root"] / "kfp")
+    assert (run / "finetune-asr" / "model" / "model.nemo").is_file()
+    assert _runs(uri, "finetune_asr") == trained + 1 and len(reg.versions(MODEL)) == 2
+    assert json.loads((run / "finetune-asr" / "model" / "model.json").read_text())["train_steps"] == 3
+
+
+def test_reproduce_re_runs_the_registered_version_identically(world):
+    from pipelines.reproduce import ReproduceRefused, check_checkout, reproduce
+
+    result = reproduce(MODEL, "1", tracking_uri=world["uri"], pipeline_root=world["root"] / "reproduce")
+    print("\n" + "\n".join(result.lines(0.0)))
+    assert result.wer and all(a == b for a, b in result.wer.values())  # WER identical on CPU
+    assert result.weights_equal  # bit-identical weights; the .nemo archive itself may differ (docs)
+    assert result.reproduced
+    assert not [d for d in result.differences if not d.startswith("environment ")], result.differences
+    with pytest.raises(ReproduceRefused, match=r"dirty .*commit or stash"):
+        check_checkout(CODE, "abc+dirty.123")
+    with pytest.raises(ReproduceRefused, match="`git checkout e2e-versions-code`"):
+        check_checkout(CODE, "another")

@@ -80,7 +80,6 @@ def test_every_cli_takes_verbose_and_quiet():
         "components.build_manifest",
         "components.evaluate_wer",
         "components.export_triton",
-        "components.fingerprint_data",
         "components.synthesize_corpus",
     ):
         out = subprocess.run(

@@ -101,10 +101,12 @@ def asr_finetune_pipeline(S):
     m = S.build_manifest
     # --- issue 16 (datascale): conversion fans out over build_pods pods into build_root on the PVC, then one
     # merge step splits and publishes (the one-pod code); only manifests/summaries travel as artifacts.
-    shards = fanout_shards(n_shards=m.build_pods).set_display_name("Plan the conversion fan-out")
-    with dsl.ParallelFor(shards.output, name="convert-audio") as shard:
-        converted = build_manifest_shard(data_root=data_root, build_root=m.build_root, shard=shard,
-                                         n_shards=m.build_pods, data_version=data_md5,
+    # the upstream outputs ride in the loop's items (fanout_shards explains why)
+    shards = fanout_shards(n_shards=m.build_pods, data_root=data_root, data_version=data_md5)
+    shards.set_display_name("Plan the conversion fan-out")
+    with dsl.ParallelFor(shards.output, name="convert-audio") as job:
+        converted = build_manifest_shard(data_root=job.data_root, build_root=m.build_root, shard=job.shard,
+                                         n_shards=m.build_pods, data_version=job.data_version,
                                          validation=validated.outputs["report"])
         _storage(converted.set_display_name("Convert audio (one shard)"), cl.data_pvc)
     # the rows validation rejected (validation.json) never reach a manifest, whatever max_failed_fraction allows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import collections
 import io
 import json
@@ -110,7 +111,7 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None, en
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True, enable_caching=enable_caching)
     t0 = time.time()
-    tail, stdout = _Tail(sys.stdout), sys.stdout
+    tail, stdout, print_ = _Tail(sys.stdout), sys.stdout, builtins.print
     sys.stdout = tail
     try:
         asr_finetune_pipeline(**arguments)
@@ -118,6 +119,10 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None, en
         raise failure_reason(e, tail.lines) from e
     finally:
         sys.stdout = stdout
+        # kfp.local indents task logs by patching builtins.print per task; the ParallelFor's iterations run in
+        # threads, so their save/restore pairs interleave and can leave the patch in place for good (numba,
+        # imported later by NeMo in this process, then fails on it)
+        builtins.print = print_
     new = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     if not new:
         raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")

@@ -12,11 +12,15 @@ from components.common.kfp_base import component
 
 
 @component
-def fanout_shards(n_shards: int) -> list[int]:
-    """The shard indices of the fan-out: 0 .. n_shards-1 (the ParallelFor's items)."""
+def fanout_shards(n_shards: int, data_root: str, data_version: str = "") -> list:
+    """The ParallelFor's items, one per pod: {shard, data_root, data_version}.
+
+    Upstream task outputs travel inside the items rather than as task inputs of the loop body: kfp.local
+    (kfp 2.17) replaces a loop body's task-output parameters with the loop item, so `data_root` arrived as
+    the shard index."""
     if n_shards < 1:
         raise ValueError(f"build_pods must be >= 1, got {n_shards}")
-    return list(range(n_shards))
+    return [{"shard": i, "data_root": data_root, "data_version": data_version} for i in range(n_shards)]
 
 
 @component

@@ -3,6 +3,7 @@ with the pipeline's own components, against the one-pod build: the same manifest
 
 # no `from __future__ import annotations`: kfp reads the pipeline signature's real types
 
+import builtins
 import json
 from pathlib import Path
 
@@ -16,15 +17,23 @@ from tests.unit.test_build_manifest import make_corpus
 from tests.unit.test_datascale import _comparable
 
 
+@dsl.component
+def materialized(data_root: str) -> str:
+    """Stands in for materialize_data: the data root reaches the fan-out as an upstream task's output."""
+    return data_root
+
+
 @dsl.pipeline(name="fanout-check")
 def fanout_pipeline(data_root: str, build_root: str, build_pods: int) -> dsl.Dataset:
     """The data part of pipelines/asr_pipeline.py, wired the same way."""
-    v = validate_data(data_root=data_root, min_duration=0.3, max_duration=30.0)
-    shards = fanout_shards(n_shards=build_pods)
-    with dsl.ParallelFor(shards.output) as shard:
-        converted = build_manifest_shard(data_root=data_root, build_root=build_root, shard=shard,
-                                         n_shards=build_pods, validation=v.outputs["report"])
-    m = build_manifest(data_root=data_root, seed=0, val_ratio=0.25, test_ratio=0.25, build_root=build_root,
+    data = materialized(data_root=data_root)
+    v = validate_data(data_root=data.output, min_duration=0.3, max_duration=30.0)
+    shards = fanout_shards(n_shards=build_pods, data_root=data.output, data_version="md5-of-this-version")
+    with dsl.ParallelFor(shards.output) as job:
+        converted = build_manifest_shard(data_root=job.data_root, build_root=build_root, shard=job.shard,
+                                         n_shards=build_pods, data_version=job.data_version,
+                                         validation=v.outputs["report"])
+    m = build_manifest(data_root=data.output, seed=0, val_ratio=0.25, test_ratio=0.25, build_root=build_root,
                        validation=v.outputs["report"]).after(converted)
     return m.outputs["manifests"]
 
@@ -33,7 +42,11 @@ def fanout_pipeline(data_root: str, build_root: str, build_pods: int) -> dsl.Dat
 def kfp_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kfp")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    return root
+    print_ = builtins.print
+    yield root
+    # kfp.local's per-task print patch, interleaved across the ParallelFor's threads, can outlive the run
+    # (pipelines/local.py restores it the same way); a later NeMo import in this process fails on it
+    builtins.print = print_
 
 
 def test_fan_out_in_kfp_local_equals_one_pod(kfp_root, tmp_path):

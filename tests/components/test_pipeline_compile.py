@@ -95,11 +95,15 @@ def test_display_names_and_caching_policy(compiled):
         assert tasks[name]["taskInfo"]["name"][0].isupper(), name  # a display name, not the function name
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
     # the steps that compute are cached; the first two (they decide the keys) and the side effects are not
-    # (the fan-out: its plan is a pure function of build_pods, its pods are keyed by the data md5 like the merge)
+    # (the fan-out: its plan is a function of build_pods and the data version, its pods are keyed by the data
+    # md5 like the merge: it rides in the loop's items, see fanout_shards)
     assert cached == {"validate-data", "build-manifest", "fanout-shards", "build-manifest-shard",
                       "preflight-finetune", "finetune-asr", "evaluate-wer"}
     shard_version = tasks["build-manifest-shard"]["inputs"]["parameters"]["data_version"]
-    assert shard_version["componentInputParameter"] == "pipelinechannel--materialize-data-data_md5"
+    assert shard_version["componentInputParameter"] == "pipelinechannel--fanout-shards-Output-loop-item"
+    assert shard_version["parameterExpressionSelector"] == 'parseJson(string_value)["data_version"]'
+    plan = tasks["fanout-shards"]["inputs"]["parameters"]["data_version"]["taskOutputParameter"]
+    assert plan == {"outputParameterKey": "data_md5", "producerTask": "materialize-data"}
     for step in ("validate-data", "build-manifest"):  # the cache key follows the dataset version's DVC md5
         src = tasks[step]["inputs"]["parameters"]["data_version"]["taskOutputParameter"]
         assert src == {"outputParameterKey": "data_md5", "producerTask": "materialize-data"}, step

@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv demo rehearse test test-fast compile submit images serve serve-stop bench bench-serve lint format-check clean
+.PHONY: help venv demo rehearse test test-fast compile submit images serve serve-stop bench bench-serve lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,12 +77,10 @@ bench: $(STAMP)  ## benchmarks (print ratios measured in one run)
 bench-serve: $(STAMP)  ## Triton load benchmark (ARGS="--via gateway --model X.nemo --quick"; prints ratios)
 	$(PY) tests/bench/bench_serve.py $(ARGS)
 
-lint: $(STAMP)  ## ruff check + the layer contract (import-linter, pyproject [tool.importlinter]); same hooks as pre-commit
+lint: $(STAMP)  ## ruff check + ruff format --check + the layer contract (import-linter); same hooks as pre-commit
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
-
-format-check: $(STAMP)  ## ruff format --check (joins `make lint` once the tree is formatted)
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:  ## remove generated state (keeps .venv and the DVC remote)
 	rm -rf outputs .cache .mlflow pipeline.yaml data triton_repo/asr_offline triton_repo/asr_streaming

@@ -15,33 +15,68 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", default="pipeline.yaml")
     r = sub.add_parser("run-local", help="run the pipeline with kfp.local (base model must exist)")
     r.add_argument("--base-model-uri", required=True, help="local .nemo or models:/name@alias")
-    r.add_argument("--recipe", default=None, help="tiny-demo | nemotron35 | a recipe YAML (= --set finetune_asr.recipe=...)")
-    r.add_argument("--data-rev", default=None,
-                   help="dataset version: a git revision of data.dvc or a DVC md5 (= --set run.data_rev=...)")
+    r.add_argument(
+        "--recipe",
+        default=None,
+        help="tiny-demo | nemotron35 | a recipe YAML (= --set finetune_asr.recipe=...)",
+    )
+    r.add_argument(
+        "--data-rev",
+        default=None,
+        help="dataset version: a git revision of data.dvc or a DVC md5 (= --set run.data_rev=...)",
+    )
     r.add_argument("--no-cache", action="store_true", help="run every step (kfp.local's cache off)")
-    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override pipelines/params.yaml")
-    s = sub.add_parser("submit", help="upload/version the pipeline on a Kubeflow Pipelines server and start a run")
-    s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
-    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a pipeline parameter (repeatable), e.g. --set target_langs=ro-RO --set gpus=4")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override pipelines/params.yaml",
+    )
+    s = sub.add_parser(
+        "submit", help="upload/version the pipeline on a Kubeflow Pipelines server and start a run"
+    )
+    s.add_argument(
+        "--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline"
+    )
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter (repeatable), e.g. --set target_langs=ro-RO --set gpus=4",
+    )
     s.add_argument("--pipeline-name", default="nemotron-asr-finetune")
     s.add_argument("--experiment", default="nemotron-asr")
     s.add_argument("--run-name", default=None)
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     s.add_argument("--existing-token", default=None, help="bearer token (default: kfp.Client's discovery)")
-    s.add_argument("--dry-run", action="store_true", help="compile and print what would be sent; send nothing")
-    sub.add_parser("rehearse", help="the whole pipeline at Nemotron 3.5's size, recipe nemotron35 (make rehearse)")
+    s.add_argument(
+        "--dry-run", action="store_true", help="compile and print what would be sent; send nothing"
+    )
+    sub.add_parser(
+        "rehearse", help="the whole pipeline at Nemotron 3.5's size, recipe nemotron35 (make rehearse)"
+    )
     d = sub.add_parser("demo", help="the whole system end to end (make demo)")
-    d.add_argument("--data-rev", default=None, help="= --set run.data_rev=... (the corpus is still synthesized)")
+    d.add_argument(
+        "--data-rev", default=None, help="= --set run.data_rev=... (the corpus is still synthesized)"
+    )
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p = sub.add_parser("reproduce", help="re-run a registered model version from its lineage and compare")
     p.add_argument("model", help="registered model name")
     p.add_argument("version", help="model version")
-    p.add_argument("--wer-tolerance", type=float, default=None,
-                   help="allowed |WER difference| per language (default 0 on CPU; see docs/REPRODUCE.md)")
-    p.add_argument("--base-model-uri", default=None, help="where the recorded base checkpoint is now (same sha256)")
-    p.add_argument("--allow-dirty", action="store_true", help="compare anyway from a dirty/mismatched checkout")
+    p.add_argument(
+        "--wer-tolerance",
+        type=float,
+        default=None,
+        help="allowed |WER difference| per language (default 0 on CPU; see docs/REPRODUCE.md)",
+    )
+    p.add_argument(
+        "--base-model-uri", default=None, help="where the recorded base checkpoint is now (same sha256)"
+    )
+    p.add_argument(
+        "--allow-dirty", action="store_true", help="compare anyway from a dirty/mismatched checkout"
+    )
     add_verbosity_flags(ap)
     args = ap.parse_args(argv)
     if args.cmd != "demo":  # the demo splits its output between the terminal and its log file itself
@@ -81,11 +116,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if args.dry_run:
-            print(json.dumps({"host": args.host, "pipeline": args.pipeline_name, "experiment": args.experiment,
-                              "params": params}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "host": args.host,
+                        "pipeline": args.pipeline_name,
+                        "experiment": args.experiment,
+                        "params": params,
+                    },
+                    indent=2,
+                )
+            )
             return 0
-        res = submit(args.host, params, args.pipeline_name, args.experiment, args.run_name, args.namespace,
-                     args.existing_token)
+        res = submit(
+            args.host,
+            params,
+            args.pipeline_name,
+            args.experiment,
+            args.run_name,
+            args.namespace,
+            args.existing_token,
+        )
         print(f"pipeline {args.pipeline_name} ({res.pipeline_id}) version {res.version_name}")
         print(f"run {res.run_id}: {res.run_url}")
     elif args.cmd == "rehearse":
@@ -95,12 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "demo":
         from pipelines.demo import main as demo
 
-        return demo(args.set + ([f"run.data_rev={args.data_rev}"] if args.data_rev is not None else []), verbosity(args))
+        return demo(
+            args.set + ([f"run.data_rev={args.data_rev}"] if args.data_rev is not None else []),
+            verbosity(args),
+        )
     elif args.cmd == "reproduce":
         from pipelines.reproduce import main as reproduce
 
-        return reproduce(args.model, args.version, wer_tolerance=args.wer_tolerance,
-                         base_model_uri=args.base_model_uri, allow_dirty=args.allow_dirty)
+        return reproduce(
+            args.model,
+            args.version,
+            wer_tolerance=args.wer_tolerance,
+            base_model_uri=args.base_model_uri,
+            allow_dirty=args.allow_dirty,
+        )
     return 0
 
 

@@ -14,7 +14,6 @@ register/gate/promote/export have side effects and are never cached; they are id
 same candidate registers no second version and exports no second Triton version).
 """
 
-
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
 from kfp import dsl, kubernetes
 
@@ -46,7 +45,9 @@ def _gpu_step(task, gpus, gpu_resource, node_selector, tolerations, memory) -> d
     task.set_cpu_request("4").set_memory_request(memory).set_memory_limit(memory)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
-    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi")
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi"
+    )
     return task
 
 
@@ -65,8 +66,10 @@ def _credentials(task, secret) -> dsl.PipelineTask:
 def _parameters_text(S) -> str:
     """Every pipeline parameter as `name=value` lines (the registered version's lineage; `reproduce` reads it).
     The cluster's dict/list knobs (node selector, tolerations) say where pods run, not what they compute."""
-    return "\n".join(record_text(getattr(S, section), cls, skip_types=(dict, list))
-                     for section, cls in PIPELINE_RECORDS.items())
+    return "\n".join(
+        record_text(getattr(S, section), cls, skip_types=(dict, list))
+        for section, cls in PIPELINE_RECORDS.items()
+    )
 
 
 @pipeline_from_records(
@@ -81,21 +84,30 @@ def asr_finetune_pipeline(S):
     `S.<section>.<name>` is its pipeline channel here.
     """
     run, cl = S.run, S.cluster
-    data = materialize_data(data_repo=run.data_repo, data_rev=run.data_rev, data_root=run.data_root,
-                            data_cache=run.data_cache)
+    data = materialize_data(
+        data_repo=run.data_repo, data_rev=run.data_rev, data_root=run.data_root, data_cache=run.data_cache
+    )
     data.set_display_name("Materialize dataset version (DVC)").set_caching_options(False)
     data_root, data_md5 = data.outputs["data_root"], data.outputs["data_md5"]
-    base = resolve_base(base_model_uri=run.base_model_uri, base_model_sha256=run.base_model_sha256,
-                        mlflow_tracking_uri=run.mlflow_tracking_uri)
+    base = resolve_base(
+        base_model_uri=run.base_model_uri,
+        base_model_sha256=run.base_model_sha256,
+        mlflow_tracking_uri=run.mlflow_tracking_uri,
+    )
     base.set_display_name("Resolve base model (sha256) + code version").set_caching_options(False)
     base_uri, base_sha, code = base.outputs["uri"], base.outputs["sha256"], base.outputs["code_version"]
 
     v = S.validate_data
-    validated = validate_data(data_root=data_root, min_duration=v.min_duration, max_duration=v.max_duration,
-                              min_chars_per_second=v.min_chars_per_second,
-                              max_chars_per_second=v.max_chars_per_second,
-                              max_failed_fraction=v.max_failed_fraction, data_version=data_md5,
-                              duplicate_audio=v.duplicate_audio)
+    validated = validate_data(
+        data_root=data_root,
+        min_duration=v.min_duration,
+        max_duration=v.max_duration,
+        min_chars_per_second=v.min_chars_per_second,
+        max_chars_per_second=v.max_chars_per_second,
+        max_failed_fraction=v.max_failed_fraction,
+        data_version=data_md5,
+        duplicate_audio=v.duplicate_audio,
+    )
     validated.set_display_name("Validate data (great-expectations)")
 
     m = S.build_manifest
@@ -105,32 +117,58 @@ def asr_finetune_pipeline(S):
     shards = fanout_shards(n_shards=m.build_pods, data_root=data_root, data_version=data_md5)
     shards.set_display_name("Plan the conversion fan-out")
     with dsl.ParallelFor(shards.output, name="convert-audio") as job:
-        converted = build_manifest_shard(data_root=job.data_root, build_root=m.build_root, shard=job.shard,
-                                         n_shards=m.build_pods, data_version=job.data_version,
-                                         validation=validated.outputs["report"])
+        converted = build_manifest_shard(
+            data_root=job.data_root,
+            build_root=m.build_root,
+            shard=job.shard,
+            n_shards=m.build_pods,
+            data_version=job.data_version,
+            validation=validated.outputs["report"],
+        )
         _storage(converted.set_display_name("Convert audio (one shard)"), cl.data_pvc)
     # the rows validation rejected (validation.json) never reach a manifest, whatever max_failed_fraction allows
-    manifests = build_manifest(data_root=data_root, seed=S.finetune_asr.seed, val_ratio=m.val_ratio,
-                               test_ratio=m.test_ratio, tar_shards=m.tar_shards, data_version=data_md5,
-                               validation=validated.outputs["report"], duplicate_audio=v.duplicate_audio,
-                               build_root=m.build_root, shard_above_hours=m.shard_above_hours)
+    manifests = build_manifest(
+        data_root=data_root,
+        seed=S.finetune_asr.seed,
+        val_ratio=m.val_ratio,
+        test_ratio=m.test_ratio,
+        tar_shards=m.tar_shards,
+        data_version=data_md5,
+        validation=validated.outputs["report"],
+        duplicate_audio=v.duplicate_audio,
+        build_root=m.build_root,
+        shard_above_hours=m.shard_above_hours,
+    )
     manifests.set_display_name("Build NeMo manifests (merge)").after(converted)
     # --- end issue 16 (datascale)
 
     finetune_settings = record_text(S.finetune_asr, FinetuneSettings)
     # Deterministic checks first, in seconds and without retry: settings, languages, lookahead, tokenizer,
     # coverage and "can this data be evaluated" against the base checkpoint's config (no weights loaded).
-    checked = preflight_finetune(manifests=manifests.outputs["manifests"], base_model_uri=base_uri,
-                                 settings=finetune_settings, att_context_size=S.evaluate_wer.att_context_size,
-                                 work_root=cl.work_root, base_model_sha256=base_sha)
+    checked = preflight_finetune(
+        manifests=manifests.outputs["manifests"],
+        base_model_uri=base_uri,
+        settings=finetune_settings,
+        att_context_size=S.evaluate_wer.att_context_size,
+        work_root=cl.work_root,
+        base_model_sha256=base_sha,
+    )
     checked.set_display_name("Preflight (settings + data vs base checkpoint)")
     att_context_size = checked.outputs["att_context_size"]  # the recipe's unless the run sets one
 
     # Cached: the key is (manifests <- data md5, base sha256, every training setting, code version).
-    tuned = finetune_asr(manifests=manifests.outputs["manifests"], base_model_uri=base_uri,
-                         settings=finetune_settings, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                         devices=cl.gpus, strategy=cl.strategy, work_root=cl.work_root,
-                         data_md5=data_md5, base_model_sha256=base_sha, code_version=code)
+    tuned = finetune_asr(
+        manifests=manifests.outputs["manifests"],
+        base_model_uri=base_uri,
+        settings=finetune_settings,
+        mlflow_tracking_uri=run.mlflow_tracking_uri,
+        devices=cl.gpus,
+        strategy=cl.strategy,
+        work_root=cl.work_root,
+        data_md5=data_md5,
+        base_model_sha256=base_sha,
+        code_version=code,
+    )
     tuned.set_display_name("Fine-tune (NeMo)").after(checked)
     # Retries are for preemption/eviction (resume from the checkpoint). A deterministic failure was caught by
     # the preflight, or is remembered in the work dir and fails the retry at once (components.common.errors).
@@ -140,24 +178,39 @@ def asr_finetune_pipeline(S):
     e = S.evaluate_wer
     # Cached with the candidate: a candidate is judged once (against the champion of that time); the registry
     # keeps that evaluation with the version. Change any input (or run without the cache) to judge it again.
-    evaluated = evaluate_wer(manifests=manifests.outputs["manifests"], base_model_uri=base_uri,
-                             candidate=tuned.outputs["model"], target_langs=S.finetune_asr.target_langs,
-                             replay_langs=S.finetune_asr.replay_langs, att_context_size=att_context_size,
-                             gate_policy=e.gate_policy, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                             model_name=S.register_model.model_name,
-                             offline_att_context_size=e.offline_att_context_size,
-                             floor_override_reason=e.gate_floor_override_reason)
+    evaluated = evaluate_wer(
+        manifests=manifests.outputs["manifests"],
+        base_model_uri=base_uri,
+        candidate=tuned.outputs["model"],
+        target_langs=S.finetune_asr.target_langs,
+        replay_langs=S.finetune_asr.replay_langs,
+        att_context_size=att_context_size,
+        gate_policy=e.gate_policy,
+        mlflow_tracking_uri=run.mlflow_tracking_uri,
+        model_name=S.register_model.model_name,
+        offline_att_context_size=e.offline_att_context_size,
+        floor_override_reason=e.gate_floor_override_reason,
+    )
     evaluated.set_display_name("Evaluate WER: base vs candidate")
     _gpu_step(evaluated, 1, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, "32G")
 
     model_name = S.register_model.model_name
-    registered = register_model(candidate=tuned.outputs["model"], evaluation=evaluated.outputs["evaluation"],
-                                model_name=model_name, data_md5=data_md5, base_model_uri=run.base_model_uri,
-                                git_commit=code, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, data_rev=run.data_rev,
-                                data_commit=data.outputs["data_commit"], base_model_resolved=base_uri,
-                                base_model_sha256=base_sha, parameters=_parameters_text(S),
-                                evaluation_run_id=evaluated.outputs["mlflow_run_id"])
+    registered = register_model(
+        candidate=tuned.outputs["model"],
+        evaluation=evaluated.outputs["evaluation"],
+        model_name=model_name,
+        data_md5=data_md5,
+        base_model_uri=run.base_model_uri,
+        git_commit=code,
+        mlflow_tracking_uri=run.mlflow_tracking_uri,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        data_rev=run.data_rev,
+        data_commit=data.outputs["data_commit"],
+        base_model_resolved=base_uri,
+        base_model_sha256=base_sha,
+        parameters=_parameters_text(S),
+        evaluation_run_id=evaluated.outputs["mlflow_run_id"],
+    )
     registered.set_display_name("Register candidate (MLflow)").set_caching_options(False)
 
     gate = release_gate(evaluation=evaluated.outputs["evaluation"])
@@ -169,15 +222,25 @@ def asr_finetune_pipeline(S):
         _credentials(task, cl.credentials_secret)
 
     with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition)
-        promoted = promote_model(model_name=model_name, version=registered.outputs["version"],
-                                 mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        promoted = promote_model(
+            model_name=model_name,
+            version=registered.outputs["version"],
+            mlflow_tracking_uri=run.mlflow_tracking_uri,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
         promoted.set_display_name("Promote to champion").set_caching_options(False)
-        exported = export_triton(model_name=model_name, triton_repo=S.export_triton.triton_repo, alias="champion",
-                                 att_context_size=att_context_size, mlflow_tracking_uri=run.mlflow_tracking_uri,
-                                 offline_att_context_size=e.offline_att_context_size,
-                                 candidate_sha256=registered.outputs["sha256"])
-        _storage(exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted),
-                 cl.data_pvc)
+        exported = export_triton(
+            model_name=model_name,
+            triton_repo=S.export_triton.triton_repo,
+            alias="champion",
+            att_context_size=att_context_size,
+            mlflow_tracking_uri=run.mlflow_tracking_uri,
+            offline_att_context_size=e.offline_att_context_size,
+            candidate_sha256=registered.outputs["sha256"],
+        )
+        _storage(
+            exported.set_display_name("Export to Triton").set_caching_options(False).after(promoted),
+            cl.data_pvc,
+        )
         for task in (promoted, exported):
             _credentials(task, cl.credentials_secret)

@@ -21,7 +21,9 @@ from pathlib import Path
 from pipelines.console import Console
 from pipelines.local import REPO_ROOT, load_params, pipeline_arguments, run_local, task_outputs
 
-LOG_FILE = REPO_ROOT / "outputs" / "demo.log"  # everything the demo and its tasks wrote (the terminal: the story)
+LOG_FILE = (
+    REPO_ROOT / "outputs" / "demo.log"
+)  # everything the demo and its tasks wrote (the terminal: the story)
 _console: Console | None = None
 
 
@@ -50,8 +52,14 @@ def step_corpus(params: dict) -> str:
 
     c = params["corpus"]
     banner("1/5 Demo corpus (espeak-ng) + DVC version")
-    summary = synthesize_corpus(REPO_ROOT / c["out"], langs=tuple(c["langs"]), n_train=c["n_train"],
-                                n_val=c["n_val"], n_test=c["n_test"], seed=c["seed"])
+    summary = synthesize_corpus(
+        REPO_ROOT / c["out"],
+        langs=tuple(c["langs"]),
+        n_train=c["n_train"],
+        n_val=c["n_val"],
+        n_test=c["n_test"],
+        seed=c["seed"],
+    )
     print(summary)  # the full record: the log only
     dvc("add", "-q", c["out"])
     dvc("push", "-q")
@@ -71,9 +79,14 @@ def step_base_model(params: dict) -> str:
     banner(f"2/5 Base model: tiny {b['langs']} (target {params['finetune_asr']['target_langs']} unseen)")
     man_dir = REPO_ROOT / b["cache_dir"] / "manifests"
     build_manifests(REPO_ROOT / params["corpus"]["out"], man_dir, seed=params["finetune_asr"]["seed"])
-    nemo = bootstrap_base_model(train_manifest=man_dir / "train.jsonl", cache_dir=REPO_ROOT / b["cache_dir"],
-                                langs=list(b["langs"]), max_steps=int(b["max_steps"]),
-                                config=REPO_ROOT / b["config"], seed=int(params["corpus"]["seed"]))
+    nemo = bootstrap_base_model(
+        train_manifest=man_dir / "train.jsonl",
+        cache_dir=REPO_ROOT / b["cache_dir"],
+        langs=list(b["langs"]),
+        max_steps=int(b["max_steps"]),
+        config=REPO_ROOT / b["config"],
+        seed=int(params["corpus"]["seed"]),
+    )
     reg = Registry(get_client())
     current = reg.by_alias(name, BASE)
     from components.common.io import sha256_file
@@ -82,10 +95,14 @@ def step_base_model(params: dict) -> str:
     if current and current.tags.get("checkpoint_sha256") == sha:
         say(f"base model already registered: models:/{name}@{BASE} (v{current.version})")
     else:
-        info = reg.register(name, Path(nemo), tags={"role": "base", "languages": ",".join(b["langs"])},
-                            description="Tiny Nemotron-class base model, pre-trained on the demo corpus "
-                                        f"without the target language ({','.join(b['langs'])}).",
-                            aliases=(BASE,))
+        info = reg.register(
+            name,
+            Path(nemo),
+            tags={"role": "base", "languages": ",".join(b["langs"])},
+            description="Tiny Nemotron-class base model, pre-trained on the demo corpus "
+            f"without the target language ({','.join(b['langs'])}).",
+            aliases=(BASE,),
+        )
         say(f"registered base model models:/{name}@{BASE} (v{info.version})")
     return f"models:/{name}@{BASE}"
 
@@ -135,10 +152,15 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     out: dict = {"run_dir": str(run_dir)}
     evaluation, ev_file = run_evaluation(run_dir, params["register_model"]["model_name"])
     if not (run_dir / "finetune-asr").exists():
-        say("Unchanged inputs (data md5, base sha256, settings, code): validation, manifests, fine-tune and "
-              "evaluation came from kfp.local's cache; nothing was trained (docs/REPRODUCE.md)")
+        say(
+            "Unchanged inputs (data md5, base sha256, settings, code): validation, manifests, fine-tune and "
+            "evaluation came from kfp.local's cache; nothing was trained (docs/REPRODUCE.md)"
+        )
     v = task_outputs(run_dir, "validate-data")
-    say("Validation:\n" + short_validation(str(v.get("summary", "(cached: the same dataset version passed before)"))))
+    say(
+        "Validation:\n"
+        + short_validation(str(v.get("summary", "(cached: the same dataset version passed before)")))
+    )
     brief = json.loads(task_outputs(run_dir, "build-manifest").get("Output") or "{}")
     if not brief and evaluation.get("manifest"):  # cached: the manifests' own summary
         summary = Path(evaluation["manifest"]).parent / "summary.json"
@@ -148,12 +170,16 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     say("\nManifests (clips / hours per split and language):")
     say("  " + f"{'split':6s}" + "".join(f"{lang:>18s}" for lang in langs))
     for split in ("train", "val", "test"):
-        cells = "".join(f"{counts.get(split, {}).get(lang, 0):>9d} / {hours.get(split, {}).get(lang, 0):5.2f} h"
-                        for lang in langs)
+        cells = "".join(
+            f"{counts.get(split, {}).get(lang, 0):>9d} / {hours.get(split, {}).get(lang, 0):5.2f} h"
+            for lang in langs
+        )
         say(f"  {split:6s}{cells}")
     out["evaluation"] = str(ev_file or "")
     out["test_manifest"] = evaluation.get("manifest", "")
-    att = task_outputs(run_dir, "preflight-finetune").get("att_context_size") or evaluation.get("att_context_size", "?")
+    att = task_outputs(run_dir, "preflight-finetune").get("att_context_size") or evaluation.get(
+        "att_context_size", "?"
+    )
     say(f"\nWER on held-out speakers (normalized; streaming at att_context_size {att}):")
     say(f"  {'language':10s} {'mode':10s} {'base':>8s} {'candidate':>10s}")
     metrics = evaluation.get("metrics", {})
@@ -172,13 +198,22 @@ def report_pipeline(run_dir: Path, params: dict) -> dict:
     state = Registry(get_client()).state(name)
     say("\nRegistry:")
     for ver in state["versions"]:
-        say(f"  {name} v{ver['version']:>3s} aliases={ver['aliases']} gate.passed={ver['gate.passed']} "
-              f"data_md5={ver['data_md5']} sha256={ver['checkpoint_sha256'][:12]}")
-    history = ", ".join(f"{h['op']} v{h['v']}" + (f" (from v{h['prev']})" if h.get("prev") else "")
-                        for h in state.get("champion_history", [])) or "(none)"
+        say(
+            f"  {name} v{ver['version']:>3s} aliases={ver['aliases']} gate.passed={ver['gate.passed']} "
+            f"data_md5={ver['data_md5']} sha256={ver['checkpoint_sha256'][:12]}"
+        )
+    history = (
+        ", ".join(
+            f"{h['op']} v{h['v']}" + (f" (from v{h['prev']})" if h.get("prev") else "")
+            for h in state.get("champion_history", [])
+        )
+        or "(none)"
+    )
     say(f"  champion: v{state.get('champion') or '-'}  history: {history}")
     e = task_outputs(run_dir, "export-triton")
-    say(f"\nTriton model repository: {params['export_triton']['triton_repo']}/ version {e.get('version', '-')}")
+    say(
+        f"\nTriton model repository: {params['export_triton']['triton_repo']}/ version {e.get('version', '-')}"
+    )
     out.update(registry=state, decision=decision, triton_version=e.get("version"))
     return out
 
@@ -197,16 +232,25 @@ def step_serve(params: dict, run_dir: Path, test_manifest: str = "") -> dict:
     from serving.gateway.process import GatewayProcess
     from serving.server import TritonServer
 
-    banner("5/5 Serving: tritonserver + the gateway on loopback; held-out clips through the OpenAI SDK and Riva")
+    banner(
+        "5/5 Serving: tritonserver + the gateway on loopback; held-out clips through the OpenAI SDK and Riva"
+    )
     repo = REPO_ROOT / params["export_triton"]["triton_repo"]
-    test = read_manifest(test_manifest or run_dir / "build-manifest" / "manifests" / "test.jsonl")  # held-out split
+    test = read_manifest(
+        test_manifest or run_dir / "build-manifest" / "manifests" / "test.jsonl"
+    )  # held-out split
     result: dict = {}
-    with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server, GatewayProcess(
-        server.grpc_url.removeprefix("grpc://"), run_dir / "gateway.log"
-    ) as gw:
-        say(f"tritonserver ready on {server.grpc_url}; gateway: Riva gRPC {gw.grpc_addr}, OpenAI {gw.http_url}/v1")
+    with (
+        TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server,
+        GatewayProcess(server.grpc_url.removeprefix("grpc://"), run_dir / "gateway.log") as gw,
+    ):
+        say(
+            f"tritonserver ready on {server.grpc_url}; gateway: Riva gRPC {gw.grpc_addr}, OpenAI {gw.http_url}/v1"
+        )
         oa = openai.OpenAI(api_key=gw.api_key, base_url=f"{gw.http_url}/v1", max_retries=0)
-        asr = riva.client.ASRService(riva.client.Auth(uri=gw.grpc_addr, metadata_args=[["authorization", f"Bearer {gw.api_key}"]]))
+        asr = riva.client.ASRService(
+            riva.client.Auth(uri=gw.grpc_addr, metadata_args=[["authorization", f"Bearer {gw.api_key}"]])
+        )
         by_lang: dict[str, dict[str, list[str]]] = {}
         t0 = time.time()
         for i, row in enumerate(test):
@@ -215,25 +259,41 @@ def step_serve(params: dict, run_dir: Path, test_manifest: str = "") -> dict:
             d["refs"].append(row["text"])
             wav = io.BytesIO()
             sf.write(wav, audio, rate, format="WAV", subtype="PCM_16")
-            d["offline"].append(oa.audio.transcriptions.create(model="asr_offline", file=("clip.wav", wav.getvalue()),
-                                                               language=row["lang"]).text)
+            d["offline"].append(
+                oa.audio.transcriptions.create(
+                    model="asr_offline", file=("clip.wav", wav.getvalue()), language=row["lang"]
+                ).text
+            )
             cfg = riva.client.StreamingRecognitionConfig(
-                config=riva.client.RecognitionConfig(encoding=riva.client.AudioEncoding.LINEAR_PCM,
-                                                     sample_rate_hertz=rate, language_code=row["lang"]),
-                interim_results=False)
+                config=riva.client.RecognitionConfig(
+                    encoding=riva.client.AudioEncoding.LINEAR_PCM,
+                    sample_rate_hertz=rate,
+                    language_code=row["lang"],
+                ),
+                interim_results=False,
+            )
             pcm = audio.tobytes()
             chunks = [pcm[k : k + int(0.16 * rate) * 2] for k in range(0, len(pcm), int(0.16 * rate) * 2)]
-            finals = [r.alternatives[0].transcript for resp in asr.streaming_response_generator(chunks, cfg)
-                      for r in resp.results if r.is_final]
+            finals = [
+                r.alternatives[0].transcript
+                for resp in asr.streaming_response_generator(chunks, cfg)
+                for r in resp.results
+                if r.is_final
+            ]
             d["streaming"].append(finals[-1] if finals else "")
             if i < 3:
-                say(f"  [{row['lang']}] ref: {row['text']}\n           gateway (Riva streaming): {d['streaming'][-1]}")
+                say(
+                    f"  [{row['lang']}] ref: {row['text']}\n           gateway (Riva streaming): {d['streaming'][-1]}"
+                )
         say(f"\n{len(test)} clips x 2 APIs through the gateway in {time.time() - t0:.1f} s")
         say(f"  {'language':10s} {'offline WER':>12s} {'streaming WER':>14s}")
         for lang, d in sorted(by_lang.items()):
             off, st = score(d["refs"], d["offline"]), score(d["refs"], d["streaming"])
-            result[lang] = {"offline_wer_norm": off.wer_norm, "streaming_wer_norm": st.wer_norm,
-                            "n_utts": len(d["refs"])}
+            result[lang] = {
+                "offline_wer_norm": off.wer_norm,
+                "streaming_wer_norm": st.wer_norm,
+                "n_utts": len(d["refs"]),
+            }
             say(f"  {lang:10s} {off.wer_norm:12.1%} {st.wer_norm:14.1%}")
     say("gateway and tritonserver stopped")
     return result

@@ -94,7 +94,9 @@ def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
     return PipelineFailed(step, reason)
 
 
-def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None, enable_caching: bool = True) -> Path:
+def run_local(
+    arguments: dict, pipeline_root: str | os.PathLike, runner=None, enable_caching: bool = True
+) -> Path:
     """Run the pipeline through kfp.local (SubprocessRunner unless `runner` is given, e.g. the DockerRunner of
     tests/containers); returns this run's artifact folder. A failed step raises PipelineFailed naming the step
     and its reason.
@@ -108,8 +110,12 @@ def run_local(arguments: dict, pipeline_root: str | os.PathLike, runner=None, en
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
-    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True, enable_caching=enable_caching)
+    local.init(
+        runner=runner or local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+        enable_caching=enable_caching,
+    )
     t0 = time.time()
     tail, stdout, print_ = _Tail(sys.stdout), sys.stdout, builtins.print
     sys.stdout = tail

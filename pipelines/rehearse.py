@@ -165,8 +165,15 @@ def corpus_slice(rep: Rehearsal) -> tuple[Path, str]:
     root = CACHE / "rehearsal"
     data = root / "data"
     t0 = time.monotonic()
-    synthesize_corpus(data, langs=SLICE["langs"], n_train=SLICE["n_train"], n_val=SLICE["n_val"],
-                      n_test=SLICE["n_test"], seed=SLICE["seed"], progress=False)
+    synthesize_corpus(
+        data,
+        langs=SLICE["langs"],
+        n_train=SLICE["n_train"],
+        n_val=SLICE["n_val"],
+        n_test=SLICE["n_test"],
+        seed=SLICE["seed"],
+        progress=False,
+    )
     dvc = [sys.executable, "-m", "dvc"]
     if not (root / ".dvc").is_dir():
         subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=root, check=True)
@@ -181,30 +188,59 @@ def nemotron_base(rep: Rehearsal, data: Path) -> str:
     """Built in a child process (the CLI a user runs), so its 3.6 GB are returned before training starts."""
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "components.finetune_asr", "nemotron-shape", "--text", str(data / "metadata.csv"),
-         "--out", str(CACHE / "nemotron_shape"), "--calibrate-audio", str(sorted(data.rglob("*.wav"))[0])],
-        cwd=REPO_ROOT, check=True, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "components.finetune_asr",
+            "nemotron-shape",
+            "--text",
+            str(data / "metadata.csv"),
+            "--out",
+            str(CACHE / "nemotron_shape"),
+            "--calibrate-audio",
+            str(sorted(data.rglob("*.wav"))[0]),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     path = json.loads(out.stdout.strip().splitlines()[-1])["model_path"]
     card = json.loads(Path(path).with_name("model.json").read_text())
     s = rep.step("Nemotron-shaped base (build or cache)")
     s.seconds, s.artifact_mb = time.monotonic() - t0, _du_mb(Path(path))
     s.note = f"{card['parameters']['total'] / 1e6:.0f} M params, {card['vocab_size']} pieces"
-    rep.facts["base"] = {"path": path, "parameters": card["parameters"], "vocab_size": card["vocab_size"],
-                         "att_context_sizes": card["att_context_sizes"],
-                         "prompt_keys": len(card["prompt_dictionary"])}
+    rep.facts["base"] = {
+        "path": path,
+        "parameters": card["parameters"],
+        "vocab_size": card["vocab_size"],
+        "att_context_sizes": card["att_context_sizes"],
+        "prompt_keys": len(card["prompt_dictionary"]),
+    }
     return path
 
 
 def pipeline(rep: Rehearsal, data: Path, md5: str, base: str, sampler: RssSampler) -> Path:
     policy = OUT / "rehearsal_gate.yaml"
     policy.write_text(REHEARSAL_POLICY)
-    params = load_params(overrides=[*OVERRIDES, f"corpus.out={data}", f"evaluate_wer.gate_policy={policy}",
-                                    f"export_triton.triton_repo={OUT / 'triton_repo'}"])
+    params = load_params(
+        overrides=[
+            *OVERRIDES,
+            f"corpus.out={data}",
+            f"evaluate_wer.gate_policy={policy}",
+            f"export_triton.triton_repo={OUT / 'triton_repo'}",
+        ]
+    )
     args = pipeline_arguments(params, base)  # data_rev empty: the slice in place, its DVC md5 computed
     args["work_root"] = str(OUT / "work")
-    print(json.dumps({k: v for k, v in args.items() if k not in ("gpu_tolerations", "gpu_node_selector")},
-                     indent=1, default=str), flush=True)
+    print(
+        json.dumps(
+            {k: v for k, v in args.items() if k not in ("gpu_tolerations", "gpu_node_selector")},
+            indent=1,
+            default=str,
+        ),
+        flush=True,
+    )
     t0 = time.monotonic()
     run_dir = run_local(args, OUT / "kfp", enable_caching=False)  # a rehearsal measures every step
     rep.facts["pipeline_seconds"] = round(time.monotonic() - t0, 1)
@@ -216,9 +252,27 @@ def pipeline(rep: Rehearsal, data: Path, md5: str, base: str, sampler: RssSample
     return run_dir
 
 
-LINEAGE = ("data_md5", "git_commit", "base_model_uri", "base_model_sha256", "checkpoint_sha256", "pipeline_run_id")
-PIPELINE_TASKS = ("materialize_data", "resolve_base", "validate_data", "build_manifest", "preflight_finetune", "finetune_asr",
-                  "evaluate_wer", "register_model", "release_gate", "promote_model", "export_triton")
+LINEAGE = (
+    "data_md5",
+    "git_commit",
+    "base_model_uri",
+    "base_model_sha256",
+    "checkpoint_sha256",
+    "pipeline_run_id",
+)
+PIPELINE_TASKS = (
+    "materialize_data",
+    "resolve_base",
+    "validate_data",
+    "build_manifest",
+    "preflight_finetune",
+    "finetune_asr",
+    "evaluate_wer",
+    "register_model",
+    "release_gate",
+    "promote_model",
+    "export_triton",
+)
 
 
 def check_lineage(rep: Rehearsal, run_dir: Path) -> None:
@@ -227,20 +281,38 @@ def check_lineage(rep: Rehearsal, run_dir: Path) -> None:
 
     version = Registry(get_client()).by_alias(MODEL_NAME, CHAMPION)
     tags = dict(version.tags) if version else {}
-    unknown = sorted({k for k, v in tags.items() if str(v).strip().lower() == "unknown"}
-                     | {k for k in LINEAGE if not str(tags.get(k, "")).strip()})
+    unknown = sorted(
+        {k for k, v in tags.items() if str(v).strip().lower() == "unknown"}
+        | {k for k in LINEAGE if not str(tags.get(k, "")).strip()}
+    )
     rep.checks["registered and promoted to champion"] = version is not None
     rep.checks["lineage holds no 'unknown' or empty tag"] = bool(tags) and not unknown
     if unknown:
         print(f"lineage tags without a value: {unknown}", flush=True)
-    ft = json.loads((run_dir / "finetune-asr" / "model" / "model.json").read_text()) if (
-        run_dir / "finetune-asr" / "model" / "model.json").is_file() else {}
+    ft = (
+        json.loads((run_dir / "finetune-asr" / "model" / "model.json").read_text())
+        if (run_dir / "finetune-asr" / "model" / "model.json").is_file()
+        else {}
+    )
     hp = ft.get("hyperparameters", {})
-    rep.facts["finetune"] = {k: hp.get(k) for k in ("lr", "peak_lr", "scheduler", "warmup_steps", "batch_duration",
-                                                    "precision", "prompt_mode", "replay_distill")}
+    rep.facts["finetune"] = {
+        k: hp.get(k)
+        for k in (
+            "lr",
+            "peak_lr",
+            "scheduler",
+            "warmup_steps",
+            "batch_duration",
+            "precision",
+            "prompt_mode",
+            "replay_distill",
+        )
+    }
     rep.facts["finetune"]["overrides"] = ft.get("overrides")
     rep.facts["registry_version"] = version.version if version else None
-    rep.facts["lineage"] = {k: tags.get(k) for k in ("data_md5", "git_commit", "base_model_uri", "checkpoint_sha256")}
+    rep.facts["lineage"] = {
+        k: tags.get(k) for k in ("data_md5", "git_commit", "base_model_uri", "checkpoint_sha256")
+    }
 
 
 def serve(rep: Rehearsal, run_dir: Path, sampler: RssSampler) -> None:
@@ -254,7 +326,9 @@ def serve(rep: Rehearsal, run_dir: Path, sampler: RssSampler) -> None:
     from serving.server import TritonServer
 
     att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune")["att_context_size"])
-    offline_att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune").get("offline_att_context_size"))
+    offline_att = parse_att_context_size(
+        task_outputs(run_dir, "preflight-finetune").get("offline_att_context_size")
+    )
     repo = OUT / "triton_repo"
     version = max(int(p.name) for p in (repo / "asr_offline").iterdir() if p.name.isdigit())
     rows = read_manifest(run_dir / "build-manifest" / "manifests" / "test.jsonl")
@@ -264,9 +338,13 @@ def serve(rep: Rehearsal, run_dir: Path, sampler: RssSampler) -> None:
     t0 = time.monotonic()
     with TritonServer(repo, models=["asr_offline", "asr_streaming"], startup_timeout_s=900) as server:
         load_s = time.monotonic() - t0
-        got_off = [transcribe_offline(server.grpc_url, a, lang) for a, lang in zip(audios, langs, strict=True)]
-        got_str = [transcribe_streaming(server.grpc_url, a, lang, chunk_s=0.32, sequence_id=500 + i)
-                   for i, (a, lang) in enumerate(zip(audios, langs, strict=True))]
+        got_off = [
+            transcribe_offline(server.grpc_url, a, lang) for a, lang in zip(audios, langs, strict=True)
+        ]
+        got_str = [
+            transcribe_streaming(server.grpc_url, a, lang, chunk_s=0.32, sequence_id=500 + i)
+            for i, (a, lang) in enumerate(zip(audios, langs, strict=True))
+        ]
         serve_s = time.monotonic() - t0 - load_s
     local = AsrModel.load(str(repo / "asr_offline" / str(version) / "model.nemo"))
     want_off = local.transcribe(audios, langs, att_context_size=offline_att or att)
@@ -274,7 +352,7 @@ def serve(rep: Rehearsal, run_dir: Path, sampler: RssSampler) -> None:
     for audio, lang in zip(audios, langs, strict=True):
         state, text, step = local.new_stream(lang, att), "", 5120
         for i in range(0, len(audio), step):
-            text = local.stream_step(state, audio[i:i + step], last=i + step >= len(audio))
+            text = local.stream_step(state, audio[i : i + step], last=i + step >= len(audio))
         want_str.append(text)
     sampler.phase = ""
     s = rep.step("serve: tritonserver + in-process reference")
@@ -284,20 +362,37 @@ def serve(rep: Rehearsal, run_dir: Path, sampler: RssSampler) -> None:
     rep.checks["served text is not empty"] = any(got_off) and any(got_str)
     rep.checks["served offline text == in-process"] = got_off == want_off
     rep.checks["served streaming text == in-process"] = got_str == want_str
-    rep.facts["serving"] = {"att_context_size": att, "offline_att_context_size": offline_att,
-                            "clips": len(rows), "examples": [{"lang": lang, "offline": o, "streaming": st}
-                                                             for lang, o, st in zip(langs, got_off, got_str,
-                                                                                    strict=True)][:3]}
+    rep.facts["serving"] = {
+        "att_context_size": att,
+        "offline_att_context_size": offline_att,
+        "clips": len(rows),
+        "examples": [
+            {"lang": lang, "offline": o, "streaming": st}
+            for lang, o, st in zip(langs, got_off, got_str, strict=True)
+        ][:3],
+    }
     if got_off != want_off or got_str != want_str:
-        print(json.dumps({"served_offline": got_off, "in_process_offline": want_off,
-                          "served_streaming": got_str, "in_process_streaming": want_str}, ensure_ascii=False,
-                         indent=1), flush=True)
+        print(
+            json.dumps(
+                {
+                    "served_offline": got_off,
+                    "in_process_offline": want_off,
+                    "served_streaming": got_str,
+                    "in_process_streaming": want_str,
+                },
+                ensure_ascii=False,
+                indent=1,
+            ),
+            flush=True,
+        )
 
 
 def table(rep: Rehearsal) -> str:
     lines = ["| step | wall time | peak RSS | artifacts | note |", "|---|---:|---:|---:|---|"]
     for s in rep.steps:
-        lines.append(f"| {s.name} | {s.seconds:.0f} s | {s.peak_rss_gb:.1f} GB | {s.artifact_mb:,.0f} MB | {s.note} |")
+        lines.append(
+            f"| {s.name} | {s.seconds:.0f} s | {s.peak_rss_gb:.1f} GB | {s.artifact_mb:,.0f} MB | {s.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -327,12 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     peak = max([s.peak_rss_gb for s in rep.steps] + [0.0])
     rep.checks[f"wall time <= {BUDGET_S // 60} min"] = rep.seconds <= BUDGET_S
     rep.checks[f"peak RSS <= {BUDGET_RSS_GB:.0f} GB (the whole process tree)"] = (
-        sampler.total_peak / 1e9 <= BUDGET_RSS_GB)
+        sampler.total_peak / 1e9 <= BUDGET_RSS_GB
+    )
     rep.facts["peak_rss_gb_whole_tree"] = round(sampler.total_peak / 1e9, 2)
     md = table(rep)
     print("\n" + md)
-    print(f"\ntotal {rep.seconds / 60:.1f} min; peak RSS of one step {peak:.1f} GB "
-          f"(whole process tree {sampler.total_peak / 1e9:.1f} GB)")
+    print(
+        f"\ntotal {rep.seconds / 60:.1f} min; peak RSS of one step {peak:.1f} GB "
+        f"(whole process tree {sampler.total_peak / 1e9:.1f} GB)"
+    )
     for name, ok in rep.checks.items():
         print(f"  [{'pass' if ok else 'FAIL'}] {name}")
     (OUT / "rehearsal.json").write_text(json.dumps(asdict(rep), indent=2, ensure_ascii=False, default=str))

@@ -45,16 +45,22 @@ class Comparison:
 
     def lines(self, tolerance: float) -> list[str]:
         out = [f"{'language/mode':24s} {'recorded':>9s} {'re-run':>9s}"]
-        out += [f"{k:24s} {a:9.4f} {b:9.4f}" + ("" if abs(a - b) <= tolerance else "  DIFFERS")
-                for k, (a, b) in sorted(self.wer.items())]
-        out.append(f"weights sha256 {'identical' if self.weights_equal else 'DIFFER'}; .nemo file sha256 "
-                   f"{'identical' if self.checkpoint_equal else 'differs (archive file times, run paths)'}")
+        out += [
+            f"{k:24s} {a:9.4f} {b:9.4f}" + ("" if abs(a - b) <= tolerance else "  DIFFERS")
+            for k, (a, b) in sorted(self.wer.items())
+        ]
+        out.append(
+            f"weights sha256 {'identical' if self.weights_equal else 'DIFFER'}; .nemo file sha256 "
+            f"{'identical' if self.checkpoint_equal else 'differs (archive file times, run paths)'}"
+        )
         if self.differences:
             out.append(f"first input that differs: {self.differences[0]}")
             out += [f"  also: {d}" for d in self.differences[1:]]
         elif not self.reproduced:
-            out.append("no recorded input differs: the difference comes from nondeterministic kernels "
-                       "(docs/REPRODUCE.md)")
+            out.append(
+                "no recorded input differs: the difference comes from nondeterministic kernels "
+                "(docs/REPRODUCE.md)"
+            )
         out.append("REPRODUCED" if self.reproduced else "NOT REPRODUCED")
         return out
 
@@ -88,8 +94,10 @@ def read_lineage(reg, model: str, version: str) -> tuple:
     info = reg.get(model, version)
     raw = reg._artifact_bytes(info, "lineage.json")
     if raw is None:
-        raise ReproduceRefused(f"{model} v{version}: no lineage.json (registered before lineage was recorded); "
-                               "cannot re-run it faithfully")
+        raise ReproduceRefused(
+            f"{model} v{version}: no lineage.json (registered before lineage was recorded); "
+            "cannot re-run it faithfully"
+        )
     ev = reg._artifact_bytes(info, gr.EVALUATION_ARTIFACT)
     return info, json.loads(raw), json.loads(ev) if ev else {}
 
@@ -99,14 +107,19 @@ def check_checkout(recorded: str, current: str) -> None:
     from components.common.version import is_dirty
 
     if is_dirty(recorded):
-        raise ReproduceRefused(f"the version was trained from an uncommitted checkout ({recorded}): its code "
-                               "cannot be checked out again")
+        raise ReproduceRefused(
+            f"the version was trained from an uncommitted checkout ({recorded}): its code "
+            "cannot be checked out again"
+        )
     if is_dirty(current):
-        raise ReproduceRefused(f"this checkout is dirty ({current}): commit or stash first, then "
-                               f"`git checkout {recorded}`")
+        raise ReproduceRefused(
+            f"this checkout is dirty ({current}): commit or stash first, then `git checkout {recorded}`"
+        )
     if current != recorded:
-        raise ReproduceRefused(f"this checkout is at {current}, the version was trained at {recorded}: "
-                               f"`git checkout {recorded}` first")
+        raise ReproduceRefused(
+            f"this checkout is at {current}, the version was trained at {recorded}: "
+            f"`git checkout {recorded}` first"
+        )
 
 
 def arguments_from_lineage(doc: dict, model: str, scratch: Path, base_model_uri: str | None = None) -> dict:
@@ -136,12 +149,17 @@ def arguments_from_lineage(doc: dict, model: str, scratch: Path, base_model_uri:
 
 def _wer(evaluation: dict) -> dict[str, float]:
     cand = (evaluation.get("metrics") or {}).get("candidate") or {}
-    return {f"{mode}/{lang}": float(m["wer_norm"]) for mode, langs in cand.items() for lang, m in (langs or {}).items()
-            if isinstance(m, dict) and isinstance(m.get("wer_norm"), (int, float))}
+    return {
+        f"{mode}/{lang}": float(m["wer_norm"])
+        for mode, langs in cand.items()
+        for lang, m in (langs or {}).items()
+        if isinstance(m, dict) and isinstance(m.get("wer_norm"), (int, float))
+    }
 
 
-def compare(doc: dict, recorded_eval: dict, recorded_nemo: Path, run_dir: Path, args: dict,
-            tolerance: float) -> Comparison:
+def compare(
+    doc: dict, recorded_eval: dict, recorded_nemo: Path, run_dir: Path, args: dict, tolerance: float
+) -> Comparison:
     from components.common.version import environment
     from pipelines.local import task_outputs
 
@@ -150,8 +168,11 @@ def compare(doc: dict, recorded_eval: dict, recorded_nemo: Path, run_dir: Path, 
     new_eval = json.loads((run_dir / "evaluate-wer" / "evaluation" / "evaluation.json").read_text())
     new_card = json.loads((model_dir / "model.json").read_text())
     diffs = []
-    for key, new in (("git_commit", base.get("code_version")), ("data_md5", data.get("data_md5")),
-                     ("base_model_sha256", base.get("sha256"))):
+    for key, new in (
+        ("git_commit", base.get("code_version")),
+        ("data_md5", data.get("data_md5")),
+        ("base_model_sha256", base.get("sha256")),
+    ):
         if str(doc.get(key, "")) != str(new):
             diffs.append(f"{key}: recorded {doc.get(key)!r}, re-run {new!r}")
     from components.common.settings import SettingsError, coerce
@@ -169,21 +190,32 @@ def compare(doc: dict, recorded_eval: dict, recorded_nemo: Path, run_dir: Path, 
         if not same:
             diffs.append(f"parameter {k.name}: recorded {recorded[k.name]!r}, re-run {args[k.name]!r}")
     env_now, env_then = environment(), doc.get("environment") or {}
-    diffs += [f"environment {k}: recorded {env_then[k]!r}, here {env_now.get(k)!r}"
-              for k in sorted(env_then) if str(env_then[k]) != str(env_now.get(k))]
+    diffs += [
+        f"environment {k}: recorded {env_then[k]!r}, here {env_now.get(k)!r}"
+        for k in sorted(env_then)
+        if str(env_then[k]) != str(env_now.get(k))
+    ]
     a, b = _wer(recorded_eval), _wer(new_eval)
     wer = {k: (a[k], b.get(k, float("nan"))) for k in a}
     wer_ok = bool(a) and set(a) == set(b) and all(abs(x - y) <= tolerance for x, y in wer.values())
     weights_equal = weights_sha256(recorded_nemo) == weights_sha256(model_dir / "model.nemo")
     checkpoint_equal = doc.get("checkpoint_sha256") == new_card.get("sha256")
     on_cpu = str(env_then.get("cuda", "none")) == "none"
-    return Comparison(wer_ok and (weights_equal or not on_cpu), wer, weights_equal, checkpoint_equal, diffs,
-                      str(run_dir))
+    return Comparison(
+        wer_ok and (weights_equal or not on_cpu), wer, weights_equal, checkpoint_equal, diffs, str(run_dir)
+    )
 
 
-def reproduce(model: str, version: str, *, tracking_uri: str | None = None, wer_tolerance: float | None = None,
-              base_model_uri: str | None = None, allow_dirty: bool = False,
-              pipeline_root: str | Path | None = None) -> Comparison:
+def reproduce(
+    model: str,
+    version: str,
+    *,
+    tracking_uri: str | None = None,
+    wer_tolerance: float | None = None,
+    base_model_uri: str | None = None,
+    allow_dirty: bool = False,
+    pipeline_root: str | Path | None = None,
+) -> Comparison:
     from components.common.version import code_version
     from pipelines.local import REPO_ROOT, run_local
     from registry.mlflow_adapter import Registry, get_client
@@ -197,9 +229,12 @@ def reproduce(model: str, version: str, *, tracking_uri: str | None = None, wer_
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=root, prefix=f"{model}-v{version}-"))
     args = arguments_from_lineage(doc, model, scratch, base_model_uri)
-    print(f"[reproduce] {model} v{version}: data {doc.get('data_md5')} @ {args['data_rev'] or 'in place'}, "
-          f"base {args['base_model_uri']} ({doc.get('base_model_sha256', '')[:12]}), code {doc.get('git_commit')}",
-          file=sys.stderr, flush=True)
+    print(
+        f"[reproduce] {model} v{version}: data {doc.get('data_md5')} @ {args['data_rev'] or 'in place'}, "
+        f"base {args['base_model_uri']} ({doc.get('base_model_sha256', '')[:12]}), code {doc.get('git_commit')}",
+        file=sys.stderr,
+        flush=True,
+    )
     run_dir = run_local(args, scratch / "kfp", enable_caching=False)
     nemo = reg.download(info, scratch / "recorded")
     result = compare(doc, recorded_eval, nemo, run_dir, args, tolerance)
@@ -209,13 +244,24 @@ def reproduce(model: str, version: str, *, tracking_uri: str | None = None, wer_
     return result
 
 
-def main(model: str, version: str, *, wer_tolerance: float | None = None, base_model_uri: str | None = None,
-         allow_dirty: bool = False) -> int:
+def main(
+    model: str,
+    version: str,
+    *,
+    wer_tolerance: float | None = None,
+    base_model_uri: str | None = None,
+    allow_dirty: bool = False,
+) -> int:
     from pipelines.local import PipelineFailed
 
     try:
-        result = reproduce(model, version, wer_tolerance=wer_tolerance, base_model_uri=base_model_uri,
-                           allow_dirty=allow_dirty)
+        result = reproduce(
+            model,
+            version,
+            wer_tolerance=wer_tolerance,
+            base_model_uri=base_model_uri,
+            allow_dirty=allow_dirty,
+        )
     except ReproduceRefused as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,11 +25,16 @@ class RunSettings:
     first steps, never settings: nobody types them)."""
 
     data_rev: str = knob(
-        "", "Dataset version: a git revision of data_repo's data.dvc, or a DVC md5; empty = data_root as it is "
-            "(its DVC md5 is computed and recorded)",
+        "",
+        "Dataset version: a git revision of data_repo's data.dvc, or a DVC md5; empty = data_root as it is "
+        "(its DVC md5 is computed and recorded)",
     )
-    data_repo: str = knob("", "Git repository (URL or path) holding data.dvc and the DVC remote; needed with data_rev")
-    data_root: str = knob("/mnt/data/asr", "Raw dataset folder (metadata.csv + audio) read when data_rev is empty")
+    data_repo: str = knob(
+        "", "Git repository (URL or path) holding data.dvc and the DVC remote; needed with data_rev"
+    )
+    data_root: str = knob(
+        "/mnt/data/asr", "Raw dataset folder (metadata.csv + audio) read when data_rev is empty"
+    )
     data_cache: str = knob(
         "/mnt/data/versions", "Where dataset versions are materialised (<data_cache>/<md5>/, on the data PVC)"
     )
@@ -37,7 +42,9 @@ class RunSettings:
         "models:/nemotron-asr-finetuned-base@base",
         "Model to start from: models:/<name>@<alias> in MLflow, or a .nemo path on the PVC",
     )
-    base_model_sha256: str = knob("", "Required sha256 of the base checkpoint; empty = whatever base_model_uri resolves to")
+    base_model_sha256: str = knob(
+        "", "Required sha256 of the base checkpoint; empty = whatever base_model_uri resolves to"
+    )
     mlflow_tracking_uri: str = knob("", "MLflow server, e.g. http://mlflow.asr-prod.svc.cluster.local:5000")
 
 
@@ -47,11 +54,18 @@ class ValidateSettings:
 
     min_duration: float = knob(0.3, "Shortest clip accepted by validation (s)")
     max_duration: float = knob(30.0, "Longest clip accepted by validation (s)")
-    min_chars_per_second: float = knob(1.0, "Fewer transcript characters per second flags a misaligned transcript")
-    max_chars_per_second: float = knob(40.0, "More transcript characters per second flags a misaligned transcript")
-    max_failed_fraction: float = knob(0.0, "Share of rows allowed to fail row-level checks before the run stops")
+    min_chars_per_second: float = knob(
+        1.0, "Fewer transcript characters per second flags a misaligned transcript"
+    )
+    max_chars_per_second: float = knob(
+        40.0, "More transcript characters per second flags a misaligned transcript"
+    )
+    max_failed_fraction: float = knob(
+        0.0, "Share of rows allowed to fail row-level checks before the run stops"
+    )
     duplicate_audio: str = knob(
-        "reject", "Identical audio in several rows: reject (a hard error) | keep_first (the later copies dropped)",
+        "reject",
+        "Identical audio in several rows: reject (a hard error) | keep_first (the later copies dropped)",
         choices=("reject", "keep_first"),
     )
 
@@ -62,7 +76,9 @@ class ManifestSettings:
 
     val_ratio: float = knob(0.1, "Validation share of speakers when metadata declares no split")
     test_ratio: float = knob(0.1, "Test share of speakers when metadata declares no split")
-    tar_shards: int = knob(0, "Write NeMo tarred audio shards (this many per split); 0 = by size (shard_above_hours)")
+    tar_shards: int = knob(
+        0, "Write NeMo tarred audio shards (this many per split); 0 = by size (shard_above_hours)"
+    )
     # --- issue 16 (datascale): audio on the data volume, sharded training, fan-out
     shard_above_hours: float = knob(
         1000.0,
@@ -74,13 +90,18 @@ class ManifestSettings:
         "Folder on the data PVC for converted audio and shards (only manifests travel as artifacts); "
         "empty = audio inside the manifests artifact",
     )
-    build_pods: int = knob(1, "Pods the audio conversion fans out over (dsl.ParallelFor), then one merge step")
+    build_pods: int = knob(
+        1, "Pods the audio conversion fans out over (dsl.ParallelFor), then one merge step"
+    )
 
     def __post_init__(self) -> None:
         if self.build_pods < 1:
             raise SettingsError(f"build_manifest.build_pods must be >= 1, got {self.build_pods}")
         if self.shard_above_hours < 0:
-            raise SettingsError(f"build_manifest.shard_above_hours must be >= 0, got {self.shard_above_hours}")
+            raise SettingsError(
+                f"build_manifest.shard_above_hours must be >= 0, got {self.shard_above_hours}"
+            )
+
     # --- end issue 16 (datascale)
 
 
@@ -89,7 +110,8 @@ class EvaluateSettings:
     """evaluate_wer and the gate."""
 
     att_context_size: str | None = knob(
-        None, "Deployed streaming latency [left,right], evaluated and served; empty = the recipe's ([56,3] on Nemotron)"
+        None,
+        "Deployed streaming latency [left,right], evaluated and served; empty = the recipe's ([56,3] on Nemotron)",
     )
     gate_policy: str = knob("", "Gate policy YAML path; empty = the shipped default_gate.yaml")
     gate_floor_override_reason: str = knob(
@@ -104,24 +126,33 @@ class EvaluateSettings:
 class RegisterSettings:
     """register_model / promote."""
 
-    model_name: str = knob("nemotron-asr-finetuned", "Registered model name in MLflow (Triton serves its champion)")
+    model_name: str = knob(
+        "nemotron-asr-finetuned", "Registered model name in MLflow (Triton serves its champion)"
+    )
 
 
 @dataclass
 class ExportSettings:
     """export_triton."""
 
-    triton_repo: str = knob("/mnt/models/triton_repo", "Triton model repository folder written by the export step")
+    triton_repo: str = knob(
+        "/mnt/models/triton_repo", "Triton model repository folder written by the export step"
+    )
 
 
 @dataclass
 class ClusterSettings:
     """Where the steps run on Kubernetes (kfp.local ignores these)."""
 
-    data_pvc: str = knob("asr-data", "PersistentVolumeClaim mounted at /mnt (data, checkpoints, Triton repository)")
-    work_root: str = knob("/mnt/work", "Fine-tune checkpoints folder (on the PVC): a retried or re-run fine-tune resumes")
+    data_pvc: str = knob(
+        "asr-data", "PersistentVolumeClaim mounted at /mnt (data, checkpoints, Triton repository)"
+    )
+    work_root: str = knob(
+        "/mnt/work", "Fine-tune checkpoints folder (on the PVC): a retried or re-run fine-tune resumes"
+    )
     credentials_secret: str = knob(
-        "asr-pipeline-credentials", "Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/MLFLOW_TRACKING_* keys"
+        "asr-pipeline-credentials",
+        "Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/MLFLOW_TRACKING_* keys",
     )
     gpus: int = knob(1, "GPUs per training pod (Lightning devices = this)")
     gpu_resource: str = knob("nvidia.com/gpu", "Extended resource name of the GPU")
@@ -175,8 +206,12 @@ def pipeline_from_records(name: str, description: str):
     from kfp import dsl
 
     params = [
-        inspect.Parameter(k.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=kfp_value(k, k.default),
-                          annotation=_kfp_type(k))
+        inspect.Parameter(
+            k.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=kfp_value(k, k.default),
+            annotation=_kfp_type(k),
+        )
         for _, k in all_knobs()
     ]
     signature = inspect.Signature(params)
@@ -187,10 +222,12 @@ def pipeline_from_records(name: str, description: str):
         def dag(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            S = SimpleNamespace(**{
-                section: SimpleNamespace(**{k.name: bound.arguments[k.name] for k in knobs(cls)})
-                for section, cls in PIPELINE_RECORDS.items()
-            })
+            S = SimpleNamespace(
+                **{
+                    section: SimpleNamespace(**{k.name: bound.arguments[k.name] for k in knobs(cls)})
+                    for section, cls in PIPELINE_RECORDS.items()
+                }
+            )
             return body(S)
 
         dag.__signature__ = signature
@@ -214,7 +251,9 @@ def pipeline_arguments_from_params(params: dict, local: dict) -> dict:
         by_name = {k.name: k for k in knobs(cls)}
         unknown = sorted(set(given) - set(by_name))
         if unknown:
-            raise SettingsError(f"params.yaml [{section}]: unknown setting(s) {unknown}; known: {sorted(by_name)}")
+            raise SettingsError(
+                f"params.yaml [{section}]: unknown setting(s) {unknown}; known: {sorted(by_name)}"
+            )
         for k in knobs(cls):
             value = local.get(k.name, given.get(k.name, k.default))
             out[k.name] = kfp_value(k, coerce(k, value, f"{section}."))

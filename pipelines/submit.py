@@ -85,7 +85,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         elif isinstance(default, bool) != isinstance(value, bool) or (
             isinstance(default, (int, float)) and not isinstance(value, (int, float))
         ):
-            raise ValueError(f"--set {name}={raw}: expected a {type(default).__name__} like the default {default!r}")
+            raise ValueError(
+                f"--set {name}={raw}: expected a {type(default).__name__} like the default {default!r}"
+            )
         elif isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
             raise ValueError(f"--set {name}={raw}: expected an integer")
         elif isinstance(default, (dict, list)) and not isinstance(value, type(default)):
@@ -99,8 +101,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def version_name() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         sha = "nogit"
     return f"{sha}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
@@ -146,8 +149,11 @@ def submit(
         vname = version_name()
         pipeline_id = client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:
-            pipeline = client.upload_pipeline(path, pipeline_name=pipeline_name,
-                                              description="Fine-tune Nemotron 3.5 ASR and ship it through a gate")
+            pipeline = client.upload_pipeline(
+                path,
+                pipeline_name=pipeline_name,
+                description="Fine-tune Nemotron 3.5 ASR and ship it through a gate",
+            )
             pipeline_id = pipeline.pipeline_id
         version = client.upload_pipeline_version(path, pipeline_version_name=vname, pipeline_id=pipeline_id)
         version_id = version.pipeline_version_id

@@ -23,7 +23,9 @@ from registry.mlflow_adapter import Registry, get_client
 DEFAULT_MODEL = "nemotron-asr-finetuned"
 
 
-def rollback_and_export(reg: Registry, name: str, reason: str, triton_repo=None, keep_versions: int = 3, **kw):
+def rollback_and_export(
+    reg: Registry, name: str, reason: str, triton_repo=None, keep_versions: int = 3, **kw
+):
     """`registry.rollback.rollback`, then serving follows: the restored checkpoint is exported into
     `triton_repo` (None: registry only) as its newest version. The CLI is an entry point and wires the export
     step in (the `registry` package itself imports no step; pyproject's import-linter contract)."""
@@ -34,15 +36,18 @@ def rollback_and_export(reg: Registry, name: str, reason: str, triton_repo=None,
 
     if triton_repo is None:
         return rollback(reg, name, reason, **kw)
-    Path(triton_repo).mkdir(parents=True, exist_ok=True)  # download beside it: the export hardlinks, not copies
+    Path(triton_repo).mkdir(
+        parents=True, exist_ok=True
+    )  # download beside it: the export hardlinks, not copies
     with tempfile.TemporaryDirectory(dir=triton_repo, prefix=".rollback-") as tmp:
         r = rollback(reg, name, reason, download_dir=tmp, **kw)
         from components.export_triton.core import export_model
 
         x = r.restore
         try:
-            e = export_model(x.nemo, triton_repo, x.sha256, x.model_info, x.att_context_size,
-                             keep_versions=keep_versions)
+            e = export_model(
+                x.nemo, triton_repo, x.sha256, x.model_info, x.att_context_size, keep_versions=keep_versions
+            )
         except Exception as err:
             raise RuntimeError(export_failed_message(r, triton_repo, err)) from err
         return record_export(reg, r, e.version, e.paths)

@@ -62,8 +62,9 @@ class GateRecord:
         return json.dumps(asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_record(evaluation_text: str, checkpoint_sha256: str, pipeline_run_id: str = "",
-                 created_at: str = "") -> GateRecord:
+def build_record(
+    evaluation_text: str, checkpoint_sha256: str, pipeline_run_id: str = "", created_at: str = ""
+) -> GateRecord:
     """The record for `evaluation_text` (the exact evaluation.json that is logged beside the checkpoint).
 
     Refuses, by field, an evaluation that cannot bind a verdict to this checkpoint: no or another
@@ -71,9 +72,13 @@ def build_record(evaluation_text: str, checkpoint_sha256: str, pipeline_run_id: 
     evaluation = EvaluationSummary.from_json(evaluation_text)  # SummaryError (a ValueError) names the field
     cand = evaluation.candidate_sha256
     if not cand:
-        raise ValueError("evaluation.json: no candidate_sha256, so its verdict cannot be bound to a checkpoint")
+        raise ValueError(
+            "evaluation.json: no candidate_sha256, so its verdict cannot be bound to a checkpoint"
+        )
     if cand != checkpoint_sha256:
-        raise ValueError(f"evaluation.json: candidate_sha256 {cand} is not this checkpoint ({checkpoint_sha256})")
+        raise ValueError(
+            f"evaluation.json: candidate_sha256 {cand} is not this checkpoint ({checkpoint_sha256})"
+        )
     decision = evaluation.decision
     if decision is None:
         raise ValueError("evaluation.json: no decision object")
@@ -97,8 +102,13 @@ def build_record(evaluation_text: str, checkpoint_sha256: str, pipeline_run_id: 
     )
 
 
-def check_record(where: str, record_bytes: bytes | None, record_tag: str | None, checkpoint_sha256: str,
-                 evaluation_bytes: bytes | None) -> GateRecord:
+def check_record(
+    where: str,
+    record_bytes: bytes | None,
+    record_tag: str | None,
+    checkpoint_sha256: str,
+    evaluation_bytes: bytes | None,
+) -> GateRecord:
     """Verify a downloaded gate record against the version's tags and its logged evaluation.json.
 
     Returns the record (whose `passed` the caller then requires); raises GateRecordError naming the first
@@ -124,10 +134,14 @@ def check_record(where: str, record_bytes: bytes | None, record_tag: str | None,
     if evaluation_bytes is None:
         raise GateRecordError(f"{where}: {EVALUATION_ARTIFACT} missing")
     if sha256_bytes(evaluation_bytes) != record.evaluation_sha256:
-        raise GateRecordError(f"{where}: {EVALUATION_ARTIFACT} does not match the gate record's evaluation_sha256")
+        raise GateRecordError(
+            f"{where}: {EVALUATION_ARTIFACT} does not match the gate record's evaluation_sha256"
+        )
     try:
         evaluation = EvaluationSummary.from_json(evaluation_bytes)
-        ev_passed = strict_bool(evaluation.decision.passed if evaluation.decision else None, "decision.passed")
+        ev_passed = strict_bool(
+            evaluation.decision.passed if evaluation.decision else None, "decision.passed"
+        )
     except ValueError as e:
         raise GateRecordError(f"{where}: {EVALUATION_ARTIFACT} unreadable ({e})") from None
     if evaluation.candidate_sha256 != checkpoint_sha256:
@@ -152,8 +166,9 @@ class OverrideRecord:
         return json.dumps(asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def check_override(where: str, override_bytes: bytes | None, override_tag: str | None,
-                   checkpoint_sha256: str) -> OverrideRecord:
+def check_override(
+    where: str, override_bytes: bytes | None, override_tag: str | None, checkpoint_sha256: str
+) -> OverrideRecord:
     if not override_tag:
         raise GateRecordError(f"{where}: no override record ({OVERRIDE_TAG} tag missing)")
     if override_bytes is None or sha256_bytes(override_bytes) != override_tag:

@@ -154,8 +154,11 @@ class Registry:
         except Exception as e:  # already exists (any store)
             if not mlflow_errors.already_exists(e):
                 raise
-        all_tags = {"checkpoint_sha256": sha, "model_run_id": model_run,
-                    **{k: str(v) for k, v in (tags or {}).items()}}
+        all_tags = {
+            "checkpoint_sha256": sha,
+            "model_run_id": model_run,
+            **{k: str(v) for k, v in (tags or {}).items()},
+        }
         if registration_key:
             all_tags["registration_key"] = registration_key
         mv = self.client.create_model_version(

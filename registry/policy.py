@@ -26,4 +26,3 @@ def decide_promotion(gate_passed: bool | None, force: bool = False, reason: str 
         return PromotionDecision(True, f"forced: {reason.strip()}", forced=True)
     why = "no gate decision recorded" if gate_passed is None else "gate failed"
     return PromotionDecision(False, f"{why}; refusing to promote (use --force --reason to override)")
-

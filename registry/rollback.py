@@ -99,8 +99,19 @@ def rollback(
     return result
 
 
-def _move_and_tag(reg: Registry, name: str, lock, entries, target: str, current: str | None, reason: str,
-                  who: str, run_id: str, evidence: str, stamp: str) -> None:
+def _move_and_tag(
+    reg: Registry,
+    name: str,
+    lock,
+    entries,
+    target: str,
+    current: str | None,
+    reason: str,
+    who: str,
+    run_id: str,
+    evidence: str,
+    stamp: str,
+) -> None:
     """Move `champion` to `target` (a history entry), then audit-tag the restored and the demoted version."""
     restored = {
         "rollback.restored_at": stamp,
@@ -134,8 +145,17 @@ def _move_and_tag(reg: Registry, name: str, lock, entries, target: str, current:
         reg.client.set_model_version_tag(name, current, k, v)
 
 
-def _restore(info, nemo, name: str, target: str, current: str | None, reason: str, who: str, stamp: str,
-             att_context_size: str | None) -> Restore:
+def _restore(
+    info,
+    nemo,
+    name: str,
+    target: str,
+    current: str | None,
+    reason: str,
+    who: str,
+    stamp: str,
+    att_context_size: str | None,
+) -> Restore:
     """What the caller exports: the verified checkpoint, at the lookahead the version was evaluated at."""
     att = (
         att_context_size
@@ -152,10 +172,14 @@ def _restore(info, nemo, name: str, target: str, current: str | None, reason: st
     return Restore(Path(nemo), info.tags["checkpoint_sha256"], model_info, att)
 
 
-def record_export(reg: Registry, r: RollbackResult, triton_version: int, paths: dict[str, str]) -> RollbackResult:
+def record_export(
+    reg: Registry, r: RollbackResult, triton_version: int, paths: dict[str, str]
+) -> RollbackResult:
     """After the caller exported `r.restore`: note the Triton version on the result and the restored version."""
     r.triton_version, r.triton_paths = triton_version, dict(paths)
-    reg.client.set_model_version_tag(r.model_name, r.to_version, "rollback.triton_version", str(triton_version))
+    reg.client.set_model_version_tag(
+        r.model_name, r.to_version, "rollback.triton_version", str(triton_version)
+    )
     return r
 
 

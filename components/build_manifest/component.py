@@ -5,7 +5,6 @@ train/val/test.jsonl (absolute audio paths), summary.json and build.json; withou
 the artifact is the whole build folder, audio/ included (components/build_manifest/fanout.py).
 """
 
-
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components.common.kfp_base import component

@@ -68,7 +68,9 @@ def convert_shard(
     from components.build_manifest.core import Params, _collect, _convert
 
     if not (isinstance(n_shards, int) and n_shards >= 1 and 0 <= shard < n_shards):
-        raise ValueError(f"shard must be in [0, n_shards) with n_shards >= 1, got shard {shard} of {n_shards}")
+        raise ValueError(
+            f"shard must be in [0, n_shards) with n_shards >= 1, got shard {shard} of {n_shards}"
+        )
     build = Path(build_dir)
     (build / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
     (build / PARTS_DIR).mkdir(exist_ok=True)
@@ -85,7 +87,9 @@ def convert_shard(
     failed: list[dict] = []
     index, _, n_converted, n_reused = _collect(conv, cache, failed)
     part = {"started_ns": conv.started_ns, "entries": index}
-    atomic_write_text(build / PARTS_DIR / f"part_{shard}_of_{n_shards}.json", json.dumps(part, ensure_ascii=False))
+    atomic_write_text(
+        build / PARTS_DIR / f"part_{shard}_of_{n_shards}.json", json.dumps(part, ensure_ascii=False)
+    )
     return {"shard": shard, "n_shards": n_shards, "rows": len(mine), "converted": n_converted,
             "reused": n_reused, "failed": len(failed)}  # fmt: skip
 

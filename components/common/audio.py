@@ -44,7 +44,6 @@ _ESTIMATED_LENGTH_FORMATS = {"MP3": 0.05}
 _UNKNOWN_LENGTH = 1 << 62  # libsndfile reports SF_COUNT_MAX for streams of unknown length
 
 
-
 # Headerless PCM encodings a metadata file may declare (`raw_format`), as libsndfile (subtype, endian).
 RAW_ENCODINGS: dict[str, tuple[str, str, int]] = {
     "s8": ("PCM_S8", "FILE", 1),

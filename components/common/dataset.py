@@ -71,7 +71,9 @@ def find_metadata(data_root: str | os.PathLike) -> Path:
 
         fmt = detect(root)
         hint = f"; it holds {fmt} data: run `python -m components.import_data {root}`" if fmt else ""
-        raise DatasetError(f"{root}: no metadata.csv or metadata.jsonl (columns: audio,text,lang,speaker){hint}")
+        raise DatasetError(
+            f"{root}: no metadata.csv or metadata.jsonl (columns: audio,text,lang,speaker){hint}"
+        )
     if len(found) > 1:
         raise DatasetError(f"{root}: both metadata.csv and metadata.jsonl exist; keep exactly one")
     return found[0]

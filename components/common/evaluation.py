@@ -43,8 +43,11 @@ def _build(cls, d: Any, where: str):
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise SummaryError(f"evaluation.json: unknown field(s) {unknown} in {where}")
-    missing = [n for n, f in fields.items() if n not in d and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise SummaryError(f"evaluation.json: {where} lacks {missing}")
     return cls(**d)
@@ -156,7 +159,9 @@ class EvaluationSummary:
             s.champion_delta_ci = _cis(s.champion_delta_ci, "champion_delta_ci")
         if not isinstance(s.latency_curve, list):
             raise SummaryError("evaluation.json: latency_curve must be a list")
-        s.latency_curve = [_build(LatencyPoint, p, f"latency_curve[{i}]") for i, p in enumerate(s.latency_curve)]
+        s.latency_curve = [
+            _build(LatencyPoint, p, f"latency_curve[{i}]") for i, p in enumerate(s.latency_curve)
+        ]
         if s.decision is not None:
             s.decision = Decision.from_dict(s.decision)
         if s.policy is not None and not isinstance(s.policy, dict):
@@ -211,6 +216,14 @@ def _cis(value: Any, where: str) -> dict[str, DeltaCI]:
     return {lg: _build(DeltaCI, ci, f"{where}[{lg}]") for lg, ci in value.items()}
 
 
-__all__ = ["Decision", "DeltaCI", "EvaluationSummary", "LatencyPoint", "PolicyFloor", "RuleResult", "ScoreTable",
-           "SummaryError",
-           "strict_bool"]
+__all__ = [
+    "Decision",
+    "DeltaCI",
+    "EvaluationSummary",
+    "LatencyPoint",
+    "PolicyFloor",
+    "RuleResult",
+    "ScoreTable",
+    "SummaryError",
+    "strict_bool",
+]

@@ -54,7 +54,9 @@ def knobs(cls: type) -> list[Knob]:
     for f in dataclasses.fields(cls):
         base, optional = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        out.append(Knob(f.name, base, optional, default, f.metadata.get("help", ""), f.metadata.get("choices")))
+        out.append(
+            Knob(f.name, base, optional, default, f.metadata.get("help", ""), f.metadata.get("choices"))
+        )
     return out
 
 
@@ -161,7 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str
             continue
         default = "the recipe's" if k.default is None and k.optional else repr(k.default)
         parser.add_argument(
-            "--" + k.name.replace("_", "-"), dest=k.name, default=argparse.SUPPRESS,
+            "--" + k.name.replace("_", "-"),
+            dest=k.name,
+            default=argparse.SUPPRESS,
             help=f"{k.help} (default: {default})",
         )
 
@@ -189,5 +193,7 @@ def parse_att_context_size(value) -> list[int] | None:
     ):
         raise SettingsError(f"att_context_size: expected two integers like '[56,1]', got {value!r}")
     if value[0] < -1 or value[1] < 0:
-        raise SettingsError(f"att_context_size: expected [left, right] with left >= -1, right >= 0, got {value!r}")
+        raise SettingsError(
+            f"att_context_size: expected [left, right] with left >= -1, right >= 0, got {value!r}"
+        )
     return [int(value[0]), int(value[1])]

@@ -27,7 +27,9 @@ class CodeVersionError(RuntimeError):
 def git_head(repo: str | os.PathLike = _REPO) -> str:
     """`<sha>` or `<sha>+dirty` for a git checkout; '' when `repo` is not one (or git is missing)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        )
         diff = subprocess.run(["git", "diff", "HEAD"], cwd=repo, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return ""

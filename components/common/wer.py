@@ -177,6 +177,11 @@ def paired_bootstrap(
     a = (1.0 - confidence) / 2.0
     low, high = np.quantile(deltas, [a, 1.0 - a])
     return BootstrapCI(
-        delta=delta, low=float(low), high=float(high), n_utts=n, n_resamples=n_resamples, seed=seed,
+        delta=delta,
+        low=float(low),
+        high=float(high),
+        n_utts=n,
+        n_resamples=n_resamples,
+        seed=seed,
         confidence=confidence,
     )

@@ -8,12 +8,24 @@ from components.common.kfp_base import component
 
 
 @component
-def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Input[Model], target_langs: str,
-                 replay_langs: str, att_context_size: str, gate_policy: str, metrics: Output[Metrics],
-                 report: Output[HTML], evaluation: Output[Artifact], mlflow_tracking_uri: str = "",
-                 pipeline_run_id: str = "", model_name: str = "", champion_alias: str = "champion",
-                 offline_att_context_size: str = "", floor_override_reason: str = ""
-                 ) -> NamedTuple("Outputs", [("passed", bool), ("decision", str), ("mlflow_run_id", str)]):
+def evaluate_wer(
+    manifests: Input[Dataset],
+    base_model_uri: str,
+    candidate: Input[Model],
+    target_langs: str,
+    replay_langs: str,
+    att_context_size: str,
+    gate_policy: str,
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    evaluation: Output[Artifact],
+    mlflow_tracking_uri: str = "",
+    pipeline_run_id: str = "",
+    model_name: str = "",
+    champion_alias: str = "champion",
+    offline_att_context_size: str = "",
+    floor_override_reason: str = "",
+) -> NamedTuple("Outputs", [("passed", bool), ("decision", str), ("mlflow_run_id", str)]):
     """Score base vs candidate and `model_name`'s current champion (streaming at att_context_size + offline at
     the largest lookahead; the candidate's WER-vs-latency curve), apply the gate policy (refused below the
     policy floor unless floor_override_reason), log the report to MLflow and every number as KFP Metrics."""
@@ -26,20 +38,30 @@ def evaluate_wer(manifests: Input[Dataset], base_model_uri: str, candidate: Inpu
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
 
-    r = run_step(manifests.path, base_model_uri, candidate.path, target_langs, replay_langs, att_context_size,
-                 gate_policy, out_dir=evaluation.path, mlflow_tracking_uri=mlflow_tracking_uri,
-                 pipeline_run_id=pipeline_run_id,
-                 champion_model_uri=f"models:/{model_name}@{champion_alias}" if model_name and champion_alias else "",
-                 offline_att_context_size=offline_att_context_size or None,
-                 floor_override_reason=floor_override_reason)
+    r = run_step(
+        manifests.path,
+        base_model_uri,
+        candidate.path,
+        target_langs,
+        replay_langs,
+        att_context_size,
+        gate_policy,
+        out_dir=evaluation.path,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        pipeline_run_id=pipeline_run_id,
+        champion_model_uri=f"models:/{model_name}@{champion_alias}" if model_name and champion_alias else "",
+        offline_att_context_size=offline_att_context_size or None,
+        floor_override_reason=floor_override_reason,
+    )
     flat = summary_metrics(r)
     for k, v in flat.items():
         metrics.log_metric(k, v)
     with open(metrics.path, "w") as f:
         json.dump(flat, f, indent=2)
     shutil.copyfile(r.report_path, report.path)
-    return namedtuple("Outputs", ["passed", "decision", "mlflow_run_id"])(r.passed, json.dumps(r.decision),
-                                                                          r.mlflow_run_id)
+    return namedtuple("Outputs", ["passed", "decision", "mlflow_run_id"])(
+        r.passed, json.dumps(r.decision), r.mlflow_run_id
+    )
 
 
 @component

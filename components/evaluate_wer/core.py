@@ -65,19 +65,25 @@ class EvaluationResult:
     mlflow_run_id: str = ""
 
 
-def _select(rows: list[dict], langs: list[str], max_per_lang: int | None, seed: int, where: str) -> list[dict]:
+def _select(
+    rows: list[dict], langs: list[str], max_per_lang: int | None, seed: int, where: str
+) -> list[dict]:
     by_lang: dict[str, list[dict]] = {}
     for r in rows:
         by_lang.setdefault(r["lang"], []).append(r)
     missing = [lg for lg in langs if lg not in by_lang]
     if missing:
-        raise ValueError(f"{where}: no test utterances for language(s) {missing} (present: {sorted(by_lang)})")
+        raise ValueError(
+            f"{where}: no test utterances for language(s) {missing} (present: {sorted(by_lang)})"
+        )
     picked: list[dict] = []
     for lg in langs:
         items = sorted(by_lang[lg], key=lambda r: str(r.get("id", r["audio_filepath"])))
         if max_per_lang is not None and len(items) > max_per_lang:
-            items = sorted(random.Random(f"{seed}:{lg}").sample(items, max_per_lang),
-                           key=lambda r: str(r.get("id", r["audio_filepath"])))
+            items = sorted(
+                random.Random(f"{seed}:{lg}").sample(items, max_per_lang),
+                key=lambda r: str(r.get("id", r["audio_filepath"])),
+            )
         picked.extend(items)
     return picked
 
@@ -156,14 +162,24 @@ def offline_att_context_size(supported: list[list[int]], value: str | list[int] 
     wanted = parse_att_context_size(value) if not isinstance(value, list) else value
     if wanted is not None:
         if wanted not in sizes:
-            raise ValueError(f"offline_att_context_size {wanted} is not supported by the model (supported: {sizes})")
+            raise ValueError(
+                f"offline_att_context_size {wanted} is not supported by the model (supported: {sizes})"
+            )
         return list(wanted)
     return max(sizes, key=lambda a: (a[1], a[0]))
 
 
-def _run_model(path: str, audios: list, langs: list[str], att: list[int] | None, batch_size: int,
-               piece_s: float, n_streams: int = 16, curve: bool = False,
-               offline_att: str | list[int] | None = None) -> ModelRun:
+def _run_model(
+    path: str,
+    audios: list,
+    langs: list[str],
+    att: list[int] | None,
+    batch_size: int,
+    piece_s: float,
+    n_streams: int = 16,
+    curve: bool = False,
+    offline_att: str | list[int] | None = None,
+) -> ModelRun:
     model = AsrModel.load(path)
     unknown = sorted({lg for lg in langs if lg not in model.prompt_dictionary})
     if unknown:
@@ -176,14 +192,21 @@ def _run_model(path: str, audios: list, langs: list[str], att: list[int] | None,
     streaming = transcribe_streaming_batch(model, audios, langs, att_used, piece_s, n_streams)
     t2 = time.perf_counter()
     timings = {"offline": t1 - t0, "streaming": t2 - t1}
-    run = ModelRun(hyps={"offline": offline, "streaming": streaming}, att_context_size=att_used,
-                   timings_s=timings, att_context_sizes=model.att_context_sizes,
-                   latency_ms={str(a): model.latency_ms(a) for a in model.att_context_sizes},
-                   offline_att_context_size=off_att)
+    run = ModelRun(
+        hyps={"offline": offline, "streaming": streaming},
+        att_context_size=att_used,
+        timings_s=timings,
+        att_context_sizes=model.att_context_sizes,
+        latency_ms={str(a): model.latency_ms(a) for a in model.att_context_sizes},
+        offline_att_context_size=off_att,
+    )
     if curve:
         for a in model.att_context_sizes:
-            run.curve_hyps[str(a)] = (streaming if a == att_used else
-                                      transcribe_streaming_batch(model, audios, langs, a, piece_s, n_streams))
+            run.curve_hyps[str(a)] = (
+                streaming
+                if a == att_used
+                else transcribe_streaming_batch(model, audios, langs, a, piece_s, n_streams)
+            )
         timings["latency_curve"] = time.perf_counter() - t2
     del model
     return run
@@ -199,12 +222,17 @@ def _latency_curve(run: ModelRun, refs: list[str], utt_langs: list[str], langs: 
             ix = [i for i, x in enumerate(utt_langs) if x == lg]
             per_lang[lg] = score([refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)).to_dict()
         per_lang["overall"] = score(refs, h, utt_langs).to_dict()
-        points.append({
-            "att_context_size": list(a),
-            "latency_ms": run.latency_ms[str(a)],
-            "deployed": list(a) == run.att_context_size,
-            "metrics": {lg: {k: s[k] for k in ("wer_norm", "wer_raw", "cer", "n_utts")} for lg, s in per_lang.items()},
-        })
+        points.append(
+            {
+                "att_context_size": list(a),
+                "latency_ms": run.latency_ms[str(a)],
+                "deployed": list(a) == run.att_context_size,
+                "metrics": {
+                    lg: {k: s[k] for k in ("wer_norm", "wer_raw", "cer", "n_utts")}
+                    for lg, s in per_lang.items()
+                },
+            }
+        )
     return sorted(points, key=lambda p: (p["latency_ms"], p["att_context_size"]))
 
 
@@ -245,12 +273,26 @@ def evaluate(
     utt_langs = [r["lang"] for r in rows]
     refs = [r["text"] for r in rows]
 
-    paths = {"base": base_model, "candidate": candidate_model, **({"champion": champion_model} if champion_model
-                                                                   else {})}
+    paths = {
+        "base": base_model,
+        "candidate": candidate_model,
+        **({"champion": champion_model} if champion_model else {}),
+    }
     models = tuple(paths)
-    runs = {name: _run_model(path, audios, utt_langs, att_context_size, batch_size, piece_s, n_streams,
-                             curve=latency_curve and name == "candidate", offline_att=offline_att_context_size)
-            for name, path in paths.items()}
+    runs = {
+        name: _run_model(
+            path,
+            audios,
+            utt_langs,
+            att_context_size,
+            batch_size,
+            piece_s,
+            n_streams,
+            curve=latency_curve and name == "candidate",
+            offline_att=offline_att_context_size,
+        )
+        for name, path in paths.items()
+    }
     hyps = {name: r.hyps for name, r in runs.items()}
     atts = {name: r.att_context_size for name, r in runs.items()}
     audio_s = float(sum(a.size for a in audios)) / SAMPLE_RATE
@@ -258,20 +300,46 @@ def evaluate(
     _same_lookaheads(runs)
     metrics, per_utt = _score_models(hyps, refs, utt_langs, langs)
     delta_ci = _delta_ci(per_utt, "base", langs, utt_langs, policy, n_resamples, seed)
-    champion_delta_ci = (_delta_ci(per_utt, "champion", langs, utt_langs, policy, n_resamples, seed)
-                         if "champion" in models else None)
+    champion_delta_ci = (
+        _delta_ci(per_utt, "champion", langs, utt_langs, policy, n_resamples, seed)
+        if "champion" in models
+        else None
+    )
 
     record = _record(
-        base_model, candidate_model, champion_model, test_path, runs, piece_s, target_langs, replay_langs,
-        len(rows), audio_s, n_streams, metrics, delta_ci, champion_delta_ci,
-        _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [], timings,
+        base_model,
+        candidate_model,
+        champion_model,
+        test_path,
+        runs,
+        piece_s,
+        target_langs,
+        replay_langs,
+        len(rows),
+        audio_s,
+        n_streams,
+        metrics,
+        delta_ci,
+        champion_delta_ci,
+        _latency_curve(runs["candidate"], refs, utt_langs, langs) if latency_curve else [],
+        timings,
     )
     decision = gate_mod.decide(record, policy)
     record.decision, record.policy, record.policy_floor = decision, policy, PolicyFloor(**floor)
     summary = record.to_dict()  # the report and the table read the JSON's shape
 
-    paths = _write_outputs(Path(out_dir), record, summary, rows, per_utt, hyps, audios, utt_langs,
-                           candidate_model, atts["candidate"])
+    paths = _write_outputs(
+        Path(out_dir),
+        record,
+        summary,
+        rows,
+        per_utt,
+        hyps,
+        audios,
+        utt_langs,
+        candidate_model,
+        atts["candidate"],
+    )
     log.info("%s", format_table(summary))
     return EvaluationResult(
         passed=decision.passed,
@@ -288,8 +356,24 @@ def evaluate(
     )
 
 
-def _record(base_model, candidate_model, champion_model, test_path, runs, piece_s, target_langs, replay_langs,
-            n_utts, audio_s, n_streams, metrics, delta_ci, champion_delta_ci, curve, timings) -> EvaluationSummary:
+def _record(
+    base_model,
+    candidate_model,
+    champion_model,
+    test_path,
+    runs,
+    piece_s,
+    target_langs,
+    replay_langs,
+    n_utts,
+    audio_s,
+    n_streams,
+    metrics,
+    delta_ci,
+    champion_delta_ci,
+    curve,
+    timings,
+) -> EvaluationSummary:
     """The evaluation summary record (components/common/evaluation.py) before the gate decides."""
     return EvaluationSummary(
         base_model=str(base_model),
@@ -309,8 +393,11 @@ def _record(base_model, candidate_model, champion_model, test_path, runs, piece_
         stream_batch=n_streams,
         metrics=metrics,
         delta_ci={lg: DeltaCI(**ci) for lg, ci in delta_ci.items()},
-        champion_delta_ci=({lg: DeltaCI(**ci) for lg, ci in champion_delta_ci.items()}
-                           if champion_delta_ci is not None else None),
+        champion_delta_ci=(
+            {lg: DeltaCI(**ci) for lg, ci in champion_delta_ci.items()}
+            if champion_delta_ci is not None
+            else None
+        ),
         latency_curve=[LatencyPoint(**p) for p in curve],
         timings_s=timings,
     )
@@ -345,12 +432,16 @@ def _same_lookaheads(runs: dict) -> None:
     atts = {name: r.att_context_size for name, r in runs.items()}
     for name in runs:
         if atts[name] != atts["candidate"]:
-            raise ValueError(f"{name} default att_context_size {atts[name]} differs from the candidate's "
-                             f"{atts['candidate']}: pass att_context_size explicitly")
+            raise ValueError(
+                f"{name} default att_context_size {atts[name]} differs from the candidate's "
+                f"{atts['candidate']}: pass att_context_size explicitly"
+            )
         if runs[name].offline_att_context_size != runs["candidate"].offline_att_context_size:
-            raise ValueError(f"{name} offline lookahead {runs[name].offline_att_context_size} differs from the "
-                             f"candidate's {runs['candidate'].offline_att_context_size}: pass "
-                             "offline_att_context_size explicitly")
+            raise ValueError(
+                f"{name} offline lookahead {runs[name].offline_att_context_size} differs from the "
+                f"candidate's {runs['candidate'].offline_att_context_size}: pass "
+                "offline_att_context_size explicitly"
+            )
 
 
 def _score_models(hyps: dict, refs: list[str], utt_langs: list[str], langs: list[str]) -> tuple[dict, dict]:
@@ -363,52 +454,93 @@ def _score_models(hyps: dict, refs: list[str], utt_langs: list[str], langs: list
             per_utt[m][mode] = utterance_scores(refs, h, utt_langs)
             for lg in langs:
                 ix = [i for i, x in enumerate(utt_langs) if x == lg]
-                metrics[m][mode][lg] = score([refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)).to_dict()
+                metrics[m][mode][lg] = score(
+                    [refs[i] for i in ix], [h[i] for i in ix], [lg] * len(ix)
+                ).to_dict()
             metrics[m][mode]["overall"] = score(refs, h, utt_langs).to_dict()
     return metrics, per_utt
 
 
-def _delta_ci(per_utt: dict, ref: str, langs: list[str], utt_langs: list[str], policy: dict, n_resamples: int,
-              seed: int) -> dict:
+def _delta_ci(
+    per_utt: dict, ref: str, langs: list[str], utt_langs: list[str], policy: dict, n_resamples: int, seed: int
+) -> dict:
     """Per language: paired-bootstrap CI of candidate - `ref` on the same utterances and resampling. The CI is
     of the delta the gate judges: the policy's mode and metric (default streaming wer_norm)."""
     ci_mode, ci_metric = policy.get("mode", "streaming"), policy.get("metric", "wer_norm")
-    err_field, den_field = {"wer_norm": ("errors", "n_ref_words"), "wer_raw": ("raw_errors", "raw_ref_words"),
-                            "cer": ("char_errors", "n_ref_chars")}[ci_metric]
+    err_field, den_field = {
+        "wer_norm": ("errors", "n_ref_words"),
+        "wer_raw": ("raw_errors", "raw_ref_words"),
+        "cer": ("char_errors", "n_ref_chars"),
+    }[ci_metric]
     out = {}
     for lg in langs:
         ix = [i for i, x in enumerate(utt_langs) if x == lg]
         r, c = per_utt[ref][ci_mode], per_utt["candidate"][ci_mode]
-        ci = paired_bootstrap([getattr(r[i], err_field) for i in ix], [getattr(c[i], err_field) for i in ix],
-                              [getattr(r[i], den_field) for i in ix], n_resamples=n_resamples, seed=seed)
+        ci = paired_bootstrap(
+            [getattr(r[i], err_field) for i in ix],
+            [getattr(c[i], err_field) for i in ix],
+            [getattr(r[i], den_field) for i in ix],
+            n_resamples=n_resamples,
+            seed=seed,
+        )
         out[lg] = {**ci.__dict__, "mode": ci_mode, "metric": ci_metric}
     return out
 
 
-def _write_outputs(out: Path, record, summary: dict, rows: list[dict], per_utt: dict, hyps: dict, audios: list,
-                   utt_langs: list[str], candidate_model: str, att: list[int]) -> dict[str, Path]:
+def _write_outputs(
+    out: Path,
+    record,
+    summary: dict,
+    rows: list[dict],
+    per_utt: dict,
+    hyps: dict,
+    audios: list,
+    utt_langs: list[str],
+    candidate_model: str,
+    att: list[int],
+) -> dict[str, Path]:
     """The golden set, utterances.jsonl, latency_curve.json, report.html, decision.json and evaluation.json
     (last: its presence means the evaluation finished) -> their paths by name."""
     out.mkdir(parents=True, exist_ok=True)
     # the golden set Triton must reproduce after each load (post-deploy parity: golden.py, sync_champion.py)
     candidate = AsrModel.load(candidate_model)
-    write_golden_set(out, audios, utt_langs, lambda a, lg: candidate.transcribe(a, lg, att_context_size=att),
-                     att)
+    write_golden_set(
+        out, audios, utt_langs, lambda a, lg: candidate.transcribe(a, lg, att_context_size=att), att
+    )
     utt_lines = []
     for i, r in enumerate(rows):
-        rec = {"id": r.get("id", Path(r["audio_filepath"]).stem), "lang": r["lang"], "ref": r["text"],
-               "duration": r.get("duration")}
+        rec = {
+            "id": r.get("id", Path(r["audio_filepath"]).stem),
+            "lang": r["lang"],
+            "ref": r["text"],
+            "duration": r.get("duration"),
+        }
         for m in hyps:
             for mode in MODES:
                 u = per_utt[m][mode][i]
-                rec[f"{m}_{mode}"] = {"hyp": hyps[m][mode][i], "wer_raw": u.wer_raw, "wer_norm": u.wer_norm,
-                                      "cer": u.cer, "errors": u.errors, "n_ref_words": u.n_ref_words}
+                rec[f"{m}_{mode}"] = {
+                    "hyp": hyps[m][mode][i],
+                    "wer_raw": u.wer_raw,
+                    "wer_norm": u.wer_norm,
+                    "cer": u.cer,
+                    "errors": u.errors,
+                    "n_ref_words": u.n_ref_words,
+                }
         utt_lines.append(json.dumps(rec, ensure_ascii=False))
-    paths = {k: out / f for k, f in (("evaluation", "evaluation.json"), ("decision", "decision.json"),
-                                       ("utterances", "utterances.jsonl"), ("report", "report.html"),
-                                       ("latency_curve", "latency_curve.json"))}
+    paths = {
+        k: out / f
+        for k, f in (
+            ("evaluation", "evaluation.json"),
+            ("decision", "decision.json"),
+            ("utterances", "utterances.jsonl"),
+            ("report", "report.html"),
+            ("latency_curve", "latency_curve.json"),
+        )
+    }
     atomic_write_text(paths["utterances"], "\n".join(utt_lines) + "\n")
-    atomic_write_text(paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False))
+    atomic_write_text(
+        paths["latency_curve"], json.dumps(summary["latency_curve"], indent=2, ensure_ascii=False)
+    )
     atomic_write_text(paths["report"], render_html(summary))
     atomic_write_text(paths["decision"], json.dumps(summary["decision"], indent=2, ensure_ascii=False))
     atomic_write_text(paths["evaluation"], record.to_json())
@@ -463,7 +595,9 @@ def run_step(
 
                 uri = mlflow_tracking_uri.strip()
                 client = get_client(None if is_off(uri) else uri)
-                champion = resolve_model_uri(champion_model_uri.strip(), os.path.join(tmp, "champion"), client)
+                champion = resolve_model_uri(
+                    champion_model_uri.strip(), os.path.join(tmp, "champion"), client
+                )
             except LookupError:  # first run: no champion yet, the gate compares with the base
                 log.info("%s: not set; no champion to compare with", champion_model_uri)
         result = evaluate(
@@ -551,13 +685,27 @@ def log_to_mlflow(result: EvaluationResult, tracking_uri: str = "", pipeline_run
         metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(result).items()]
         for p in result.latency_curve:
             for lg, sc in p["metrics"].items():
-                metrics.append(Metric(f"latency_curve_wer_norm_{lg}", float(sc["wer_norm"]), now,
-                                      int(round(p["latency_ms"]))))
+                metrics.append(
+                    Metric(
+                        f"latency_curve_wer_norm_{lg}",
+                        float(sc["wer_norm"]),
+                        now,
+                        int(round(p["latency_ms"])),
+                    )
+                )
         for i in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[i : i + 1000],
-                             params=[Param(k, str(v)[:500]) for k, v in params.items()] if i == 0 else [])
-        for path in (result.evaluation_path, result.decision_path, result.report_path, result.utterances_path,
-                     result.latency_curve_path):
+            client.log_batch(
+                run_id,
+                metrics=metrics[i : i + 1000],
+                params=[Param(k, str(v)[:500]) for k, v in params.items()] if i == 0 else [],
+            )
+        for path in (
+            result.evaluation_path,
+            result.decision_path,
+            result.report_path,
+            result.utterances_path,
+            result.latency_curve_path,
+        ):
             if path and os.path.isfile(path):
                 client.log_artifact(run_id, path, "evaluation")
         golden = Path(result.evaluation_path).parent / GOLDEN_DIR

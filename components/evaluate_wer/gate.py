@@ -54,7 +54,9 @@ def load_policy(text_or_path: str | os.PathLike | None = None) -> dict:
         text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
         where = str(DEFAULT_POLICY_PATH)
     elif isinstance(text_or_path, os.PathLike) or (
-        isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml"))
+        isinstance(text_or_path, str)
+        and "\n" not in text_or_path
+        and text_or_path.endswith((".yaml", ".yml"))
     ):
         text = Path(text_or_path).read_text(encoding="utf-8")
         where = str(text_or_path)
@@ -85,7 +87,9 @@ def validate_policy(policy: object, where: str = "policy") -> None:
 
 
 def _enabled(policy: dict) -> dict[str, dict]:
-    return {k: (v or {}) for k, v in policy["rules"].items() if v is None or v.get("enabled", True) is not False}
+    return {
+        k: (v or {}) for k, v in policy["rules"].items() if v is None or v.get("enabled", True) is not False
+    }
 
 
 def _threshold(cfg: dict, rule: str) -> float:
@@ -121,7 +125,9 @@ def floor_violations(policy: dict, floor: dict) -> list[str]:
     return out
 
 
-def enforce_floor(policy: dict, floor_path: str | os.PathLike | None = None, override_reason: str = "") -> dict:
+def enforce_floor(
+    policy: dict, floor_path: str | os.PathLike | None = None, override_reason: str = ""
+) -> dict:
     """Refuse a policy below the floor unless `override_reason` says why (the audited override, recorded in
     evaluation.json and on the registry version). Returns {"path", "sha256", "violations", "override_reason"}."""
     path = Path(floor_path) if floor_path else FLOOR_PATH
@@ -129,7 +135,8 @@ def enforce_floor(policy: dict, floor_path: str | os.PathLike | None = None, ove
     violations = floor_violations(policy, floor)
     if violations and not override_reason.strip():
         raise PolicyError(
-            f"gate policy is below the policy floor ({path.name}): " + "; ".join(violations)
+            f"gate policy is below the policy floor ({path.name}): "
+            + "; ".join(violations)
             + " (an override needs an audited reason: floor_override_reason)"
         )
     return {
@@ -159,10 +166,17 @@ def decide(summary: EvaluationSummary | Mapping, policy: dict) -> Decision:
         thr = threshold_of(cfgs[name], name)
         for lang in langs_of(targets, replays):
             result = judge(s, lang, thr, mode, metric)
-            rules.append(result if result is not None else RuleResult(
-                f"{name}[{lang}]", None, thr, False, f"{name}[{lang}]: no {mode} {metric} measured"))
+            rules.append(
+                result
+                if result is not None
+                else RuleResult(
+                    f"{name}[{lang}]", None, thr, False, f"{name}[{lang}]: no {mode} {metric} measured"
+                )
+            )
     if not rules:
-        rules.append(RuleResult("policy", None, None, False, "no rule was applied (empty policy or no languages)"))
+        rules.append(
+            RuleResult("policy", None, None, False, "no rule was applied (empty policy or no languages)")
+        )
     return Decision(passed=all(r.passed for r in rules), rules=rules)
 
 
@@ -173,17 +187,27 @@ def _target_improves(s, lang, thr, mode, metric):
     if b is None or c is None:
         return None
     imp = b - c
-    return RuleResult(f"target_improves[{lang}]", imp, thr, imp > thr,
-                      f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
-                      f"(improvement {imp:+.4f}, must be > {thr:.4f})")
+    return RuleResult(
+        f"target_improves[{lang}]",
+        imp,
+        thr,
+        imp > thr,
+        f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
+        f"(improvement {imp:+.4f}, must be > {thr:.4f})",
+    )
 
 
 def _target_ceiling(s, lang, thr, mode, metric):
     c = s.score("candidate", mode, lang, metric)
     if c is None:
         return None
-    return RuleResult(f"target_ceiling[{lang}]", c, thr, c < thr,
-                      f"{lang} candidate {mode} {metric} {c:.4f} (must be < {thr:.4f})")
+    return RuleResult(
+        f"target_ceiling[{lang}]",
+        c,
+        thr,
+        c < thr,
+        f"{lang} candidate {mode} {metric} {c:.4f} (must be < {thr:.4f})",
+    )
 
 
 def _target_ci_below_zero(s, lang, thr, mode, metric):
@@ -191,8 +215,13 @@ def _target_ci_below_zero(s, lang, thr, mode, metric):
     if not ci:
         return None
     hi = float(ci.high)
-    return RuleResult(f"target_ci_below_zero[{lang}]", hi, 0.0, hi < 0.0,
-                      f"{lang} 95% CI of candidate-base delta [{ci.low:+.4f}, {hi:+.4f}] (upper end must be < 0)")
+    return RuleResult(
+        f"target_ci_below_zero[{lang}]",
+        hi,
+        0.0,
+        hi < 0.0,
+        f"{lang} 95% CI of candidate-base delta [{ci.low:+.4f}, {hi:+.4f}] (upper end must be < 0)",
+    )
 
 
 def _replay_max_regression(s, lang, thr, mode, metric):
@@ -200,9 +229,14 @@ def _replay_max_regression(s, lang, thr, mode, metric):
     if b is None or c is None:
         return None
     inc = c - b
-    return RuleResult(f"replay_max_regression[{lang}]", inc, thr, inc <= thr + EPS,
-                      f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
-                      f"(change {inc:+.4f}, must be <= {thr:+.4f})")
+    return RuleResult(
+        f"replay_max_regression[{lang}]",
+        inc,
+        thr,
+        inc <= thr + EPS,
+        f"{lang} {mode} {metric}: base {b:.4f} -> candidate {c:.4f} "
+        f"(change {inc:+.4f}, must be <= {thr:+.4f})",
+    )
 
 
 def _champion_not_worse(s, lang, thr, mode, metric):
@@ -213,9 +247,14 @@ def _champion_not_worse(s, lang, thr, mode, metric):
         return None
     lo = float(ci.low)
     what = "vs the current champion" if ref == "champion" else "no champion yet: compared with the base"
-    return RuleResult(f"champion_not_worse[{lang}]", lo, thr, lo <= thr + EPS,
-                      f"{lang} candidate-{ref} {mode} {metric} 95% CI [{lo:+.4f}, {float(ci.high):+.4f}] "
-                      f"({what}; lower end must be <= {thr:+.4f}, i.e. not worse beyond the CI)")
+    return RuleResult(
+        f"champion_not_worse[{lang}]",
+        lo,
+        thr,
+        lo <= thr + EPS,
+        f"{lang} candidate-{ref} {mode} {metric} 95% CI [{lo:+.4f}, {float(ci.high):+.4f}] "
+        f"({what}; lower end must be <= {thr:+.4f}, i.e. not worse beyond the CI)",
+    )
 
 
 def _streaming_offline_gap(s, lang, thr, mode, metric):
@@ -224,9 +263,13 @@ def _streaming_offline_gap(s, lang, thr, mode, metric):
     if st is None or o is None:
         return None
     gap = abs(st - o)
-    return RuleResult(f"streaming_offline_gap[{lang}]", gap, thr, gap <= thr,
-                      f"{lang} candidate streaming {st:.4f} vs offline {o:.4f} "
-                      f"(|gap| {gap:.4f}, must be <= {thr:.4f})")
+    return RuleResult(
+        f"streaming_offline_gap[{lang}]",
+        gap,
+        thr,
+        gap <= thr,
+        f"{lang} candidate streaming {st:.4f} vs offline {o:.4f} (|gap| {gap:.4f}, must be <= {thr:.4f})",
+    )
 
 
 def _targets(targets, replays):
@@ -240,5 +283,9 @@ _RULES = {  # in the order the decision lists them
     "replay_max_regression": (lambda t, r: r, _threshold, _replay_max_regression),
     # replay languages are bounded against the base by replay_max_regression
     "champion_not_worse": (_targets, _threshold, _champion_not_worse),
-    "streaming_offline_gap": (lambda t, r: t + [lg for lg in r if lg not in t], _threshold, _streaming_offline_gap),
+    "streaming_offline_gap": (
+        lambda t, r: t + [lg for lg in r if lg not in t],
+        _threshold,
+        _streaming_offline_gap,
+    ),
 }

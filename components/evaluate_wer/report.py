@@ -22,11 +22,17 @@ def _langs(summary: dict) -> list[str]:
 def format_table(summary: dict) -> str:
     """One line per language: base/candidate WER (norm) streaming and offline, delta CI, role."""
     m, ci = summary["metrics"], summary["delta_ci"]
-    head = (f"{'lang':<8} {'role':<7} {'n':>4}  {'base str':>8} {'cand str':>8} {'base off':>8} {'cand off':>8}"
-            f"  {'delta [95% CI]':<26} cand CER")
+    head = (
+        f"{'lang':<8} {'role':<7} {'n':>4}  {'base str':>8} {'cand str':>8} {'base off':>8} {'cand off':>8}"
+        f"  {'delta [95% CI]':<26} cand CER"
+    )
     off = summary.get("offline_att_context_size")
-    lines = [f"streaming att_context_size={summary['att_context_size']}, offline={off}  (WER normalised, "
-             "streaming = str)", head, "-" * len(head)]
+    lines = [
+        f"streaming att_context_size={summary['att_context_size']}, offline={off}  (WER normalised, "
+        "streaming = str)",
+        head,
+        "-" * len(head),
+    ]
     for lg in _langs(summary) + ["overall"]:
         role = "target" if lg in summary["target_langs"] else ("replay" if lg != "overall" else "")
         b, c = m["base"], m["candidate"]
@@ -81,14 +87,21 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
     ax.set_ylabel(f"{metric} %")
     ax.set_title(f"{mode.capitalize()} {metric} at att_context_size={summary['att_context_size']}")
     ax.legend()
-    out.append((f"{metric} per language, base vs candidate ({mode}; error bars: 95% CI of the delta)", _png(fig)))
+    out.append(
+        (f"{metric} per language, base vs candidate ({mode}; error bars: 95% CI of the delta)", _png(fig))
+    )
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(langs) + 2), 3.2))
     w = 0.2
-    for k, (model, mode, color) in enumerate([("base", "offline", "#cccccc"), ("base", "streaming", "#888888"),
-                                               ("candidate", "offline", "#9ecae1"),
-                                               ("candidate", "streaming", "#2b7bba")]):
+    for k, (model, mode, color) in enumerate(
+        [
+            ("base", "offline", "#cccccc"),
+            ("base", "streaming", "#888888"),
+            ("candidate", "offline", "#9ecae1"),
+            ("candidate", "streaming", "#2b7bba"),
+        ]
+    ):
         vals = [m[model][mode][lg]["wer_norm"] * 100 for lg in langs]
         ax.bar(x + (k - 1.5) * w, vals, w, label=f"{model} {mode}", color=color)
     ax.set_xticks(x, langs)
@@ -109,11 +122,22 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
         dep = next((p for p in curve if p["deployed"]), None)
         if dep is not None:
             ax.axvline(dep["latency_ms"], color="#b3261e", linestyle="--", linewidth=1)
-            ax.annotate(f"deployed {dep['att_context_size']}", (dep["latency_ms"], ax.get_ylim()[1]),
-                        textcoords="offset points", xytext=(4, -12), fontsize=8, color="#b3261e")
+            ax.annotate(
+                f"deployed {dep['att_context_size']}",
+                (dep["latency_ms"], ax.get_ylim()[1]),
+                textcoords="offset points",
+                xytext=(4, -12),
+                fontsize=8,
+                color="#b3261e",
+            )
         for p in curve:
-            ax.annotate(str(p["att_context_size"]), (p["latency_ms"], p["metrics"]["overall"]["wer_norm"] * 100),
-                        textcoords="offset points", xytext=(3, 4), fontsize=7)
+            ax.annotate(
+                str(p["att_context_size"]),
+                (p["latency_ms"], p["metrics"]["overall"]["wer_norm"] * 100),
+                textcoords="offset points",
+                xytext=(3, 4),
+                fontsize=7,
+            )
         ax.set_xscale("log")  # lookaheads grow roughly geometrically (80 ... 1120 ms): keep points apart
         ax.set_xticks(lat, [f"{v:.0f}" for v in lat])
         ax.minorticks_off()

@@ -94,7 +94,9 @@ def _export_alias(a: argparse.Namespace, kw: dict):
     os.makedirs(a.repo, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.repo, prefix=".download-") as dst:
         path, expected, info = resolve_alias(name, alias, dst)
-        return export_model(path, a.repo, expected, {**info, "alias": alias}, a.att_context_size or None, **kw)
+        return export_model(
+            path, a.repo, expected, {**info, "alias": alias}, a.att_context_size or None, **kw
+        )
 
 
 def _export_file(a: argparse.Namespace, kw: dict):

@@ -73,7 +73,9 @@ class ExportResult:
     sha256: str
     configs: dict[str, str] = field(default_factory=dict)  # model name -> config.pbtxt
     removed: list[str] = field(default_factory=list)  # version folders deleted by the keep-K policy
-    reused: bool = False  # the newest version already served this checkpoint at these settings: nothing written
+    reused: bool = (
+        False  # the newest version already served this checkpoint at these settings: nothing written
+    )
 
 
 def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
@@ -84,26 +86,35 @@ def parse_att_context_size(value: str | list[int] | None) -> list[int] | None:
         raise ExportError(str(e)) from None
 
 
-def offline_lookahead(nemo_path: str | os.PathLike, offline_att_context_size: str | list[int] | None,
-                      streaming: list[int] | None) -> list[int] | None:
+def offline_lookahead(
+    nemo_path: str | os.PathLike,
+    offline_att_context_size: str | list[int] | None,
+    streaming: list[int] | None,
+) -> list[int] | None:
     """The lookahead `asr_offline` runs at: the given one, else the most accurate one the checkpoint supports
     (largest right context, then left: the rule evaluate_wer's offline scores used), read from the model.json
     beside the checkpoint; without that list, the streaming lookahead (logged)."""
     given = parse_att_context_size(offline_att_context_size)
     sidecar = Path(nemo_path).parent / "model.json"
     try:
-        sizes = [list(a) for a in json.loads(sidecar.read_text(encoding="utf-8")).get("att_context_sizes") or []]
+        sizes = [
+            list(a) for a in json.loads(sidecar.read_text(encoding="utf-8")).get("att_context_sizes") or []
+        ]
     except (OSError, ValueError, AttributeError):
         sizes = []
     if given is not None:
         if sizes and given not in sizes:
-            raise ExportError(f"offline_att_context_size {given} is not supported by the model (supported: {sizes})")
+            raise ExportError(
+                f"offline_att_context_size {given} is not supported by the model (supported: {sizes})"
+            )
         return given
     if sizes:
         return max(sizes, key=lambda a: (a[1], a[0]))
     logging.getLogger(__name__).warning(
         "%s: no att_context_sizes beside the checkpoint; asr_offline uses the streaming lookahead %s",
-        sidecar, streaming)
+        sidecar,
+        streaming,
+    )
     return streaming
 
 
@@ -135,9 +146,13 @@ def existing_versions(model_dir: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def serving_version(repo: str | os.PathLike, sha256: str, att_context_size: list[int] | None,
-                    offline_att_context_size: list[int] | None = None,
-                    configs: dict[str, str] | None = None) -> int | None:
+def serving_version(
+    repo: str | os.PathLike,
+    sha256: str,
+    att_context_size: list[int] | None,
+    offline_att_context_size: list[int] | None = None,
+    configs: dict[str, str] | None = None,
+) -> int | None:
     """The newest version number if both models' newest version already holds `sha256` at these lookaheads
     (and, given `configs`, with these config.pbtxt texts); else None. An unset `offline_att_context_size` is the
     checkpoint's own largest lookahead, fixed by its sha256."""
@@ -154,7 +169,10 @@ def serving_version(repo: str | os.PathLike, sha256: str, att_context_size: list
             return None
         if doc.get("sha256") != sha256 or doc.get("att_context_size") != att_context_size:
             return None
-        if offline_att_context_size is not None and doc.get("offline_att_context_size") != offline_att_context_size:
+        if (
+            offline_att_context_size is not None
+            and doc.get("offline_att_context_size") != offline_att_context_size
+        ):
             return None
         if configs is not None and config != configs[m]:
             return None
@@ -220,8 +238,13 @@ def export_model(
     with _repo_lock(repo):
         same = serving_version(repo, actual, att_context_size, offline_att, configs)
         if same is not None:  # idempotent: a re-run on the same candidate adds no Triton version
-            return ExportResult(version=same, paths={m: str(repo / m / str(same)) for m in MODELS}, sha256=actual,
-                                configs={m: str(repo / m / "config.pbtxt") for m in MODELS}, reused=True)
+            return ExportResult(
+                version=same,
+                paths={m: str(repo / m / str(same)) for m in MODELS},
+                sha256=actual,
+                configs={m: str(repo / m / "config.pbtxt") for m in MODELS},
+                reused=True,
+            )
         version = max([0, *(v for m in MODELS for v in existing_versions(repo / m))]) + 1
         sidecar = {
             "model": None,
@@ -250,7 +273,9 @@ def export_model(
     )
 
 
-def _checked_sha256(nemo_path: Path, expected_sha256: str | None, model_info: dict | None, keep_versions: int) -> str:
+def _checked_sha256(
+    nemo_path: Path, expected_sha256: str | None, model_info: dict | None, keep_versions: int
+) -> str:
     """The checkpoint's sha256, after the arguments are checked; a mismatch with `expected_sha256` is refused
     before anything is written."""
     if keep_versions < 1:
@@ -270,7 +295,9 @@ def _checked_sha256(nemo_path: Path, expected_sha256: str | None, model_info: di
     return actual
 
 
-def _write_version(model_dir: Path, version: int, model: str, nemo_path: Path, sha256: str, sidecar: dict) -> None:
+def _write_version(
+    model_dir: Path, version: int, model: str, nemo_path: Path, sha256: str, sidecar: dict
+) -> None:
     """model_dir/<version>/ (runtime, checkpoint, model.json), built aside and renamed into place."""
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".tmp-{version}-"))
     try:

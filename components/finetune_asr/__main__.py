@@ -38,18 +38,28 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", default=None, help="model YAML (default: conf/tiny_prompt_rnnt.yaml)")
     b.add_argument("--threads", type=int, default=None)
 
-    n = sub.add_parser("nemotron-shape", help="build (or reuse) the Nemotron-shaped 600 M base: real shape, random weights")
-    n.add_argument("--text", action="append", required=True,
-                   help="manifest (.jsonl) or metadata.csv whose `text` the 13,087-piece tokenizer must spell")
+    n = sub.add_parser(
+        "nemotron-shape", help="build (or reuse) the Nemotron-shaped 600 M base: real shape, random weights"
+    )
+    n.add_argument(
+        "--text",
+        action="append",
+        required=True,
+        help="manifest (.jsonl) or metadata.csv whose `text` the 13,087-piece tokenizer must spell",
+    )
     n.add_argument("--out", default=".cache/nemotron_shape", help="cache directory (OUT/<key>/model.nemo)")
     n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--calibrate-audio", default=None, help="a clip on which the blank bias is calibrated to emit")
+    n.add_argument(
+        "--calibrate-audio", default=None, help="a clip on which the blank bias is calibrated to emit"
+    )
 
     f = sub.add_parser("finetune", help="fine-tune a .nemo per a recipe (+ the flags that override it)")
     f.add_argument("--base", required=True, help="base model: local .nemo or models:/name@alias")
     f.add_argument("--train", required=True, help="train manifest (JSON lines)")
     f.add_argument("--out", required=True, help="output directory: model.nemo + model.json")
-    f.add_argument("--replay-manifest", default=None, help="manifest to draw replay rows from (default: --train)")
+    f.add_argument(
+        "--replay-manifest", default=None, help="manifest to draw replay rows from (default: --train)"
+    )
     f.add_argument("--val", default=None, help="val manifest: WER per language of the result (sidecar)")
     f.add_argument("--devices", default=None, help="Lightning devices (default: the recipe's)")
     f.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp (default: the recipe's)")

@@ -175,7 +175,12 @@ def _train_from_scratch(
     outcome = core.train(
         model, train_ds, optim, sections.trainer, max_steps, work, checkpoint_every=0, label="bootstrap"
     )
-    hyper = {"lr": optim.get("lr"), "batch_size": train_ds.get("batch_size"), "seed": seed, "vocab_size": vocab_size}
+    hyper = {
+        "lr": optim.get("lr"),
+        "batch_size": train_ds.get("batch_size"),
+        "seed": seed,
+        "vocab_size": vocab_size,
+    }
     return model, outcome, hyper
 
 

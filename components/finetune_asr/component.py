@@ -28,7 +28,9 @@ def preflight_finetune(
     from components.finetune_asr.core import preflight_step
 
     try:
-        rep = preflight_step(manifests.path, base_model_uri, settings, att_context_size, report.path, work_root)
+        rep = preflight_step(
+            manifests.path, base_model_uri, settings, att_context_size, report.path, work_root
+        )
     except BaseException as e:  # noqa: BLE001 (a deterministic failure exits with its own code)
         exit_on_deterministic("preflight_finetune", e)
     return (str(rep.att_context_size or ""), str(rep.offline_att_context_size or ""))
@@ -61,14 +63,28 @@ def finetune_asr(
 
     try:
         res, run_id = run_finetune_step(
-            manifests.path, base_model_uri, model.path, settings, mlflow_tracking_uri=mlflow_tracking_uri,
-            devices=devices, strategy=strategy, work_root=work_root, pipeline_run_id=pipeline_run_id,
+            manifests.path,
+            base_model_uri,
+            model.path,
+            settings,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            devices=devices,
+            strategy=strategy,
+            work_root=work_root,
+            pipeline_run_id=pipeline_run_id,
         )
     except BaseException as e:  # noqa: BLE001
         exit_on_deterministic("finetune_asr", e)
     model.metadata.update(
-        {"steps": res.steps_done, "final_loss": res.final_loss, "sidecar": "model.json", "val_wer": res.val_wer,
-         "data_md5": data_md5, "base_model_sha256": base_model_sha256, "code_version": code_version,
-         "environment": environment()}  # where it trained (the lineage's; reproduce compares it)
+        {
+            "steps": res.steps_done,
+            "final_loss": res.final_loss,
+            "sidecar": "model.json",
+            "val_wer": res.val_wer,
+            "data_md5": data_md5,
+            "base_model_sha256": base_model_sha256,
+            "code_version": code_version,
+            "environment": environment(),
+        }  # where it trained (the lineage's; reproduce compares it)
     )
     return (res.steps_done, res.final_loss, run_id)

@@ -53,11 +53,32 @@ from components.finetune_asr.validation import tokenizer_coverage, validation_lo
 log = logging.getLogger(__name__)
 
 __all__ = [  # what callers import from here (the parts' names re-exported for them)
-    "FinetuneResult", "TrainOutcome", "apply_freeze", "build_train_ds", "count_langs", "cpu_has_bf16",
-    "finetune", "fit_to_host", "langs_of", "model_card", "newest_checkpoint", "preflight_step",
-    "resolve_base_model", "result_dict", "run_finetune_step", "save_model_atomic", "select_rows", "set_threads",
-    "tokenizer_coverage", "train", "validation_loss", "validation_wer", "work_key", "write_sidecar",
-    "_callbacks", "_read",
+    "FinetuneResult",
+    "TrainOutcome",
+    "apply_freeze",
+    "build_train_ds",
+    "count_langs",
+    "cpu_has_bf16",
+    "finetune",
+    "fit_to_host",
+    "langs_of",
+    "model_card",
+    "newest_checkpoint",
+    "preflight_step",
+    "resolve_base_model",
+    "result_dict",
+    "run_finetune_step",
+    "save_model_atomic",
+    "select_rows",
+    "set_threads",
+    "tokenizer_coverage",
+    "train",
+    "validation_loss",
+    "validation_wer",
+    "work_key",
+    "write_sidecar",
+    "_callbacks",
+    "_read",
 ]
 
 
@@ -80,7 +101,9 @@ class FinetuneResult:
     val_wer: dict[str, float] = field(default_factory=dict)  # normalised WER per language on the val manifest
     resolved_config: dict = field(default_factory=dict)  # train_ds / optim / trainer as used
     replay_kd_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, replay distillation KL)
-    replay_rows_distilled: int = 0  # replay rows the distillation term covered (found by language, any prompt)
+    replay_rows_distilled: int = (
+        0  # replay rows the distillation term covered (found by language, any prompt)
+    )
 
     @property
     def final_loss(self) -> float:
@@ -164,7 +187,9 @@ def finetune(
     recipe, trainer_cfg = _recipe(s, devices, strategy)
     model = _load_base(base_model, s.seed, threads)
     rows, coverage, manifest_path = _training_rows(model, s, train_manifest, replay_manifest, work_dir)
-    cfg = _configure(s, recipe, trainer_cfg, rows, train_manifest, manifest_path, model.cfg, base_model, work_dir, coverage)
+    cfg = _configure(
+        s, recipe, trainer_cfg, rows, train_manifest, manifest_path, model.cfg, base_model, work_dir, coverage
+    )
     saved_probs = _prepare_for_training(model, s, base_model, cfg.att_context_size)
     outcome = train(
         model,
@@ -267,7 +292,9 @@ def _configure(
     from components.finetune_asr.shards import use_shards
 
     train_ds = build_train_ds(recipe.train_ds, manifest_path, model_cfg, s.seed)
-    train_ds = use_shards(train_ds, rows, train_manifest, work_dir, s.seed)  # tarred shards at scale (issue 16)
+    train_ds = use_shards(
+        train_ds, rows, train_manifest, work_dir, s.seed
+    )  # tarred shards at scale (issue 16)
     optim = recipe.optim
     for note in fit_to_host(trainer_cfg, train_ds):
         log.info("finetune: %s", note)
@@ -293,8 +320,11 @@ def _configure(
     log.info(
         f"finetune: recipe {s.recipe}: {optim.get('name')} lr {optim.get('lr')} "
         f"({optim.get('sched', {}).get('name')}, peak {peak_lr(optim):.3g}), "
-        + (f"batch {train_ds['batch_size']}" if train_ds.get("batch_size") else
-           f"batch_duration {train_ds.get('batch_duration')} s")
+        + (
+            f"batch {train_ds['batch_size']}"
+            if train_ds.get("batch_size")
+            else f"batch_duration {train_ds.get('batch_duration')} s"
+        )
         + f", precision {trainer_cfg.get('precision')}, prompt mode {train_ds.get('default_prompt_mode')}"
         + (f"; overrides {s.overrides()}" if s.overrides() else "")
     )
@@ -396,6 +426,7 @@ def _save(model, out_dir: Path, card: dict) -> tuple[Path, Path | str]:
         sidecar = write_sidecar(model_path, model_card(model, **card))
     return model_path, sidecar
 
+
 def apply_freeze(model, policy: str) -> None:
     """Freeze parameters per FREEZE_CHOICES (requires_grad only: Lightning's train() keeps dropout active)."""
     if policy == "none":
@@ -479,14 +510,21 @@ def run_finetune_step(
     root = work_root or os.environ.get("ASR_WORK_DIR")
     lock = None
     if root:
-        work = Path(root) / "finetune_asr" / work_key(manifest_dir, base_model_uri, settings, replay_manifest,
-                                                      devices, strategy)
+        work = (
+            Path(root)
+            / "finetune_asr"
+            / work_key(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy)
+        )
         work.mkdir(parents=True, exist_ok=True)
         lock = _try_lock(work)
         if lock is None:  # the same inputs are training right now (another run): never share its checkpoints
             work = Path(tempfile.mkdtemp(dir=work.parent, prefix=f"{work.name}."))
-            log.warning("finetune: another fine-tune of the same inputs holds %s; this one works in %s "
-                        "(no resume across the two)", work.parent / work.name.split(".")[0], work)
+            log.warning(
+                "finetune: another fine-tune of the same inputs holds %s; this one works in %s "
+                "(no resume across the two)",
+                work.parent / work.name.split(".")[0],
+                work,
+            )
             lock = _try_lock(work)
     else:
         work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
@@ -526,8 +564,14 @@ def run_finetune_step(
     return result, run_id
 
 
-def _step_params(manifest_dir, base_model_uri: str, settings: FinetuneSettings, replay_manifest: str = "",
-                 devices: int = 0, strategy: str = "") -> dict:
+def _step_params(
+    manifest_dir,
+    base_model_uri: str,
+    settings: FinetuneSettings,
+    replay_manifest: str = "",
+    devices: int = 0,
+    strategy: str = "",
+) -> dict:
     """The step's inputs as logged (MLflow params) and keyed (work dir)."""
     return {
         "base_model_uri": base_model_uri,
@@ -540,8 +584,14 @@ def _step_params(manifest_dir, base_model_uri: str, settings: FinetuneSettings, 
     }
 
 
-def work_key(manifest_dir, base_model_uri: str, settings: FinetuneSettings | str, replay_manifest: str = "",
-             devices: int = 0, strategy: str = "") -> str:
+def work_key(
+    manifest_dir,
+    base_model_uri: str,
+    settings: FinetuneSettings | str,
+    replay_manifest: str = "",
+    devices: int = 0,
+    strategy: str = "",
+) -> str:
     """The work dir's name: the step's inputs without max_steps, so raising the budget of a finished-or-killed
     run continues it (finetune() itself refuses checkpoints whose data or hyper-parameters differ)."""
     if isinstance(settings, str):

@@ -32,5 +32,9 @@ def make_deterministic(seed: int) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    return {"seed": seed, "deterministic_algorithms": True, "threads": torch.get_num_threads(),
-            "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"]}
+    return {
+        "seed": seed,
+        "deterministic_algorithms": True,
+        "threads": torch.get_num_threads(),
+        "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    }

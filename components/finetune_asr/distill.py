@@ -209,7 +209,10 @@ def _index_languages_in_training_batches(model) -> None:
         def __getitem__(self, cuts):
             audio, audio_lens, cuts = self.load_audio(cuts)
             langs = [c.supervisions[0].language for c in cuts]
-            tokens = [torch.as_tensor(self.tokenizer(c.supervisions[0].text, lang)) for c, lang in zip(cuts, langs, strict=True)]
+            tokens = [
+                torch.as_tensor(self.tokenizer(c.supervisions[0].text, lang))
+                for c, lang in zip(cuts, langs, strict=True)
+            ]
             prompts = torch.tensor([self._get_prompt_index_for_cut(c) for c in cuts], dtype=torch.long)
             lang_ids = torch.tensor([self._get_prompt_index(lang) for lang in langs], dtype=torch.long)
             token_lens = torch.tensor([t.size(0) for t in tokens], dtype=torch.long)
@@ -221,10 +224,15 @@ def _index_languages_in_training_batches(model) -> None:
     def setup(self, config):
         if not config.get("use_lhotse") or not config.get("initialize_prompt_feature", True):
             return original(config)
-        ds_cfg = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+        ds_cfg = (
+            OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+        )
         return get_lhotse_dataloader_from_config(
-            config, global_rank=self.global_rank, world_size=self.world_size,
-            dataset=LangIndexedPromptDataset(tokenizer=self.tokenizer, cfg=ds_cfg), tokenizer=self.tokenizer,
+            config,
+            global_rank=self.global_rank,
+            world_size=self.world_size,
+            dataset=LangIndexedPromptDataset(tokenizer=self.tokenizer, cfg=ds_cfg),
+            tokenizer=self.tokenizer,
         )
 
     model._setup_dataloader_from_config = types.MethodType(setup, model)

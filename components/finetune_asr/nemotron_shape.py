@@ -51,13 +51,22 @@ def build_tokenizer_of_size(texts: Iterable[str], out_dir: str | os.PathLike, si
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
-    filler = [" ".join("".join(rng.choice(_PAD_ALPHABET) for _ in range(rng.randint(3, 9))) for _ in range(12))
-              for _ in range(20_000)]
+    filler = [
+        " ".join("".join(rng.choice(_PAD_ALPHABET) for _ in range(rng.randint(3, 9))) for _ in range(12))
+        for _ in range(20_000)
+    ]
     corpus = out_dir / "text.txt"
     corpus.write_text("\n".join(lines * 20 + filler) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.Train(
-        input=str(corpus), model_prefix=str(out_dir / "tokenizer"), vocab_size=size, model_type="bpe",
-        character_coverage=1.0, bos_id=-1, eos_id=-1, minloglevel=2, num_threads=2,
+        input=str(corpus),
+        model_prefix=str(out_dir / "tokenizer"),
+        vocab_size=size,
+        model_type="bpe",
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        minloglevel=2,
+        num_threads=2,
     )
     corpus.unlink()
     sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
@@ -65,8 +74,11 @@ def build_tokenizer_of_size(texts: Iterable[str], out_dir: str | os.PathLike, si
         raise RuntimeError(f"nemotron shape: tokenizer has {sp.get_piece_size()} pieces, expected {size}")
     special = {"<unk>", "<s>", "</s>", "<pad>"}
     pieces = [sp.id_to_piece(i) for i in range(size)]
-    vocab = [(p[1:] if p.startswith("▁") and len(p) > 1 else p if p.startswith("▁") else f"##{p}")
-             for p in pieces if p not in special]
+    vocab = [
+        (p[1:] if p.startswith("▁") and len(p) > 1 else p if p.startswith("▁") else f"##{p}")
+        for p in pieces
+        if p not in special
+    ]
     (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return out_dir
 
@@ -83,7 +95,11 @@ def read_texts(sources: Sequence[str | os.PathLike]) -> list[str]:
             with open(path, newline="", encoding="utf-8") as f:
                 texts += [row["text"] for row in csv.DictReader(f)]
         else:
-            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            texts += [
+                json.loads(line)["text"]
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
     return texts
 
 
@@ -100,8 +116,12 @@ def parameter_breakdown(model) -> dict[str, int]:
 
 def format_breakdown(counts: dict[str, int]) -> str:
     total = counts["total"]
-    rows = [f"  {name:16s} {n / 1e6:9.2f} M  {n / total:6.1%}" for name, n in counts.items() if name != "total"]
-    return "\n".join([*rows, f"  {'total':16s} {total / 1e6:9.2f} M  ({total / RELEASED_PARAMS:.0%} of 600 M)"])
+    rows = [
+        f"  {name:16s} {n / 1e6:9.2f} M  {n / total:6.1%}" for name, n in counts.items() if name != "total"
+    ]
+    return "\n".join(
+        [*rows, f"  {'total':16s} {total / 1e6:9.2f} M  ({total / RELEASED_PARAMS:.0%} of 600 M)"]
+    )
 
 
 def calibrate_blank_bias(
@@ -123,22 +143,29 @@ def calibrate_blank_bias(
     prompt_id = int(model.cfg.model_defaults.prompt_dictionary[prompt])
     model.eval()
     with torch.inference_mode():
-        enc, enc_len = model.forward(input_signal=x, input_signal_length=torch.tensor([x.shape[1]]),
-                                     prompt_indices=torch.tensor([prompt_id]))
+        enc, enc_len = model.forward(
+            input_signal=x,
+            input_signal_length=torch.tensor([x.shape[1]]),
+            prompt_indices=torch.tensor([prompt_id]),
+        )
     lo, hi = -40.0, 40.0
     for _ in range(24):
         mid = (lo + hi) / 2
         with torch.no_grad():
             bias[-1] = base + mid
         with torch.inference_mode():
-            hyp = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)[0]
+            hyp = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)[
+                0
+            ]
         rate = len(hyp.y_sequence) / max(1, int(enc_len[0]))
         if lo_rate <= rate <= hi_rate:
             with torch.no_grad():
                 bias[-1] = base + mid - margin
             return mid - margin
         lo, hi = (mid, hi) if rate > hi_rate else (lo, mid)
-    raise RuntimeError("nemotron shape: could not calibrate the blank bias (no bias gives a usable token rate)")
+    raise RuntimeError(
+        "nemotron shape: could not calibrate the blank bias (no bias gives a usable token rate)"
+    )
 
 
 def cache_key(texts: Sequence[str], seed: int, calibrate_audio: str | os.PathLike | None = None) -> str:
@@ -164,7 +191,9 @@ def build_model(tokenizer_dir: str | os.PathLike, seed: int = 0):
     with open_dict(cfg):
         cfg.model.tokenizer.dir = str(tokenizer_dir)
         # no data, so no loaders: built without the dataset sections, which the saved config keeps (resolved)
-        sections = {k: OmegaConf.to_container(cfg.model[k], resolve=True) for k in ("train_ds", "validation_ds")}
+        sections = {
+            k: OmegaConf.to_container(cfg.model[k], resolve=True) for k in ("train_ds", "validation_ds")
+        }
         for k in sections:
             cfg.model.pop(k)
     model = EncDecRNNTBPEModelWithPrompt(cfg=cfg.model)
@@ -175,7 +204,10 @@ def build_model(tokenizer_dir: str | os.PathLike, seed: int = 0):
 
 
 def build_nemotron_shaped(
-    texts: Sequence[str], cache_dir: str | os.PathLike, seed: int = 0, calibrate_audio: str | os.PathLike | None = None
+    texts: Sequence[str],
+    cache_dir: str | os.PathLike,
+    seed: int = 0,
+    calibrate_audio: str | os.PathLike | None = None,
 ) -> str:
     """<cache_dir>/<key>/model.nemo (+ model.json): built once per (shape, text, seed, calibration clip), then
     reused. With `calibrate_audio`, the blank bias is calibrated on it (calibrate_blank_bias)."""
@@ -198,18 +230,33 @@ def build_nemotron_shaped(
             from components.common.audio import load_audio
 
             shift = calibrate_blank_bias(model, load_audio(str(calibrate_audio)))
-        log.info(f"nemotron-shape: {type(model).__name__}, {model.tokenizer.vocab_size} pieces, "
-                 f"{model.encoder.att_context_size_all} lookaheads, built in {time.monotonic() - t0:.0f} s:\n"
-                 + format_breakdown(counts))
+        log.info(
+            f"nemotron-shape: {type(model).__name__}, {model.tokenizer.vocab_size} pieces, "
+            f"{model.encoder.att_context_size_all} lookaheads, built in {time.monotonic() - t0:.0f} s:\n"
+            + format_breakdown(counts)
+        )
         stage = work / "final"
         t1 = time.monotonic()
         core.save_model_atomic(model, stage / "model.nemo")
-        core.write_sidecar(stage / "model.nemo", core.model_card(
-            model, base_model_uri=None, base_model_sha256=None, languages=[], role="nemotron-shaped rehearsal base",
-            parameters=counts, shape_config=SHAPE_CONFIG.name, cache_key=key, blank_bias_shift=shift,
-        ))
-        log.info("nemotron-shape: saved %.2f GB in %.0f s", (stage / "model.nemo").stat().st_size / 1e9,
-                 time.monotonic() - t1)
+        core.write_sidecar(
+            stage / "model.nemo",
+            core.model_card(
+                model,
+                base_model_uri=None,
+                base_model_sha256=None,
+                languages=[],
+                role="nemotron-shaped rehearsal base",
+                parameters=counts,
+                shape_config=SHAPE_CONFIG.name,
+                cache_key=key,
+                blank_bias_shift=shift,
+            ),
+        )
+        log.info(
+            "nemotron-shape: saved %.2f GB in %.0f s",
+            (stage / "model.nemo").stat().st_size / 1e9,
+            time.monotonic() - t1,
+        )
         del model
         if final.exists():
             shutil.rmtree(final)

@@ -99,12 +99,21 @@ def check_run(
         d_model = int((cfg.get("encoder") or {}).get("d_model") or 0)
         sched = recipe.optim.get("sched") or {}
         if sched.get("name") == "NoamAnnealing" and d_model and int(sched.get("d_model", 0)) != d_model:
-            rep.add("recipe", False, f"{recipe.path.name}: Noam d_model {sched.get('d_model')} but the model's "
-                    f"encoder d_model is {d_model} (the peak lr would be off by sqrt of their ratio)")
+            rep.add(
+                "recipe",
+                False,
+                f"{recipe.path.name}: Noam d_model {sched.get('d_model')} but the model's "
+                f"encoder d_model is {d_model} (the peak lr would be off by sqrt of their ratio)",
+            )
         else:
             missing = [k for k in ("encoder", "decoder", "joint", "tokenizer") if k not in cfg]
-            rep.add("recipe", not missing, f"{settings.recipe} ({recipe.path.name}) applies"
-                    if not missing else f"the model config lacks {missing}")
+            rep.add(
+                "recipe",
+                not missing,
+                f"{settings.recipe} ({recipe.path.name}) applies"
+                if not missing
+                else f"the model config lacks {missing}",
+            )
     except ValueError as e:
         recipe = None
         rep.add("recipe", False, str(e))
@@ -112,32 +121,51 @@ def check_run(
     # 2. lookaheads the checkpoint supports
     supported = _lookaheads(cfg)
     rep.offline_att_context_size = max(supported, key=lambda a: (a[1], a[0])) if supported else None
-    wanted = parse_att_context_size(att_context_size) if att_context_size else (
-        recipe.deploy_att_context_size if recipe else None)
+    wanted = (
+        parse_att_context_size(att_context_size)
+        if att_context_size
+        else (recipe.deploy_att_context_size if recipe else None)
+    )
     rep.att_context_size = wanted
-    for label, att in (("att_context_size", wanted),
-                       ("train_att_context_size", parse_att_context_size(settings.train_att_context_size))):
+    for label, att in (
+        ("att_context_size", wanted),
+        ("train_att_context_size", parse_att_context_size(settings.train_att_context_size)),
+    ):
         if att is None:
             continue
         ok = not supported or att in supported
-        rep.add(label, ok, f"{att} is supported" if ok else f"{att} is not one of the checkpoint's {supported}")
+        rep.add(
+            label, ok, f"{att} is supported" if ok else f"{att} is not one of the checkpoint's {supported}"
+        )
 
     # 3. languages in the prompt dictionary
     langs = {"target": settings.targets, "replay": settings.replays}
     unknown = [lang for group in langs.values() for lang in group if prompts and lang not in prompts]
-    rep.add("languages", not unknown,
-            f"{sorted(set(settings.targets + settings.replays))} are prompt keys" if not unknown else
-            f"{unknown} are not in the checkpoint's prompt dictionary ({len(prompts)} keys, e.g. "
-            f"{sorted(prompts)[:8]})")
+    rep.add(
+        "languages",
+        not unknown,
+        f"{sorted(set(settings.targets + settings.replays))} are prompt keys"
+        if not unknown
+        else f"{unknown} are not in the checkpoint's prompt dictionary ({len(prompts)} keys, e.g. "
+        f"{sorted(prompts)[:8]})",
+    )
 
     # 4. tokenizer type, 5. coverage
     tok_cfg = cfg.get("tokenizer") or {}
     tok_type = str(tok_cfg.get("type") or ("agg" if "langs" in tok_cfg else "?"))
     tok_ok = tok_type in SUPPORTED_TOKENIZERS
-    rep.add("tokenizer", tok_ok, f"SentencePiece ({tok_type})" if tok_ok else (
-        "aggregate tokenizer (type 'agg', one SentencePiece model per language): not supported by this "
-        "pipeline's coverage check and text maps; fine-tune a checkpoint with one multilingual tokenizer"
-        if tok_type == "agg" else f"tokenizer type {tok_type!r} is not supported (SentencePiece `bpe` is)"))
+    rep.add(
+        "tokenizer",
+        tok_ok,
+        f"SentencePiece ({tok_type})"
+        if tok_ok
+        else (
+            "aggregate tokenizer (type 'agg', one SentencePiece model per language): not supported by this "
+            "pipeline's coverage check and text maps; fine-tune a checkpoint with one multilingual tokenizer"
+            if tok_type == "agg"
+            else f"tokenizer type {tok_type!r} is not supported (SentencePiece `bpe` is)"
+        ),
+    )
 
     # 6. the data can be trained on and evaluated
     rows = _rows_by_split(Path(manifest_dir))
@@ -163,7 +191,9 @@ def _same_lang(prompts: dict[str, int]):
     return key
 
 
-def _check_data(rep: PreflightReport, rows: dict[str, list[dict]], s: FinetuneSettings, prompts: dict) -> None:
+def _check_data(
+    rep: PreflightReport, rows: dict[str, list[dict]], s: FinetuneSettings, prompts: dict
+) -> None:
     key = _same_lang(prompts)
     speakers: dict[object, set] = defaultdict(set)
     counts: dict[str, dict[object, int]] = {split: defaultdict(int) for split in rows}
@@ -178,33 +208,45 @@ def _check_data(rep: PreflightReport, rows: dict[str, list[dict]], s: FinetuneSe
             problems.append(f"{lang}: no train rows")
         if counts["train"].get(key(lang)) and not counts["test"].get(key(lang)):
             spk = sorted(speakers.get(key(lang), set()))
-            why = (f"one speaker ({spk[0]!r}): speaker-disjoint splits cannot hold out a test set; add a "
-                   "`split` column to the metadata or more speakers" if len(spk) <= 1 else
-                   "raise test_ratio or add a `split` column to the metadata")
+            why = (
+                f"one speaker ({spk[0]!r}): speaker-disjoint splits cannot hold out a test set; add a "
+                "`split` column to the metadata or more speakers"
+                if len(spk) <= 1
+                else "raise test_ratio or add a `split` column to the metadata"
+            )
             problems.append(f"{lang}: no test rows, so the candidate could never be evaluated ({why})")
     for lang in s.replays:
         if not counts["train"].get(key(lang)):
             problems.append(f"{lang}: replay language without train rows to replay")
         elif not counts["test"].get(key(lang)):
             problems.append(f"{lang}: replay language without test rows (its regression cannot be gated)")
-    summary = ", ".join(f"{lang} train {counts['train'].get(key(lang), 0)} / test {counts['test'].get(key(lang), 0)}"
-                        for lang in s.targets + s.replays)
+    summary = ", ".join(
+        f"{lang} train {counts['train'].get(key(lang), 0)} / test {counts['test'].get(key(lang), 0)}"
+        for lang in s.targets + s.replays
+    )
     rep.add("data", not problems, summary if not problems else "; ".join(problems))
 
 
-def _check_coverage(rep: PreflightReport, base_nemo, rows: dict[str, list[dict]], s: FinetuneSettings) -> None:
+def _check_coverage(
+    rep: PreflightReport, base_nemo, rows: dict[str, list[dict]], s: FinetuneSettings
+) -> None:
     from components.common.coverage import CoverageError, check_coverage
 
     langs = set(s.targets + s.replays)
     # the rows the fine-tune trains on (train split, target + replay languages): the fine-tune's own check
-    pairs = [(r["text"], r.get("target_lang") or r["lang"]) for r in rows["train"]
-             if (r.get("target_lang") or r["lang"]) in langs]
+    pairs = [
+        (r["text"], r.get("target_lang") or r["lang"])
+        for r in rows["train"]
+        if (r.get("target_lang") or r["lang"]) in langs
+    ]
     try:
         cov = check_coverage(pairs, str(base_nemo), s.max_unk_rate, s.text_maps or None)
     except (CoverageError, ValueError) as e:
         rep.add("tokenizer coverage", False, str(e))
         return
-    hint = "" if cov.passed else " (fix the text, pass a text map such as el_final_sigma, or raise max_unk_rate)"
+    hint = (
+        "" if cov.passed else " (fix the text, pass a text map such as el_final_sigma, or raise max_unk_rate)"
+    )
     rep.add("tokenizer coverage", cov.passed, cov.summary.replace("\n", " ") + hint)
 
 

@@ -39,10 +39,16 @@ class FinetuneSettings:
         "[56,3]) | a path to your own recipe YAML",
     )
     target_langs: str = knob("bg-BG", "Languages to adapt to, comma-separated prompt keys (e.g. bg-BG,ro-RO)")
-    replay_langs: str = knob("el-GR,es-ES", "Languages to keep (mixed into training against forgetting; gated)")
+    replay_langs: str = knob(
+        "el-GR,es-ES", "Languages to keep (mixed into training against forgetting; gated)"
+    )
     replay_per_lang: int = knob(150, "Replay utterances per replay language (when replay_ratio is empty)")
-    replay_ratio: float | None = knob(None, "Replay share of the training mix, 0-0.9; empty uses replay_per_lang")
-    replay_distill: float = knob(1.0, "Weight of the KL to the base model's RNNT lattice on replay rows (0 = off)")
+    replay_ratio: float | None = knob(
+        None, "Replay share of the training mix, 0-0.9; empty uses replay_per_lang"
+    )
+    replay_distill: float = knob(
+        1.0, "Weight of the KL to the base model's RNNT lattice on replay rows (0 = off)"
+    )
     max_steps: int = knob(300, "Training budget in optimizer steps")
     lr: float | None = knob(None, "Learning rate (Noam: a multiplier); empty keeps the recipe's")
     scheduler: str | None = knob(None, "noam | cosine; empty keeps the recipe's", choices=tuple(SCHEDULERS))
@@ -51,7 +57,8 @@ class FinetuneSettings:
     batch_duration: float | None = knob(None, "Seconds of audio per batch (lhotse dynamic batching)")
     precision: str | None = knob(None, "Lightning precision, e.g. bf16-mixed or 32; empty keeps the recipe's")
     prompt_mode: str | None = knob(
-        None, "langID | unified (half the rows get `auto`) | auto; empty keeps the recipe's",
+        None,
+        "langID | unified (half the rows get `auto`) | auto; empty keeps the recipe's",
         choices=PROMPT_MODES,
     )
     freeze: str = knob("none", "none | encoder | all_but_prompt_decoder", choices=FREEZE_CHOICES)

@@ -40,7 +40,9 @@ def tarred_train(train_manifest: str | os.PathLike) -> dict | None:
     manifest = _resolve(here, info.get("manifest", ""))
     tars = [_resolve(here, t) for t in info.get("tars", [])]
     if not tars or not manifest.is_file() or not all(t.is_file() for t in tars):
-        log.warning("%s lists tarred shards that are not readable here: training from the plain manifest", here)
+        log.warning(
+            "%s lists tarred shards that are not readable here: training from the plain manifest", here
+        )
         return None
     return {"manifest": manifest, "tars": tars}
 
@@ -62,12 +64,19 @@ def shard_rows(rows: list[dict], tarred_manifest: str | os.PathLike) -> dict[int
         t = where.get(r.get("id"))
         if t is None:
             return None
-        out[int(t["shard_id"])].append({**r, "audio_filepath": t["audio_filepath"], "shard_id": t["shard_id"]})
+        out[int(t["shard_id"])].append(
+            {**r, "audio_filepath": t["audio_filepath"], "shard_id": t["shard_id"]}
+        )
     return out
 
 
-def use_shards(train_ds: dict, rows: list[dict], train_manifest: str | os.PathLike, work_dir: str | os.PathLike,
-               seed: int) -> dict:
+def use_shards(
+    train_ds: dict,
+    rows: list[dict],
+    train_manifest: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    seed: int,
+) -> dict:
     """finetune's hook: `train_ds` switched to the tarred shards when build_manifest wrote them and every
     selected row is in them (else unchanged). Bucketing by duration is on (num_buckets: the recipe's, at most
     one per 4 rows); shard order and shuffling are seeded with the run's seed."""
@@ -76,7 +85,9 @@ def use_shards(train_ds: dict, rows: list[dict], train_manifest: str | os.PathLi
         return train_ds
     by_shard = shard_rows(rows, info["manifest"])
     if by_shard is None:
-        log.warning("finetune: some selected rows are not in the tarred shards: training from the plain manifest")
+        log.warning(
+            "finetune: some selected rows are not in the tarred shards: training from the plain manifest"
+        )
         return train_ds
     n = len(info["tars"])
     d = Path(work_dir) / SHARDED_DIR
@@ -86,7 +97,9 @@ def use_shards(train_ds: dict, rows: list[dict], train_manifest: str | os.PathLi
     tar_dir = {t.parent for t in info["tars"]}
     names = sorted(t.name for t in info["tars"])
     if len(tar_dir) != 1 or names != sorted(f"audio_{i}.tar" for i in range(n)):
-        raise ValueError(f"{train_manifest}: tarred shards must be audio_0..{n - 1}.tar in one folder, got {names}")
+        raise ValueError(
+            f"{train_manifest}: tarred shards must be audio_0..{n - 1}.tar in one folder, got {names}"
+        )
     ds = dict(train_ds)
     ds.update(
         # lhotse reads tars because tarred_audio_filepaths is set (NeMo's read_nemo_manifest). `is_tarred` stays
@@ -103,5 +116,7 @@ def use_shards(train_ds: dict, rows: list[dict], train_manifest: str | os.PathLi
         concurrent_bucketing=False,
         num_buckets=max(1, min(int(train_ds.get("num_buckets") or DEFAULT_NUM_BUCKETS), len(rows) // 4)),
     )
-    log.info("finetune: training from %d tarred shards (%d rows selected), bucketed by duration", n, len(rows))
+    log.info(
+        "finetune: training from %d tarred shards (%d rows selected), bucketed by duration", n, len(rows)
+    )
     return ds

@@ -72,7 +72,9 @@ class FinetuneTracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         if self.state_file:
-            atomic_write_text(self.state_file, json.dumps({"mlflow_run_id": self.run_id, "uri": self.uri}) + "\n")
+            atomic_write_text(
+                self.state_file, json.dumps({"mlflow_run_id": self.run_id, "uri": self.uri}) + "\n"
+            )
         return self.run_id
 
     def _previous_run(self) -> str:
@@ -92,7 +94,9 @@ class FinetuneTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(float(v))]
+        self._pending += [
+            Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(float(v))
+        ]
         if step % self.every == 0 or time.monotonic() - self._last_flush > EVERY_SECONDS:
             self.flush()
 

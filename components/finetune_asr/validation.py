@@ -34,7 +34,9 @@ def validation_loss(model, rows: Sequence[dict], batch_size: int = 8) -> dict[st
                 total, n = 0.0, 0
                 for i in range(0, len(part), batch_size):
                     batch = part[i : i + batch_size]
-                    audio = [torch.from_numpy(load_audio(r["audio_filepath"], strict_rate=True)) for r in batch]
+                    audio = [
+                        torch.from_numpy(load_audio(r["audio_filepath"], strict_rate=True)) for r in batch
+                    ]
                     ids = [model.tokenizer.text_to_ids(r["text"]) for r in batch]
                     sig = torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
                     sig_len = torch.tensor([a.numel() for a in audio])

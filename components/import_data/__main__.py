@@ -17,16 +17,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("data_root")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="default: detect it")
-    p.add_argument("--manifest", action="append", default=[],
-                   help="a NeMo manifest to import (repeatable; default: every one in DATA_ROOT)")
+    p.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        help="a NeMo manifest to import (repeatable; default: every one in DATA_ROOT)",
+    )
     a = p.parse_args(argv)
     try:
         r = import_dataset(a.data_root, a.format, a.manifest or None)
     except ImportDataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"format": r.format, "rows": r.rows, "metadata": str(r.metadata), "dropped": r.dropped},
-                     ensure_ascii=False, indent=2))
+    print(
+        json.dumps(
+            {"format": r.format, "rows": r.rows, "metadata": str(r.metadata), "dropped": r.dropped},
+            ensure_ascii=False,
+            indent=2,
+        )
+    )
     return 0
 
 

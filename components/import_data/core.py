@@ -116,7 +116,12 @@ def _rel(root: Path, path: str, base: Path) -> str:
 
 
 def _row(rec: dict, audio: str, source: str, split: str | None) -> dict:
-    row = {"audio": audio, "text": _pick(rec, "text"), "lang": _pick(rec, "lang"), "speaker": _pick(rec, "speaker")}
+    row = {
+        "audio": audio,
+        "text": _pick(rec, "text"),
+        "lang": _pick(rec, "lang"),
+        "speaker": _pick(rec, "speaker"),
+    }
     rid = _pick(rec, "id")
     if rid:
         row["id"] = rid
@@ -176,7 +181,9 @@ def read_audiofolder(root: Path) -> tuple[list[dict], list[dict]]:
             if not rec.get("file_name"):
                 raise ImportDataError(f"{m}:{n}: no 'file_name' (an audiofolder metadata row names its file)")
             where = f"{m.relative_to(root)}:{n}"
-            rows.append(_row(rec, _rel(root, rec["file_name"], m.parent), where, split if use_split else None))
+            rows.append(
+                _row(rec, _rel(root, rec["file_name"], m.parent), where, split if use_split else None)
+            )
     return rows, []
 
 
@@ -216,7 +223,9 @@ def read_hf_disk(root: Path) -> tuple[list[dict], list[dict]]:
             elif isinstance(a, str):
                 audio = _rel(root, a, root)
             else:
-                dropped.append({"source": where, "reason": "no_audio: the audio column holds no bytes and no path"})
+                dropped.append(
+                    {"source": where, "reason": "no_audio: the audio column holds no bytes and no path"}
+                )
                 continue
             rec = {k: v for k, v in rec.items() if k != column}
             rows.append(_row(rec, audio, where, split if split and len(parts) > 1 else None))
@@ -264,7 +273,9 @@ def read_lhotse(root: Path) -> tuple[list[dict], list[dict]]:
 READERS = {"hf_audiofolder": read_audiofolder, "hf_disk": read_hf_disk, "lhotse": read_lhotse}
 
 
-def import_dataset(root: str | os.PathLike, fmt: str = "auto", manifests: list[str] | None = None) -> ImportResult:
+def import_dataset(
+    root: str | os.PathLike, fmt: str = "auto", manifests: list[str] | None = None
+) -> ImportResult:
     """Write `root`/metadata.jsonl (+ import.json) from the existing data in `root` (module docstring).
     `fmt`: one of FORMATS or "auto" (detect); `manifests`: the NeMo manifests to import (default: every
     *.json/*.jsonl in the root whose first line has audio_filepath)."""
@@ -294,14 +305,19 @@ def import_dataset(root: str | os.PathLike, fmt: str = "auto", manifests: list[s
         sources = paths
     else:
         rows, dropped = READERS[fmt](r)
-        sources = [p for p in sorted(r.iterdir()) if p.is_file() and p.name not in (*METADATA_NAMES, IMPORT_RECORD)]
+        sources = [
+            p for p in sorted(r.iterdir()) if p.is_file() and p.name not in (*METADATA_NAMES, IMPORT_RECORD)
+        ]
     if not rows:
         first = "; ".join(f"{d['source']}: {d['reason']}" for d in dropped[:3])
         raise ImportDataError(f"{r}: nothing to import as {fmt}" + (f" ({first})" if first else ""))
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     atomic_write_text(r / "metadata.jsonl", text)
-    record = {"format": fmt, "rows": len(rows), "dropped": dropped,
-              "sources": {str(p.relative_to(r) if p.is_relative_to(r) else p): sha256_file(p) for p in sources}}
+    record = {
+        "format": fmt,
+        "rows": len(rows),
+        "dropped": dropped,
+        "sources": {str(p.relative_to(r) if p.is_relative_to(r) else p): sha256_file(p) for p in sources},
+    }
     atomic_write_text(own, json.dumps(record, ensure_ascii=False, indent=2))
     return ImportResult(r, fmt, len(rows), sorted(record["sources"]), r / "metadata.jsonl", dropped)
-

@@ -13,7 +13,9 @@ from components.materialize_data.core import DataVersionError, as_dict, material
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m components.materialize_data", description=__doc__)
     ap.add_argument("--data-repo", default=".", help="git repository (path or URL) holding data.dvc")
-    ap.add_argument("--data-rev", default="", help="git revision of data.dvc or a DVC md5; empty = DATA_ROOT as is")
+    ap.add_argument(
+        "--data-rev", default="", help="git revision of data.dvc or a DVC md5; empty = DATA_ROOT as is"
+    )
     ap.add_argument("--data-root", default="data", help="the folder used when --data-rev is empty")
     ap.add_argument("--data-cache", default=".cache/data_versions", help="where versions are materialised")
     a = ap.parse_args(argv)

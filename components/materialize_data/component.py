@@ -6,8 +6,9 @@ from components.common.kfp_base import component
 
 
 @component
-def materialize_data(data_repo: str, data_rev: str, data_root: str, data_cache: str
-                     ) -> NamedTuple("Outputs", [("data_root", str), ("data_md5", str), ("data_commit", str)]):
+def materialize_data(data_repo: str, data_rev: str, data_root: str, data_cache: str) -> NamedTuple(
+    "Outputs", [("data_root", str), ("data_md5", str), ("data_commit", str)]
+):
     from components.common.logs import configure
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)

@@ -66,7 +66,9 @@ def dvc_md5(folder: str | os.PathLike) -> str:
     with tempfile.TemporaryDirectory(prefix="dvc-md5-") as odb_dir:
         try:
             _, _, obj = build(HashFileDB(LocalFileSystem(), odb_dir), str(folder), LocalFileSystem(), "md5")
-        except OSError as e:  # a symlink loop, a dangling link, an unreadable file: `dvc add` fails the same way
+        except (
+            OSError
+        ) as e:  # a symlink loop, a dangling link, an unreadable file: `dvc add` fails the same way
             raise DataVersionError(
                 f"materialize_data: cannot hash {folder} the way DVC does: {e.filename or ''}: {e.strerror or e} "
                 "(fix or remove that file; `dvc add` would fail on it too)"
@@ -121,12 +123,16 @@ def resolve_rev(repo: str | os.PathLike, data_rev: str, dvc_file: str = DVC_FILE
     """(commit, md5, output path) of the version `data_rev` names in `repo` (module docstring)."""
     want = parse_md5(data_rev)
     if want is None:
-        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{data_rev.strip()}^{{commit}}", check=False).strip()
+        commit = _git(
+            repo, "rev-parse", "--verify", "--quiet", f"{data_rev.strip()}^{{commit}}", check=False
+        ).strip()
         if not commit:
             raise DataVersionError(f"data_rev {data_rev!r}: not a revision of {repo} (and not a DVC md5)")
         text = _git(repo, "show", f"{commit}:{dvc_file}", check=False)
         if not text:
-            raise DataVersionError(f"data_rev {data_rev!r}: {dvc_file} does not exist at {commit[:12]} in {repo}")
+            raise DataVersionError(
+                f"data_rev {data_rev!r}: {dvc_file} does not exist at {commit[:12]} in {repo}"
+            )
         md5, path = read_outs(text, f"{dvc_file}@{commit[:12]}")
         return commit, md5, path
     commits = _git(repo, "log", "--all", "--format=%H", "--", dvc_file).split()
@@ -150,8 +156,13 @@ def _count(folder: Path) -> tuple[int, int]:
     return n, size
 
 
-def materialize(data_repo: str, data_rev: str, data_root: str | os.PathLike, data_cache: str | os.PathLike,
-                dvc_file: str = DVC_FILE) -> Materialized:
+def materialize(
+    data_repo: str,
+    data_rev: str,
+    data_root: str | os.PathLike,
+    data_cache: str | os.PathLike,
+    dvc_file: str = DVC_FILE,
+) -> Materialized:
     """The dataset version `data_rev` as a verified local folder (module docstring)."""
     t0 = time.monotonic()
     if not data_rev.strip():
@@ -162,15 +173,24 @@ def materialize(data_repo: str, data_rev: str, data_root: str | os.PathLike, dat
     cache = Path(data_cache)
     cache.mkdir(parents=True, exist_ok=True)
     if not data_repo.strip():
-        raise DataVersionError("data_rev is set but data_repo is empty: name the git repository holding data.dvc")
+        raise DataVersionError(
+            "data_rev is set but data_repo is empty: name the git repository holding data.dvc"
+        )
     repo = local_repo(data_repo, cache)
     commit, md5, out_path = resolve_rev(repo, data_rev, dvc_file)
     key = md5.removesuffix(".dir")
     target, marker = cache / key, cache / f"{key}.json"
     if target.is_dir() and marker.is_file():
         doc = json.loads(marker.read_text(encoding="utf-8"))
-        return Materialized(str(target), md5, commit, "cache", doc.get("n_files", 0), doc.get("n_bytes", 0),
-                            time.monotonic() - t0)
+        return Materialized(
+            str(target),
+            md5,
+            commit,
+            "cache",
+            doc.get("n_files", 0),
+            doc.get("n_bytes", 0),
+            time.monotonic() - t0,
+        )
     import dvc.api
 
     tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".tmp-{key}-"))
@@ -198,16 +218,31 @@ def materialize(data_repo: str, data_rev: str, data_root: str | os.PathLike, dat
             if not (target.is_dir() and marker.is_file()):  # not a concurrent run that finished first
                 raise
         if not marker.is_file():
-            atomic_write_text(marker, json.dumps({"md5": md5, "commit": commit, "data_rev": data_rev,
-                                                  "data_repo": data_repo, "n_files": n, "n_bytes": size}) + "\n")
+            atomic_write_text(
+                marker,
+                json.dumps(
+                    {
+                        "md5": md5,
+                        "commit": commit,
+                        "data_rev": data_rev,
+                        "data_repo": data_repo,
+                        "n_files": n,
+                        "n_bytes": size,
+                    }
+                )
+                + "\n",
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Materialized(str(target), md5, commit, "pulled", n, size, time.monotonic() - t0)
 
 
 def summary(m: Materialized) -> str:
-    return (f"dataset {m.data_md5}" + (f" ({DVC_FILE}@{m.data_commit[:12]})" if m.data_commit else "")
-            + f": {m.n_files} files, {m.n_bytes / 1e6:.1f} MB at {m.data_root} [{m.source}, {m.seconds:.1f} s]")
+    return (
+        f"dataset {m.data_md5}"
+        + (f" ({DVC_FILE}@{m.data_commit[:12]})" if m.data_commit else "")
+        + f": {m.n_files} files, {m.n_bytes / 1e6:.1f} MB at {m.data_root} [{m.source}, {m.seconds:.1f} s]"
+    )
 
 
 def as_dict(m: Materialized) -> dict:

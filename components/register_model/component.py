@@ -8,12 +8,23 @@ from components.common.kfp_base import component
 
 
 @component
-def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_name: str, data_md5: str,
-                   base_model_uri: str, git_commit: str, mlflow_tracking_uri: str, pipeline_run_id: str,
-                   model_card: Output[Markdown], data_rev: str = "", data_commit: str = "",
-                   base_model_resolved: str = "", base_model_sha256: str = "", parameters: str = "",
-                   evaluation_run_id: str = ""
-                   ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str)]):
+def register_model(
+    candidate: Input[Model],
+    evaluation: Input[Artifact],
+    model_name: str,
+    data_md5: str,
+    base_model_uri: str,
+    git_commit: str,
+    mlflow_tracking_uri: str,
+    pipeline_run_id: str,
+    model_card: Output[Markdown],
+    data_rev: str = "",
+    data_commit: str = "",
+    base_model_resolved: str = "",
+    base_model_sha256: str = "",
+    parameters: str = "",
+    evaluation_run_id: str = "",
+) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str)]):
     """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it).
     `data_md5`, `data_commit` (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit`
     (resolve_base) are step outputs; `parameters` is every pipeline parameter as `name=value` lines."""
@@ -25,16 +36,29 @@ def register_model(candidate: Input[Model], evaluation: Input[Artifact], model_n
     from components.register_model.core import parse_parameters, register_candidate
 
     if not data_md5 or not git_commit:
-        raise ValueError(f"register_model: data_md5 {data_md5!r} / git_commit {git_commit!r}: lineage needs both")
+        raise ValueError(
+            f"register_model: data_md5 {data_md5!r} / git_commit {git_commit!r}: lineage needs both"
+        )
     params = parse_parameters(parameters)
-    r = register_candidate(candidate.path, os.path.join(evaluation.path, "evaluation.json"), model_name,
-                           data_md5=data_md5, base_model_uri=base_model_uri, commit=git_commit,
-                           pipeline_run_id=pipeline_run_id, evaluation_run_id=evaluation_run_id,
-                           tracking_uri=mlflow_tracking_uri or None,
-                           run={"data_rev": data_rev, "data_commit": data_commit,
-                                "base_model_resolved": base_model_resolved,
-                                "base_model_sha256": base_model_sha256, "parameters": params,
-                                "environment": candidate.metadata.get("environment") or {}})
+    r = register_candidate(
+        candidate.path,
+        os.path.join(evaluation.path, "evaluation.json"),
+        model_name,
+        data_md5=data_md5,
+        base_model_uri=base_model_uri,
+        commit=git_commit,
+        pipeline_run_id=pipeline_run_id,
+        evaluation_run_id=evaluation_run_id,
+        tracking_uri=mlflow_tracking_uri or None,
+        run={
+            "data_rev": data_rev,
+            "data_commit": data_commit,
+            "base_model_resolved": base_model_resolved,
+            "base_model_sha256": base_model_sha256,
+            "parameters": params,
+            "environment": candidate.metadata.get("environment") or {},
+        },
+    )
     with open(model_card.path, "w", encoding="utf-8") as f:
         f.write(r.model_card)
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")

@@ -49,7 +49,9 @@ def git_commit(repo: str | Path = ".", commit_file: str | Path = GIT_COMMIT_FILE
 
 def _summary(evaluation: EvaluationSummary | dict) -> EvaluationSummary:
     """The typed evaluation summary (its dict form, e.g. a parsed evaluation.json, is read into the record)."""
-    return evaluation if isinstance(evaluation, EvaluationSummary) else EvaluationSummary.from_dict(evaluation)
+    return (
+        evaluation if isinstance(evaluation, EvaluationSummary) else EvaluationSummary.from_dict(evaluation)
+    )
 
 
 def headline_metrics(evaluation: EvaluationSummary | dict) -> dict[str, float]:
@@ -68,8 +70,9 @@ def _fmt(x, spec: str = ".3f") -> str:
     return format(x, spec) if isinstance(x, (int, float)) else "–"
 
 
-def data_statistics(evaluation: EvaluationSummary | dict, sidecar: dict,
-                    manifest_summary: dict | None = None) -> list[str]:
+def data_statistics(
+    evaluation: EvaluationSummary | dict, sidecar: dict, manifest_summary: dict | None = None
+) -> list[str]:
     """Markdown lines on the data: the manifests' clips/hours per split x language when the summary is at hand,
     the fine-tune's rows per language (sidecar), and the held-out utterances/words the WER rests on."""
     lines: list[str] = []
@@ -79,22 +82,34 @@ def data_statistics(evaluation: EvaluationSummary | dict, sidecar: dict,
         lines += ["| split | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
         for split in ("train", "val", "test"):
             if split in counts:
-                cells = [f"{counts[split].get(lg, 0)} clips / {hours.get(split, {}).get(lg, 0):.2f} h" for lg in langs]
+                cells = [
+                    f"{counts[split].get(lg, 0)} clips / {hours.get(split, {}).get(lg, 0):.2f} h"
+                    for lg in langs
+                ]
                 lines.append(f"| {split} | " + " | ".join(cells) + " |")
         lines.append("")
     if sidecar.get("rows_per_lang"):
         rows = ", ".join(f"{lg} {n}" for lg, n in sorted(sidecar["rows_per_lang"].items()))
         lines.append(f"- Fine-tune rows per language: {rows} ({sidecar.get('train_steps', '?')} steps)")
     cand = (_summary(evaluation).metrics.get("candidate") or {}).get("streaming") or {}
-    held = [f"{lg} {m.get('n_utts', '?')} utts / {m.get('n_ref_words', '?')} words"
-            for lg, m in sorted(cand.items()) if lg != "overall" and isinstance(m, dict)]
+    held = [
+        f"{lg} {m.get('n_utts', '?')} utts / {m.get('n_ref_words', '?')} words"
+        for lg, m in sorted(cand.items())
+        if lg != "overall" and isinstance(m, dict)
+    ]
     if held:
         lines.append(f"- Held-out test set (speakers unseen in training): {', '.join(held)}")
     return lines
 
 
-def model_card(name: str, sidecar: dict, evaluation: EvaluationSummary | dict, lineage: dict[str, str],
-               manifest_summary: dict | None = None, version: str = "") -> str:
+def model_card(
+    name: str,
+    sidecar: dict,
+    evaluation: EvaluationSummary | dict,
+    lineage: dict[str, str],
+    manifest_summary: dict | None = None,
+    version: str = "",
+) -> str:
     """The model card (Markdown): what it is, from what data, how good (with CIs), at what latency, what the gate
     said, and what it is (not) for. Stored as the version's description and as `model_card.md` beside it."""
     evaluation = _summary(evaluation)
@@ -105,54 +120,72 @@ def model_card(name: str, sidecar: dict, evaluation: EvaluationSummary | dict, l
     target = evaluation.target_langs or sidecar.get("target_languages") or sidecar.get("languages") or []
     replay = evaluation.replay_langs or sidecar.get("replay_languages") or []
     title = f"# {name}" + (f" v{version}" if version else "")
-    lines = [title, "",
-             f"- Model class: `{sidecar.get('model_class', '?')}`",
-             f"- Base model: `{lineage.get('base_model_uri') or '?'}` "
-             f"(sha256 `{lineage.get('base_model_sha256') or sidecar.get('base_model_sha256') or '?'}`)",
-             f"- Checkpoint sha256: `{sidecar.get('sha256', '?')}`",
-             f"- Data version (DVC md5 of data.dvc): `{lineage.get('data_md5', '?')}`",
-             f"- Code: git `{lineage.get('git_commit', '?')}`, pipeline run `{lineage.get('pipeline_run_id', '?')}`",
-             f"- Languages: target {', '.join(target) or '?'}; kept (replay) {', '.join(replay) or 'none'}; "
-             f"all: {', '.join(sidecar.get('languages', [])) or '?'}",
-             f"- Latency operating point: streaming with att_context_size `{att if att is not None else '?'}`"
-             + (f", fed in {piece * 1000:.0f} ms pieces" if isinstance(piece, (int, float)) else ""),
-             f"- Gate: **{gate}**", "",
-             "## Data", "", *data_statistics(evaluation, sidecar, manifest_summary), "",
-             "## Word error rate", "",
-             "Held-out test split; `norm` = lower-cased, punctuation removed. Δ = candidate − base streaming WER "
-             "(norm) with its paired-bootstrap confidence interval (negative = better).", "",
-             "| language | mode | base WER norm | candidate WER raw | candidate WER norm | candidate CER | utts |"
-             " Δ WER [CI] |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        title,
+        "",
+        f"- Model class: `{sidecar.get('model_class', '?')}`",
+        f"- Base model: `{lineage.get('base_model_uri') or '?'}` "
+        f"(sha256 `{lineage.get('base_model_sha256') or sidecar.get('base_model_sha256') or '?'}`)",
+        f"- Checkpoint sha256: `{sidecar.get('sha256', '?')}`",
+        f"- Data version (DVC md5 of data.dvc): `{lineage.get('data_md5', '?')}`",
+        f"- Code: git `{lineage.get('git_commit', '?')}`, pipeline run `{lineage.get('pipeline_run_id', '?')}`",
+        f"- Languages: target {', '.join(target) or '?'}; kept (replay) {', '.join(replay) or 'none'}; "
+        f"all: {', '.join(sidecar.get('languages', [])) or '?'}",
+        f"- Latency operating point: streaming with att_context_size `{att if att is not None else '?'}`"
+        + (f", fed in {piece * 1000:.0f} ms pieces" if isinstance(piece, (int, float)) else ""),
+        f"- Gate: **{gate}**",
+        "",
+        "## Data",
+        "",
+        *data_statistics(evaluation, sidecar, manifest_summary),
+        "",
+        "## Word error rate",
+        "",
+        "Held-out test split; `norm` = lower-cased, punctuation removed. Δ = candidate − base streaming WER "
+        "(norm) with its paired-bootstrap confidence interval (negative = better).",
+        "",
+        "| language | mode | base WER norm | candidate WER raw | candidate WER norm | candidate CER | utts |"
+        " Δ WER [CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     metrics = evaluation.metrics
     base, cand = metrics.get("base") or {}, metrics.get("candidate") or {}
     cis = evaluation.delta_ci
     for mode in sorted(set(base) | set(cand), key=lambda m: (m != "streaming", m)):
-        langs = sorted(set(base.get(mode) or {}) | set(cand.get(mode) or {}), key=lambda lg: (lg == "overall", lg))
+        langs = sorted(
+            set(base.get(mode) or {}) | set(cand.get(mode) or {}), key=lambda lg: (lg == "overall", lg)
+        )
         for lg in langs:
             b, c = (base.get(mode) or {}).get(lg) or {}, (cand.get(mode) or {}).get(lg) or {}
             ci = cis.get(lg) if mode == "streaming" else None
             delta = f"{ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] ({ci.confidence:.0%})" if ci else ""
-            lines.append(f"| {lg} | {mode} | {_fmt(b.get('wer_norm'))} | {_fmt(c.get('wer_raw'))} | "
-                         f"{_fmt(c.get('wer_norm'))} | {_fmt(c.get('cer'))} | {c.get('n_utts', b.get('n_utts', ''))} |"
-                         f" {delta} |")
+            lines.append(
+                f"| {lg} | {mode} | {_fmt(b.get('wer_norm'))} | {_fmt(c.get('wer_raw'))} | "
+                f"{_fmt(c.get('wer_norm'))} | {_fmt(c.get('cer'))} | {c.get('n_utts', b.get('n_utts', ''))} |"
+                f" {delta} |"
+            )
     lines += ["", "## Gate rules", ""]
     rules = decision.rules if decision else []
     for r in rules:
         lines.append(f"- {'PASS' if r.passed else 'FAIL'} `{r.rule}`: {r.reason}")
     if not rules:
         lines.append("- (none recorded)")
-    lines += ["", "## Intended use and limitations", "",
-              f"- Intended use: speech recognition with punctuation and capitalization for {', '.join(target) or 'the target languages'}"
-              + (f" (and {', '.join(replay)}, checked for regressions)" if replay else "")
-              + ", streaming at the operating point above or offline. Pass the language prompt (`target_lang`).",
-              "- WER was measured only on the held-out speakers of this dataset version; other domains, accents, "
-              "microphones, noise and speaking styles were not measured, and short test sets give wide intervals "
-              "(see the CI column).",
-              "- Languages not listed above were neither trained nor evaluated here: expect them to be worse than "
-              "the base model (forgetting).",
-              "- Streaming at a smaller right context than the operating point above (lower latency) was not gated "
-              "and is usually less accurate.",
-              "- Not for decisions about people without human review of the transcript."]
+    lines += [
+        "",
+        "## Intended use and limitations",
+        "",
+        f"- Intended use: speech recognition with punctuation and capitalization for {', '.join(target) or 'the target languages'}"
+        + (f" (and {', '.join(replay)}, checked for regressions)" if replay else "")
+        + ", streaming at the operating point above or offline. Pass the language prompt (`target_lang`).",
+        "- WER was measured only on the held-out speakers of this dataset version; other domains, accents, "
+        "microphones, noise and speaking styles were not measured, and short test sets give wide intervals "
+        "(see the CI column).",
+        "- Languages not listed above were neither trained nor evaluated here: expect them to be worse than "
+        "the base model (forgetting).",
+        "- Streaming at a smaller right context than the operating point above (lower latency) was not gated "
+        "and is usually less accurate.",
+        "- Not for decisions about people without human review of the transcript.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -196,11 +229,20 @@ def parse_parameters(text: str) -> dict[str, str]:
     return params
 
 
-def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model_name: str,
-                       data_md5: str = "", base_model_uri: str = "", pipeline_run_id: str = "",
-                       params: dict | None = None, commit: str = "", tracking_uri: str | None = None,
-                       manifest_summary: dict | None = None, run: dict | None = None,
-                       evaluation_run_id: str = "") -> RegisterResult:
+def register_candidate(
+    model_dir: str | Path,
+    evaluation_path: str | Path,
+    model_name: str,
+    data_md5: str = "",
+    base_model_uri: str = "",
+    pipeline_run_id: str = "",
+    params: dict | None = None,
+    commit: str = "",
+    tracking_uri: str | None = None,
+    manifest_summary: dict | None = None,
+    run: dict | None = None,
+    evaluation_run_id: str = "",
+) -> RegisterResult:
     """Register a candidate with its lineage, gate record and model card; move `challenger` to it.
 
     The gate record (registry/gate_record.py) binds the decision to this checkpoint's sha256, the exact
@@ -225,10 +267,13 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     record = gr.build_record(evaluation_text, sha, pipeline_run_id or "local", utc_now())
     passed = record.passed
     reasons = "; ".join(f"{r['rule']}: {'pass' if r['passed'] else 'FAIL'}" for r in record.rules)
-    lineage = {"data_md5": data_md5 or "unknown", "git_commit": commit or git_commit(),
-               "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
-               "base_model_sha256": sidecar.get("base_model_sha256", ""),
-               "pipeline_run_id": pipeline_run_id or "local"}
+    lineage = {
+        "data_md5": data_md5 or "unknown",
+        "git_commit": commit or git_commit(),
+        "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
+        "base_model_sha256": sidecar.get("base_model_sha256", ""),
+        "pipeline_run_id": pipeline_run_id or "local",
+    }
     run = dict(run or {})
     for key in ("data_rev", "data_commit", "base_model_resolved"):
         if run.get(key):
@@ -236,43 +281,73 @@ def register_candidate(model_dir: str | Path, evaluation_path: str | Path, model
     if run.get("base_model_sha256"):
         sidecar_base = sidecar.get("base_model_sha256", "")
         if sidecar_base and sidecar_base != run["base_model_sha256"]:
-            raise ValueError(f"{model_dir}: trained from base sha256 {sidecar_base}, but the run resolved the base "
-                             f"to {run['base_model_sha256']}; refusing to register a wrong lineage")
+            raise ValueError(
+                f"{model_dir}: trained from base sha256 {sidecar_base}, but the run resolved the base "
+                f"to {run['base_model_sha256']}; refusing to register a wrong lineage"
+            )
         lineage["base_model_sha256"] = run["base_model_sha256"]
-    lineage_doc = {**lineage, "checkpoint_sha256": sha, "parameters": dict(run.get("parameters") or {}),
-                   "environment": dict(run.get("environment") or {})}
+    lineage_doc = {
+        **lineage,
+        "checkpoint_sha256": sha,
+        "parameters": dict(run.get("parameters") or {}),
+        "environment": dict(run.get("environment") or {}),
+    }
     record_text = record.to_json()
-    tags = {**lineage, "gate.passed": str(passed).lower(), "gate.reasons": reasons[:5000],
-            gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")), gr.POLICY_TAG: record.policy_sha256,
-            **{f"params.{k}": str(v) for k, v in (params or {}).items()},
-            **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()}}
+    tags = {
+        **lineage,
+        "gate.passed": str(passed).lower(),
+        "gate.reasons": reasons[:5000],
+        gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")),
+        gr.POLICY_TAG: record.policy_sha256,
+        **{f"params.{k}": str(v) for k, v in (params or {}).items()},
+        **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()},
+    }
     if evaluation_run_id:
         tags["evaluation_run_id"] = evaluation_run_id
     if record.floor_override_reason:  # a policy below the floor was let through by an audited override
         tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
-    if evaluation.att_context_size is not None:  # the operating point the gate judged (rollback re-exports at it)
+    if (
+        evaluation.att_context_size is not None
+    ):  # the operating point the gate judged (rollback re-exports at it)
         tags["att_context_size"] = json.dumps(evaluation.att_context_size)
-        tags.setdefault("params.att_context_size", tags["att_context_size"])  # what the Triton sync sidecar reads
+        tags.setdefault(
+            "params.att_context_size", tags["att_context_size"]
+        )  # what the Triton sync sidecar reads
     for lg, ci in evaluation.delta_ci.items():
         tags[f"metrics.delta_ci.{lg}"] = f"{ci.delta:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
-    card = model_card(model_name, {**sidecar, "sha256": sha}, evaluation, lineage,
-                      manifest_summary or _manifest_summary(evaluation))
+    card = model_card(
+        model_name,
+        {**sidecar, "sha256": sha},
+        evaluation,
+        lineage,
+        manifest_summary or _manifest_summary(evaluation),
+    )
     tags["model_card"] = "model_card.md"
     key = ""
     if lineage["pipeline_run_id"] not in ("", "local"):
         key = f"{sha}/{gr.sha256_bytes(evaluation_text.encode('utf-8'))[:16]}"
     reg = Registry(get_client(tracking_uri))
-    info = reg.register(model_name, model_dir, tags=tags, description=card_description(card), aliases=(CHALLENGER,),
-                        extra_files={"model_card.md": card, gr.EVALUATION_ARTIFACT: evaluation_text,
-                                     gr.RECORD_ARTIFACT: record_text,
-                                     LINEAGE_ARTIFACT: json.dumps(lineage_doc, indent=2, sort_keys=True) + "\n"},
-                        registration_key=key)
+    info = reg.register(
+        model_name,
+        model_dir,
+        tags=tags,
+        description=card_description(card),
+        aliases=(CHALLENGER,),
+        extra_files={
+            "model_card.md": card,
+            gr.EVALUATION_ARTIFACT: evaluation_text,
+            gr.RECORD_ARTIFACT: record_text,
+            LINEAGE_ARTIFACT: json.dumps(lineage_doc, indent=2, sort_keys=True) + "\n",
+        },
+        registration_key=key,
+    )
     titled = card.replace(f"# {model_name}\n", f"# {model_name} v{info.version}\n", 1)
     return RegisterResult(model_name, info.version, info.aliases, passed, titled, sha)
 
 
-def promote(model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline",
-            run_id: str = "") -> str:
+def promote(
+    model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline", run_id: str = ""
+) -> str:
     """Move `champion` to a version that passed its gate, after verifying its checkpoint; returns the version.
 
     Safe to retry (promoting the current champion again is a no-op) and safe to run concurrently with other

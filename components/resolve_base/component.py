@@ -6,8 +6,9 @@ from components.common.kfp_base import component
 
 
 @component
-def resolve_base(base_model_uri: str, base_model_sha256: str, mlflow_tracking_uri: str
-                 ) -> NamedTuple("Outputs", [("uri", str), ("sha256", str), ("code_version", str)]):
+def resolve_base(base_model_uri: str, base_model_sha256: str, mlflow_tracking_uri: str) -> NamedTuple(
+    "Outputs", [("uri", str), ("sha256", str), ("code_version", str)]
+):
     from components.common.logs import configure
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)

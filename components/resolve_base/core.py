@@ -31,7 +31,9 @@ class ResolvedBase:
 def local_checkpoint(uri: str) -> Path:
     path = Path(uri)
     if path.is_dir():
-        path = next((path / n for n in ("model.nemo", "base.nemo") if (path / n).is_file()), path / "model.nemo")
+        path = next(
+            (path / n for n in ("model.nemo", "base.nemo") if (path / n).is_file()), path / "model.nemo"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"base_model_uri {uri}: no such checkpoint")
     return path
@@ -55,7 +57,9 @@ def resolve_base(uri: str, expected_sha256: str = "", tracking_uri: str | None =
                 sha = sha256_file(reg.download(info, tmp))
         pinned = f"models:/{name}/{info.version}"
     elif "://" in uri or uri.startswith("runs:/"):
-        raise ValueError(f"base_model_uri {uri}: expected models:/<name>@<alias>, models:/<name>/<version> or a path")
+        raise ValueError(
+            f"base_model_uri {uri}: expected models:/<name>@<alias>, models:/<name>/<version> or a path"
+        )
     else:
         path = local_checkpoint(uri)
         pinned, sha = str(path.resolve()), sha256_file(path)

@@ -414,7 +414,13 @@ def synthesize_corpus(
 
 
 def _render_all(
-    clips: list[Clip], tmp: Path, out_dir: Path, n_langs: int, workers: int | None, progress: bool, start: float
+    clips: list[Clip],
+    tmp: Path,
+    out_dir: Path,
+    n_langs: int,
+    workers: int | None,
+    progress: bool,
+    start: float,
 ) -> tuple[dict[str, int], int]:
     """Render every clip into `tmp`, one task per speaker (its voice) over a process pool, progress logged
     every quarter -> (samples per clip id, bytes written)."""
@@ -431,7 +437,9 @@ def _render_all(
     n_bytes = 0
     next_report = 0.25  # progress every quarter
     if progress:
-        _log(f"{len(clips)} clips, {n_langs} languages, {len(tasks)} speakers, {n_workers} workers -> {out_dir}")
+        _log(
+            f"{len(clips)} clips, {n_langs} languages, {len(tasks)} speakers, {n_workers} workers -> {out_dir}"
+        )
     with _pool(n_workers) as pool:
         for done in pool.imap_unordered(_render_chunk, tasks):
             for clip_id, n, size in done:

@@ -226,7 +226,9 @@ def _secret_env(c: dict) -> set[str]:
     """Env names of a container that carry a Secret's value, directly or through $(VAR) composition."""
     tainted: set[str] = set()
     for e in c.get("env") or []:
-        if (e.get("valueFrom") or {}).get("secretKeyRef") or set(_VAR_REF.findall(str(e.get("value", "")))) & tainted:
+        if (e.get("valueFrom") or {}).get("secretKeyRef") or set(
+            _VAR_REF.findall(str(e.get("value", "")))
+        ) & tainted:
             tainted.add(e["name"])
     return tainted
 
@@ -235,7 +237,9 @@ def exposure_errors(objects: list[dict], by_kind: dict[str, dict[str, dict]]) ->
     """Cluster exposure rules: NetworkPolicy coverage, secrets off command lines, PDBs that keep one replica."""
     errors: list[str] = []
     policies = [
-        p for p in by_kind.get("NetworkPolicy", {}).values() if "Ingress" in (p["spec"].get("policyTypes") or [])
+        p
+        for p in by_kind.get("NetworkPolicy", {}).values()
+        if "Ingress" in (p["spec"].get("policyTypes") or [])
     ]
     for kind in ("Deployment", "StatefulSet"):
         for w in by_kind.get(kind, {}).values():

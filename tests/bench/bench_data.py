@@ -205,7 +205,7 @@ def bench_fanout(n_files: int, tmp: Path, rounds: int = 2) -> None:
     generate(root, n_files, seed=2)
     times: dict[int, list[float]] = {1: [], 2: []}
     for k in range(rounds):
-        for pods in ((1, 2) if k % 2 == 0 else (2, 1)):  # paired, alternating order: drift cancels
+        for pods in (1, 2) if k % 2 == 0 else (2, 1):  # paired, alternating order: drift cancels
             os.sync()
             t, converted = _fan_out(root, tmp / f"fanout{pods}_{k}", pods)
             assert converted == n_files, "benchmark corpus must convert cleanly"
@@ -215,10 +215,14 @@ def bench_fanout(n_files: int, tmp: Path, rounds: int = 2) -> None:
     t1, t2 = sum(times[1]) / rounds, sum(times[2]) / rounds
     print(f"fan-out, 1 pod  (convert_shard + merge):  {t1:7.2f} s  {n_files / t1:8.1f} files/s")
     print(f"fan-out, 2 pods (convert_shard x2 + merge): {t2:7.2f} s  {n_files / t2:8.1f} files/s")
-    print(f"RATIO fan-out 2 pods / 1 pod (files/s): {t1 / t2:.2f}x   ({os.cpu_count()} CPUs; mean of {rounds} "
-          "paired rounds)")
-    print(f"this box's parallel capacity now (2 processes / 1 on pure CPU work): {parallel_capacity():.2f}x "
-          "(the ceiling of the ratio above)")
+    print(
+        f"RATIO fan-out 2 pods / 1 pod (files/s): {t1 / t2:.2f}x   ({os.cpu_count()} CPUs; mean of {rounds} "
+        "paired rounds)"
+    )
+    print(
+        f"this box's parallel capacity now (2 processes / 1 on pure CPU work): {parallel_capacity():.2f}x "
+        "(the ceiling of the ratio above)"
+    )
 
 
 def bench_validation(n_rows: int, tmp: Path) -> None:
@@ -306,8 +310,10 @@ def bench_pull(n_files: int, tmp: Path, rounds: int = 2) -> None:
         assert m.source == "cache", m
         shutil.rmtree(cache)
     a, b = sum(first) / rounds, sum(again) / rounds
-    print(f"materialize_data: {m.n_files} files pulled + verified in {a:.2f} s ({m.n_files / a:.0f} files/s); "
-          f"unchanged re-run of the pulled version {b:.3f} s: ratio {b / a:.4f} (target <= 0.05)")
+    print(
+        f"materialize_data: {m.n_files} files pulled + verified in {a:.2f} s ({m.n_files / a:.0f} files/s); "
+        f"unchanged re-run of the pulled version {b:.3f} s: ratio {b / a:.4f} (target <= 0.05)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,10 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rounds", type=int, default=2, help="baseline/builder alternations (default %(default)s)"
     )
-    p.add_argument("--pull-files", type=int, default=1000,
-                   help="files of the dataset version pulled with DVC (default %(default)s; 0 = skip)")
-    p.add_argument("--fanout-files", type=int, default=1000,
-                   help="clips of the fan-out comparison, 1 pod vs 2 (default %(default)s; 0 = skip)")
+    p.add_argument(
+        "--pull-files",
+        type=int,
+        default=1000,
+        help="files of the dataset version pulled with DVC (default %(default)s; 0 = skip)",
+    )
+    p.add_argument(
+        "--fanout-files",
+        type=int,
+        default=1000,
+        help="clips of the fan-out comparison, 1 pod vs 2 (default %(default)s; 0 = skip)",
+    )
     p.add_argument("--keep", help="generate into this folder and keep it (default: a temp dir, removed)")
     a = p.parse_args(argv)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

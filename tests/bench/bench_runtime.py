@@ -147,7 +147,11 @@ def _prompt_encoder(asr):
     class PromptEncoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.encoder, self.prompt_kernel, self.num_prompts = m.encoder, m.prompt_kernel, int(m.num_prompts)
+            self.encoder, self.prompt_kernel, self.num_prompts = (
+                m.encoder,
+                m.prompt_kernel,
+                int(m.num_prompts),
+            )
 
         def forward(
             self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, idx
@@ -289,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     att = parse_att_context_size(a.att_context_size)
     work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     if a.d_model:
-        nemo, source = build_scaled_model(work, a.d_model, a.layers), f"random, d_model {a.d_model} x {a.layers}"
+        nemo, source = (
+            build_scaled_model(work, a.d_model, a.layers),
+            f"random, d_model {a.d_model} x {a.layers}",
+        )
     else:
         nemo, source = pick_model(work, a.model)
     asr = AsrModel.load(str(nemo))

@@ -109,7 +109,12 @@ def test_build_manifest_drops_the_rows_validation_rejected(kfp_root, tmp_path):
         )
         return built.outputs["Output"]
 
-    data_steps.__annotations__ = {"data_root": str, "return": str}  # real types: this module defers annotations
-    summary = json.loads(dsl.pipeline(data_steps)(data_root=str(data)).output)  # ... but the row is in no manifest
+    data_steps.__annotations__ = {
+        "data_root": str,
+        "return": str,
+    }  # real types: this module defers annotations
+    summary = json.loads(
+        dsl.pipeline(data_steps)(data_root=str(data)).output
+    )  # ... but the row is in no manifest
     assert summary["n_skipped"] == 1 and summary["counts"]["train"] == {"bg-BG": 1, "es-ES": 1}
     assert summary["skipped_by_reason"] == {"rejected by validation": 1}

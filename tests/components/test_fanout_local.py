@@ -30,11 +30,22 @@ def fanout_pipeline(data_root: str, build_root: str, build_pods: int) -> dsl.Dat
     v = validate_data(data_root=data.output, min_duration=0.3, max_duration=30.0)
     shards = fanout_shards(n_shards=build_pods, data_root=data.output, data_version="md5-of-this-version")
     with dsl.ParallelFor(shards.output) as job:
-        converted = build_manifest_shard(data_root=job.data_root, build_root=build_root, shard=job.shard,
-                                         n_shards=build_pods, data_version=job.data_version,
-                                         validation=v.outputs["report"])
-    m = build_manifest(data_root=data.output, seed=0, val_ratio=0.25, test_ratio=0.25, build_root=build_root,
-                       validation=v.outputs["report"]).after(converted)
+        converted = build_manifest_shard(
+            data_root=job.data_root,
+            build_root=build_root,
+            shard=job.shard,
+            n_shards=build_pods,
+            data_version=job.data_version,
+            validation=v.outputs["report"],
+        )
+    m = build_manifest(
+        data_root=data.output,
+        seed=0,
+        val_ratio=0.25,
+        test_ratio=0.25,
+        build_root=build_root,
+        validation=v.outputs["report"],
+    ).after(converted)
     return m.outputs["manifests"]
 
 

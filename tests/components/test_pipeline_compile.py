@@ -13,8 +13,18 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.asr_pipeline import asr_finetune_pipeline
 
-STEPS = ["materialize-data", "resolve-base", "validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model",
-         "release-gate", "promote-model", "export-triton"]
+STEPS = [
+    "materialize-data",
+    "resolve-base",
+    "validate-data",
+    "build-manifest",
+    "finetune-asr",
+    "evaluate-wer",
+    "register-model",
+    "release-gate",
+    "promote-model",
+    "export-triton",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +55,9 @@ def test_compile_loads_back_with_every_step(compiled):
     assert "release-gate" in gate["triggerPolicy"]["condition"]
     # and the YAML loads back as a component with the pipeline's parameters
     comp = components.load_component_from_file(str(out))
-    assert {"data_root", "base_model_uri", "target_langs", "att_context_size"} <= set(comp.component_spec.inputs)
+    assert {"data_root", "base_model_uri", "target_langs", "att_context_size"} <= set(
+        comp.component_spec.inputs
+    )
 
 
 def test_gpu_settings_come_from_pipeline_parameters(compiled):
@@ -57,8 +69,12 @@ def test_gpu_settings_come_from_pipeline_parameters(compiled):
     ft = k8s["exec-finetune-asr"]
     assert ft["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
     assert ft["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
-    assert ft["emptyDirMounts"][0] == {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi",
-                                       "volumeName": "dshm"}
+    assert ft["emptyDirMounts"][0] == {
+        "medium": "Memory",
+        "mountPath": "/dev/shm",
+        "sizeLimit": "16Gi",
+        "volumeName": "dshm",
+    }
     assert ft["pvcMount"][0]["pvcNameParameter"]["componentInputParameter"] == "data_pvc"
     assert ft["pvcMount"][0]["mountPath"] == "/mnt"
     secret = ft["secretAsEnv"][0]
@@ -74,7 +90,10 @@ def test_gpu_settings_come_from_pipeline_parameters(compiled):
     assert params["gpu_node_selector"]["defaultValue"] == {"nvidia.com/gpu.present": "true"}
     assert params["gpu_tolerations"]["defaultValue"][0]["key"] == "nvidia.com/gpu"
     # the evaluation runs on one GPU of the same kind, with the same placement
-    assert k8s["exec-evaluate-wer"]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+    assert (
+        k8s["exec-evaluate-wer"]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+        == "gpu_node_selector"
+    )
     # every step that talks to MLflow/S3 gets the credentials
     for step in ("finetune-asr", "evaluate-wer", "register-model", "promote-model", "export-triton"):
         assert k8s[f"exec-{step}"]["secretAsEnv"], step
@@ -97,8 +116,15 @@ def test_display_names_and_caching_policy(compiled):
     # the steps that compute are cached; the first two (they decide the keys) and the side effects are not
     # (the fan-out: its plan is a function of build_pods and the data version, its pods are keyed by the data
     # md5 like the merge: it rides in the loop's items, see fanout_shards)
-    assert cached == {"validate-data", "build-manifest", "fanout-shards", "build-manifest-shard",
-                      "preflight-finetune", "finetune-asr", "evaluate-wer"}
+    assert cached == {
+        "validate-data",
+        "build-manifest",
+        "fanout-shards",
+        "build-manifest-shard",
+        "preflight-finetune",
+        "finetune-asr",
+        "evaluate-wer",
+    }
     shard_version = tasks["build-manifest-shard"]["inputs"]["parameters"]["data_version"]
     assert shard_version["componentInputParameter"] == "pipelinechannel--fanout-shards-Output-loop-item"
     assert shard_version["parameterExpressionSelector"] == 'parseJson(string_value)["data_version"]'
@@ -110,8 +136,10 @@ def test_display_names_and_caching_policy(compiled):
     # the fine-tune's key: (data md5, base sha256, every training setting, code version) and nothing per-run
     ft = tasks["finetune-asr"]["inputs"]["parameters"]
     assert ft["data_md5"]["taskOutputParameter"]["producerTask"] == "materialize-data"
-    assert ft["base_model_sha256"]["taskOutputParameter"] == {"outputParameterKey": "sha256",
-                                                              "producerTask": "resolve-base"}
+    assert ft["base_model_sha256"]["taskOutputParameter"] == {
+        "outputParameterKey": "sha256",
+        "producerTask": "resolve-base",
+    }
     assert ft["code_version"]["taskOutputParameter"]["outputParameterKey"] == "code_version"
     assert ft["base_model_uri"]["taskOutputParameter"]["outputParameterKey"] == "uri"  # pinned, not the alias
     for step in sorted(cached):
@@ -147,7 +175,11 @@ ARTIFACT_OUTPUTS = {
     "comp-build-manifest": {"manifests": "system.Dataset"},
     "comp-preflight-finetune": {"report": "system.Artifact"},
     "comp-finetune-asr": {"model": "system.Model"},
-    "comp-evaluate-wer": {"evaluation": "system.Artifact", "metrics": "system.Metrics", "report": "system.HTML"},
+    "comp-evaluate-wer": {
+        "evaluation": "system.Artifact",
+        "metrics": "system.Metrics",
+        "report": "system.HTML",
+    },
     "comp-register-model": {"model_card": "system.Markdown"},
 }
 
@@ -164,7 +196,10 @@ def test_no_audio_travels_through_artifacts_at_scale(compiled):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["build_root"]["defaultValue"].startswith("/mnt/")
     tasks = _tasks(spec)
-    assert tasks["build-manifest"]["inputs"]["parameters"]["build_root"]["componentInputParameter"] == "build_root"
+    assert (
+        tasks["build-manifest"]["inputs"]["parameters"]["build_root"]["componentInputParameter"]
+        == "build_root"
+    )
     for step in ("build-manifest", "build-manifest-shard"):
         assert k8s[f"exec-{step}"]["pvcMount"][0]["mountPath"] == "/mnt", step
     # the fan-out: a ParallelFor over fanout_shards(build_pods) of shard pods, the merge after it

@@ -35,17 +35,37 @@ def _inputs(tmp_path: Path, passed: bool) -> tuple[Path, Path]:
     model = tmp_path / "candidate"
     model.mkdir()
     (model / "model.nemo").write_bytes(b"stand-in checkpoint")
-    (model / "model.json").write_text(json.dumps({"model_class": "EncDecRNNTBPEModelWithPrompt",
-                                                  "languages": ["bg-BG"]}))
+    (model / "model.json").write_text(
+        json.dumps({"model_class": "EncDecRNNTBPEModelWithPrompt", "languages": ["bg-BG"]})
+    )
     ev = tmp_path / "evaluation"
     ev.mkdir()
-    (ev / "evaluation.json").write_text(json.dumps({
-        "candidate_sha256": sha256_file(model / "model.nemo"), "att_context_size": [56, 1],
-        "target_langs": ["bg-BG"], "policy": load_policy(None),
-        "metrics": {m: {"streaming": {"bg-BG": {"wer_raw": w, "wer_norm": w, "cer": w / 2, "n_utts": 4}}}
-                    for m, w in (("base", 0.9), ("candidate", 0.5))},
-        "decision": {"passed": passed, "rules": [{"rule": "target_improves[bg-BG]", "value": 0.4,
-                                                  "threshold": 0.0, "passed": passed, "reason": "0.9 -> 0.5"}]}}))
+    (ev / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "candidate_sha256": sha256_file(model / "model.nemo"),
+                "att_context_size": [56, 1],
+                "target_langs": ["bg-BG"],
+                "policy": load_policy(None),
+                "metrics": {
+                    m: {"streaming": {"bg-BG": {"wer_raw": w, "wer_norm": w, "cer": w / 2, "n_utts": 4}}}
+                    for m, w in (("base", 0.9), ("candidate", 0.5))
+                },
+                "decision": {
+                    "passed": passed,
+                    "rules": [
+                        {
+                            "rule": "target_improves[bg-BG]",
+                            "value": 0.4,
+                            "threshold": 0.0,
+                            "passed": passed,
+                            "reason": "0.9 -> 0.5",
+                        }
+                    ],
+                },
+            }
+        )
+    )
     return model, ev
 
 
@@ -58,13 +78,17 @@ def test_materialize_data_and_resolve_base_components(kfp_root, tmp_path, monkey
     (data / "clips").mkdir(parents=True)
     (data / "metadata.csv").write_text("audio,text,lang,speaker\nclips/a.wav,x,bg-BG,s\n")
     (data / "clips" / "a.wav").write_bytes(b"RIFF")
-    t = materialize_data(data_repo="", data_rev="", data_root=str(data), data_cache=str(tmp_path / "versions"))
+    t = materialize_data(
+        data_repo="", data_rev="", data_root=str(data), data_cache=str(tmp_path / "versions")
+    )
     assert t.outputs["data_root"] == str(data) and t.outputs["data_md5"].endswith(".dir")
     assert t.outputs["data_commit"] == ""
     (tmp_path / "base.nemo").write_bytes(b"weights")
     monkeypatch.setenv("ASR_GIT_COMMIT", "c0ffee")
     b = resolve_base(base_model_uri=str(tmp_path / "base.nemo"), base_model_sha256="", mlflow_tracking_uri="")
-    assert b.outputs["sha256"] == sha256_file(tmp_path / "base.nemo") and b.outputs["code_version"] == "c0ffee"
+    assert (
+        b.outputs["sha256"] == sha256_file(tmp_path / "base.nemo") and b.outputs["code_version"] == "c0ffee"
+    )
 
 
 def test_register_gate_promote_export_components(kfp_root, tmp_path, monkeypatch):
@@ -75,12 +99,21 @@ def test_register_gate_promote_export_components(kfp_root, tmp_path, monkeypatch
     def release(model_uri: str, evaluation_uri: str) -> None:
         m = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
         e = dsl.importer(artifact_uri=evaluation_uri, artifact_class=dsl.Artifact)
-        reg = register_model(candidate=m.output, evaluation=e.output, model_name="asr", data_md5="md5",
-                             base_model_uri="base.nemo", git_commit="c0ffee", mlflow_tracking_uri=uri,
-                             pipeline_run_id="kfp-local")
+        reg = register_model(
+            candidate=m.output,
+            evaluation=e.output,
+            model_name="asr",
+            data_md5="md5",
+            base_model_uri="base.nemo",
+            git_commit="c0ffee",
+            mlflow_tracking_uri=uri,
+            pipeline_run_id="kfp-local",
+        )
         gate = release_gate(evaluation=e.output)
         with dsl.If(gate.output == True):  # noqa: E712 (a kfp condition, not a Python comparison)
-            promoted = promote_model(model_name="asr", version=reg.outputs["version"], mlflow_tracking_uri=uri)
+            promoted = promote_model(
+                model_name="asr", version=reg.outputs["version"], mlflow_tracking_uri=uri
+            )
             exported = export_triton(model_name="asr", triton_repo=str(repo), mlflow_tracking_uri=uri)
             exported.after(promoted)
 

@@ -25,12 +25,15 @@ def _one_speaker_dataset(root: Path) -> Path:
     (root / "clips").mkdir(parents=True)
     rng = np.random.default_rng(0)
     rows = [("bg-BG", "bg_only", "Включи светлината в кухнята.")] * 4 + [
-        ("el-GR", f"el_{i}", "Άναψε το φως στην κουζίνα.") for i in range(4)]
+        ("el-GR", f"el_{i}", "Άναψε το φως στην κουζίνα.") for i in range(4)
+    ]
     with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["audio", "text", "lang", "speaker"])
         for i, (lang, spk, text) in enumerate(rows):
-            sf.write(root / "clips" / f"{i}.wav", (0.2 * rng.standard_normal(16000)).astype(np.float32), 16000)
+            sf.write(
+                root / "clips" / f"{i}.wav", (0.2 * rng.standard_normal(16000)).astype(np.float32), 16000
+            )
             w.writerow([f"clips/{i}.wav", text, lang, spk])
     return root
 
@@ -40,10 +43,24 @@ def test_single_speaker_run_stops_at_preflight_with_one_line(tmp_path, tokenizer
     data = _one_speaker_dataset(tmp_path / "data")
     base = _nemo(tmp_path / "base.nemo", tokenizer_dir)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines", "run-local", "--base-model-uri", str(base),
-         "--set", f"corpus.out={data}", "--set", "finetune_asr.replay_langs=",
-         "--set", "build_manifest.test_ratio=0.5"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run-local",
+            "--base-model-uri",
+            str(base),
+            "--set",
+            f"corpus.out={data}",
+            "--set",
+            "finetune_asr.replay_langs=",
+            "--set",
+            "build_manifest.test_ratio=0.5",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1, proc.stderr[-3000:]

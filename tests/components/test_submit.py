@@ -74,18 +74,36 @@ def test_first_submission_uploads_pipeline_then_version_and_starts_a_run():
         client = RecordingClient(**kw)
         return client
 
-    params = sub.parse_overrides(["target_langs=ro-RO", "max_steps=2000", "gpus=4", "lr=1",
-                                  "gpu_node_selector={cloud.google.com/gke-accelerator: nvidia-h100-80gb}"])
+    params = sub.parse_overrides(
+        [
+            "target_langs=ro-RO",
+            "max_steps=2000",
+            "gpus=4",
+            "lr=1",
+            "gpu_node_selector={cloud.google.com/gke-accelerator: nvidia-h100-80gb}",
+        ]
+    )
     res = sub.submit("https://kfp.example.com/pipeline/", params, client_factory=factory, namespace="team-a")
     assert client.kwargs == {"host": "https://kfp.example.com/pipeline/", "namespace": "team-a"}
-    assert _names(client) == ["get_pipeline_id", "upload_pipeline", "upload_pipeline_version", "get_experiment",
-                              "create_experiment", "run_pipeline"]
+    assert _names(client) == [
+        "get_pipeline_id",
+        "upload_pipeline",
+        "upload_pipeline_version",
+        "get_experiment",
+        "create_experiment",
+        "run_pipeline",
+    ]
     assert client.uploaded["pipelineInfo"]["name"] == "nemotron-asr-finetune"  # the compiled YAML went up
     _, _, run = client.calls[-1]
     assert run["pipeline_id"] == "p-new" and run["version_id"] == "v-1" and run["experiment_id"] == "e-new"
     # lr is a text parameter in the UI (empty = the recipe's), checked as a number before sending
-    assert run["params"] == {"target_langs": "ro-RO", "max_steps": 2000, "gpus": 4, "lr": "1",
-                             "gpu_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}}
+    assert run["params"] == {
+        "target_langs": "ro-RO",
+        "max_steps": 2000,
+        "gpus": 4,
+        "lr": "1",
+        "gpu_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+    }
     assert res.run_url == "https://kfp.example.com/pipeline/#/runs/details/r-1"
     assert res.version_name in run["job_name"]
 
@@ -106,15 +124,18 @@ def test_later_submission_adds_a_version_to_the_existing_pipeline():
     assert client.calls[-1][2]["experiment_id"] == "e-old" and client.calls[-1][2]["params"] == {}
 
 
-@pytest.mark.parametrize("item, why", [
-    ("max_step=2", "not a pipeline parameter"),
-    ("max_steps=two", "expected a int"),
-    ("max_steps=2.5", "expected an integer"),
-    ("gpu_tolerations={a: 1}", "expected a list"),
-    ("noequals", "expected NAME=VALUE"),
-    ("lr=fast", "lr: expected float"),
-    ("recipe=nemotron99", "recipe"),
-])
+@pytest.mark.parametrize(
+    "item, why",
+    [
+        ("max_step=2", "not a pipeline parameter"),
+        ("max_steps=two", "expected a int"),
+        ("max_steps=2.5", "expected an integer"),
+        ("gpu_tolerations={a: 1}", "expected a list"),
+        ("noequals", "expected NAME=VALUE"),
+        ("lr=fast", "lr: expected float"),
+        ("recipe=nemotron99", "recipe"),
+    ],
+)
 def test_bad_parameters_are_refused_before_anything_is_sent(item, why):
     with pytest.raises(ValueError, match=why):
         sub.parse_overrides([item])
@@ -130,7 +151,11 @@ def test_string_parameters_keep_what_was_typed():
 def test_cli_dry_run_prints_the_request_and_sends_nothing(capsys):
     assert main(["submit", "--host", "http://kfp", "--set", "max_steps=10", "--dry-run"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {"host": "http://kfp", "pipeline": "nemotron-asr-finetune", "experiment": "nemotron-asr",
-                   "params": {"max_steps": 10}}
+    assert out == {
+        "host": "http://kfp",
+        "pipeline": "nemotron-asr-finetune",
+        "experiment": "nemotron-asr",
+        "params": {"max_steps": 10},
+    }
     assert main(["submit", "--host", "http://kfp", "--set", "nope=1"]) == 2
     assert "not a pipeline parameter" in capsys.readouterr().err

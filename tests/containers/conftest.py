@@ -24,13 +24,18 @@ DOCKER_TIMEOUT_S = 120
 def pytest_collection_modifyitems(config, items):
     """Tests that need an engine (the `engine` fixture) are `containers` + `slow`, and opt-in."""
     here = Path(__file__).parent
-    mine = [it for it in items
-            if Path(str(it.fspath)).is_relative_to(here) and "engine" in getattr(it, "fixturenames", ())]
+    mine = [
+        it
+        for it in items
+        if Path(str(it.fspath)).is_relative_to(here) and "engine" in getattr(it, "fixturenames", ())
+    ]
     for it in mine:
         it.add_marker(pytest.mark.containers)
         it.add_marker(pytest.mark.slow)
     if os.environ.get("ASR_CONTAINER_TESTS") != "1":
-        skip = pytest.mark.skip(reason="container tests are opt-in: `make test-containers` (ASR_CONTAINER_TESTS=1)")
+        skip = pytest.mark.skip(
+            reason="container tests are opt-in: `make test-containers` (ASR_CONTAINER_TESTS=1)"
+        )
         for it in mine:
             it.add_marker(skip)
 

@@ -48,8 +48,12 @@ def answers(host: str, timeout: float = 10.0) -> bool:
     if docker is None:
         return False
     try:
-        p = subprocess.run([docker, "-H", host, "version", "--format", "{{.Server.Version}}"],
-                           capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [docker, "-H", host, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return False
     return p.returncode == 0 and bool(p.stdout.strip())
@@ -88,9 +92,18 @@ def up() -> Engine:
     EXEC_ROOT.mkdir(parents=True, exist_ok=True)
     DATA_ROOT.mkdir(parents=True, exist_ok=True)
     logfile = open(EXEC_ROOT / "dockerd.log", "ab")  # noqa: SIM115 - the daemon keeps writing after we return
-    cmd = ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-           f"--data-root={DATA_ROOT}", f"--exec-root={EXEC_ROOT}/exec", f"--pidfile={EXEC_ROOT}/docker.pid",
-           f"--host={OWN_HOST}", "--containerd-namespace=asr", "--containerd-plugins-namespace=asr-plugins"]
+    cmd = [
+        "dockerd",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        f"--data-root={DATA_ROOT}",
+        f"--exec-root={EXEC_ROOT}/exec",
+        f"--pidfile={EXEC_ROOT}/docker.pid",
+        f"--host={OWN_HOST}",
+        "--containerd-namespace=asr",
+        "--containerd-plugins-namespace=asr-plugins",
+    ]
     proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
     MARKER.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -104,7 +117,9 @@ def up() -> Engine:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     MARKER.unlink(missing_ok=True)
-    raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT_S:.0f} s; see {EXEC_ROOT / 'dockerd.log'}")
+    raise RuntimeError(
+        f"dockerd did not answer within {START_TIMEOUT_S:.0f} s; see {EXEC_ROOT / 'dockerd.log'}"
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -142,7 +157,9 @@ def down() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.containers.dockerd", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.containers.dockerd", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("action", choices=["up", "down", "host"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

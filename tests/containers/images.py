@@ -10,10 +10,21 @@ import subprocess
 
 PREFLIGHT_TIMEOUT_S = 180
 PREFLIGHT_IMPORTS = (
-    "torch", "soundfile", "kfp", "mlflow", "dvc", "great_expectations", "nemo.collections.asr",
-    "components.common.asr_infer", "components.validate_data.core", "components.build_manifest.core",
-    "components.finetune_asr.core", "components.evaluate_wer.core", "components.export_triton.core",
-    "registry.mlflow_adapter", "serving.server",
+    "torch",
+    "soundfile",
+    "kfp",
+    "mlflow",
+    "dvc",
+    "great_expectations",
+    "nemo.collections.asr",
+    "components.common.asr_infer",
+    "components.validate_data.core",
+    "components.build_manifest.core",
+    "components.finetune_asr.core",
+    "components.evaluate_wer.core",
+    "components.export_triton.core",
+    "registry.mlflow_adapter",
+    "serving.server",
 )
 _SCRIPT = """
 import importlib, sys, traceback
@@ -37,13 +48,27 @@ class ImageBroken(RuntimeError):
 
 
 def preflight(image: str, timeout_s: float = PREFLIGHT_TIMEOUT_S, network: str = "host") -> None:
-    cmd = ["docker", "run", "--rm", f"--network={network}", image, "python3", "-c", _SCRIPT, *PREFLIGHT_IMPORTS]
+    cmd = [
+        "docker",
+        "run",
+        "--rm",
+        f"--network={network}",
+        image,
+        "python3",
+        "-c",
+        _SCRIPT,
+        *PREFLIGHT_IMPORTS,
+    ]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
-        raise ImageBroken(f"{image}: importing the pipeline's modules did not finish within {timeout_s:.0f} s") from e
+        raise ImageBroken(
+            f"{image}: importing the pipeline's modules did not finish within {timeout_s:.0f} s"
+        ) from e
     fail = [line for line in p.stdout.splitlines() if line.startswith("PREFLIGHT-FAIL")]
     if fail:
         raise ImageBroken(f"{image}: {fail[0].removeprefix('PREFLIGHT-FAIL ')}")
     if p.returncode != 0 or "PREFLIGHT-OK" not in p.stdout:
-        raise ImageBroken(f"{image}: `python3` in the image exited {p.returncode}: {p.stderr.strip()[-1000:]}")
+        raise ImageBroken(
+            f"{image}: `python3` in the image exited {p.returncode}: {p.stderr.strip()[-1000:]}"
+        )

@@ -55,7 +55,9 @@ def run_bounded(fn, label: str, timeout_s: float = TASK_TIMEOUT_S):
         return fn()
     except Exception as e:
         if fired.is_set():
-            raise AssertionError(f"container task killed after {timeout_s:.0f} s (label asr-test={label})") from e
+            raise AssertionError(
+                f"container task killed after {timeout_s:.0f} s (label asr-test={label})"
+            ) from e
         raise
     finally:
         timer.cancel()
@@ -63,8 +65,11 @@ def run_bounded(fn, label: str, timeout_s: float = TASK_TIMEOUT_S):
 
 def _tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every output file except build_state.json (the re-run cache: source mtimes and inodes)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "build_state.json"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "build_state.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +92,9 @@ def roots(shared_tmp) -> dict[str, Path]:
 def _run_steps(runner, root: Path, dataset: Path, label: str):
     local.init(runner=runner, pipeline_root=str(root))
     v = run_bounded(lambda: validate_data(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label)
-    m = run_bounded(lambda: build_manifest(data_root=str(dataset), seed=0, val_ratio=0.1, test_ratio=0.1), label)
+    m = run_bounded(
+        lambda: build_manifest(data_root=str(dataset), seed=0, val_ratio=0.1, test_ratio=0.1), label
+    )
     return v, m
 
 
@@ -96,7 +103,9 @@ def test_image_preflight(images):
 
 
 def test_components_in_image_equal_subprocess(images, dataset, roots):
-    ref_v, ref_m = _run_steps(local.SubprocessRunner(use_venv=False), roots["subprocess"], dataset, "subprocess")
+    ref_v, ref_m = _run_steps(
+        local.SubprocessRunner(use_venv=False), roots["subprocess"], dataset, "subprocess"
+    )
     label = uuid.uuid4().hex[:12]
     v, m = _run_steps(_docker_runner(dataset, label), roots["docker"], dataset, label)
 
@@ -134,7 +143,9 @@ def broken_image(images, shared_tmp) -> str:
 
 
 def test_broken_image_fails_preflight_with_the_missing_library(broken_image):
-    with pytest.raises(ImageBroken, match=r"torch: ImportError: libstdc\+\+\.so\.6: cannot open shared object"):
+    with pytest.raises(
+        ImageBroken, match=r"torch: ImportError: libstdc\+\+\.so\.6: cannot open shared object"
+    ):
         preflight(broken_image)
 
 
@@ -147,15 +158,24 @@ def test_broken_image_fails_the_component_not_hangs(broken_image, dataset, share
     label = uuid.uuid4().hex[:12]
     local.init(runner=_docker_runner(dataset, label), pipeline_root=str(root))
     with pytest.raises(RuntimeError, match="validate-data"):
-        run_bounded(lambda: step(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label, timeout_s=300)
+        run_bounded(
+            lambda: step(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label, timeout_s=300
+        )
 
 
 def test_image_carries_its_commit_as_label_and_file(images):
     """The commit `make images` built from: the OCI label, and the file code_version() reads where there is no .git."""
     for image in images.values():
-        label = docker("image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}',
-                       image).stdout.strip()
+        label = docker(
+            "image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}', image
+        ).stdout.strip()
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", label), f"{image}: revision label {label!r}"
-        seen = docker("run", "--rm", image, "python", "-c",
-                      "from components.common.version import code_version; print(code_version('/opt/asr'))")
+        seen = docker(
+            "run",
+            "--rm",
+            image,
+            "python",
+            "-c",
+            "from components.common.version import code_version; print(code_version('/opt/asr'))",
+        )
         assert seen.stdout.strip() == label, f"{image}: code_version() in the image says {seen.stdout!r}"

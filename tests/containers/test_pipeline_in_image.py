@@ -55,9 +55,25 @@ def mlflow_server(shared_tmp):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
-         "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{work / 'server.db'}",
+            "--artifacts-destination",
+            str(work / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -88,8 +104,14 @@ def world(images, shared_tmp, mlflow_server):
     root = shared_tmp / "pipe"
     synthesize_corpus(root / "data", langs=LANGS, n_train=8, n_val=2, n_test=3, seed=0, progress=False)
     man = build_manifests(root / "data", root / "boot_manifests")
-    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
-                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
+    base = bootstrap_base_model(
+        train_manifest=man.manifests["train"],
+        cache_dir=root / "base",
+        langs=["el-GR", "es-ES"],
+        max_steps=3,
+        batch_size=8,
+        seed=0,
+    )
     base = _emitting(base, root / "base_emitting")
     subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
     return {"root": root, "base": base, "uri": mlflow_server}
@@ -97,13 +119,24 @@ def world(images, shared_tmp, mlflow_server):
 
 def _run(world, runner_name: str, pipeline_root: Path, runner=None) -> Path:
     root = world["root"]
-    params = load_params(PARAMS_FILE, [
-        "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
-        f"register_model.model_name=container-e2e-{runner_name}"])
+    params = load_params(
+        PARAMS_FILE,
+        [
+            "finetune_asr.max_steps=2",
+            "finetune_asr.batch_size=8",
+            "finetune_asr.replay_per_lang=4",
+            f"register_model.model_name=container-e2e-{runner_name}",
+        ],
+    )
     args = pipeline_arguments(params, world["base"])  # data md5 and code version: outputs of the first steps
-    args.update(data_root=str(root / "data"), triton_repo=str(root / f"triton_repo-{runner_name}"),
-                work_root=str(root / f"work-{runner_name}"), mlflow_tracking_uri=world["uri"],
-                gate_policy=PERMISSIVE, gate_floor_override_reason=FLOOR_OVERRIDE)
+    args.update(
+        data_root=str(root / "data"),
+        triton_repo=str(root / f"triton_repo-{runner_name}"),
+        work_root=str(root / f"work-{runner_name}"),
+        mlflow_tracking_uri=world["uri"],
+        gate_policy=PERMISSIVE,
+        gate_floor_override_reason=FLOOR_OVERRIDE,
+    )
     pipeline_root.mkdir(mode=0o777)
     pipeline_root.chmod(0o777)
     return run_local(args, pipeline_root, runner=runner)
@@ -123,23 +156,35 @@ def test_pipeline_in_image_equals_subprocess(images, world, shared_tmp, monkeypa
     label = uuid.uuid4().hex[:12]
     runner = _docker_runner(world["root"], label, read_only=False)
     t0 = time.monotonic()
-    got = run_bounded(lambda: _run(world, "docker", shared_tmp / "kfp-pipe-docker", runner), label,
-                      timeout_s=PIPELINE_TIMEOUT_S)
+    got = run_bounded(
+        lambda: _run(world, "docker", shared_tmp / "kfp-pipe-docker", runner),
+        label,
+        timeout_s=PIPELINE_TIMEOUT_S,
+    )
     print(f"\npipeline in containers: {time.monotonic() - t0:.0f} s")
 
     # every step ran, in the image, and wrote its outputs under the docker run's pipeline root
     steps = sorted(p.name for p in got.iterdir() if p.is_dir())
     assert steps == sorted(p.name for p in ref.iterdir() if p.is_dir())
-    assert {"validate-data", "build-manifest", "finetune-asr", "evaluate-wer", "register-model",
-            "export-triton"} <= set(steps)
+    assert {
+        "validate-data",
+        "build-manifest",
+        "finetune-asr",
+        "evaluate-wer",
+        "register-model",
+        "export-triton",
+    } <= set(steps)
     # manifests and every re-encoded clip byte-identical; summary.json equal but for the path of the validation
     # report it read, which lies in each run's own pipeline root
     digest = _tree_digest(got / "build-manifest" / "manifests")
     assert {"train.jsonl", "val.jsonl", "test.jsonl", "summary.json"} <= set(digest)
     ref_digest = _tree_digest(ref / "build-manifest" / "manifests")
-    assert {k: v for k, v in digest.items() if k != "summary.json"} == \
-        {k: v for k, v in ref_digest.items() if k != "summary.json"}
-    summaries = [json.loads((r / "build-manifest" / "manifests" / "summary.json").read_text()) for r in (got, ref)]
+    assert {k: v for k, v in digest.items() if k != "summary.json"} == {
+        k: v for k, v in ref_digest.items() if k != "summary.json"
+    }
+    summaries = [
+        json.loads((r / "build-manifest" / "manifests" / "summary.json").read_text()) for r in (got, ref)
+    ]
     for run_dir, summary in zip((got, ref), summaries, strict=True):
         assert Path(summary.pop("validation")).is_relative_to(run_dir / "validate-data"), summary
     assert summaries[0] == summaries[1]
@@ -153,11 +198,17 @@ def test_pipeline_in_image_equals_subprocess(images, world, shared_tmp, monkeypa
     reg = Registry(get_client(world["uri"]))
     v = reg.by_alias("container-e2e-docker", CHAMPION)
     assert v is not None and v.source.startswith("mlflow-artifacts:")
-    label_commit = docker("image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.revision"}}',
-                          images["component"]).stdout.strip()
-    assert v.tags["git_commit"] == label_commit  # no .git in the image: code_version() read /opt/asr/GIT_COMMIT
+    label_commit = docker(
+        "image",
+        "inspect",
+        "-f",
+        '{{index .Config.Labels "org.opencontainers.image.revision"}}',
+        images["component"],
+    ).stdout.strip()
+    assert (
+        v.tags["git_commit"] == label_commit
+    )  # no .git in the image: code_version() read /opt/asr/GIT_COMMIT
     repo = world["root"] / "triton_repo-docker"
     sha = hashlib.sha256((repo / "asr_offline" / "1" / "model.nemo").read_bytes()).hexdigest()
     assert sha == v.tags["checkpoint_sha256"]
     shutil.rmtree(world["root"] / "work-docker", ignore_errors=True)
-

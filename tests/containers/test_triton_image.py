@@ -46,25 +46,43 @@ def served(images, shared_tmp):
     work = shared_tmp / "triton"
     nemo = build_tiny_model(work / "model")
     repo = work / "triton_repo"
-    assert export_model(nemo, repo, None, {"name": "tiny-container"}, ATT, serving=ServingConfig()).version == 1
+    assert (
+        export_model(nemo, repo, None, {"name": "tiny-container"}, ATT, serving=ServingConfig()).version == 1
+    )
     subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
     name = f"asr-triton-test-{uuid.uuid4().hex[:8]}"
-    docker("run", "-d", "--name", name, "--network=host", "-v", f"{repo}:/models:ro", images["triton"],
-           "tritonserver", "--model-repository=/models", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
-           f"--metrics-port={METRICS_PORT}")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network=host",
+        "-v",
+        f"{repo}:/models:ro",
+        images["triton"],
+        "tritonserver",
+        "--model-repository=/models",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+    )
     url = f"http://127.0.0.1:{HTTP_PORT}"
     try:
         t0 = time.monotonic()
         while not _ready(url):
             state = docker("inspect", "-f", "{{.State.Status}}", name, check=False).stdout.strip()
             # a load error need not be waited out: Triton's reason, or the stub's own (it may never report)
-            failed = [f"{m['name']}: {m.get('reason', '')}" for m in _index(url) if m.get("state") == "UNAVAILABLE"]
+            failed = [
+                f"{m['name']}: {m.get('reason', '')}" for m in _index(url) if m.get("state") == "UNAVAILABLE"
+            ]
             logs = docker("logs", "--tail", "40", name, check=False)
             failed += sorted({m.group(0) for m in FATAL.finditer(logs.stdout + logs.stderr)})
             if failed or state != "running" or time.monotonic() - t0 > READY_TIMEOUT_S:
                 why = "; ".join(failed)
-                pytest.fail(f"Triton container {state} and not READY after {time.monotonic() - t0:.0f} s {why}:\n"
-                            f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+                pytest.fail(
+                    f"Triton container {state} and not READY after {time.monotonic() - t0:.0f} s {why}:\n"
+                    f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+                )
             time.sleep(2)
         print(f"\nTriton image READY in {time.monotonic() - t0:.0f} s")
         yield url, f"grpc://127.0.0.1:{GRPC_PORT}", AsrModel.load(str(nemo)), test_clips()

@@ -53,8 +53,14 @@ def experiment(tmp_path_factory):
             base,
             man["train"],
             root / name,
-            FinetuneSettings(target_langs=NEW, replay_langs=",".join(replay), replay_per_lang=150, max_steps=60,
-                             checkpoint_every=0, seed=0),
+            FinetuneSettings(
+                target_langs=NEW,
+                replay_langs=",".join(replay),
+                replay_per_lang=150,
+                max_steps=60,
+                checkpoint_every=0,
+                seed=0,
+            ),
             threads=2,
         )
         out[name] = losses(res.model_path)

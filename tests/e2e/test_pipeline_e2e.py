@@ -60,7 +60,9 @@ def _emitting(nemo: str, out_dir) -> str:
     import torch
     from nemo.collections.asr.models import ASRModel
 
-    spec = importlib.util.spec_from_file_location("asr_infer_tests", REPO_ROOT / "tests" / "unit" / "test_asr_infer.py")
+    spec = importlib.util.spec_from_file_location(
+        "asr_infer_tests", REPO_ROOT / "tests" / "unit" / "test_asr_infer.py"
+    )
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     model = ASRModel.restore_from(nemo, map_location="cpu").eval()
@@ -79,8 +81,9 @@ def world(tmp_path_factory):
     if not tritonserver_available():
         pytest.skip("tritonserver binary (nvidia-pytriton) not installed")
     root = tmp_path_factory.mktemp("e2e")
-    synthesize_corpus(root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0,
-                      progress=False)
+    synthesize_corpus(
+        root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0, progress=False
+    )
     dvc = [sys.executable, "-m", "dvc"]
     sh("git", "init", "-q", cwd=root)
     sh(*dvc, "init", "-q", cwd=root)
@@ -92,13 +95,27 @@ def world(tmp_path_factory):
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     man = build_manifests(root / "data", root / "boot_manifests")
-    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
-                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
-    Registry(get_client(uri)).register(f"{MODEL}-base", _emitting(base, root / "base_emitting"), aliases=(BASE,))
+    base = bootstrap_base_model(
+        train_manifest=man.manifests["train"],
+        cache_dir=root / "base",
+        langs=["el-GR", "es-ES"],
+        max_steps=3,
+        batch_size=8,
+        seed=0,
+    )
+    Registry(get_client(uri)).register(
+        f"{MODEL}-base", _emitting(base, root / "base_emitting"), aliases=(BASE,)
+    )
 
-    params = load_params(PARAMS_FILE, [
-        "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
-        "register_model.model_name=" + MODEL])
+    params = load_params(
+        PARAMS_FILE,
+        [
+            "finetune_asr.max_steps=2",
+            "finetune_asr.batch_size=8",
+            "finetune_asr.replay_per_lang=4",
+            "register_model.model_name=" + MODEL,
+        ],
+    )
     args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}")  # data_rev empty: data/ in place
     args.update(data_root=str(root / "data"), triton_repo=str(root / "triton_repo"), mlflow_tracking_uri=uri)
     return {"root": root, "args": args, "uri": uri, "md5": md5}
@@ -107,8 +124,10 @@ def world(tmp_path_factory):
 def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
     root, uri = world["root"], world["uri"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    run_dir = run_local({**world["args"], "gate_policy": PERMISSIVE, "gate_floor_override_reason": FLOOR_OVERRIDE},
-                        root / "kfp")
+    run_dir = run_local(
+        {**world["args"], "gate_policy": PERMISSIVE, "gate_floor_override_reason": FLOOR_OVERRIDE},
+        root / "kfp",
+    )
 
     # validation + manifests
     assert task_outputs(run_dir, "validate-data")["passed"] is True
@@ -129,7 +148,9 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
     v1 = reg.by_alias(MODEL, CHAMPION)
     assert v1 is not None and CHALLENGER in v1.aliases
     assert v1.tags["data_md5"] == world["md5"] and v1.tags["gate.passed"] == "true"
-    assert v1.tags["gate.floor_override_reason"] == FLOOR_OVERRIDE and len(v1.tags["gate.record_sha256"]) == 64
+    assert (
+        v1.tags["gate.floor_override_reason"] == FLOOR_OVERRIDE and len(v1.tags["gate.record_sha256"]) == 64
+    )
     assert v1.tags["base_model_uri"] == f"models:/{MODEL}-base@{BASE}"
     assert v1.tags["pipeline_run_id"] not in ("", "local")
 
@@ -146,7 +167,9 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
 
     att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune")["att_context_size"])
     assert att == [56, 1]  # the tiny-demo recipe's deploy lookahead, resolved by the preflight
-    offline_att = parse_att_context_size(task_outputs(run_dir, "preflight-finetune")["offline_att_context_size"])
+    offline_att = parse_att_context_size(
+        task_outputs(run_dir, "preflight-finetune")["offline_att_context_size"]
+    )
     assert offline_att == [56, 13]  # asr_offline serves at the checkpoint's most accurate lookahead
     local = AsrModel.load(str(repo / "asr_offline" / "1" / "model.nemo"))
     rows = test_rows[:2]
@@ -157,13 +180,15 @@ def test_pipeline_promotes_exports_and_serves(world, monkeypatch):
         state = local.new_stream(r["lang"], att)
         text = ""
         for i in range(0, len(audio), 2560):
-            text = local.stream_step(state, audio[i:i + 2560], last=i + 2560 >= len(audio))
+            text = local.stream_step(state, audio[i : i + 2560], last=i + 2560 >= len(audio))
         expected_stream.append(text)
     assert any(expected) and any(expected_stream), "the model emits nothing: parity below would be trivial"
     with TritonServer(repo, models=["asr_offline", "asr_streaming"]) as server:
         got = [transcribe_offline(server.grpc_url, a, r["lang"]) for a, r in zip(audios, rows, strict=True)]
-        got_stream = [transcribe_streaming(server.grpc_url, a, r["lang"], chunk_s=0.16, sequence_id=77 + i)
-                      for i, (a, r) in enumerate(zip(audios, rows, strict=True))]
+        got_stream = [
+            transcribe_streaming(server.grpc_url, a, r["lang"], chunk_s=0.16, sequence_id=77 + i)
+            for i, (a, r) in enumerate(zip(audios, rows, strict=True))
+        ]
     assert got == expected
     assert got_stream == expected_stream
 
@@ -173,8 +198,10 @@ def test_failed_gate_moves_nothing(world, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     reg = Registry(get_client(uri))
     champion_before = reg.by_alias(MODEL, CHAMPION)
-    run_dir = run_local({**world["args"], "gate_policy": REPLAY_REGRESSION,
-                         "gate_floor_override_reason": FLOOR_OVERRIDE}, root / "kfp")
+    run_dir = run_local(
+        {**world["args"], "gate_policy": REPLAY_REGRESSION, "gate_floor_override_reason": FLOOR_OVERRIDE},
+        root / "kfp",
+    )
 
     ev = json.loads((run_dir / "evaluate-wer" / "evaluation" / "evaluation.json").read_text())
     assert ev["decision"]["passed"] is False
@@ -186,7 +213,9 @@ def test_failed_gate_moves_nothing(world, monkeypatch):
     if champion_before is not None:  # order-independent: the first test may or may not have run
         assert reg.by_alias(MODEL, CHAMPION).version == champion_before.version
         assert challenger.version != champion_before.version
-        assert ev["champion_sha256"] == champion_before.tags["checkpoint_sha256"]  # scored against the champion
+        assert (
+            ev["champion_sha256"] == champion_before.tags["checkpoint_sha256"]
+        )  # scored against the champion
         assert set(ev["champion_delta_ci"]) == {"bg-BG", "el-GR", "es-ES"}
     else:
         assert reg.by_alias(MODEL, CHAMPION) is None

@@ -44,6 +44,7 @@ pytestmark = [
     ),
 ]
 
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(server, in-process AsrModel, clips): export a fresh tiny model and serve it."""
@@ -82,7 +83,6 @@ def served(tmp_path_factory):
                 f"latency {key}: n={len(vals)} median {1000 * float(np.median(vals)):.0f} ms "
                 f"max {1000 * max(vals):.0f} ms"
             )
-
 
 
 def test_offline_http_and_grpc_match_in_process(served):
@@ -179,8 +179,6 @@ def test_interleaved_sequences_keep_their_own_state(served):
         assert s["texts"] == s["expected"]
 
 
-
-
 def test_abandoned_stream_is_freed_after_max_sequence_idle(served):
     """A client that vanishes mid-stream: after max_sequence_idle its sequence is gone (a late chunk is
     refused, not appended to stale state), other streams are unaffected, and the id can start afresh."""
@@ -210,10 +208,6 @@ def test_abandoned_stream_is_freed_after_max_sequence_idle(served):
         assert _stream_unary(tc, client, audio, lang, sid) == _in_process_stream(asr, audio, lang)[0]
     finally:
         client.close()
-
-
-
-
 
 
 def test_malformed_offline_requests_get_errors_and_the_server_stays_up(served):
@@ -497,8 +491,6 @@ def test_auto_language_is_served_with_tags_stripped(served):
     )
     assert got == served_form(final)
     assert seen == [served_form(p) for p in partials]
-
-
 
 
 def test_long_chunks_and_the_stream_budget_are_refused_by_name_and_state_survives(served):

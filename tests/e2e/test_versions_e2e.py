@@ -73,8 +73,9 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("versions")
     mp = pytest.MonkeyPatch()
     mp.setenv("ASR_GIT_COMMIT", CODE)
-    synthesize_corpus(root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0,
-                      progress=False)
+    synthesize_corpus(
+        root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0, progress=False
+    )
     dvc = [sys.executable, "-m", "dvc"]
     sh("git", "init", "-q", cwd=root)
     sh("git", "config", "user.email", "t@example.com", cwd=root)
@@ -89,8 +90,14 @@ def world(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     man = build_manifests(root / "data", root / "boot_manifests")  # the base's tokenizer spells all of v1
-    base = bootstrap_base_model(train_manifest=man.manifests["train"], cache_dir=root / "base",
-                                langs=["el-GR", "es-ES"], max_steps=3, batch_size=8, seed=0)
+    base = bootstrap_base_model(
+        train_manifest=man.manifests["train"],
+        cache_dir=root / "base",
+        langs=["el-GR", "es-ES"],
+        max_steps=3,
+        batch_size=8,
+        seed=0,
+    )
     Registry(get_client(uri)).register(f"{MODEL}-base", base, aliases=(BASE,))
     _drop_train_rows(root / "data", 3)
     sh(*dvc, "add", "-q", "data", cwd=root)
@@ -99,17 +106,39 @@ def world(tmp_path_factory):
     sh("git", "commit", "-qm", "data v2: three bg-BG rows fewer", cwd=root)
     v2 = read_data_md5(root / "data.dvc")
 
-    params = load_params(PARAMS_FILE, [
-        "finetune_asr.max_steps=2", "finetune_asr.batch_size=8", "finetune_asr.replay_per_lang=4",
-        "register_model.model_name=" + MODEL, "run.data_rev=HEAD~1", f"run.data_repo={root}"])
+    params = load_params(
+        PARAMS_FILE,
+        [
+            "finetune_asr.max_steps=2",
+            "finetune_asr.batch_size=8",
+            "finetune_asr.replay_per_lang=4",
+            "register_model.model_name=" + MODEL,
+            "run.data_rev=HEAD~1",
+            f"run.data_repo={root}",
+        ],
+    )
     args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}")
-    args.update(data_root=str(root / "nonexistent"), data_cache=str(root / "versions"),
-                triton_repo=str(root / "triton_repo"), mlflow_tracking_uri=uri, work_root=str(root / "work"),
-                gate_policy=PERMISSIVE, gate_floor_override_reason=FLOOR_OVERRIDE)
+    args.update(
+        data_root=str(root / "nonexistent"),
+        data_cache=str(root / "versions"),
+        triton_repo=str(root / "triton_repo"),
+        mlflow_tracking_uri=uri,
+        work_root=str(root / "work"),
+        gate_policy=PERMISSIVE,
+        gate_floor_override_reason=FLOOR_OVERRIDE,
+    )
     t0 = time.monotonic()
     cold = run_local(args, root / "kfp")
-    state = {"root": root, "uri": uri, "args": args, "v1": v1, "v2": v2, "cold": cold,
-             "cold_s": time.monotonic() - t0, "commit_v1": sh("git", "rev-parse", "HEAD~1", cwd=root).strip()}
+    state = {
+        "root": root,
+        "uri": uri,
+        "args": args,
+        "v1": v1,
+        "v2": v2,
+        "cold": cold,
+        "cold_s": time.monotonic() - t0,
+        "commit_v1": sh("git", "rev-parse", "HEAD~1", cwd=root).strip(),
+    }
     yield state
     mp.undo()
 
@@ -134,18 +163,26 @@ def test_an_older_data_rev_trains_on_that_version_and_the_lineage_shows_it(world
 
 def test_an_unchanged_rerun_trains_evaluates_registers_and_exports_nothing(world):
     reg, uri = Registry(get_client(world["uri"])), world["uri"]
-    before = ([v.version for v in reg.versions(MODEL)], _runs(uri, "finetune_asr"),
-              sorted(p.name for p in (world["root"] / "triton_repo" / "asr_offline").iterdir()))
+    before = (
+        [v.version for v in reg.versions(MODEL)],
+        _runs(uri, "finetune_asr"),
+        sorted(p.name for p in (world["root"] / "triton_repo" / "asr_offline").iterdir()),
+    )
     t0 = time.monotonic()
     rerun = run_local(world["args"], world["root"] / "kfp")
     seconds = time.monotonic() - t0
-    after = ([v.version for v in reg.versions(MODEL)], _runs(uri, "finetune_asr"),
-             sorted(p.name for p in (world["root"] / "triton_repo" / "asr_offline").iterdir()))
+    after = (
+        [v.version for v in reg.versions(MODEL)],
+        _runs(uri, "finetune_asr"),
+        sorted(p.name for p in (world["root"] / "triton_repo" / "asr_offline").iterdir()),
+    )
     assert after == before  # no version, no training run, no Triton version
     assert not (rerun / "finetune-asr").exists() and not (rerun / "evaluate-wer").exists()  # cache hits
     assert task_outputs(rerun, "register-model")["version"] == before[0][-1]
-    print(f"\n[versions] cold run {world['cold_s']:.1f} s, unchanged re-run {seconds:.1f} s: "
-          f"ratio {seconds / world['cold_s']:.3f}")
+    print(
+        f"\n[versions] cold run {world['cold_s']:.1f} s, unchanged re-run {seconds:.1f} s: "
+        f"ratio {seconds / world['cold_s']:.3f}"
+    )
 
 
 def test_a_changed_training_parameter_trains_again(world):

@@ -41,8 +41,11 @@ def build(smoke: bool):
     from components.finetune_asr import nemotron_shape as ns
 
     texts = ["Включи светлината в кухнята.", "Άναψε το φως στην κουζίνα.", "Enciende la luz en la cocina."]
-    tok = ns.build_tokenizer_of_size(texts, Path(os.environ.get("TMPDIR", "/tmp")) / "gpu_rehearsal_tok",
-                                     size=1024 if smoke else ns.VOCAB_SIZE)
+    tok = ns.build_tokenizer_of_size(
+        texts,
+        Path(os.environ.get("TMPDIR", "/tmp")) / "gpu_rehearsal_tok",
+        size=1024 if smoke else ns.VOCAB_SIZE,
+    )
     if smoke:  # same code path, a narrow encoder: seconds on a CPU
         cfg = OmegaConf.load(ns.SHAPE_CONFIG)
         with open_dict(cfg):
@@ -81,7 +84,9 @@ def train_steps(model, tok, device: str, steps: int, batch: int, seconds: float)
     u = int(seconds * 10)  # ~10 tokens per second of speech
     tokens = torch.randint(1, model.tokenizer.vocab_size, (batch, u), generator=g).to(device)
     tok_len = torch.full((batch,), u, device=device)
-    prompts = torch.tensor([30 if i % 2 else 101 for i in range(batch)], device=device)  # half `auto` (unified)
+    prompts = torch.tensor(
+        [30 if i % 2 else 101 for i in range(batch)], device=device
+    )  # half `auto` (unified)
     langs = torch.tensor([30 if i % 2 else 21 for i in range(batch)], device=device)  # odd rows: replay (el)
     replay_ids = torch.tensor([21])
     times, peak = [], 0.0
@@ -92,10 +97,18 @@ def train_steps(model, tok, device: str, steps: int, batch: int, seconds: float)
         att = _pick_att_context(model.encoder)
         with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"):
             with fixed_att_context(model.encoder, att):
-                enc, enc_len = model.forward(input_signal=signal, input_signal_length=sig_len, prompt_indices=prompts)
+                enc, enc_len = model.forward(
+                    input_signal=signal, input_signal_length=sig_len, prompt_indices=prompts
+                )
             dec, _, _ = model.decoder(targets=tokens, target_length=tok_len)
-            loss, _, _, _ = model.joint(encoder_outputs=enc, decoder_outputs=dec, encoder_lengths=enc_len,
-                                        transcripts=tokens, transcript_lengths=tok_len, compute_wer=False)
+            loss, _, _, _ = model.joint(
+                encoder_outputs=enc,
+                decoder_outputs=dec,
+                encoder_lengths=enc_len,
+                transcripts=tokens,
+                transcript_lengths=tok_len,
+                compute_wer=False,
+            )
             batch_t = (signal, sig_len, tokens, tok_len, prompts, langs)
             kd = replay_kd(model, teacher, replay_ids, att, 2, batch_t, enc, enc_len, dec)
             total = loss + (kd if kd is not None else 0.0)
@@ -108,9 +121,14 @@ def train_steps(model, tok, device: str, steps: int, batch: int, seconds: float)
         if device == "cuda":
             peak = max(peak, torch.cuda.max_memory_allocated() / 1e9)
     steady = times[1:] or times
-    return {"batch": batch, "seconds_audio_per_row": seconds, "s_per_step": round(sum(steady) / len(steady), 3),
-            "first_step_s": round(times[0], 2), "peak_gpu_memory_gb": round(peak, 2),
-            "replay_kd": float(kd.detach()) if kd is not None else None}
+    return {
+        "batch": batch,
+        "seconds_audio_per_row": seconds,
+        "s_per_step": round(sum(steady) / len(steady), 3),
+        "first_step_s": round(times[0], 2),
+        "peak_gpu_memory_gb": round(peak, 2),
+        "replay_kd": float(kd.detach()) if kd is not None else None,
+    }
 
 
 def realtime_streams(model, device: str, att: list[int], max_streams: int, steps: int = 12) -> dict:
@@ -137,12 +155,19 @@ def realtime_streams(model, device: str, att: list[int], max_streams: int, steps
             break
         n *= 2
     served = max([p["streams"] for p in out if p["real_time"]] or [0])
-    return {"att_context_size": att, "chunk_ms": round(chunk_s * 1e3), "curve": out, "streams_in_real_time": served}
+    return {
+        "att_context_size": att,
+        "chunk_ms": round(chunk_s * 1e3),
+        "curve": out,
+        "streams_in_real_time": served,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="CPU, narrow model: checks the script, measures nothing")
+    ap.add_argument(
+        "--smoke", action="store_true", help="CPU, narrow model: checks the script, measures nothing"
+    )
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per training row")
@@ -151,17 +176,32 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not a.smoke and not torch.cuda.is_available():
-        print("no CUDA device: this script is for a GPU machine (use --smoke to check it on CPU)", file=sys.stderr)
+        print(
+            "no CUDA device: this script is for a GPU machine (use --smoke to check it on CPU)",
+            file=sys.stderr,
+        )
         return 2
     t0 = time.monotonic()
     model, device, build_s, params, tok = build(a.smoke)
-    res = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke)",
-           "torch": torch.__version__, "parameters": params, "build_s": round(build_s, 1),
-           "bf16_supported": bool(device == "cuda" and torch.cuda.is_bf16_supported())}
-    res["train"] = train_steps(model, tok, device, 2 if a.smoke else a.steps, 2 if a.smoke else a.batch,
-                               1.0 if a.smoke else a.seconds)
-    res["serving"] = [realtime_streams(model, device, att, 2 if a.smoke else a.max_streams, 2 if a.smoke else 12)
-                      for att in ([56, 0], [56, 3])]
+    res = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke)",
+        "torch": torch.__version__,
+        "parameters": params,
+        "build_s": round(build_s, 1),
+        "bf16_supported": bool(device == "cuda" and torch.cuda.is_bf16_supported()),
+    }
+    res["train"] = train_steps(
+        model,
+        tok,
+        device,
+        2 if a.smoke else a.steps,
+        2 if a.smoke else a.batch,
+        1.0 if a.smoke else a.seconds,
+    )
+    res["serving"] = [
+        realtime_streams(model, device, att, 2 if a.smoke else a.max_streams, 2 if a.smoke else 12)
+        for att in ([56, 0], [56, 3])
+    ]
     res["seconds"] = round(time.monotonic() - t0, 1)
     text = json.dumps(res, indent=2)
     print(text)

@@ -12,10 +12,26 @@ from components.register_model.core import git_commit
 def test_checkout_answers_git_head(tmp_path, monkeypatch):
     monkeypatch.delenv("ASR_GIT_COMMIT", raising=False)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=a@b", "-c", "user.name=n", "commit", "-q",
-                    "--allow-empty", "-m", "x"], check=True)
-    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=n",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert code_version(tmp_path, commit_file=tmp_path / "absent") == head
 
 
@@ -48,4 +64,7 @@ def test_the_image_writes_the_file_the_reader_reads():
     from tests.conftest import REPO_ROOT
 
     dockerfile = (REPO_ROOT / "infra" / "docker" / "Dockerfile.component").read_text()
-    assert f'> {GIT_COMMIT_FILE}' in dockerfile and "org.opencontainers.image.revision=${GIT_COMMIT}" in dockerfile
+    assert (
+        f"> {GIT_COMMIT_FILE}" in dockerfile
+        and "org.opencontainers.image.revision=${GIT_COMMIT}" in dockerfile
+    )

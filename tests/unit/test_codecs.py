@@ -40,7 +40,12 @@ def test_opus_in_ogg_decodes(tmp_path):
     if "OPUS" not in sf.available_subtypes("OGG"):
         pytest.skip("this libsndfile has no Opus")
     t = np.arange(48000) / 48000
-    sf.write(tmp_path / "clip.opus", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000,
-             format="OGG", subtype="OPUS")
+    sf.write(
+        tmp_path / "clip.opus",
+        (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+        48000,
+        format="OGG",
+        subtype="OPUS",
+    )
     x = decode_mono(tmp_path / "clip.opus")
     assert abs(len(x) - 16000) < 400 and 0.1 < np.abs(x).max() < 0.5

@@ -98,7 +98,10 @@ def test_the_demo_shows_only_failing_checks_of_the_validation_table():
 def test_a_bracketed_word_that_is_no_step_stays_in_the_log():
     """The demo showed the gate table's continuation lines (`[ok] bg-BG ...`, release_gate's `[pass] ...`)
     twice on the terminal: `[ok]` looked like a step's prefix. Only this project's steps count."""
-    for line in ("  [ok] bg-BG streaming wer_norm: base 1.1 -> candidate 0.6", "    [pass] target_improves[bg-BG]: x",
-                 "    [FAIL] rule: y"):
+    for line in (
+        "  [ok] bg-BG streaming wer_norm: base 1.1 -> candidate 0.6",
+        "    [pass] target_improves[bg-BG]: x",
+        "    [FAIL] rule: y",
+    ):
         assert story_line(line) is None, line
     assert story_line("    [registry] warning: x") == "  [registry] warning: x"

@@ -54,8 +54,13 @@ def test_extras_per_image():
 
 
 def test_pre_commit_runs_the_make_lint_checks():
-    hooks = [h for r in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"] for h in r["hooks"]]
+    hooks = [
+        h for r in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"] for h in r["hooks"]
+    ]
     entries = {h["entry"].split()[0] + " " + (h["entry"].split() + [""])[1] for h in hooks}
     lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
-    made = {" ".join(line.strip().removeprefix("$(VENV)/bin/").split()[:2]).removesuffix(" .") for line in lint.splitlines()}
+    made = {
+        " ".join(line.strip().removeprefix("$(VENV)/bin/").split()[:2]).removesuffix(" .")
+        for line in lint.splitlines()
+    }
     assert {e.strip() for e in entries} == made

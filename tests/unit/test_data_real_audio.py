@@ -104,7 +104,9 @@ def test_real_recordings_convert_with_decoded_durations(real):
         g = math.gcd(sr, 16000)
         assert info.frames == math.ceil(frames * (16000 // g) / (sr // g)), row["audio"]
         assert out["duration"] == pytest.approx(frames / sr, abs=1e-3)  # decoded, not header, duration
-        canonical = canonical_locales(default_prompt_dictionary()).get(row["lang"], row["lang"])  # en -> en-US
+        canonical = canonical_locales(default_prompt_dictionary()).get(
+            row["lang"], row["lang"]
+        )  # en -> en-US
         assert out["target_lang"] == out["lang"] == canonical and out["text"] == row["text"]
 
 

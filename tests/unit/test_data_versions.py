@@ -46,8 +46,9 @@ def repo(tmp_path_factory) -> dict:
     sh("git", "commit", "-qm", "data v1", cwd=root)
     v1 = read_data_md5(root / "data.dvc")
     (root / "data" / "clips" / "b.wav").write_bytes(b"B" * 50)
-    (root / "data" / "metadata.csv").write_text("audio,text,lang,speaker\nclips/a.wav,Hola.,es-ES,a\n"
-                                               "clips/b.wav,Adiós.,es-ES,b\n")
+    (root / "data" / "metadata.csv").write_text(
+        "audio,text,lang,speaker\nclips/a.wav,Hola.,es-ES,a\nclips/b.wav,Adiós.,es-ES,b\n"
+    )
     dvc("add", "-q", "data", cwd=root)
     dvc("push", "-q", cwd=root)
     sh("git", "add", "-A", cwd=root)
@@ -170,7 +171,9 @@ def test_the_fine_tune_data_order_is_seeded_by_the_run_seed(tmp_path):
     from components.finetune_asr.settings import FinetuneSettings, apply
 
     cfg = OmegaConf.create({"sample_rate": 16000, "model_defaults": {"prompt_dictionary": {"bg-BG": 30}}})
-    ds = core.build_train_ds(apply(FinetuneSettings(recipe="tiny-demo")).train_ds, tmp_path / "t.jsonl", cfg, 7)
+    ds = core.build_train_ds(
+        apply(FinetuneSettings(recipe="tiny-demo")).train_ds, tmp_path / "t.jsonl", cfg, 7
+    )
     assert ds["seed"] == 7 and ds["shard_seed"] == 7
     import torch
 

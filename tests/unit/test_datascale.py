@@ -48,8 +48,9 @@ def _comparable(build: Path) -> dict:
 
 def test_at_scale_the_artifact_holds_no_audio(corpus, tmp_path):
     art = tmp_path / "artifact"
-    res = build_step(str(corpus), art, str(tmp_path / "pvc"), val_ratio=0.25, test_ratio=0.25, workers=1,
-                     tar_shards=2)
+    res = build_step(
+        str(corpus), art, str(tmp_path / "pvc"), val_ratio=0.25, test_ratio=0.25, workers=1, tar_shards=2
+    )
     files = sorted(p.relative_to(art).as_posix() for p in art.rglob("*") if p.is_file())
     assert files == ["build.json", "summary.json", "test.jsonl", "train.jsonl", "val.jsonl"]
     assert not any(Path(f).suffix in AUDIO_SUFFIXES for f in files)
@@ -124,11 +125,13 @@ def test_shards_by_size():
 
 
 def test_shard_above_hours_writes_shards_for_a_large_corpus(corpus, tmp_path):
-    res = build_manifests(corpus, tmp_path / "m", val_ratio=0.25, test_ratio=0.25, workers=1,
-                          shard_above_hours=0.001)  # 36 clips of ~0.5 s are > 3.6 s
+    res = build_manifests(
+        corpus, tmp_path / "m", val_ratio=0.25, test_ratio=0.25, workers=1, shard_above_hours=0.001
+    )  # 36 clips of ~0.5 s are > 3.6 s
     assert set(res.tarred) == {"train", "val", "test"} and res.tarred["train"]["shards"] == 1
-    small = build_manifests(corpus, tmp_path / "n", val_ratio=0.25, test_ratio=0.25, workers=1,
-                            shard_above_hours=1000.0)
+    small = build_manifests(
+        corpus, tmp_path / "n", val_ratio=0.25, test_ratio=0.25, workers=1, shard_above_hours=1000.0
+    )
     assert small.tarred == {}
 
 

@@ -29,9 +29,14 @@ def _metrics(base: dict, cand: dict, cand_off: dict | None = None) -> dict:
         "target_langs": ["bg-BG"],
         "replay_langs": ["el-GR", "es-ES"],
         "metrics": {
-            "base": {"streaming": {k: _m(v) for k, v in base.items()}, "offline": {k: _m(v) for k, v in base.items()}},
-            "candidate": {"streaming": {k: _m(v) for k, v in cand.items()},
-                          "offline": {k: _m(v) for k, v in cand_off.items()}},
+            "base": {
+                "streaming": {k: _m(v) for k, v in base.items()},
+                "offline": {k: _m(v) for k, v in base.items()},
+            },
+            "candidate": {
+                "streaming": {k: _m(v) for k, v in cand.items()},
+                "offline": {k: _m(v) for k, v in cand_off.items()},
+            },
         },
         "delta_ci": {"bg-BG": {"delta": -0.5, "low": -0.6, "high": -0.4}},
     }
@@ -48,10 +53,17 @@ def test_default_policy_passes_the_measured_demo_story():
     d = decide(GOOD, load_policy(None))
     assert d.passed, d.summary()
     rules = {r.rule for r in d.rules}
-    assert {"target_improves[bg-BG]", "target_ceiling[bg-BG]", "replay_max_regression[el-GR]",
-            "replay_max_regression[es-ES]", "streaming_offline_gap[bg-BG]"} <= rules
+    assert {
+        "target_improves[bg-BG]",
+        "target_ceiling[bg-BG]",
+        "replay_max_regression[el-GR]",
+        "replay_max_regression[es-ES]",
+        "streaming_offline_gap[bg-BG]",
+    } <= rules
     r = next(r for r in d.rules if r.rule == "replay_max_regression[es-ES]")
-    assert r.value == pytest.approx(0.05) and r.threshold == pytest.approx(0.05) and r.passed  # exactly 5 points
+    assert (
+        r.value == pytest.approx(0.05) and r.threshold == pytest.approx(0.05) and r.passed
+    )  # exactly 5 points
 
 
 def test_replay_regression_fails_the_gate():
@@ -67,8 +79,11 @@ def test_target_not_improving_fails():
 
 
 def test_target_ceiling_and_gap():
-    m = _metrics({"bg-BG": 1.5, "el-GR": 0.6, "es-ES": 0.5}, {"bg-BG": 1.2, "el-GR": 0.6, "es-ES": 0.5},
-                 cand_off={"bg-BG": 1.0, "el-GR": 0.6, "es-ES": 0.5})
+    m = _metrics(
+        {"bg-BG": 1.5, "el-GR": 0.6, "es-ES": 0.5},
+        {"bg-BG": 1.2, "el-GR": 0.6, "es-ES": 0.5},
+        cand_off={"bg-BG": 1.0, "el-GR": 0.6, "es-ES": 0.5},
+    )
     assert _failed(decide(m, load_policy(None))) == ["target_ceiling[bg-BG]", "streaming_offline_gap[bg-BG]"]
 
 
@@ -80,8 +95,9 @@ def test_missing_language_fails_not_passes():
 
 
 def test_policy_thresholds_are_data_and_ci_rule():
-    strict = load_policy("mode: streaming\nrules:\n  replay_max_regression: {max_increase: 0.01}\n"
-                         "  target_ci_below_zero: {}\n")
+    strict = load_policy(
+        "mode: streaming\nrules:\n  replay_max_regression: {max_increase: 0.01}\n  target_ci_below_zero: {}\n"
+    )
     d = decide(GOOD, strict)
     assert _failed(d) == ["replay_max_regression[el-GR]", "replay_max_regression[es-ES]"]
     m = copy.deepcopy(GOOD)
@@ -120,8 +136,10 @@ def manifest_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("manifests")
     (d / "audio").mkdir()
     rows = []
-    texts = {"bg-BG": ["Включи светлината.", "Добро утро, как сте?", "Температурата е двадесет."],
-             "el-GR": ["Καλημέρα σας.", "Τι ώρα είναι;"]}
+    texts = {
+        "bg-BG": ["Включи светлината.", "Добро утро, как сте?", "Температурата е двадесет."],
+        "el-GR": ["Καλημέρα σας.", "Τι ώρα είναι;"],
+    }
     rng = np.random.default_rng(0)
     for lang, items in texts.items():
         for k, text in enumerate(items):
@@ -130,8 +148,17 @@ def manifest_dir(tmp_path_factory) -> Path:
             t = np.arange(n) / 16000
             a = 0.3 * np.sin(2 * np.pi * (150 + 300 * k + 200 * t) * t) + 0.05 * rng.standard_normal(n)
             sf.write(d / "audio" / f"{uid}.wav", a.astype(np.float32), 16000, subtype="PCM_16")
-            rows.append({"audio_filepath": f"audio/{uid}.wav", "duration": n / 16000, "text": text, "lang": lang,
-                         "target_lang": lang, "speaker": f"s{k}", "id": uid})
+            rows.append(
+                {
+                    "audio_filepath": f"audio/{uid}.wav",
+                    "duration": n / 16000,
+                    "text": text,
+                    "lang": lang,
+                    "target_lang": lang,
+                    "speaker": f"s{k}",
+                    "id": uid,
+                }
+            )
     write_manifest(d / "test.jsonl", rows)
     return d
 
@@ -144,8 +171,19 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="components.evaluate_wer")
 
     out = tmp_path / "eval"
-    res = evaluate(str(tiny_model_path), str(tiny_model_path), str(manifest_dir), str(out), ["bg-BG"], ["el-GR"],
-                   [56, 1], load_policy(None), batch_size=2, seed=0, champion_model=str(tiny_model_path))
+    res = evaluate(
+        str(tiny_model_path),
+        str(tiny_model_path),
+        str(manifest_dir),
+        str(out),
+        ["bg-BG"],
+        ["el-GR"],
+        [56, 1],
+        load_policy(None),
+        batch_size=2,
+        seed=0,
+        champion_model=str(tiny_model_path),
+    )
     text = (out / "evaluation.json").read_text(encoding="utf-8")
     ev = json.loads(text)
     # one typed record (components/common/evaluation.py) serialises to the very JSON evaluate_wer wrote
@@ -159,7 +197,10 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
                 assert {"wer_raw", "wer_norm", "cer", "n_utts"} <= set(s) and s["n_utts"] == n
     assert ev["att_context_size"] == [56, 1] and ev["target_langs"] == ["bg-BG"]
     # every model is named by its sha256 (the gate record binds the verdict to it); the floor was met
-    assert ev["candidate_sha256"] == ev["base_sha256"] == ev["champion_sha256"] and len(ev["candidate_sha256"]) == 64
+    assert (
+        ev["candidate_sha256"] == ev["base_sha256"] == ev["champion_sha256"]
+        and len(ev["candidate_sha256"]) == 64
+    )
     assert ev["policy_floor"]["violations"] == [] and len(ev["policy_floor"]["sha256"]) == 64
     # the champion was scored on the same utterances: identical model -> CI of candidate - champion holds 0
     assert ev["champion_delta_ci"]["bg-BG"]["low"] <= 0.0 <= ev["champion_delta_ci"]["bg-BG"]["high"]
@@ -209,7 +250,9 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     items, audios = load_golden_set(out / "golden")
     assert sorted(i.lang for i in items) == ["bg-BG", "bg-BG", "el-GR", "el-GR"]
     model = AsrModel.load(str(tiny_model_path))
-    assert check_parity(out / "golden", lambda a, lg: model.transcribe([a], [lg], att_context_size=[56, 1])[0]).passed
+    assert check_parity(
+        out / "golden", lambda a, lg: model.transcribe([a], [lg], att_context_size=[56, 1])[0]
+    ).passed
 
 
 def test_summary_record_refuses_a_malformed_summary_by_field():
@@ -229,26 +272,54 @@ def test_evaluate_errors_name_the_problem(tiny_model_path, manifest_dir, tmp_pat
     from components.evaluate_wer.core import evaluate, parse_att_context_size
 
     with pytest.raises(ValueError, match=r"no test utterances for language\(s\) \['es-ES'\]"):
-        evaluate(str(tiny_model_path), str(tiny_model_path), str(manifest_dir), str(tmp_path), ["bg-BG"],
-                 ["es-ES"], None, load_policy(None))
+        evaluate(
+            str(tiny_model_path),
+            str(tiny_model_path),
+            str(manifest_dir),
+            str(tmp_path),
+            ["bg-BG"],
+            ["es-ES"],
+            None,
+            load_policy(None),
+        )
     with pytest.raises(FileNotFoundError, match="test.jsonl"):
-        evaluate(str(tiny_model_path), str(tiny_model_path), str(tmp_path), str(tmp_path), ["bg-BG"], [], None,
-                 load_policy(None))
+        evaluate(
+            str(tiny_model_path),
+            str(tiny_model_path),
+            str(tmp_path),
+            str(tmp_path),
+            ["bg-BG"],
+            [],
+            None,
+            load_policy(None),
+        )
     assert parse_att_context_size("[56,1]") == [56, 1] and parse_att_context_size("") is None
     with pytest.raises(ValueError, match="two integers"):
         parse_att_context_size("[56]")
 
 
 def test_cli_help_and_component_interface():
-    r = subprocess.run([sys.executable, "-m", "components.evaluate_wer", "--help"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "components.evaluate_wer", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "--target-langs" in r.stdout
     from components.evaluate_wer.component import evaluate_wer
 
     spec = evaluate_wer.component_spec
     assert set(spec.outputs) >= {"passed", "decision", "metrics", "report", "evaluation", "mlflow_run_id"}
-    assert set(spec.inputs) >= {"manifests", "base_model_uri", "candidate", "att_context_size", "gate_policy",
-                                "mlflow_tracking_uri", "pipeline_run_id"}
+    assert set(spec.inputs) >= {
+        "manifests",
+        "base_model_uri",
+        "candidate",
+        "att_context_size",
+        "gate_policy",
+        "mlflow_tracking_uri",
+        "pipeline_run_id",
+    }
 
 
 def test_batched_streaming_evaluation_equals_one_stream_at_a_time(tiny_model_path, manifest_dir):
@@ -279,23 +350,42 @@ def test_summary_metrics_and_mlflow_run(tiny_model_path, manifest_dir, tmp_path,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "eval-test")
     policy = "mode: offline\nmetric: cer\nrules:\n  target_improves: {}\n"  # inline YAML, CI follows it
-    res = run_step(str(manifest_dir), str(tiny_model_path), str(tiny_model_path.parent), "bg-BG", "el-GR", "[56,6]",
-                   policy, out_dir=str(tmp_path / "eval"), pipeline_run_id="run-123", max_utts_per_lang=2,
-                   latency_curve=False, n_resamples=200,
-                   floor_override_reason="test: the CI follows a policy's own mode and metric")
+    res = run_step(
+        str(manifest_dir),
+        str(tiny_model_path),
+        str(tiny_model_path.parent),
+        "bg-BG",
+        "el-GR",
+        "[56,6]",
+        policy,
+        out_dir=str(tmp_path / "eval"),
+        pipeline_run_id="run-123",
+        max_utts_per_lang=2,
+        latency_curve=False,
+        n_resamples=200,
+        floor_override_reason="test: the CI follows a policy's own mode and metric",
+    )
     floor = json.loads(Path(res.evaluation_path).read_text(encoding="utf-8"))["policy_floor"]
     assert floor["violations"] and floor["override_reason"].startswith("test:")  # below the floor, audited
-    assert {(d["mode"], d["metric"], d["n_resamples"]) for d in res.delta_ci.values()} == {("offline", "cer", 200)}
+    assert {(d["mode"], d["metric"], d["n_resamples"]) for d in res.delta_ci.values()} == {
+        ("offline", "cer", 200)
+    }
     assert [r["rule"] for r in res.decision["rules"]] == ["target_improves[bg-BG]"]
     flat = summary_metrics(res)
     assert flat["gate_passed"] == 0.0 and flat["delta_wer_norm_delta_bg-BG"] == 0.0
-    assert {"candidate_streaming_wer_norm_bg-BG", "base_offline_cer_el-GR", "candidate_streaming_rtfx"} <= set(flat)
+    assert {
+        "candidate_streaming_wer_norm_bg-BG",
+        "base_offline_cer_el-GR",
+        "candidate_streaming_rtfx",
+    } <= set(flat)
     assert not any("_att56-" in k for k in flat)  # no curve requested
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(res.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["pipeline_run_id"] == "run-123"
     assert run.data.tags["gate_passed"] == "false" and run.data.params["att_context_size"] == "[56, 6]"
-    assert run.data.metrics["candidate_streaming_wer_norm_bg-BG"] == flat["candidate_streaming_wer_norm_bg-BG"]
+    assert (
+        run.data.metrics["candidate_streaming_wer_norm_bg-BG"] == flat["candidate_streaming_wer_norm_bg-BG"]
+    )
     names = {f.path for f in client.list_artifacts(res.mlflow_run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/evaluation.json", "evaluation/decision.json"} <= names
     assert not (tmp_path / "eval" / "_base_model").exists()
@@ -304,19 +394,41 @@ def test_summary_metrics_and_mlflow_run(tiny_model_path, manifest_dir, tmp_path,
 def test_latency_curve_metrics_are_flattened():
     from components.evaluate_wer.core import EvaluationResult, summary_metrics
 
-    curve = [{"att_context_size": [56, 0], "latency_ms": 80.0, "deployed": False,
-              "metrics": {"bg-BG": {"wer_norm": 0.5}, "overall": {"wer_norm": 0.4}}},
-             {"att_context_size": [56, 3], "latency_ms": 320.0, "deployed": True,
-              "metrics": {"bg-BG": {"wer_norm": 0.3}, "overall": {"wer_norm": 0.2}}}]
-    r = EvaluationResult(passed=True, decision={}, metrics={}, delta_ci={}, evaluation_path="", decision_path="",
-                         report_path="", utterances_path="", latency_curve=curve)
+    curve = [
+        {
+            "att_context_size": [56, 0],
+            "latency_ms": 80.0,
+            "deployed": False,
+            "metrics": {"bg-BG": {"wer_norm": 0.5}, "overall": {"wer_norm": 0.4}},
+        },
+        {
+            "att_context_size": [56, 3],
+            "latency_ms": 320.0,
+            "deployed": True,
+            "metrics": {"bg-BG": {"wer_norm": 0.3}, "overall": {"wer_norm": 0.2}},
+        },
+    ]
+    r = EvaluationResult(
+        passed=True,
+        decision={},
+        metrics={},
+        delta_ci={},
+        evaluation_path="",
+        decision_path="",
+        report_path="",
+        utterances_path="",
+        latency_curve=curve,
+    )
     flat = summary_metrics(r)
-    assert flat == {"gate_passed": 1.0, "candidate_streaming_att56-0_latency_ms": 80.0,
-                    "candidate_streaming_att56-0_wer_norm_bg-BG": 0.5,
-                    "candidate_streaming_att56-0_wer_norm_overall": 0.4,
-                    "candidate_streaming_att56-3_latency_ms": 320.0,
-                    "candidate_streaming_att56-3_wer_norm_bg-BG": 0.3,
-                    "candidate_streaming_att56-3_wer_norm_overall": 0.2}
+    assert flat == {
+        "gate_passed": 1.0,
+        "candidate_streaming_att56-0_latency_ms": 80.0,
+        "candidate_streaming_att56-0_wer_norm_bg-BG": 0.5,
+        "candidate_streaming_att56-0_wer_norm_overall": 0.4,
+        "candidate_streaming_att56-3_latency_ms": 320.0,
+        "candidate_streaming_att56-3_wer_norm_bg-BG": 0.3,
+        "candidate_streaming_att56-3_wer_norm_overall": 0.2,
+    }
 
 
 @pytest.mark.slow  # ~70 s: a kfp.local subprocess imports NeMo and evaluates with the full latency curve
@@ -333,14 +445,23 @@ def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, mo
     def only_eval(manifests_uri, model_uri):
         m = dsl.importer(artifact_uri=manifests_uri, artifact_class=dsl.Dataset)
         c = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model)
-        t = evaluate_wer(manifests=m.output, base_model_uri=str(tiny_model_path), candidate=c.output,
-                         target_langs="bg-BG", replay_langs="el-GR", att_context_size="[56,6]", gate_policy="",
-                         pipeline_run_id="kfp-local-run")
+        t = evaluate_wer(
+            manifests=m.output,
+            base_model_uri=str(tiny_model_path),
+            candidate=c.output,
+            target_langs="bg-BG",
+            replay_langs="el-GR",
+            att_context_size="[56,6]",
+            gate_policy="",
+            pipeline_run_id="kfp-local-run",
+        )
         return t.outputs["metrics"]
 
     # real types, not the strings `from __future__ import annotations` would leave for kfp to parse
     only_eval.__annotations__ = {"manifests_uri": str, "model_uri": str, "return": dsl.Metrics}
-    metrics = dsl.pipeline(only_eval)(manifests_uri=str(manifest_dir), model_uri=str(tiny_model_path.parent)).output
+    metrics = dsl.pipeline(only_eval)(
+        manifests_uri=str(manifest_dir), model_uri=str(tiny_model_path.parent)
+    ).output
     md = metrics.metadata
     for model in ("base", "candidate"):
         for mode in ("streaming", "offline"):
@@ -351,5 +472,6 @@ def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, mo
 
     runs = MlflowClient(tracking_uri=uri).search_runs(
         [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()],
-        filter_string="tags.pipeline_run_id = 'kfp-local-run'")
+        filter_string="tags.pipeline_run_id = 'kfp-local-run'",
+    )
     assert len(runs) == 1 and runs[0].data.metrics["gate_passed"] == 0.0

@@ -47,7 +47,9 @@ def test_four_exports_make_versions_1_to_4_and_keep_the_last_three(tmp_path: Pat
         new.write_bytes(nemo.read_bytes() + b"%d" % i)
         os.replace(new, nemo)  # a new inode: earlier versions hold hardlinks to the old one
         sha = sha256_file(nemo)
-        results.append(export_model(nemo, repo, sha, {"name": "m", "version": str(i)}, [56, 1], keep_versions=3))
+        results.append(
+            export_model(nemo, repo, sha, {"name": "m", "version": str(i)}, [56, 1], keep_versions=3)
+        )
 
     assert [r.version for r in results] == [1, 2, 3, 4]
     assert results[3].removed == [str(repo / m / "1") for m in MODELS]

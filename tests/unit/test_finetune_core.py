@@ -56,8 +56,17 @@ def _make_corpus(root: Path, per_lang: int = 8) -> Path:
     return root
 
 
-_RUNTIME = ("replay_manifest", "work_dir", "threads", "devices", "strategy", "base_model_uri", "val_manifest",
-            "val_max_per_lang", "tracker")
+_RUNTIME = (
+    "replay_manifest",
+    "work_dir",
+    "threads",
+    "devices",
+    "strategy",
+    "base_model_uri",
+    "val_manifest",
+    "val_max_per_lang",
+    "tracker",
+)
 
 
 def _ft(base, train, out, targets, **kw):
@@ -70,7 +79,6 @@ def _ft(base, train, out, targets, **kw):
         if isinstance(kw[k], (list, tuple)):
             kw[k] = ",".join(kw[k])
     return core.finetune(base, train, out, FinetuneSettings(target_langs=",".join(targets), **kw), **runtime)
-
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +98,6 @@ def base_model(corpus, tmp_path_factory) -> str:
 
 # ------------------------------------------------------------------------------------------- pure functions
 # (row selection, recipes and the tokenizer: test_finetune_data.py)
-
-
-
-
-
-
 
 
 def test_lattice_kl_is_zero_for_equal_lattices_and_ignores_padding():
@@ -195,9 +197,7 @@ def test_resume_from_checkpoint_continues_the_step_count(base_model, corpus, tmp
     first = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **kw)
     assert first.steps_done == 4 and first.resumed_from_step == 0
     assert (tmp_path / "out" / "work" / "checkpoints" / "last.ckpt").is_file()
-    second = _ft(
-        base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "max_steps": 6}
-    )
+    second = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], **{**kw, "max_steps": 6})
     assert second.resumed_from_step == 4 and second.steps_done == 6
     assert [s for s, _ in second.train_loss_curve] == [5, 6]
     assert json.loads(Path(second.sidecar_path).read_text(encoding="utf-8"))["train_steps"] == 6
@@ -278,10 +278,6 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return a.shape == b.shape and bool(torch.equal(a, b))
-
-
-
-
 
 
 @pytest.mark.slow  # a real fine-tune in a child process, killed with SIGKILL, then rerun
@@ -391,7 +387,9 @@ def test_tokenizer_coverage_stops_the_run_or_maps_the_text(base_without_final_si
 
 
 @pytest.mark.slow  # real NeMo: a 4-step fine-tune logged to MLflow on sqlite
-def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(base_model, corpus, tmp_path, monkeypatch):
+def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(
+    base_model, corpus, tmp_path, monkeypatch
+):
     """On a cluster only the step parameter carries the tracking URI: the fine-tune must log without the env
     variable, and a user must see loss/lr/KD in the MLflow UI while the run trains, not after it."""
     import mlflow
@@ -421,8 +419,14 @@ def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(base_model,
     monkeypatch.setattr(wiring, "_callbacks", spying_callbacks)
     settings = "target_langs=bg-BG\nreplay_langs=el-GR\nreplay_per_lang=4\nmax_steps=4\nbatch_size=8\ncheckpoint_every=0"
     res, run_id = core.run_finetune_step(
-        corpus, base_model, tmp_path / "out", settings, mlflow_tracking_uri=uri,
-        work_root=str(tmp_path / "work"), pipeline_run_id="kfp-run-42", threads=2,
+        corpus,
+        base_model,
+        tmp_path / "out",
+        settings,
+        mlflow_tracking_uri=uri,
+        work_root=str(tmp_path / "work"),
+        pipeline_run_id="kfp-run-42",
+        threads=2,
     )
     assert seen == {"status": "RUNNING", "loss_steps": [1, 2, 3]}
     client = mlflow.MlflowClient(uri)
@@ -432,7 +436,9 @@ def test_mlflow_uri_is_a_parameter_and_metrics_stream_while_training(base_model,
     assert '"max_steps": 4' in run.data.params["overrides"] and run.data.metrics["steps"] == 4
     assert [m.step for m in client.get_metric_history(run_id, "lr")] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run_id, "train_replay_kd")] == [1, 2, 3, 4]
-    arts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
+    arts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "model")
+    }
     assert {"resolved_config.yaml", "model/model.nemo", "model/model.json"} <= arts
     assert res.steps_done == 4
 
@@ -491,8 +497,19 @@ def test_replay_rows_are_distilled_under_unified_prompt_mode(base_model, corpus,
     recipe = yaml.safe_load(RECIPES["tiny-demo"].read_text())
     recipe["model"]["train_ds"].update(default_prompt_mode="unified", unified_auto_ratio=1.0)
     (tmp_path / "all_auto.yaml").write_text(yaml.safe_dump(recipe))
-    res = _ft(base_model, corpus / "train.jsonl", tmp_path / "out", ["bg-BG"], recipe=str(tmp_path / "all_auto.yaml"),
-              replay_langs=["el-GR"], replay_per_lang=8, max_steps=3, batch_size=16, checkpoint_every=0, threads=2)
+    res = _ft(
+        base_model,
+        corpus / "train.jsonl",
+        tmp_path / "out",
+        ["bg-BG"],
+        recipe=str(tmp_path / "all_auto.yaml"),
+        replay_langs=["el-GR"],
+        replay_per_lang=8,
+        max_steps=3,
+        batch_size=16,
+        checkpoint_every=0,
+        threads=2,
+    )
     assert res.replay_rows_distilled == 3 * 8  # every batch holds the 8 el rows (16 rows, batch 16)
     assert res.resolved_config["train_ds"]["default_prompt_mode"] == "unified"
 
@@ -515,6 +532,8 @@ def test_a_concurrent_fine_tune_of_the_same_inputs_gets_its_own_work_dir(base_mo
     (running / "checkpoints" / "step=1.ckpt").write_bytes(b"run A's checkpoint")
     with open(running / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        res, _ = core.run_finetune_step(corpus, base_model, tmp_path / "b", settings, work_root=str(root), threads=2)
+        res, _ = core.run_finetune_step(
+            corpus, base_model, tmp_path / "b", settings, work_root=str(root), threads=2
+        )
     assert res.steps_done == 2 and Path(res.model_path).is_file()
     assert (running / "checkpoints" / "step=1.ckpt").read_bytes() == b"run A's checkpoint"  # untouched

@@ -46,10 +46,18 @@ def test_nemo_manifests_one_or_several(tmp_path):
         lines = []
         for i, (name, text, lang, spk) in enumerate(part):
             d = _audio(root / "wavs" / name, i)
-            lines.append({"audio_filepath": f"wavs/{name}", "duration": d, "text": text, "target_lang": lang,
-                          "speaker": spk})
-        (root / f"{split}_manifest.json").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n"
-                                                             for x in lines), encoding="utf-8")
+            lines.append(
+                {
+                    "audio_filepath": f"wavs/{name}",
+                    "duration": d,
+                    "text": text,
+                    "target_lang": lang,
+                    "speaker": spk,
+                }
+            )
+        (root / f"{split}_manifest.json").write_text(
+            "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8"
+        )
     assert detect(root) == "nemo"
     with pytest.raises(DatasetError, match="holds nemo data: run `python -m components.import_data"):
         find_metadata(root)
@@ -68,14 +76,22 @@ def test_nemo_rows_outside_the_root_fail_validation_by_name(tmp_path):
     root, elsewhere = tmp_path / "nemo", tmp_path / "elsewhere"
     d = _audio(elsewhere / "x.wav", 0)
     _audio(root / "y.wav", 1)
-    lines = [{"audio_filepath": str(elsewhere / "x.wav"), "duration": d, "text": "Hola.", "lang": "es-ES",
-              "speaker": "s1"},
-             {"audio_filepath": "y.wav", "duration": d, "text": "Adiós.", "lang": "es-ES", "speaker": "s2"},
-             {"audio_filepath": "y.wav", "offset": 0.2, "duration": 0.3, "text": "a", "lang": "es-ES"}]
+    lines = [
+        {
+            "audio_filepath": str(elsewhere / "x.wav"),
+            "duration": d,
+            "text": "Hola.",
+            "lang": "es-ES",
+            "speaker": "s1",
+        },
+        {"audio_filepath": "y.wav", "duration": d, "text": "Adiós.", "lang": "es-ES", "speaker": "s2"},
+        {"audio_filepath": "y.wav", "offset": 0.2, "duration": 0.3, "text": "a", "lang": "es-ES"},
+    ]
     (root / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     r = import_dataset(root)
-    assert r.rows == 2 and r.dropped == [{"source": "m.jsonl:3", "reason": "segment: offset > 0 (a part of a "
-                                                                          "longer file)"}]
+    assert r.rows == 2 and r.dropped == [
+        {"source": "m.jsonl:3", "reason": "segment: offset > 0 (a part of a longer file)"}
+    ]
     res = validate_dataset(root, tmp_path / "report", data_docs=False, workers=1)
     assert [(f.line, f.check) for f in res.failures if f.severity == "error"] == [(1, "audio_in_root")]
 
@@ -105,8 +121,14 @@ def test_hf_audiofolder_with_split_folders(tmp_path):
     r = import_dataset(root)
     assert r.rows == 4
     rows = [json.loads(x) for x in (root / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert rows[0] == {"audio": "test/clips/b1.flac", "text": "Muy bien.", "lang": "es-ES", "speaker": "es_b",
-                       "split": "test", "source": "test/metadata.csv:2"}
+    assert rows[0] == {
+        "audio": "test/clips/b1.flac",
+        "text": "Muy bien.",
+        "lang": "es-ES",
+        "speaker": "es_b",
+        "split": "test",
+        "source": "test/metadata.csv:2",
+    }
     _check_pipeline_reads(root, 4, tmp_path)
 
 
@@ -141,14 +163,25 @@ def test_lhotse_cutset(tmp_path):
         _audio(root / "audio" / name, i)
         rec = Recording.from_file(root / "audio" / name, recording_id=f"r{i}")
         recs.append(rec)
-        sups.append(SupervisionSegment(id=f"s{i}", recording_id=rec.id, start=0, duration=rec.duration, text=text,
-                                       language=lang, speaker=spk))
-    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs),
-                                 supervisions=SupervisionSet.from_segments(sups))
+        sups.append(
+            SupervisionSegment(
+                id=f"s{i}",
+                recording_id=rec.id,
+                start=0,
+                duration=rec.duration,
+                text=text,
+                language=lang,
+                speaker=spk,
+            )
+        )
+    cuts = CutSet.from_manifests(
+        recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups)
+    )
     part = cuts[0].truncate(duration=0.3).with_id("part")  # part of a recording: not a row
     CutSet.from_cuts(list(cuts) + [part]).to_file(root / "cuts.jsonl.gz")
     assert detect(root) == "lhotse"
     r = import_dataset(root)
-    assert r.rows == 4 and r.dropped == [{"source": "cut part",
-                                          "reason": "segment: the cut is part of a longer recording"}]
+    assert r.rows == 4 and r.dropped == [
+        {"source": "cut part", "reason": "segment: the cut is part of a longer recording"}
+    ]
     _check_pipeline_reads(root, 4, tmp_path)

@@ -109,7 +109,10 @@ MUTATIONS = {
         "1 is not of type 'string'",
     ),
     "string replicas": (lambda d: d["spec"].__setitem__("replicas", "2"), "'2' is not of type 'integer'"),
-    "missing required container name": (lambda d: _container(d, "triton").pop("name"), "'name' is a required"),
+    "missing required container name": (
+        lambda d: _container(d, "triton").pop("name"),
+        "'name' is a required",
+    ),
 }
 
 
@@ -150,7 +153,11 @@ POLICY = {
         "port 'htp'",
     ),
     "secret on the command line": (
-        lambda d: _container(d, "sync-champion").setdefault("args", []).append("--password=$(MLFLOW_TRACKING_PASSWORD)"),
+        lambda d: (
+            _container(d, "sync-champion")
+            .setdefault("args", [])
+            .append("--password=$(MLFLOW_TRACKING_PASSWORD)")
+        ),
         "on the command line",
     ),
     "missing configmap": (
@@ -194,8 +201,15 @@ def test_cluster_exposure_networkpolicies_auth_and_restricted_triton(rendered):
         env = {e["name"]: e for e in server["env"]}
         assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
         assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql://$(POSTGRES_USER)")
-        ini = _obj(objects, "ConfigMap", next(v["configMap"]["name"] for v in
-                                              mlflow["spec"]["template"]["spec"]["volumes"] if "configMap" in v))
+        ini = _obj(
+            objects,
+            "ConfigMap",
+            next(
+                v["configMap"]["name"]
+                for v in mlflow["spec"]["template"]["spec"]["volumes"]
+                if "configMap" in v
+            ),
+        )
         assert "default_permission = READ" in ini["data"]["basic_auth.ini"]
         assert "password" not in ini["data"]["basic_auth.ini"].split("[mlflow]")[1].lower()
         triton = _obj(objects, "Deployment", "triton")
@@ -203,16 +217,27 @@ def test_cluster_exposure_networkpolicies_auth_and_restricted_triton(rendered):
         for flag in ("--http-restricted-api=", "--grpc-restricted-protocol="):
             (value,) = [a.removeprefix(flag) for a in args if a.startswith(flag)]
             apis = set(value.split(":")[0].split(","))
-            assert {"model-repository", "logging", "trace", "shared-memory"} <= apis and "inference" not in apis
+            assert {
+                "model-repository",
+                "logging",
+                "trace",
+                "shared-memory",
+            } <= apis and "inference" not in apis
         for name in ("sync-champion", "sync-champion-once"):
             env = {e["name"]: e for e in _container(triton, name)["env"]}
-            assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-serving-credentials"
+            assert (
+                env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+                == "mlflow-serving-credentials"
+            )
         assert _obj(objects, "PodDisruptionBudget", "triton")["spec"]["minAvailable"] == 1
 
 
 def test_exposure_rules_catch_an_uncovered_workload_and_a_draining_pdb(rendered):
-    objects = [o for o in copy.deepcopy(rendered["dev"]) if not (o["kind"] == "NetworkPolicy"
-                                                                  and o["metadata"]["name"] == "mlflow")]
+    objects = [
+        o
+        for o in copy.deepcopy(rendered["dev"])
+        if not (o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "mlflow")
+    ]
     pdb = _obj(objects, "PodDisruptionBudget", "triton")
     pdb["spec"] = {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}
     errors = check.policy_errors(objects)
@@ -383,8 +408,11 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 def test_dockerfile_copies_existing_paths_and_pins_its_base(dockerfile):
     ins = _instructions(dockerfile)
     args = dict(a.split("=", 1) for op, a in ins if op == "ARG" and "=" in a)  # FROM ${X}: X's pinned default
-    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), arg.split()[0])
-             for op, arg in ins if op == "FROM"]
+    froms = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), arg.split()[0])
+        for op, arg in ins
+        if op == "FROM"
+    ]
     assert froms and all(":" in f.rsplit("/", 1)[-1] and not f.endswith(":latest") for f in froms), froms
     copies = [arg.split() for op, arg in ins if op in ("COPY", "ADD")]
     assert copies
@@ -450,14 +478,26 @@ def _dockerignored(rel: str, patterns: list[str]) -> bool:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerignore_keeps_what_the_dockerfiles_copy_and_drops_local_state(dockerfile):
     patterns = [
-        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for op, arg in _instructions(dockerfile):
         if op in ("COPY", "ADD") and "--from" not in arg:
             for src in [a for a in arg.split()[:-1] if not a.startswith("--")]:
-                assert not _dockerignored(src, patterns), f"{dockerfile.name}: COPY {src} is excluded by .dockerignore"
-    for local_state in (".venv", ".cache", ".mlflow", "data", "outputs", ".git", "triton_repo", ".dvc-remote"):
+                assert not _dockerignored(src, patterns), (
+                    f"{dockerfile.name}: COPY {src} is excluded by .dockerignore"
+                )
+    for local_state in (
+        ".venv",
+        ".cache",
+        ".mlflow",
+        "data",
+        "outputs",
+        ".git",
+        "triton_repo",
+        ".dvc-remote",
+    ):
         assert _dockerignored(local_state, patterns), local_state
 
 

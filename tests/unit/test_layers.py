@@ -15,14 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("components", "registry", "serving", "pipelines")
 LINT = Path(sys.executable).with_name("lint-imports")
 
-pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not installed (pip install -e .[dev])")
+pytestmark = pytest.mark.skipif(
+    not LINT.exists(), reason="import-linter is not installed (pip install -e .[dev])"
+)
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root)}  # this copy's packages, not the installed ones
     return subprocess.run(
         [str(LINT), "--no-cache", "--config", str(root / "pyproject.toml")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -42,16 +48,27 @@ def test_the_tree_keeps_the_layer_contract(tmp_path):
 @pytest.mark.parametrize(
     "module, back_import, message",
     [
-        ("components/common/_back.py", "from components.export_triton import core",
-         "components.common is not allowed to import components.export_triton"),
-        ("components/finetune_asr/_back.py", "from components.build_manifest import core",
-         "components.finetune_asr is not allowed to import components.build_manifest"),
-        ("registry/_back.py", "from components.export_triton.core import export_model",
-         "registry is not allowed to import components.export_triton"),
-        ("serving/_back.py", "import registry.mlflow_adapter",
-         "serving is not allowed to import registry"),
-        ("components/common/_back.py", "import pipelines.local",
-         "components.common is not allowed to import pipelines"),
+        (
+            "components/common/_back.py",
+            "from components.export_triton import core",
+            "components.common is not allowed to import components.export_triton",
+        ),
+        (
+            "components/finetune_asr/_back.py",
+            "from components.build_manifest import core",
+            "components.finetune_asr is not allowed to import components.build_manifest",
+        ),
+        (
+            "registry/_back.py",
+            "from components.export_triton.core import export_model",
+            "registry is not allowed to import components.export_triton",
+        ),
+        ("serving/_back.py", "import registry.mlflow_adapter", "serving is not allowed to import registry"),
+        (
+            "components/common/_back.py",
+            "import pipelines.local",
+            "components.common is not allowed to import pipelines",
+        ),
     ],
 )
 def test_a_back_import_breaks_the_contract(tmp_path, module, back_import, message):

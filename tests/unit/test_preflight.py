@@ -42,22 +42,34 @@ def _nemo(path: Path, tokenizer_dir: Path, **tokenizer_cfg) -> Path:
     cfg = yaml.safe_load((core.TINY_CONFIG).read_text())["model"]
     cfg["tokenizer"] = tokenizer_cfg or {"dir": None, "type": "bpe", "model_path": "nemo:abc_tokenizer.model"}
     with tarfile.open(path, "w") as tar:
-        for name, data in (("./model_config.yaml", yaml.safe_dump(cfg).encode()),
-                           ("./abc_tokenizer.model", (tokenizer_dir / "tokenizer.model").read_bytes())):
+        for name, data in (
+            ("./model_config.yaml", yaml.safe_dump(cfg).encode()),
+            ("./abc_tokenizer.model", (tokenizer_dir / "tokenizer.model").read_bytes()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
 
 
-def _manifests(root: Path, speakers_per_lang: int = 2, test_langs=("bg-BG", "el-GR", "es-ES"), texts=TEXTS) -> Path:
+def _manifests(
+    root: Path, speakers_per_lang: int = 2, test_langs=("bg-BG", "el-GR", "es-ES"), texts=TEXTS
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     rows = {"train": [], "val": [], "test": []}
     for lang, ts in texts.items():
         for i in range(6):
             split = "test" if (i == 5 and lang in test_langs) else "train"
-            rows[split].append({"audio_filepath": f"audio/{lang}_{i}.wav", "duration": 1.0, "text": ts[i % len(ts)],
-                                "lang": lang, "target_lang": lang, "speaker": f"{lang}-s{i % speakers_per_lang}"})
+            rows[split].append(
+                {
+                    "audio_filepath": f"audio/{lang}_{i}.wav",
+                    "duration": 1.0,
+                    "text": ts[i % len(ts)],
+                    "lang": lang,
+                    "target_lang": lang,
+                    "speaker": f"{lang}-s{i % speakers_per_lang}",
+                }
+            )
     for split, part in rows.items():
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
     return root
@@ -88,7 +100,9 @@ def test_every_wrong_setting_is_named_in_one_error(base, tmp_path):
 
 def test_single_speaker_data_cannot_be_evaluated(base, tmp_path):
     m = _manifests(tmp_path / "m", speakers_per_lang=1, test_langs=("el-GR", "es-ES"))
-    with pytest.raises(PreflightError, match=r"bg-BG: no test rows.*one speaker \('bg-BG-s0'\).*`split` column"):
+    with pytest.raises(
+        PreflightError, match=r"bg-BG: no test rows.*one speaker \('bg-BG-s0'\).*`split` column"
+    ):
         run_preflight(base, m, FinetuneSettings())
 
 

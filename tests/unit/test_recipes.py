@@ -32,8 +32,11 @@ def test_nemotron35_preset_trains_at_the_recipe_lr_and_batching():
 
 def test_tiny_demo_preset_is_the_demo_recipe():
     r = apply(_finetune_settings([]))
-    assert r.optim["lr"] == 2e-3 and r.optim["sched"] == {"name": "CosineAnnealing", "warmup_steps": 20,
-                                                          "min_lr": 1e-5}
+    assert r.optim["lr"] == 2e-3 and r.optim["sched"] == {
+        "name": "CosineAnnealing",
+        "warmup_steps": 20,
+        "min_lr": 1e-5,
+    }
     assert r.train_ds["batch_size"] == 16 and r.trainer["precision"] == 32
     assert r.deploy_att_context_size == [56, 1]
 
@@ -52,8 +55,9 @@ def test_pipeline_arguments_have_the_pipeline_parameters_types():
 
     from pipelines.asr_pipeline import asr_finetune_pipeline
 
-    args = pipeline_arguments(load_params(overrides=["finetune_asr.lr=0.05", "finetune_asr.batch_duration=10"]),
-                              "base.nemo")
+    args = pipeline_arguments(
+        load_params(overrides=["finetune_asr.lr=0.05", "finetune_asr.batch_duration=10"]), "base.nemo"
+    )
     sig = inspect.signature(asr_finetune_pipeline.pipeline_func)
     assert set(args) == set(sig.parameters)
     for name, p in sig.parameters.items():

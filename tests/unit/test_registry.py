@@ -43,8 +43,15 @@ def _model_dir(tmp_path, name, payload: bytes):
     d = tmp_path / name
     d.mkdir()
     (d / "model.nemo").write_bytes(payload)
-    (d / "model.json").write_text(json.dumps({"model_class": "EncDecRNNTBPEModelWithPrompt",
-                                              "languages": ["bg-BG"], "base_model_sha256": "b" * 64}))
+    (d / "model.json").write_text(
+        json.dumps(
+            {
+                "model_class": "EncDecRNNTBPEModelWithPrompt",
+                "languages": ["bg-BG"],
+                "base_model_sha256": "b" * 64,
+            }
+        )
+    )
     return d
 
 
@@ -53,13 +60,25 @@ def _evaluation(tmp_path, name, passed: bool, model_dir=None):
     from components.common.io import sha256_file
     from components.evaluate_wer.gate import load_policy
 
-    ev = {"att_context_size": [56, 1], "policy": load_policy(None),
-          "candidate_sha256": sha256_file(model_dir / "model.nemo") if model_dir is not None else "",
-          "metrics": {"base": {"streaming": {"bg-BG": {"wer_raw": 1.1, "wer_norm": 1.0, "cer": 0.8, "n_utts": 4}}},
-                      "candidate": {"streaming": {"bg-BG": {"wer_raw": 0.6, "wer_norm": 0.5, "cer": 0.3,
-                                                            "n_utts": 4}}}},
-          "decision": {"passed": passed, "rules": [{"rule": "target_improves:bg-BG", "passed": passed,
-                                                    "reason": "0.50 < 1.00" if passed else "no gain"}]}}
+    ev = {
+        "att_context_size": [56, 1],
+        "policy": load_policy(None),
+        "candidate_sha256": sha256_file(model_dir / "model.nemo") if model_dir is not None else "",
+        "metrics": {
+            "base": {"streaming": {"bg-BG": {"wer_raw": 1.1, "wer_norm": 1.0, "cer": 0.8, "n_utts": 4}}},
+            "candidate": {"streaming": {"bg-BG": {"wer_raw": 0.6, "wer_norm": 0.5, "cer": 0.3, "n_utts": 4}}},
+        },
+        "decision": {
+            "passed": passed,
+            "rules": [
+                {
+                    "rule": "target_improves:bg-BG",
+                    "passed": passed,
+                    "reason": "0.50 < 1.00" if passed else "no gain",
+                }
+            ],
+        },
+    }
     p = tmp_path / f"{name}.json"
     p.write_text(json.dumps(ev))
     return p, ev
@@ -89,8 +108,15 @@ def tracking_uri(tmp_path, _migrated_registry_db):
 def test_register_promote_and_gate(tmp_path, tracking_uri):
     good = _model_dir(tmp_path, "good", b"good-weights")
     ev_good, _ = _evaluation(tmp_path, "ev_good", True, good)
-    r1 = register_candidate(good, ev_good, "asr", data_md5="d1.dir", base_model_uri="models:/asr-base@base",
-                            tracking_uri=tracking_uri, commit="c0ffee")
+    r1 = register_candidate(
+        good,
+        ev_good,
+        "asr",
+        data_md5="d1.dir",
+        base_model_uri="models:/asr-base@base",
+        tracking_uri=tracking_uri,
+        commit="c0ffee",
+    )
     assert r1.gate_passed and CHALLENGER in r1.aliases and CHAMPION not in r1.aliases
     reg = Registry(get_client(tracking_uri))
     v1 = reg.get("asr", r1.version)
@@ -99,7 +125,10 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     assert float(v1.tags["metrics.candidate.streaming.bg-BG.wer_norm"]) == 0.5
     assert v1.tags["att_context_size"] == v1.tags["params.att_context_size"] == "[56, 1]"  # latency point
     assert v1.tags["base_model_sha256"] == "b" * 64 and v1.tags["pipeline_run_id"] == "local"
-    assert "gate.reasons" in v1.tags and "## Word error rate" in reg.client.get_model_version("asr", "1").description
+    assert (
+        "gate.reasons" in v1.tags
+        and "## Word error rate" in reg.client.get_model_version("asr", "1").description
+    )
     reg.promote("asr", r1.version, actor="test")
     assert reg.by_alias("asr", CHAMPION).version == r1.version
 
@@ -145,11 +174,17 @@ def test_model_card_and_metrics(tmp_path):
     _, ev = _evaluation(tmp_path, "e", True)
     assert headline_metrics(ev)["base.streaming.bg-BG.wer_norm"] == 1.0
     ev["delta_ci"] = {"bg-BG": {"delta": -0.5, "low": -0.6, "high": -0.4, "confidence": 0.95}}
-    summary = {"counts": {"train": {"bg-BG": 500}, "test": {"bg-BG": 60}},
-               "hours": {"train": {"bg-BG": 0.5}, "test": {"bg-BG": 0.05}}}
-    card = model_card("asr", {"model_class": "X", "languages": ["bg-BG"], "rows_per_lang": {"bg-BG": 500},
-                              "train_steps": 300}, ev, {"data_md5": "m", "base_model_uri": "models:/b@base"},
-                      summary)
+    summary = {
+        "counts": {"train": {"bg-BG": 500}, "test": {"bg-BG": 60}},
+        "hours": {"train": {"bg-BG": 0.5}, "test": {"bg-BG": 0.05}},
+    }
+    card = model_card(
+        "asr",
+        {"model_class": "X", "languages": ["bg-BG"], "rows_per_lang": {"bg-BG": 500}, "train_steps": 300},
+        ev,
+        {"data_md5": "m", "base_model_uri": "models:/b@base"},
+        summary,
+    )
     # the WER table: base vs candidate with the paired-bootstrap CI of the delta
     assert "| bg-BG | streaming | 1.000 | 0.600 | 0.500 | 0.300 | 4 | -0.500 [-0.600, -0.400] (95%) |" in card
     assert "**PASSED**" in card and "att_context_size `[56, 1]`" in card and "`models:/b@base`" in card
@@ -164,13 +199,18 @@ def test_cli_register_list_promote_refusal(tmp_path, tracking_uri, capsys):
 
     nemo = tmp_path / "base.nemo"
     nemo.write_bytes(b"nemotron-weights")
-    assert main(["--tracking-uri", tracking_uri, "--model", "m", "register", str(nemo), "--alias", "base"]) == 0
+    assert (
+        main(["--tracking-uri", tracking_uri, "--model", "m", "register", str(nemo), "--alias", "base"]) == 0
+    )
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "list"]) == 0
     assert '"base"' in capsys.readouterr().out
     # no gate decision recorded: promote refuses, and --force without a reason is refused too
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1"]) == 2
     assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force"]) == 2
-    assert main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force", "--reason", "ok"]) == 0
+    assert (
+        main(["--tracking-uri", tracking_uri, "--model", "m", "promote", "1", "--force", "--reason", "ok"])
+        == 0
+    )
     assert "no gate record" in capsys.readouterr().err
 
 
@@ -179,23 +219,50 @@ def test_rerun_on_the_same_candidate_registers_no_second_version(tmp_path, track
     pipeline run id) reuses the version; a new evaluation of it (another policy) is a new version."""
     d = _model_dir(tmp_path, "m", b"weights")
     ev, _ = _evaluation(tmp_path, "ev", True, d)
-    r1 = register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-1", tracking_uri=tracking_uri,
-                            run={"data_rev": "HEAD~1", "data_commit": "c" * 40, "base_model_sha256": "b" * 64,
-                                 "parameters": {"max_steps": "2"}})
-    r2 = register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-2", tracking_uri=tracking_uri)
+    r1 = register_candidate(
+        d,
+        ev,
+        "asr",
+        data_md5="d.dir",
+        pipeline_run_id="run-1",
+        tracking_uri=tracking_uri,
+        run={
+            "data_rev": "HEAD~1",
+            "data_commit": "c" * 40,
+            "base_model_sha256": "b" * 64,
+            "parameters": {"max_steps": "2"},
+        },
+    )
+    r2 = register_candidate(
+        d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-2", tracking_uri=tracking_uri
+    )
     assert r1.version == r2.version
     reg = Registry(get_client(tracking_uri))
     assert len(reg.versions("asr")) == 1
     info = reg.get("asr", r1.version)
     assert info.tags["data_rev"] == "HEAD~1" and info.tags["data_commit"] == "c" * 40
     lineage = json.loads(reg._artifact_bytes(info, "lineage.json"))
-    assert lineage["parameters"] == {"max_steps": "2"} and lineage["checkpoint_sha256"] == info.tags["checkpoint_sha256"]
+    assert (
+        lineage["parameters"] == {"max_steps": "2"}
+        and lineage["checkpoint_sha256"] == info.tags["checkpoint_sha256"]
+    )
     ev2, _ = _evaluation(tmp_path, "ev2", False, d)
-    assert register_candidate(d, ev2, "asr", data_md5="d.dir", pipeline_run_id="run-3",
-                              tracking_uri=tracking_uri).version != r1.version
+    assert (
+        register_candidate(
+            d, ev2, "asr", data_md5="d.dir", pipeline_run_id="run-3", tracking_uri=tracking_uri
+        ).version
+        != r1.version
+    )
     with pytest.raises(ValueError, match="trained from base sha256 b{64}"):
-        register_candidate(d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-4", tracking_uri=tracking_uri,
-                           run={"base_model_sha256": "a" * 64})
+        register_candidate(
+            d,
+            ev,
+            "asr",
+            data_md5="d.dir",
+            pipeline_run_id="run-4",
+            tracking_uri=tracking_uri,
+            run={"base_model_sha256": "a" * 64},
+        )
 
 
 def test_parameters_text_keeps_multi_line_values():
@@ -203,8 +270,12 @@ def test_parameters_text_keeps_multi_line_values():
 
     policy = "\nmode: streaming\nrules:\n  target_improves: {min_improvement: -100.0}\n"
     text = f"max_steps=2\ngate_policy={policy}\ngate_floor_override_reason=a=b\nreplay_langs="
-    assert parse_parameters(text) == {"max_steps": "2", "gate_policy": policy, "gate_floor_override_reason": "a=b",
-                                      "replay_langs": ""}
+    assert parse_parameters(text) == {
+        "max_steps": "2",
+        "gate_policy": policy,
+        "gate_floor_override_reason": "a=b",
+        "replay_langs": "",
+    }
 
 
 def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, tracking_uri):
@@ -220,9 +291,19 @@ def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, track
     write_sidecar(d / "model.nemo", {"model_class": "EncDecRNNTBPEModelWithPrompt", "languages": ["bg-BG"]})
     tracker = FinetuneTracker(tracking_uri, {"lr": 1e-4})
     ft_run = tracker.start()
-    tracker.finish(SimpleNamespace(final_loss=1.0, steps_done=2, seconds=1.0, resumed_from_step=0,
-                                   replay_rows_distilled=0, val_wer={}, resolved_config=None,
-                                   sidecar_path=str(d / "model.json"), model_path=str(d / "model.nemo")))
+    tracker.finish(
+        SimpleNamespace(
+            final_loss=1.0,
+            steps_done=2,
+            seconds=1.0,
+            resumed_from_step=0,
+            replay_rows_distilled=0,
+            val_wer={},
+            resolved_config=None,
+            sidecar_path=str(d / "model.json"),
+            model_path=str(d / "model.nemo"),
+        )
+    )
     ev, _ = _evaluation(tmp_path, "ev", True, d)
     r = register_candidate(d, ev, "asr", pipeline_run_id="run-1", tracking_uri=tracking_uri)
     reg = Registry(get_client(tracking_uri))

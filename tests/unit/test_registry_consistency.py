@@ -166,7 +166,9 @@ def test_two_pipelines_promoting_at_once_leave_one_champion_and_a_consistent_his
     reg.promote("asr", v1)
     ctx = mp.get_context("spawn")  # fresh interpreters: no sqlite connection shared across fork
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_promote_worker, args=(reg.client.tracking_uri, v, barrier, out)) for v in (v2, v3)]
+    procs = [
+        ctx.Process(target=_promote_worker, args=(reg.client.tracking_uri, v, barrier, out)) for v in (v2, v3)
+    ]
     for p in procs:
         p.start()
     for p in procs:

@@ -123,7 +123,9 @@ def test_rollback_moves_champion_back_audits_and_reexports(tmp_path, reg, monkey
     repo = tmp_path / "triton_repo"
     monkeypatch.setenv("ASR_REGISTRY_ACTOR", "oncall-carol")
 
-    r = rollback_and_export(reg, "asr", "WER regression on live traffic", triton_repo=repo, run_id="incident-42")
+    r = rollback_and_export(
+        reg, "asr", "WER regression on live traffic", triton_repo=repo, run_id="incident-42"
+    )
     assert (r.from_version, r.to_version, r.actor) == (v3, v2, "oncall-carol")
     assert reg.by_alias("asr", CHAMPION).version == v2
     restored, demoted = reg.get("asr", v2).tags, reg.get("asr", v3).tags

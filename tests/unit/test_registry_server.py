@@ -42,10 +42,25 @@ def server_uri(tmp_path, _migrated_registry_db):  # noqa: F811 (the fixture impo
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -57,7 +72,9 @@ def server_uri(tmp_path, _migrated_registry_db):  # noqa: F811 (the fixture impo
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield uri
     finally:
@@ -77,8 +94,9 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
     for tag, passed in (("one", True), ("two", True), ("three", False)):
         d = _model_dir(tmp_path, tag, f"weights-{tag}".encode())
         ev, _ = _evaluation(tmp_path, f"ev-{tag}", passed, d)
-        r = register_candidate(d, ev, "asr", data_md5=f"md5-{tag}", pipeline_run_id=f"run-{tag}",
-                               tracking_uri=server_uri)
+        r = register_candidate(
+            d, ev, "asr", data_md5=f"md5-{tag}", pipeline_run_id=f"run-{tag}", tracking_uri=server_uri
+        )
         versions.append(r.version)
     v1, v2, v3 = versions
     info = reg.get("asr", v1)
@@ -86,8 +104,9 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
     assert "## Word error rate" in reg.client.get_model_version("asr", v1).description
     assert reg.by_alias("asr", CHALLENGER).version == v3
     # registration is idempotent through the REST store too (tag search)
-    again = register_candidate(tmp_path / "two", tmp_path / "ev-two.json", "asr", pipeline_run_id="run-two",
-                               tracking_uri=server_uri)
+    again = register_candidate(
+        tmp_path / "two", tmp_path / "ev-two.json", "asr", pipeline_run_id="run-two", tracking_uri=server_uri
+    )
     assert again.version == v2 and len(reg.versions("asr")) == 3
 
     reg.promote("asr", v1, actor="ci")  # downloads through the server's artifact proxy and checks sha256
@@ -96,10 +115,16 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
         reg.promote("asr", v3)
     assert reg.by_alias("asr", CHAMPION).version == v2  # a failed gate leaves champion where it was
 
-    r = rollback_and_export(reg, "asr", "latency regression", actor="oncall", triton_repo=tmp_path / "triton_repo")
+    r = rollback_and_export(
+        reg, "asr", "latency regression", actor="oncall", triton_repo=tmp_path / "triton_repo"
+    )
     assert (r.from_version, r.to_version, r.triton_version) == (v2, v1, 1)
     assert (tmp_path / "triton_repo" / "asr_offline" / "1" / "model.nemo").read_bytes() == b"weights-one"
     assert reg.by_alias("asr", CHAMPION).version == v1
-    assert [(e.version, e.op) for e in reg.history("asr")] == [(v1, "promote"), (v2, "promote"), (v1, "rollback")]
+    assert [(e.version, e.op) for e in reg.history("asr")] == [
+        (v1, "promote"),
+        (v2, "promote"),
+        (v1, "rollback"),
+    ]
     assert reg.get("asr", v1).tags["rollback.reason"] == "latency regression"
     assert not [m for m in reg.client.search_registered_models() if m.name.endswith(LOCK_SUFFIX)]

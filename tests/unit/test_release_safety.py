@@ -84,7 +84,9 @@ def test_tag_tampering_is_refused_by_name(tmp_path, reg):
         reg.promote("asr", good)
     other = _candidate(tmp_path, reg, "other")
     info = reg.get("asr", other)
-    reg.client.set_model_version_tag("asr", good, RECORD_TAG, info.tags[RECORD_TAG])  # another version's record
+    reg.client.set_model_version_tag(
+        "asr", good, RECORD_TAG, info.tags[RECORD_TAG]
+    )  # another version's record
     with pytest.raises(GateRecordError, match="does not match its tag"):
         reg.promote("asr", good)
     assert reg.by_alias("asr", CHAMPION) is None
@@ -152,8 +154,9 @@ def test_sidecar_refuses_an_ungated_alias_and_keeps_serving(tmp_path, reg):
 def test_policy_floor_refuses_a_weaker_policy_unless_forced():
     floor = gate_mod.load_floor()
     assert gate_mod.floor_violations(load_policy(None), floor) == []  # the default meets the floor
-    weak = load_policy("rules:\n  target_improves: {min_improvement: -0.5}\n"
-                       "  replay_max_regression: {max_increase: 0.3}\n")
+    weak = load_policy(
+        "rules:\n  target_improves: {min_improvement: -0.5}\n  replay_max_regression: {max_increase: 0.3}\n"
+    )
     v = gate_mod.floor_violations(weak, floor)
     assert any("target_improves.min_improvement -0.5" in x for x in v)
     assert any("replay_max_regression.max_increase 0.3" in x for x in v)
@@ -182,22 +185,36 @@ def test_ci_rule_refuses_an_improvement_that_is_noise():
     b_err, c_err, words = _noise()
     ci = paired_bootstrap(b_err, c_err, words, n_resamples=1000, seed=0)
     b, c = sum(b_err) / sum(words), sum(c_err) / sum(words)
-    m = {"target_langs": ["bg-BG"], "replay_langs": [],
-         "metrics": {model: {mode: {"bg-BG": {"wer_norm": w}} for mode in ("streaming", "offline")}
-                     for model, w in (("base", b), ("candidate", c))},
-         "delta_ci": {"bg-BG": ci.__dict__}}
+    m = {
+        "target_langs": ["bg-BG"],
+        "replay_langs": [],
+        "metrics": {
+            model: {mode: {"bg-BG": {"wer_norm": w}} for mode in ("streaming", "offline")}
+            for model, w in (("base", b), ("candidate", c))
+        },
+        "delta_ci": {"bg-BG": ci.__dict__},
+    }
     assert c < b and ci.delta < 0 and ci.low < 0 < ci.high  # better on average, but the CI straddles zero
     d = decide(m, load_policy(None))
     failed = [r.rule for r in d.rules if not r.passed]
-    assert not d.passed and failed == ["target_ci_below_zero[bg-BG]"]  # it did "improve", but not beyond noise
+    assert not d.passed and failed == [
+        "target_ci_below_zero[bg-BG]"
+    ]  # it did "improve", but not beyond noise
 
 
 def _with_champion(cand_minus_champ_ci: dict | None) -> dict:
-    m = {"target_langs": ["bg-BG"], "replay_langs": [],
-         "metrics": {"base": {"streaming": {"bg-BG": {"wer_norm": 1.1}}, "offline": {"bg-BG": {"wer_norm": 1.1}}},
-                     "candidate": {"streaming": {"bg-BG": {"wer_norm": 0.60}},
-                                   "offline": {"bg-BG": {"wer_norm": 0.58}}}},
-         "delta_ci": {"bg-BG": {"delta": -0.5, "low": -0.6, "high": -0.4}}}
+    m = {
+        "target_langs": ["bg-BG"],
+        "replay_langs": [],
+        "metrics": {
+            "base": {"streaming": {"bg-BG": {"wer_norm": 1.1}}, "offline": {"bg-BG": {"wer_norm": 1.1}}},
+            "candidate": {
+                "streaming": {"bg-BG": {"wer_norm": 0.60}},
+                "offline": {"bg-BG": {"wer_norm": 0.58}},
+            },
+        },
+        "delta_ci": {"bg-BG": {"delta": -0.5, "low": -0.6, "high": -0.4}},
+    }
     if cand_minus_champ_ci is not None:
         m["metrics"]["champion"] = {"streaming": {"bg-BG": {"wer_norm": 0.45}}}
         m["champion_delta_ci"] = {"bg-BG": cand_minus_champ_ci}

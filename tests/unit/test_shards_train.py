@@ -39,8 +39,13 @@ def _samples(model, ds: dict) -> list[tuple]:
     for audio, audio_lens, tokens, token_lens, prompts in model._setup_dataloader_from_config(DictConfig(ds)):
         for i in range(audio.shape[0]):
             pcm = np.round(audio[i, : audio_lens[i]].numpy() * 32768).astype(np.int16)
-            out.append((hashlib.sha256(pcm.tobytes()).hexdigest(), tuple(tokens[i, : token_lens[i]].tolist()),
-                        int(prompts[i])))
+            out.append(
+                (
+                    hashlib.sha256(pcm.tobytes()).hexdigest(),
+                    tuple(tokens[i, : token_lens[i]].tolist()),
+                    int(prompts[i]),
+                )
+            )
     return sorted(out)
 
 
@@ -56,7 +61,11 @@ def test_same_rows_give_the_same_batch_content_from_shards_and_plain(base_model,
     plain = core.build_train_ds(recipe.train_ds, tmp_path / "train_manifest.jsonl", model.cfg, seed=0)
     plain.update(batch_size=4, force_finite=True)
     tarred = use_shards(plain, rows, sharded / "train.jsonl", tmp_path, seed=0)
-    assert tarred["use_bucketing"] and tarred["skip_missing_manifest_entries"] and not tarred["concurrent_bucketing"]
+    assert (
+        tarred["use_bucketing"]
+        and tarred["skip_missing_manifest_entries"]
+        and not tarred["concurrent_bucketing"]
+    )
     assert tarred["tarred_audio_filepaths"].endswith("tarred/train/audio__OP_0..2_CL_.tar")
     a, b = _samples(model, plain), _samples(model, tarred)
     assert len(a) == 16 and a == b  # the 8 bg-BG clips in the tars are read past, not trained on
@@ -65,8 +74,16 @@ def test_same_rows_give_the_same_batch_content_from_shards_and_plain(base_model,
 
 
 def test_a_few_steps_train_from_shards(base_model, sharded, tmp_path):  # noqa: F811
-    res = _ft(base_model, sharded / "train.jsonl", tmp_path / "out", ["es-ES"], max_steps=2, batch_size=4,
-              checkpoint_every=0, threads=2)
+    res = _ft(
+        base_model,
+        sharded / "train.jsonl",
+        tmp_path / "out",
+        ["es-ES"],
+        max_steps=2,
+        batch_size=4,
+        checkpoint_every=0,
+        threads=2,
+    )
     assert res.steps_done == 2 and np.isfinite(res.final_loss)
     ds = res.resolved_config["train_ds"]
     assert ds["tarred_audio_filepaths"].endswith("audio__OP_0..2_CL_.tar") and ds["use_bucketing"] is True

@@ -112,7 +112,9 @@ def test_greek_question_mark_forms_and_tonos_known_answers():
     # ASCII ';' (how Greek text is usually typed) and U+037E score the same; a missing tonos is an error
     s = score(["Τι ώρα είναι\u037e", "Πού είσαι;"], ["τι ώρα είναι;", "που είσαι"], ["el-GR", "el-GR"])
     assert (s.substitutions, s.deletions, s.insertions, s.n_ref_words) == (1, 0, 0, 5)
-    assert s.wer_norm == pytest.approx(1 / 5) and s.cer == pytest.approx(1 / len("τι ώρα είναι" + "πού είσαι"))
+    assert s.wer_norm == pytest.approx(1 / 5) and s.cer == pytest.approx(
+        1 / len("τι ώρα είναι" + "πού είσαι")
+    )
 
 
 def test_greek_final_sigma_is_an_error_when_wrong():

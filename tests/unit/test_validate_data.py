@@ -441,7 +441,11 @@ def test_the_step_keeps_failures_and_data_docs_where_it_says(clean, tmp_path):
 
     root, _ = clean
     res, _ = run_step(root, tmp_path / "data_docs", tmp_path / "report", details_dir=tmp_path / "validation")
-    named = [line.split(": ", 1)[1] for line in res.summary.splitlines() if line.startswith(("All failures:", "Data Docs:"))]
+    named = [
+        line.split(": ", 1)[1]
+        for line in res.summary.splitlines()
+        if line.startswith(("All failures:", "Data Docs:"))
+    ]
     assert len(named) == 2
     for path in named:
         assert Path(path).is_file() and Path(path).is_relative_to(tmp_path), path

@@ -51,7 +51,9 @@ class SyncMetrics:
     refused: dict[str, int] = field(default_factory=dict)  # model -> 1 while its alias is refused
     refusals: dict[str, int] = field(default_factory=dict)  # model -> count
     served: dict[str, int] = field(default_factory=dict)  # model -> newest Triton version
-    parity_ok: dict[str, int] = field(default_factory=dict)  # model -> 1/0: the golden set reproduced after load
+    parity_ok: dict[str, int] = field(
+        default_factory=dict
+    )  # model -> 1/0: the golden set reproduced after load
 
     def record(self, model: str, r: SyncResult) -> None:
         self.refused[model] = int(r.action == "refused")
@@ -62,12 +64,20 @@ class SyncMetrics:
     def render(self) -> str:
         lines = []
         for name, kind, helptext, values in (
-            ("asr_sync_refused", "gauge", "1 while the alias points at a version without valid evidence",
-             self.refused),
+            (
+                "asr_sync_refused",
+                "gauge",
+                "1 while the alias points at a version without valid evidence",
+                self.refused,
+            ),
             ("asr_sync_refusals_total", "counter", "syncs that refused the alias's version", self.refusals),
             ("asr_sync_served_version", "gauge", "newest Triton version folder being served", self.served),
-            ("asr_serving_parity_ok", "gauge", "1: the served version reproduces the golden set; 0: it did not",
-             self.parity_ok),
+            (
+                "asr_serving_parity_ok",
+                "gauge",
+                "1: the served version reproduces the golden set; 0: it did not",
+                self.parity_ok,
+            ),
         ):
             lines += [f"# HELP {name} {helptext}", f"# TYPE {name} {kind}"]
             lines += [f'{name}{{model="{m}"}} {v}' for m, v in sorted(values.items())]
@@ -141,8 +151,9 @@ def sync_once(
     try:
         verify_release(reg, info)
     except GateRecordError as e:
-        r = SyncResult("refused", info.version, served_sha256(repo)[0], info.tags.get("checkpoint_sha256", ""),
-                       str(e))
+        r = SyncResult(
+            "refused", info.version, served_sha256(repo)[0], info.tags.get("checkpoint_sha256", ""), str(e)
+        )
         if metrics is not None:
             metrics.record(model_name, r)
         return r
@@ -258,8 +269,9 @@ def wait_loaded(triton_http: str, version: int, timeout_s: float = 600.0) -> boo
     return False
 
 
-def parity_after_load(repo: str | os.PathLike, r: SyncResult, model_name: str, triton_http: str,
-                      client=None) -> dict:
+def parity_after_load(
+    repo: str | os.PathLike, r: SyncResult, model_name: str, triton_http: str, client=None
+) -> dict:
     """After an export: wait until Triton loaded the new version, replay the golden set through it; on any
     differing text move the version aside (the previous one keeps serving) and report `passed: False`."""
     from registry.mlflow_adapter import Registry, get_client
@@ -315,8 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alive", action="store_true", help="liveness probe: exit 0 if the loop beat recently")
     p.add_argument("--once", action="store_true", help="sync once and exit (the init container)")
     p.add_argument("--wait", action="store_true", help="with --once: wait until the alias exists")
-    p.add_argument("--metrics-port", type=int, default=int(env("SYNC_METRICS_PORT", "0")),
-                   help="serve Prometheus metrics on this port (0: off)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("SYNC_METRICS_PORT", "0")),
+        help="serve Prometheus metrics on this port (0: off)",
+    )
     a = p.parse_args(argv)
     if a.alive:
         return 0 if alive(max_age_s=3 * a.interval + 600) else 1
@@ -332,11 +348,23 @@ def main(argv: list[str] | None = None) -> int:
                 heartbeat()
                 time.sleep(a.interval)
                 continue
-            r = sync_once(a.repo, a.model, a.alias, att_context_size=a.att_context_size, keep_versions=a.keep,
-                          metrics=metrics)
+            r = sync_once(
+                a.repo,
+                a.model,
+                a.alias,
+                att_context_size=a.att_context_size,
+                keep_versions=a.keep,
+                metrics=metrics,
+            )
             if r.action == "refused":  # keep serving what is there; say so loudly, every interval
-                _log(event="refused", model=a.model, alias=a.alias, registry_version=r.registry_version,
-                     served_version=r.served_version, error=r.error)
+                _log(
+                    event="refused",
+                    model=a.model,
+                    alias=a.alias,
+                    registry_version=r.registry_version,
+                    served_version=r.served_version,
+                    error=r.error,
+                )
                 if a.once and not a.wait:
                     return 4
                 if not a.once:

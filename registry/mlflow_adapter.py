@@ -57,6 +57,11 @@ def default_actor() -> str:
         return "unknown"
 
 
+# Tag of a version whose checkpoint was logged by another run (the fine-tune's): the run of the registration
+# itself, which holds the model card, the evaluation and the gate record. VersionInfo.run_id is that run.
+REGISTRATION_RUN_TAG = "registration_run_id"
+
+
 @dataclass
 class VersionInfo:
     name: str
@@ -161,10 +166,15 @@ class Registry:
         }
         if registration_key:
             all_tags["registration_key"] = registration_key
+        if model_run != run_id:
+            all_tags[REGISTRATION_RUN_TAG] = run_id
+        # An `mlflow server` accepts an artifact source only with the run_id of the run that holds it, so the
+        # version's MLflow run is the checkpoint's run; the registration run (model card, evaluation, gate
+        # record) is the REGISTRATION_RUN_TAG, and VersionInfo.run_id reads it back (get()).
         mv = self.client.create_model_version(
             name,
             source=f"{self.client.get_run(model_run).info.artifact_uri}/model",
-            run_id=run_id,
+            run_id=model_run,
             tags=all_tags,
             description=description,
         )
@@ -205,9 +215,9 @@ class Registry:
 
     def get(self, name: str, version: str) -> VersionInfo:
         mv = self.client.get_model_version(name, str(version))
-        return VersionInfo(
-            name, str(mv.version), list(mv.aliases or []), dict(mv.tags or {}), mv.source, mv.run_id or ""
-        )
+        tags = dict(mv.tags or {})
+        run_id = tags.get(REGISTRATION_RUN_TAG) or mv.run_id or ""  # the registration run (register())
+        return VersionInfo(name, str(mv.version), list(mv.aliases or []), tags, mv.source, run_id)
 
     def by_alias(self, name: str, alias: str) -> VersionInfo | None:
         try:

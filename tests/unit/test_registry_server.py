@@ -128,3 +128,42 @@ def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri
     ]
     assert reg.get("asr", v1).tags["rollback.reason"] == "latency regression"
     assert not [m for m in reg.client.search_registered_models() if m.name.endswith(LOCK_SUFFIX)]
+
+
+def test_one_upload_registration_through_a_running_server(tmp_path, server_uri):
+    """The fine-tune run logged model.nemo; registering it through an `mlflow server` (the cluster's REST
+    store) failed: the server accepts an `mlflow-artifacts:` source only with the run_id of the run that holds
+    it (INVALID_PARAMETER_VALUE "The run_id request parameter must identify the resource that contains the
+    source"), and the version was created with the registration run's id."""
+    from types import SimpleNamespace
+
+    from components.finetune_asr.core import write_sidecar
+    from components.finetune_asr.tracking import FinetuneTracker
+
+    d = _model_dir(tmp_path, "cand", b"weights-finetuned")
+    write_sidecar(d / "model.nemo", {"model_class": "EncDecRNNTBPEModelWithPrompt", "languages": ["bg-BG"]})
+    tracker = FinetuneTracker(server_uri, {"lr": 1e-4})
+    ft_run = tracker.start()
+    tracker.finish(
+        SimpleNamespace(
+            final_loss=1.0,
+            steps_done=2,
+            seconds=1.0,
+            resumed_from_step=0,
+            replay_rows_distilled=0,
+            val_wer={},
+            resolved_config=None,
+            sidecar_path=str(d / "model.json"),
+            model_path=str(d / "model.nemo"),
+        )  # fmt: skip
+    )
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    r = register_candidate(d, ev, "asr", pipeline_run_id="run-1", tracking_uri=server_uri)
+    reg = Registry(get_client(server_uri))
+    info = reg.get("asr", r.version)
+    assert info.tags["model_run_id"] == ft_run and info.run_id != ft_run  # run_id: the registration's run
+    assert "model" not in {a.path for a in reg.client.list_artifacts(info.run_id)}  # no second upload
+    assert reg.client.list_artifacts(info.run_id)  # the model card, evaluation and gate record are there
+    nemo = reg.download(info, tmp_path / "dl")  # verified against checkpoint_sha256
+    assert nemo.read_bytes() == b"weights-finetuned"
+    reg.promote("asr", r.version)  # reads the gate record from the registration run

@@ -90,7 +90,7 @@ def roots(shared_tmp) -> dict[str, Path]:
 
 
 def _run_steps(runner, root: Path, dataset: Path, label: str):
-    local.init(runner=runner, pipeline_root=str(root))
+    local.init(runner=runner, pipeline_root=str(root), enable_caching=False)  # each run really runs its steps
     v = run_bounded(lambda: validate_data(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label)
     m = run_bounded(
         lambda: build_manifest(data_root=str(dataset), seed=0, val_ratio=0.1, test_ratio=0.1), label
@@ -160,7 +160,8 @@ def test_broken_image_fails_the_component_not_hangs(broken_image, dataset, share
     step = copy.deepcopy(validate_data)
     step.component_spec.implementation.container.image = broken_image
     label = uuid.uuid4().hex[:12]
-    local.init(runner=_docker_runner(dataset, label), pipeline_root=str(root))
+    # no cache: the same validate_data inputs ran earlier in this session, and a cache hit runs no container
+    local.init(runner=_docker_runner(dataset, label), pipeline_root=str(root), enable_caching=False)
     with pytest.raises(RuntimeError, match="validate-data"):
         run_bounded(
             lambda: step(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label, timeout_s=300

@@ -133,6 +133,10 @@ def _run(world, runner_name: str, pipeline_root: Path, runner=None) -> Path:
         data_root=str(root / "data"),
         triton_repo=str(root / f"triton_repo-{runner_name}"),
         work_root=str(root / f"work-{runner_name}"),
+        # the clips' build folder and the dataset-version cache on the mounted host folder (the repo's .cache,
+        # run_local's default, is not mounted into the containers)
+        build_root=str(root / f"build-{runner_name}"),
+        data_cache=str(root / f"data-versions-{runner_name}"),
         mlflow_tracking_uri=world["uri"],
         gate_policy=PERMISSIVE,
         gate_floor_override_reason=FLOOR_OVERRIDE,
@@ -174,19 +178,26 @@ def test_pipeline_in_image_equals_subprocess(images, world, shared_tmp, monkeypa
         "register-model",
         "export-triton",
     } <= set(steps)
-    # manifests and every re-encoded clip byte-identical; summary.json equal but for the path of the validation
-    # report it read, which lies in each run's own pipeline root
-    digest = _tree_digest(got / "build-manifest" / "manifests")
-    assert {"train.jsonl", "val.jsonl", "test.jsonl", "summary.json"} <= set(digest)
-    ref_digest = _tree_digest(ref / "build-manifest" / "manifests")
-    assert {k: v for k, v in digest.items() if k != "summary.json"} == {
-        k: v for k, v in ref_digest.items() if k != "summary.json"
-    }
-    summaries = [
-        json.loads((r / "build-manifest" / "manifests" / "summary.json").read_text()) for r in (got, ref)
-    ]
-    for run_dir, summary in zip((got, ref), summaries, strict=True):
+    # manifests and every re-encoded clip byte-identical (the manifests name each run's own build folder);
+    # summary.json equal but for the validation report it read, which lies in each run's own pipeline root
+    builds = {r: world["root"] / f"build-{name}" for r, name in ((got, "docker"), (ref, "subprocess"))}
+
+    def manifests(run_dir: Path) -> dict[str, str]:
+        d = run_dir / "build-manifest" / "manifests"
+        assert {"train.jsonl", "val.jsonl", "test.jsonl", "summary.json"} <= {p.name for p in d.iterdir()}
+        return {
+            p.name: p.read_text().replace(str(builds[run_dir]), "<build>") for p in sorted(d.glob("*.jsonl"))
+        }
+
+    def clips(run_dir: Path) -> dict[str, str]:
+        return {k: v for k, v in _tree_digest(builds[run_dir]).items() if k.endswith(".wav")}
+
+    assert manifests(got) == manifests(ref) and clips(got) == clips(ref) and clips(got)
+    summaries = []
+    for run_dir in (got, ref):
+        summary = json.loads((run_dir / "build-manifest" / "manifests" / "summary.json").read_text())
         assert Path(summary.pop("validation")).is_relative_to(run_dir / "validate-data"), summary
+        summaries.append(json.dumps(summary, sort_keys=True).replace(str(builds[run_dir]), "<build>"))
     assert summaries[0] == summaries[1]
     # WER identical: base and candidate, streaming and offline, every language
     wer = _wer(got)

@@ -278,12 +278,10 @@ def test_parameters_text_keeps_multi_line_values():
     }
 
 
-def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, tracking_uri):
-    """The fine-tune run already logged model.nemo: the version is created from that artifact, not uploaded
-    again (a Nemotron checkpoint is ~2.4 GB); download/verify/promote read it from there."""
+def _finetune_run_with_checkpoint(tmp_path, tracking_uri) -> tuple[Path, str]:
+    """A candidate folder and the fine-tune run that logged its model.nemo (as finetune_asr does): (dir, run id)."""
     from types import SimpleNamespace
 
-    from components.common.io import sha256_file
     from components.finetune_asr.core import write_sidecar
     from components.finetune_asr.tracking import FinetuneTracker
 
@@ -302,8 +300,17 @@ def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, track
             resolved_config=None,
             sidecar_path=str(d / "model.json"),
             model_path=str(d / "model.nemo"),
-        )
+        )  # fmt: skip
     )
+    return d, ft_run
+
+
+def test_register_reuses_the_finetune_runs_checkpoint_one_upload(tmp_path, tracking_uri):
+    """The fine-tune run already logged model.nemo: the version is created from that artifact, not uploaded
+    again (a Nemotron checkpoint is ~2.4 GB); download/verify/promote read it from there."""
+    from components.common.io import sha256_file
+
+    d, ft_run = _finetune_run_with_checkpoint(tmp_path, tracking_uri)
     ev, _ = _evaluation(tmp_path, "ev", True, d)
     r = register_candidate(d, ev, "asr", pipeline_run_id="run-1", tracking_uri=tracking_uri)
     reg = Registry(get_client(tracking_uri))

@@ -20,7 +20,12 @@ from registry.__main__ import rollback_and_export
 from registry.lock import LOCK_SUFFIX
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION
-from tests.unit.test_registry import _evaluation, _migrated_registry_db, _model_dir  # noqa: F401
+from tests.unit.test_registry import (  # noqa: F401
+    _evaluation,
+    _finetune_run_with_checkpoint,
+    _migrated_registry_db,
+    _model_dir,
+)
 
 pytestmark = pytest.mark.slow  # the server alone takes 10-20 s to come up on this machine
 
@@ -135,28 +140,7 @@ def test_one_upload_registration_through_a_running_server(tmp_path, server_uri):
     store) failed: the server accepts an `mlflow-artifacts:` source only with the run_id of the run that holds
     it (INVALID_PARAMETER_VALUE "The run_id request parameter must identify the resource that contains the
     source"), and the version was created with the registration run's id."""
-    from types import SimpleNamespace
-
-    from components.finetune_asr.core import write_sidecar
-    from components.finetune_asr.tracking import FinetuneTracker
-
-    d = _model_dir(tmp_path, "cand", b"weights-finetuned")
-    write_sidecar(d / "model.nemo", {"model_class": "EncDecRNNTBPEModelWithPrompt", "languages": ["bg-BG"]})
-    tracker = FinetuneTracker(server_uri, {"lr": 1e-4})
-    ft_run = tracker.start()
-    tracker.finish(
-        SimpleNamespace(
-            final_loss=1.0,
-            steps_done=2,
-            seconds=1.0,
-            resumed_from_step=0,
-            replay_rows_distilled=0,
-            val_wer={},
-            resolved_config=None,
-            sidecar_path=str(d / "model.json"),
-            model_path=str(d / "model.nemo"),
-        )  # fmt: skip
-    )
+    d, ft_run = _finetune_run_with_checkpoint(tmp_path, server_uri)
     ev, _ = _evaluation(tmp_path, "ev", True, d)
     r = register_candidate(d, ev, "asr", pipeline_run_id="run-1", tracking_uri=server_uri)
     reg = Registry(get_client(server_uri))

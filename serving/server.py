@@ -221,21 +221,22 @@ class TritonServer:
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode}\n{self.log_tail()}"
                 )
-            if is_ready(self.http_url):
-                try:
-                    index = repository_index(self.http_url)
-                except (OSError, urllib.error.URLError):
-                    index = []
-                for row in index:
-                    if row.get("name") in pending:
-                        if row.get("state") == "READY":
-                            pending.discard(row["name"])
-                        elif row.get("state") == "UNAVAILABLE":
-                            raise ServerError(
-                                f"model {row['name']} failed to load: {row.get('reason', '?')}\n{self.log_tail()}"
-                            )
-                if not pending:
-                    return
+            # Read the index whether or not the server says ready: under strict readiness one model that
+            # failed to load keeps /v2/health/ready at 503 for good, and only the index names it.
+            try:
+                index = repository_index(self.http_url)
+            except (OSError, urllib.error.URLError, ValueError):
+                index = []
+            for row in index:
+                if row.get("name") in pending:
+                    if row.get("state") == "READY":
+                        pending.discard(row["name"])
+                    elif row.get("state") == "UNAVAILABLE":
+                        raise ServerError(
+                            f"model {row['name']} failed to load: {row.get('reason', '?')}\n{self.log_tail()}"
+                        )
+            if not pending and is_ready(self.http_url):
+                return
             if time.monotonic() - t0 > self.startup_timeout_s:
                 raise ServerError(
                     f"tritonserver not ready after {self.startup_timeout_s:.0f}s (waiting for {sorted(pending)})\n"

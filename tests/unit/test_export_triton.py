@@ -316,3 +316,32 @@ def test_exporting_the_same_checkpoint_again_adds_no_version(tmp_path: Path, nem
     assert core.serving_version(repo, sha, [56, 1]) == 1 and core.serving_version(repo, sha, [56, 3]) is None
     other = export_model(nemo, repo, sha, {}, [56, 3])  # another operating point is a new version
     assert (other.version, other.reused) == (2, False)
+
+
+@needs_triton
+def test_server_start_names_a_model_that_fails_to_load_without_waiting_the_timeout(tmp_path: Path):
+    """A model whose initialize() raises leaves the server not-ready for good (strict readiness): start()
+    must read the repository index anyway and name the model and reason, not wait out startup_timeout_s
+    (the rehearsal's 900 s wait in CI ended with a log tail that never named the failure)."""
+    import time as _time
+
+    model = tmp_path / "repo" / "broken"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(
+        'name: "broken"\nbackend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "X", data_type: TYPE_FP32, dims: [ 1 ] }]\n'
+        'output [{ name: "Y", data_type: TYPE_FP32, dims: [ 1 ] }]\n'
+        "instance_group [{ kind: KIND_CPU, count: 1 }]\n"
+    )
+    (model / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('checkpoint is unreadable on purpose')\n"
+    )
+    srv = serving_server.TritonServer(
+        tmp_path / "repo", models=["broken"], state_dir=tmp_path / "state", startup_timeout_s=240
+    )
+    t0 = _time.monotonic()
+    with pytest.raises(serving_server.ServerError, match="broken failed to load.*unreadable on purpose"):
+        srv.start()
+    assert _time.monotonic() - t0 < 120

@@ -9,7 +9,8 @@ from components.common.logs import add_verbosity_flags, configure_from
 from components.evaluate_wer.core import run_step
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's arguments (the same names as run_step's, dashed)."""
     p = argparse.ArgumentParser(
         prog="python -m components.evaluate_wer",
         description="Score base vs candidate (streaming + offline) on test.jsonl and apply the gate.",
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pipeline-run-id", default="", help="tag the MLflow run with this pipeline run id")
     add_verbosity_flags(p)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     configure_from(a)
     r = run_step(
         a.manifests,

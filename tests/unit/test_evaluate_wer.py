@@ -451,8 +451,7 @@ def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, mo
             candidate=c.output,
             target_langs="bg-BG",
             replay_langs="el-GR",
-            att_context_size="[56,6]",
-            gate_policy="",
+            settings="att_context_size=[56,6]\ngate_policy=",
             pipeline_run_id="kfp-local-run",
         )
         return t.outputs["metrics"]

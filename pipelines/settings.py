@@ -1,8 +1,10 @@
 """Every setting of a run, one record per step: the pipeline's parameters are derived from these records.
 
-The Kubeflow UI's parameters, their descriptions, params.yaml's sections and `--set section.name=value` all
-come from the records below (and FinetuneSettings, which lives with its step). `@pipeline_from_records`
-gives the DAG function the signature kfp reads; the function receives the parameters as `S.<section>.<name>`.
+Each step's record lives with its step (components/<step>/settings.py); the run's and the cluster's are here.
+`PIPELINE_RECORDS` names them all, one params.yaml section each. The Kubeflow UI's parameters, their
+descriptions, params.yaml's sections and `--set section.name=value` all come from them.
+`@pipeline_from_records` gives the DAG function the signature kfp reads; the function receives the parameters
+as `S.<section>.<name>`, and `settings_text(S, section)` is what a step's component receives as `settings`.
 
 A knob whose default is None is a text parameter in the UI whose empty value means "the recipe's".
 """
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from components.common.settings import Knob, SettingsError, coerce, knob, knobs
 from components.build_manifest.settings import ManifestSettings
+from components.common.settings import Knob, SettingsError, coerce, knob, knobs
 from components.evaluate_wer.settings import EvaluateSettings
 from components.export_triton.settings import ExportSettings
 from components.finetune_asr.settings import FinetuneSettings

@@ -1,9 +1,11 @@
-"""build_manifest's settings: one typed record, from which its pipeline parameters (with their UI help), its params.yaml
-section `build_manifest`, `--set build_manifest.<name>=value` and the text its kfp component receives are derived
-(components.common.settings; the pipeline lists the records in pipelines/settings.py).
+"""build_manifest's settings: one typed record (splits, shards, and where the audio is converted).
 
-The component passes the record's fields to `components.build_manifest.fanout.build_step` by name, so a new setting takes two edits: a field here and
-the code that uses it.
+From it come its pipeline parameters with their UI help, params.yaml's `build_manifest` section, `--set
+build_manifest.<name>=value` and `python -m components.build_manifest`'s flags (except `build_root` and
+`build_pods`: the CLI writes to --out in one process). The merge component receives it as one `settings` text
+and passes its fields to `fanout.build_step` (and on to `build_manifests`) by name, so a new setting takes two
+edits: a field here and the code that uses it. `build_pods` (the fan-out's width) and `build_root` also drive
+the DAG's conversion pods, which take only those two.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """Typed settings records: one dataclass per step, from which everything else is derived.
 
-A step's knobs are fields of one dataclass, each with a default and a one-line help (`knob(...)`); a field
-whose default is None means "keep the recipe's value". From the record come:
+A step's knobs are fields of one dataclass (components/<step>/settings.py), each with a default and a one-line
+help (`knob(...)`); a field whose default is None means "keep the recipe's value". From the record come:
 - the pipeline's parameters and their Kubeflow UI descriptions (pipelines/settings.py),
 - params.yaml's keys (checked against the records: an unknown key is an error naming it),
 - the CLI flags (`add_arguments`),
-- the text a kfp component receives (`encode` / `decode`): one `name=value` per line.
+- the text a kfp component receives (`encode` / `decode`): one `name=value` per line; a line that does not
+  start with `name=` continues the previous value (a gate policy's YAML text).
 
 Why text and not one typed kfp input per knob: a lightweight kfp component's signature is its source code, so
 every knob would be written again there and in its call. A pipeline can hand a component one string built
-from its parameters (an f-string of pipeline channels, which Kubeflow resolves at run time), so a new knob
-takes two edits: the record, and the code that uses it.
+from its parameters (an f-string of pipeline channels, which Kubeflow resolves at run time, so the task's
+cache key still changes with every setting); the component passes the record's fields to its core function by
+name (`step_kwargs`), so a new knob takes two edits: the record, and the code that uses it.
 """
 
 from __future__ import annotations
@@ -172,14 +174,21 @@ def kfp_text(cls: type, channels: Mapping[str, Any]) -> str:
     return "\n".join(f"{k.name}={channels[k.name]}" for k in knobs(cls))
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
-    """One `--name-with-dashes` flag per knob (strings, parsed by `from_mapping`); absent = the default."""
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: Iterable[str] = (),
+    aliases: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """One `--name-with-dashes` flag per knob (strings, parsed by `from_mapping`); absent = the default.
+    `aliases`: a knob's older flag names, still accepted."""
     for k in knobs(cls):
         if k.name in skip:
             continue
         default = "the recipe's" if k.default is None and k.optional else repr(k.default)
         parser.add_argument(
             "--" + k.name.replace("_", "-"),
+            *(aliases or {}).get(k.name, ()),
             dest=k.name,
             default=argparse.SUPPRESS,
             help=f"{k.help} (default: {default})",

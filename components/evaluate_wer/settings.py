@@ -1,9 +1,10 @@
-"""evaluate_wer's settings: one typed record, from which its pipeline parameters (with their UI help), its params.yaml
-section `evaluate_wer`, `--set evaluate_wer.<name>=value` and the text its kfp component receives are derived
-(components.common.settings; the pipeline lists the records in pipelines/settings.py).
+"""evaluate_wer's settings: one typed record (the lookaheads evaluated and the gate).
 
-The component passes the record's fields to `components.evaluate_wer.core.run_step` by name, so a new setting takes two edits: a field here and
-the code that uses it.
+From it come its pipeline parameters with their UI help, params.yaml's `evaluate_wer` section, `--set
+evaluate_wer.<name>=value` and `python -m components.evaluate_wer`'s flags. The component receives it as one
+`settings` text and passes its fields to `core.run_step` (and on to `evaluate`) by name, so a new setting takes
+two edits: a field here and the code that uses it. `att_context_size` is resolved by the preflight first (the
+run's, else the recipe's); export serves at it and at `offline_att_context_size`.
 """
 
 from __future__ import annotations

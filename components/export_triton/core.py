@@ -372,7 +372,11 @@ def export_step(
         same = serving_version(triton_repo, info.tags.get("checkpoint_sha256", ""), *atts)
         if same is not None:
             log.info(
-                "%s@%s (v%s) is already Triton version %s: nothing exported", model_name, alias, info.version, same
+                "%s@%s (v%s) is already Triton version %s: nothing exported",
+                model_name,
+                alias,
+                info.version,
+                same,
             )
             return same, info.tags["checkpoint_sha256"]
     with tempfile.TemporaryDirectory(dir=triton_repo, prefix=".download-") as dst:  # same fs: hardlink

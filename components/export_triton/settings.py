@@ -1,9 +1,8 @@
-"""export_triton's settings: one typed record, from which its pipeline parameters (with their UI help), its params.yaml
-section `export_triton`, `--set export_triton.<name>=value` and the text its kfp component receives are derived
-(components.common.settings; the pipeline lists the records in pipelines/settings.py).
+"""export_triton's settings: one typed record.
 
-The component passes the record's fields to `components.export_triton.core.export_step` by name, so a new setting takes two edits: a field here and
-the code that uses it.
+From it come its pipeline parameters with their UI help, params.yaml's `export_triton` section and `--set
+export_triton.<name>=value`. The component receives it as one `settings` text and passes its fields to
+`core.export_step` by name, so a new setting takes two edits: a field here and the code that uses it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""register_model's settings: one typed record, from which its pipeline parameters (with their UI help), its params.yaml
-section `register_model`, `--set register_model.<name>=value` and the text its kfp component receives are derived
-(components.common.settings; the pipeline lists the records in pipelines/settings.py).
+"""register_model's settings: one typed record.
 
-The component passes the record's fields to `components.register_model.core.register_candidate` by name, so a new setting takes two edits: a field here and
-the code that uses it.
+From it come its pipeline parameters with their UI help, params.yaml's `register_model` section and `--set
+register_model.<name>=value`. The component receives it as one `settings` text and passes its fields to
+`core.register_candidate` by name, so a new setting takes two edits: a field here and the code that uses it.
+`model_name` is shared: evaluation compares with its champion, promotion and export use it too.
 """
 
 from __future__ import annotations

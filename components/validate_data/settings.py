@@ -1,9 +1,10 @@
-"""validate_data's settings: one typed record, from which its pipeline parameters (with their UI help), its params.yaml
-section `validate_data`, `--set validate_data.<name>=value` and the text its kfp component receives are derived
-(components.common.settings; the pipeline lists the records in pipelines/settings.py).
+"""validate_data's settings: one typed record (what a usable clip looks like).
 
-The component passes the record's fields to `components.validate_data.core.run_step` by name, so a new setting takes two edits: a field here and
-the code that uses it.
+From it come its pipeline parameters with their UI help, params.yaml's `validate_data` section, `--set
+validate_data.<name>=value` and `python -m components.validate_data`'s flags (components.common.settings;
+pipelines/settings.py lists every step's record). The component receives it as one `settings` text and passes
+its fields to `core.run_step` (and on to `validate_dataset`) by name, so a new setting takes two edits: a field
+here and the code that uses it.
 """
 
 from __future__ import annotations

@@ -242,11 +242,15 @@ def test_a_new_setting_reaches_the_core_with_one_edit(section, tmp_path, monkeyp
         pipeline_arguments(load_params(overrides=[f"{section}.{name}x=1"]), "b.nemo")
 
     # the compiled pipeline: a parameter with its UI help, and a line of the step's `settings` text
-    pipeline = ps.pipeline_from_records(PIPELINE_NAME, "test")(asr_finetune_pipeline.pipeline_func.__wrapped__)
+    pipeline = ps.pipeline_from_records(PIPELINE_NAME, "test")(
+        asr_finetune_pipeline.pipeline_func.__wrapped__
+    )
     compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))
     spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     ui = spec["root"]["inputDefinitions"]["parameters"][name]
-    assert ui["defaultValue"] == "dummy-default" and ui["description"].startswith("A setting added by the test")
+    assert ui["defaultValue"] == "dummy-default" and ui["description"].startswith(
+        "A setting added by the test"
+    )
     text = _task(spec, task_name)["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
     assert f"{name}={{{{$.inputs.parameters['pipelinechannel--{name}']}}}}" in text.split("\n")
 
@@ -266,7 +270,9 @@ def test_settings_text_with_a_multi_line_gate_policy_round_trips():
     from components.evaluate_wer.settings import EvaluateSettings
 
     policy = "\nmode: streaming\nmetric: wer_norm\nrules:\n  target_ceiling: {max_wer: 100.0}\n"
-    text = f"att_context_size=\ngate_policy={policy}\ngate_floor_override_reason=a=b\noffline_att_context_size="
+    text = (
+        f"att_context_size=\ngate_policy={policy}\ngate_floor_override_reason=a=b\noffline_att_context_size="
+    )
     s = st.decode(EvaluateSettings, text)
     assert s.gate_policy == policy.rstrip("\n") and s.gate_floor_override_reason == "a=b"
     assert s.att_context_size is None and s.offline_att_context_size is None
@@ -283,3 +289,58 @@ def test_empty_settings_text_is_the_records_defaults():
     assert st.step_kwargs(ManifestSettings, "", "build_manifest") == st.to_mapping(ManifestSettings())
     with pytest.raises(st.SettingsError, match=r"build_manifest\.val_ratio: expected float"):
         st.step_kwargs(ManifestSettings, "val_ratio=a lot", "build_manifest")
+
+
+# the step CLIs: one flag per field of the record (the fine-tune's way), so a new field is a flag with no edit
+CLIS = {
+    "validate_data": (
+        "components.validate_data.__main__",
+        "validate_dataset",
+        ["--data-root", "d", "--out", "o"],
+    ),
+    "build_manifest": (
+        "components.build_manifest.__main__",
+        "build_manifests",
+        ["--data-root", "d", "--out", "o"],
+    ),
+    "evaluate_wer": (
+        "components.evaluate_wer.__main__",
+        "run_step",
+        ["--base", "b", "--candidate", "c", "--manifests", "m", "--out", "o", "--target-langs", "bg-BG"],
+    ),
+}
+
+
+@pytest.mark.parametrize("section", sorted(CLIS))
+def test_a_new_setting_is_a_step_cli_flag_that_reaches_the_core(section, monkeypatch):
+    cli_mod, core_fn, required = CLIS[section]
+    _, _, rec_mod, rec, _, _, _ = STEPS[section]
+    name, dummy = _dummy_record(section, _fn(rec_mod, rec))
+    cli = importlib.import_module(cli_mod)
+    monkeypatch.setattr(cli, rec, dummy)
+
+    def reached(*args, **kwargs):
+        raise _Reached(args, kwargs)
+
+    monkeypatch.setattr(cli, core_fn, reached)
+    with pytest.raises(_Reached) as got:
+        cli.main([*required, "--" + name.replace("_", "-"), "from-the-cli"])
+    assert got.value.kwargs[name] == "from-the-cli"
+    for k in st.knobs(_fn(rec_mod, rec)):  # every field of the record, at its default when no flag is given
+        if k.name not in DAG_ONLY.get(section, ()) and k.name != "build_root":
+            assert got.value.kwargs[k.name] == k.default, k.name
+
+
+def test_the_evaluate_cli_keeps_its_older_flag_names(monkeypatch):
+    import components.evaluate_wer.__main__ as cli
+
+    def reached(*args, **kwargs):
+        raise _Reached(args, kwargs)
+
+    monkeypatch.setattr(cli, "run_step", reached)
+    with pytest.raises(_Reached) as got:
+        cli.main([*CLIS["evaluate_wer"][2], "--policy", "p.yaml", "--floor-override-reason", "why"])
+    assert (
+        got.value.kwargs["gate_policy"] == "p.yaml"
+        and got.value.kwargs["gate_floor_override_reason"] == "why"
+    )

@@ -344,3 +344,21 @@ def test_the_evaluate_cli_keeps_its_older_flag_names(monkeypatch):
         got.value.kwargs["gate_policy"] == "p.yaml"
         and got.value.kwargs["gate_floor_override_reason"] == "why"
     )
+
+
+def test_a_multi_line_gate_policy_reaches_evaluation_through_the_compiled_pipeline(tmp_path):
+    """The e2e tests give the gate policy as YAML text: the resolved `settings` text still decodes to it."""
+    from kfp import compiler
+
+    from components.evaluate_wer.settings import EvaluateSettings
+    from pipelines.asr_pipeline import asr_finetune_pipeline
+
+    policy = "\nmode: streaming\nmetric: wer_norm\nrules:\n  target_ceiling: {max_wer: 100.0}\n"
+    arguments = pipeline_arguments(load_params(), "b.nemo")
+    arguments.update(gate_policy=policy, gate_floor_override_reason="e2e: a=b", att_context_size="[56,3]")
+    compiler.Compiler().compile(asr_finetune_pipeline, str(tmp_path / "p.yaml"))
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    text = _task(spec, "evaluate-wer")["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
+    s = st.decode(EvaluateSettings, _resolve(text, arguments), "evaluate_wer.")
+    assert s.gate_policy == policy.rstrip("\n") and s.gate_floor_override_reason == "e2e: a=b"
+    assert s.att_context_size == "[56,3]" and s.offline_att_context_size is None

@@ -253,6 +253,10 @@ def test_a_new_setting_reaches_the_core_with_one_edit(section, tmp_path, monkeyp
     )
     text = _task(spec, task_name)["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
     assert f"{name}={{{{$.inputs.parameters['pipelinechannel--{name}']}}}}" in text.split("\n")
+    # every field is a channel of the text, so the task's cache key changes with any of them
+    lines = [line.partition("=") for line in text.split("\n")]
+    assert [n for n, _, _ in lines] == [k.name for k in st.knobs(dummy)]
+    assert all(v == f"{{{{$.inputs.parameters['pipelinechannel--{n}']}}}}" for n, _, v in lines)
 
     # the component's body, given the text Kubeflow resolves, passes it to its core by name
     def reached(*args, **kwargs):

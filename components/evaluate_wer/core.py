@@ -342,9 +342,11 @@ def run_step(
     mlflow_tracking_uri: str = "",
     pipeline_run_id: str = "",
     champion_model_uri: str = "",
+    gate_floor_override_reason: str = "",
     **kwargs,
 ) -> EvaluationResult:
-    """The pipeline step with string parameters (what component.py and the CLI call).
+    """The pipeline step with string parameters (what component.py and the CLI call); the component passes
+    its settings record's fields by name (components/evaluate_wer/settings.py).
 
     After the outputs are written, the run is logged to MLflow (`mlflow_tracking_uri`, else
     $MLFLOW_TRACKING_URI, else the repo's sqlite store; "off" skips it) and tagged with `pipeline_run_id`.
@@ -354,6 +356,8 @@ def run_step(
     """
     import tempfile
 
+    if gate_floor_override_reason:  # the record's name of evaluate()'s floor_override_reason
+        kwargs["floor_override_reason"] = gate_floor_override_reason
     with tempfile.TemporaryDirectory(prefix="evaluate_wer_models_") as tmp:
         base = resolve_model(base_model_uri, os.path.join(tmp, "base"))
         cand = resolve_model(candidate_dir, os.path.join(tmp, "candidate"))

@@ -331,7 +331,7 @@ def test_cli_help_and_component_interface():
         text=True,
         timeout=120,
     )
-    assert r.returncode == 0 and "--target-langs" in r.stdout
+    assert r.returncode == 0 and "--target-langs" in r.stdout and "--gate-policy" in r.stdout
     from components.evaluate_wer.component import evaluate_wer
 
     spec = evaluate_wer.component_spec
@@ -341,7 +341,7 @@ def test_cli_help_and_component_interface():
         "base_model_uri",
         "candidate",
         "att_context_size",
-        "gate_policy",
+        "settings",  # the step's record, gate_policy included (tests/unit/test_step_settings.py)
         "mlflow_tracking_uri",
         "pipeline_run_id",
     }
@@ -476,8 +476,7 @@ def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, mo
             candidate=c.output,
             target_langs="bg-BG",
             replay_langs="el-GR",
-            att_context_size="[56,6]",
-            gate_policy="",
+            settings="att_context_size=[56,6]\ngate_policy=",
             pipeline_run_id="kfp-local-run",
         )
         return t.outputs["metrics"]

@@ -213,26 +213,15 @@ def _make_trainer(trainer_cfg: dict, max_steps: int, work_dir: Path, checkpoint_
     return pl.Trainer(callbacks=callbacks, plugins=plugins, **tcfg)
 
 
-# Two per-step costs that change no weight, measured on the base pre-training (docs/FINETUNE.md "Speed").
-
-
 def _discarded_work_off(max_steps: int) -> dict:
     """Trainer settings that skip work whose result is thrown away: NeMo's RNNT `training_step` greedy-decodes
-    the whole batch for a training WER every `log_every_n_steps` steps (~5 % of the CPU time of a tiny-model
-    run); with the logger off, nothing reads it (our callbacks record the loss). An interval past `max_steps`
-    never fires. Decoding draws no random numbers and updates no weight, so the run learns the same."""
+    the whole batch for a training WER every `log_every_n_steps` steps. With the logger off nothing reads that
+    WER (our callbacks record the loss). On the tiny model on CPU the first decodes of an untrained model,
+    which emits up to `max_symbols` per frame, cost ~2 training steps each; later ones ~0.05-0.25 of a step
+    (docs/FINETUNE.md "Speed of the training loop"). An interval past `max_steps` never fires. Decoding draws
+    no random number and changes no weight: the run learns the same, bit for bit
+    (tests/unit/test_train_speed.py)."""
     return {"log_every_n_steps": max_steps + 1}
-
-
-def _optimizer_kwargs(optim: dict, cpu: bool) -> dict:
-    """Extra optimizer arguments: torch's multi-tensor (`foreach`) Adam/AdamW on CPU. torch picks it only for
-    CUDA tensors; on CPU its per-parameter loop costs ~5 % of a tiny-model step. Same arithmetic, bit-identical
-    weights (tests/unit/test_train_speed.py). A recipe that names `foreach` or `fused` keeps its choice."""
-    if not cpu or str(optim.get("name", "")).lower() not in ("adam", "adamw"):
-        return {}
-    if "foreach" in optim or "fused" in optim:
-        return {}
-    return {"foreach": True}
 
 
 def _attach(model, trainer, train_ds: dict, optim: dict, cpu: bool) -> None:
@@ -249,14 +238,6 @@ def _attach(model, trainer, train_ds: dict, optim: dict, cpu: bool) -> None:
     model.setup_training_data(
         model.cfg.train_ds
     )  # the optimiser is built by configure_optimizers from cfg.optim
-    extra = _optimizer_kwargs(optim, cpu or not torch.cuda.is_available())
-    if extra:  # passed at build time, not written into cfg.optim: the saved model's config stays the recipe's
-        setup = model.setup_optimization
-
-        def setup_optimization(optim_config=None, optim_kwargs=None):
-            return setup(optim_config, {**extra, **(optim_kwargs or {})})
-
-        model.setup_optimization = setup_optimization
     if (cpu or not torch.cuda.is_available()) and patch_rnnt_loss(model):
         log.info("RNNT loss: vectorised CPU loss (fastloss.FastRNNTLoss)")
 

@@ -1,8 +1,7 @@
-"""The training loop's speed-ups (components/finetune_asr/trainer.py) skip discarded work and change no weight.
+"""The training loop skips work whose result is discarded (components/finetune_asr/trainer.py) and learns the same.
 
-Runs the real tiny NeMo model for a few steps twice from the same seed: once as shipped, once with the speed-ups
-undone (NeMo's training-batch WER decode every step, torch's per-tensor Adam). Loss curve and weights must be
-bit-identical on CPU.
+Runs the real tiny NeMo model for a few steps twice from the same seed: once as shipped, once with the skip
+undone (NeMo's training-batch WER decode, here at every step). Loss curve and weights must be bit-identical.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ def _train(corpus: Path, config: Path, work: Path):
 
 
 @pytest.mark.slow  # real NeMo: two 3-step trainings of the tiny model
-def test_speedups_skip_the_discarded_wer_decode_and_change_no_weight(tmp_path, monkeypatch):
+def test_the_discarded_training_wer_decode_is_skipped_and_changes_no_weight(tmp_path, monkeypatch):
     pytest.importorskip("nemo.collections.asr")
     import torch
     from nemo.collections.asr.metrics.wer import WER
@@ -55,14 +54,10 @@ def test_speedups_skip_the_discarded_wer_decode_and_change_no_weight(tmp_path, m
 
     fast, fast_out = _train(corpus, config, tmp_path / "fast")
     assert decodes == []  # the WER nobody logs is not computed
-    assert fast._optimizer.defaults.get("foreach") is True  # multi-tensor AdamW on CPU
-    assert "foreach" not in fast.cfg.optim  # the saved config stays the recipe's
 
     monkeypatch.setattr(wiring, "_discarded_work_off", lambda max_steps: {})
-    monkeypatch.setattr(wiring, "_optimizer_kwargs", lambda optim, cpu: {})
     plain, plain_out = _train(corpus, config, tmp_path / "plain")
     assert len(decodes) == STEPS  # the reference did the work the speed-ups skip
-    assert not plain._optimizer.defaults.get("foreach")
 
     assert fast_out.steps_done == plain_out.steps_done == STEPS
     assert fast_out.loss_curve == plain_out.loss_curve

@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -34,68 +29,16 @@ from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_lo
 from tests.containers.conftest import docker
 from tests.containers.test_components_in_image import _docker_runner, _tree_digest, run_bounded
 from tests.e2e.test_pipeline_e2e import FLOOR_OVERRIDE, PERMISSIVE, _emitting
+from tests.mlflow_server import mlflow_server as start_mlflow_server
 
 PIPELINE_TIMEOUT_S = 1500  # every step in a container on 2 shared cores; a hang is killed and fails the test
 LANGS = ("el-GR", "bg-BG", "es-ES")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(shared_tmp):
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    work = shared_tmp / "mlflow"
-    work.mkdir()
-    port = _free_port()
-    log = open(work / "server.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{work / 'server.db'}",
-            "--artifacts-destination",
-            str(work / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{(work / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with start_mlflow_server(shared_tmp / "mlflow") as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

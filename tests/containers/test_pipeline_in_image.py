@@ -22,17 +22,21 @@ from pathlib import Path
 
 import pytest
 
-from components.build_manifest.core import build_manifests
-from components.finetune_asr.bootstrap import bootstrap_base_model
-from components.synthesize_corpus.core import synthesize_corpus
-from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_local, task_outputs
+from pipelines.local import pipeline_arguments, run_local, task_outputs
 from tests.containers.conftest import docker
 from tests.containers.test_components_in_image import _docker_runner, _tree_digest, run_bounded
-from tests.e2e.test_pipeline_e2e import FLOOR_OVERRIDE, PERMISSIVE, _emitting
+from tests.e2e.world import (
+    FLOOR_OVERRIDE,
+    LANGS,
+    PERMISSIVE,
+    emitting,
+    tiny_base_model,
+    tiny_corpus,
+    tiny_params,
+)
 from tests.mlflow_server import mlflow_server as start_mlflow_server
 
 PIPELINE_TIMEOUT_S = 1500  # every step in a container on 2 shared cores; a hang is killed and fails the test
-LANGS = ("el-GR", "bg-BG", "es-ES")
 
 
 @pytest.fixture(scope="module")
@@ -45,32 +49,15 @@ def mlflow_server(shared_tmp):
 def world(images, shared_tmp, mlflow_server):
     """A tiny corpus and an emitting base model in one shared folder (read-write for the image's uid 1000)."""
     root = shared_tmp / "pipe"
-    synthesize_corpus(root / "data", langs=LANGS, n_train=8, n_val=2, n_test=3, seed=0, progress=False)
-    man = build_manifests(root / "data", root / "boot_manifests")
-    base = bootstrap_base_model(
-        train_manifest=man.manifests["train"],
-        cache_dir=root / "base",
-        langs=["el-GR", "es-ES"],
-        max_steps=3,
-        batch_size=8,
-        seed=0,
-    )
-    base = _emitting(base, root / "base_emitting")
+    tiny_corpus(root / "data")
+    base = emitting(tiny_base_model(root), root / "base_emitting")
     subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
     return {"root": root, "base": base, "uri": mlflow_server}
 
 
 def _run(world, runner_name: str, pipeline_root: Path, runner=None) -> Path:
     root = world["root"]
-    params = load_params(
-        PARAMS_FILE,
-        [
-            "finetune_asr.max_steps=2",
-            "finetune_asr.batch_size=8",
-            "finetune_asr.replay_per_lang=4",
-            f"register_model.model_name=container-e2e-{runner_name}",
-        ],
-    )
+    params = tiny_params(f"container-e2e-{runner_name}")
     args = pipeline_arguments(params, world["base"])  # data md5 and code version: outputs of the first steps
     args.update(
         data_root=str(root / "data"),

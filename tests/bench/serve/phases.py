@@ -14,7 +14,7 @@ import numpy as np
 from components.export_triton.core import ServingConfig
 from serving.server import TritonServer
 from tests.bench.serve.gateway import gateway_level, gateway_pairs_one_stream
-from tests.bench.serve.load import drive, noisy_neighbour, paired, pct, summary, triton_level
+from tests.bench.serve.load import Tally, drive, noisy_neighbour, paired, pct, summary, triton_level
 from tests.bench.serve.model import in_process, in_process_batched
 from tests.bench.serve.triton import (
     MODEL,
@@ -155,8 +155,7 @@ def concurrency_levels(run: Run) -> None:
             f"sequences, {len(tally.text_mismatches)} text mismatches, {len(tally.valid_errors)} errors)",
             flush=True,
         )
-        for m in (tally.text_mismatches + tally.valid_errors)[:3]:
-            print(f"    {m}")
+        _first_problems(tally)
 
 
 def paired_rounds(run: Run) -> None:
@@ -291,6 +290,11 @@ def soak(run: Run) -> None:
         f"crashes {crashes}",
         flush=True,
     )
+    _first_problems(tally)
+
+
+def _first_problems(tally: Tally) -> None:
+    """The first three text mismatches and failed valid requests of a pass, indented under its line."""
     for m in (tally.text_mismatches + tally.valid_errors)[:3]:
         print(f"    {m}")
 

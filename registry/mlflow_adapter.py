@@ -129,31 +129,10 @@ class Registry:
         if sidecar.get("sha256") and sidecar["sha256"] != sha:
             raise ValueError(f"{nemo}: sha256 {sha} does not match its sidecar ({sidecar['sha256']})")
         if registration_key:
-            done = self.find_registration(name, registration_key)
+            done = self._registered_under(name, registration_key, sha, aliases)
             if done is not None:
-                if done.tags.get("checkpoint_sha256") != sha:
-                    raise ValueError(
-                        f"{name} v{done.version} was registered under key {registration_key!r} "
-                        f"with a different checkpoint ({done.tags.get('checkpoint_sha256')})"
-                    )
-                for alias in aliases:
-                    self.client.set_registered_model_alias(name, alias, done.version)
-                return self.get(name, done.version)
-        own_run = run_id is None
-        if own_run:
-            run_id = self.client.create_run(self.experiment_id(), run_name=f"register-{name}").info.run_id
-        model_run = self.find_model_run(sha, nemo.stat().st_size)
-        if model_run is None:  # no run holds this checkpoint yet: upload it with this registration
-            self.client.log_artifacts(run_id, str(model_dir), "model")
-            model_run = run_id
-        for artifact_path, text in (extra_files or {}).items():
-            with tempfile.TemporaryDirectory() as tmp:
-                p = Path(tmp) / Path(artifact_path).name
-                p.write_text(text, encoding="utf-8")
-                parent = str(Path(artifact_path).parent)
-                self.client.log_artifact(run_id, str(p), None if parent == "." else parent)
-        if own_run:
-            self.client.set_terminated(run_id)
+                return done
+        run_id, model_run = self._log_registration_run(name, model_dir, nemo, sha, run_id, extra_files)
         try:
             self.client.create_registered_model(name)
         except Exception as e:  # already exists (any store)
@@ -182,6 +161,51 @@ class Registry:
         for alias in aliases:
             self.client.set_registered_model_alias(name, alias, version)
         return self.get(name, version)
+
+    def _registered_under(
+        self, name: str, registration_key: str, sha: str, aliases: tuple[str, ...]
+    ) -> VersionInfo | None:
+        """The version already registered under `registration_key`, its aliases set again (None: none is);
+        one registered with another checkpoint is refused."""
+        done = self.find_registration(name, registration_key)
+        if done is None:
+            return None
+        if done.tags.get("checkpoint_sha256") != sha:
+            raise ValueError(
+                f"{name} v{done.version} was registered under key {registration_key!r} "
+                f"with a different checkpoint ({done.tags.get('checkpoint_sha256')})"
+            )
+        for alias in aliases:
+            self.client.set_registered_model_alias(name, alias, done.version)
+        return self.get(name, done.version)
+
+    def _log_registration_run(
+        self,
+        name: str,
+        model_dir: Path,
+        nemo: Path,
+        sha: str,
+        run_id: str | None,
+        extra_files: dict[str, str] | None,
+    ) -> tuple[str, str]:
+        """Log the registration's files to `run_id` (else a new run, terminated here), and the checkpoint
+        too unless a run already holds it -> (registration run id, id of the run holding the checkpoint)."""
+        own_run = run_id is None
+        if own_run:
+            run_id = self.client.create_run(self.experiment_id(), run_name=f"register-{name}").info.run_id
+        model_run = self.find_model_run(sha, nemo.stat().st_size)
+        if model_run is None:  # no run holds this checkpoint yet: upload it with this registration
+            self.client.log_artifacts(run_id, str(model_dir), "model")
+            model_run = run_id
+        for artifact_path, text in (extra_files or {}).items():
+            with tempfile.TemporaryDirectory() as tmp:
+                p = Path(tmp) / Path(artifact_path).name
+                p.write_text(text, encoding="utf-8")
+                parent = str(Path(artifact_path).parent)
+                self.client.log_artifact(run_id, str(p), None if parent == "." else parent)
+        if own_run:
+            self.client.set_terminated(run_id)
+        return run_id, model_run
 
     def find_model_run(self, sha256: str, size: int) -> str | None:
         """A finished run that already logged this checkpoint as `model/model.nemo` (the fine-tune run tags

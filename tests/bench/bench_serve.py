@@ -100,6 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pair-chunks", type=int, default=320, help="chunks per 16-stream pass of a paired round")
     p.add_argument(
+        "--window",
+        type=int,
+        default=2,
+        help="P2' Triton pass: chunks each stream keeps in flight (a real-time client sends audio as it "
+        "arrives, without waiting for the transcript; 1 = closed loop, one chunk at a time)",
+    )
+    p.add_argument(
         "--gateway-pairs",
         type=int,
         default=24,

@@ -14,7 +14,7 @@ from tests.bench.serve.report import met, targets
 FLAGS = (
     "--model --d-model --layers --att-context-size --chunks --level-chunks --streams --soak-streams --malformed "
     "--clip-s --threads --queue-delay-us --client-procs --rounds --via --gateway-ports --pair-chunks "
-    "--gateway-pairs --no-soak --quick --out"
+    "--window --gateway-pairs --no-soak --quick --out"
 ).split()
 
 

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -164,64 +163,48 @@ def manifest_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def evaluated(tiny_model_path, manifest_dir, tmp_path_factory) -> SimpleNamespace:
-    """One evaluate() run, candidate = base = champion = the tiny model -> its output folder, its result, the
-    evaluation.json text and what it logged (components.evaluate_wer, INFO)."""
+def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     import logging
 
     from components.evaluate_wer.core import evaluate
 
-    logger, records = logging.getLogger("components.evaluate_wer"), []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: records.append(record.getMessage())
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    out = tmp_path_factory.mktemp("evaluated") / "eval"
-    try:
-        res = evaluate(
-            str(tiny_model_path),
-            str(tiny_model_path),
-            str(manifest_dir),
-            str(out),
-            ["bg-BG"],
-            ["el-GR"],
-            [56, 1],
-            load_policy(None),
-            batch_size=2,
-            seed=0,
-            champion_model=str(tiny_model_path),
-        )
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    caplog.set_level(logging.INFO, logger="components.evaluate_wer")
+
+    out = tmp_path / "eval"
+    res = evaluate(
+        str(tiny_model_path),
+        str(tiny_model_path),
+        str(manifest_dir),
+        str(out),
+        ["bg-BG"],
+        ["el-GR"],
+        [56, 1],
+        load_policy(None),
+        batch_size=2,
+        seed=0,
+        champion_model=str(tiny_model_path),
+    )
     text = (out / "evaluation.json").read_text(encoding="utf-8")
-    return SimpleNamespace(out=out, res=res, text=text, ev=json.loads(text), log="\n".join(records))
+    ev = json.loads(text)
+    record = _check_summary(text, ev, res)
+    _check_decision(out, ev, res)
+    _check_outputs(out, record, caplog.text)
+    _check_latency_curve(out, ev, res)
+    _check_golden_set(out, tiny_model_path)
 
 
-def test_evaluate_writes_one_typed_summary_of_every_model_mode_and_language(evaluated):
-    ev, text = evaluated.ev, evaluated.text
+def _check_summary(text: str, ev: dict, res) -> EvaluationSummary:
+    """evaluation.json: the typed record, every model x mode x language scored, sha256s, CIs."""
     # one typed record (components/common/evaluation.py) serialises to the very JSON evaluate_wer wrote
     record = EvaluationSummary.from_json(text)
     assert record.to_json() == text and record.to_dict() == ev
-    assert (
-        record.decision.passed is evaluated.res.passed
-        and record.champion_delta_ci["bg-BG"].n_resamples == 1000
-    )
+    assert record.decision.passed is res.passed and record.champion_delta_ci["bg-BG"].n_resamples == 1000
     for model in ("base", "candidate", "champion"):
         for mode in ("streaming", "offline"):
             for lang, n in (("bg-BG", 3), ("el-GR", 2), ("overall", 5)):
                 s = ev["metrics"][model][mode][lang]
                 assert {"wer_raw", "wer_norm", "cer", "n_utts"} <= set(s) and s["n_utts"] == n
     assert ev["att_context_size"] == [56, 1] and ev["target_langs"] == ["bg-BG"]
-    assert ev["timings_s"]["candidate"]["streaming_rtfx"] > 0 and ev["stream_batch"] == 16
-    lines = (evaluated.out / "utterances.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 5 and {"base_streaming", "candidate_offline"} <= set(json.loads(lines[0]))
-
-
-def test_evaluate_identical_models_fail_the_gate_on_the_target_only(evaluated):
-    ev, out = evaluated.ev, evaluated.out
     # every model is named by its sha256 (the gate record binds the verdict to it); the floor was met
     assert (
         ev["candidate_sha256"] == ev["base_sha256"] == ev["champion_sha256"]
@@ -236,36 +219,39 @@ def test_evaluate_identical_models_fail_the_gate_on_the_target_only(evaluated):
         ci = ev["delta_ci"][lang]
         assert ci["delta"] == 0.0 and ci["low"] <= 0.0 <= ci["high"] and ci["n_resamples"] == 1000
         assert (ci["mode"], ci["metric"]) == ("streaming", "wer_norm")  # the default policy's
+    return record
+
+
+def _check_decision(out: Path, ev: dict, res) -> None:
+    """decision.json: identical models, so the target did not improve and the gate fails."""
     dec = json.loads((out / "decision.json").read_text(encoding="utf-8"))
-    assert dec == ev["decision"] and dec["passed"] is False and evaluated.res.passed is False
+    assert dec == ev["decision"] and dec["passed"] is False and res.passed is False
     failed = [r["rule"] for r in dec["rules"] if not r["passed"]]
     assert "target_improves[bg-BG]" in failed and "replay_max_regression[el-GR]" not in failed
     assert all({"rule", "value", "threshold", "passed", "reason"} <= set(r) for r in dec["rules"])
-    assert "gate: FAILED" in evaluated.log  # the table is logged (components.common.logs)
 
 
-def test_evaluate_report_renders_offline_from_an_autoescaped_template(evaluated):
-    html = (evaluated.out / "report.html").read_text(encoding="utf-8")
+def _check_outputs(out: Path, record: EvaluationSummary, log_text: str) -> None:
+    """utterances.jsonl, the offline HTML report (autoescaped jinja2) and the logged table."""
+    lines = (out / "utterances.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5 and {"base_streaming", "candidate_offline"} <= set(json.loads(lines[0]))
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 3 and "FAILED" in html  # per-language, str/off, curve
     assert "WER vs latency" in html and "Evaluation speed" in html
-    assert not re.search(r"<(link|script)[^>]*(href|src)=[\"']?(https?:)?//", html)  # renders offline
+    assert not re.search(r"<(link|script)[^>]*(href|src)=[\"']?(https?:)?//", html)  # renders offline
     from components.evaluate_wer.report import TEMPLATE, render_html  # a jinja2 template file, autoescaped
 
     assert (Path(render_html.__code__.co_filename).parent / TEMPLATE).is_file()
-    record = EvaluationSummary.from_json(evaluated.text)
     record.candidate_model = "<script>x</script>"
     assert "&lt;script&gt;x&lt;/script&gt;" in render_html(record) and "<script>" not in render_html(record)
+    assert "gate: FAILED" in log_text  # the table is logged (components.common.logs)
 
 
-def test_evaluate_latency_curve_and_the_offline_operating_point(evaluated):
-    ev, out = evaluated.ev, evaluated.out
-    # the candidate's WER-vs-latency curve: every supported lookahead, latency from the chunk size
+def _check_latency_curve(out: Path, ev: dict, res) -> None:
+    """The candidate's WER-vs-latency curve (every supported lookahead, latency from the chunk size), and
+    offline at the largest lookahead."""
     curve = ev["latency_curve"]
-    assert (
-        curve
-        == json.loads((out / "latency_curve.json").read_text(encoding="utf-8"))
-        == evaluated.res.latency_curve
-    )
+    assert curve == json.loads((out / "latency_curve.json").read_text(encoding="utf-8")) == res.latency_curve
     assert [p["att_context_size"] for p in curve] == [[56, 0], [56, 1], [56, 6], [56, 13]]
     assert [p["latency_ms"] for p in curve] == [80.0, 160.0, 560.0, 1120.0]  # (right+1) x 8 x 10 ms
     assert [p["deployed"] for p in curve] == [False, True, False, False]
@@ -278,18 +264,19 @@ def test_evaluate_latency_curve_and_the_offline_operating_point(evaluated):
     assert ev["offline_att_context_size"] == [56, 13]
     for lang in ("bg-BG", "el-GR", "overall"):
         assert ev["metrics"]["candidate"]["offline"][lang]["cer"] == curve[-1]["metrics"][lang]["cer"]
+    assert ev["timings_s"]["candidate"]["streaming_rtfx"] > 0 and ev["stream_batch"] == 16
 
 
-def test_evaluate_writes_the_golden_set_for_post_deploy_parity(evaluated, tiny_model_path):
-    # 2 clips per language, the candidate's offline text of each
+def _check_golden_set(out: Path, tiny_model_path) -> None:
+    """The golden set for post-deploy parity: 2 clips per language, the candidate's offline text of each."""
     from components.common.asr_infer import AsrModel
     from components.evaluate_wer.golden import check_parity, load_golden_set
 
-    items, audios = load_golden_set(evaluated.out / "golden")
+    items, audios = load_golden_set(out / "golden")
     assert sorted(i.lang for i in items) == ["bg-BG", "bg-BG", "el-GR", "el-GR"]
     model = AsrModel.load(str(tiny_model_path))
     assert check_parity(
-        evaluated.out / "golden", lambda a, lg: model.transcribe([a], [lg], att_context_size=[56, 1])[0]
+        out / "golden", lambda a, lg: model.transcribe([a], [lg], att_context_size=[56, 1])[0]
     ).passed
 
 
@@ -344,7 +331,7 @@ def test_cli_help_and_component_interface():
         text=True,
         timeout=120,
     )
-    assert r.returncode == 0 and "--target-langs" in r.stdout
+    assert r.returncode == 0 and "--target-langs" in r.stdout and "--gate-policy" in r.stdout
     from components.evaluate_wer.component import evaluate_wer
 
     spec = evaluate_wer.component_spec
@@ -354,7 +341,7 @@ def test_cli_help_and_component_interface():
         "base_model_uri",
         "candidate",
         "att_context_size",
-        "gate_policy",
+        "settings",  # the step's record, gate_policy included (tests/unit/test_step_settings.py)
         "mlflow_tracking_uri",
         "pipeline_run_id",
     }
@@ -489,8 +476,7 @@ def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, mo
             candidate=c.output,
             target_langs="bg-BG",
             replay_langs="el-GR",
-            att_context_size="[56,6]",
-            gate_policy="",
+            settings="att_context_size=[56,6]\ngate_policy=",
             pipeline_run_id="kfp-local-run",
         )
         return t.outputs["metrics"]

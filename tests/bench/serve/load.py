@@ -42,10 +42,17 @@ class Tally:
 
 
 class Worker(threading.Thread):
-    """One client stream: sends clips chunk by chunk, each chunk after the previous answer (lock-step)."""
+    """One client stream: sends clips chunk by chunk. `window` 1: each chunk after the previous answer
+    (lock-step). `window` w > 1: up to w chunks in flight, as a real-time client sends audio as it arrives
+    without waiting for the transcript; the sequence batcher still runs one chunk per stream per step, in order."""
 
-    def __init__(self, url, clips, step, expected, budget, seed, malformed_frac=0.0, timeout_s=120.0):
+    def __init__(
+        self, url, clips, step, expected, budget, seed, malformed_frac=0.0, timeout_s=120.0, window=1
+    ):
         super().__init__(daemon=True)
+        if window > 1 and malformed_frac:
+            raise ValueError("window > 1 is for valid load only (malformed requests are sent lock-step)")
+        self.window = window
         self.url, self.clips, self.step, self.expected = url, clips, step, expected
         self.budget, self.rng, self.malformed_frac, self.timeout_s = (
             budget,
@@ -61,14 +68,33 @@ class Worker(threading.Thread):
 
     def _send(self, inputs, seq, start=False, end=False):
         """-> (result or None, error message or None, seconds)."""
+        t0 = self._post(inputs, seq, start, end)
+        return self._answer(t0)
+
+    def _post(self, inputs, seq, start=False, end=False) -> float:
         t0 = time.perf_counter()
         self.client.async_stream_infer(MODEL, inputs, sequence_id=seq, sequence_start=start, sequence_end=end)
+        return t0
+
+    def _answer(self, t0: float):
+        """The next answer on this stream (answers come back in the order sent) -> (result, error, seconds)."""
         try:
             result, error, t1 = self._answers.get(timeout=self.timeout_s)
         except queue.Empty:
             raise TimeoutError(f"no answer within {self.timeout_s:.0f}s") from None
         msg = None if error is None else (error.message() if hasattr(error, "message") else str(error))
         return result, msg, t1 - t0
+
+    def _tally(self, name: str, i: int, answer) -> str | None:
+        """Count one answer; -> its transcript, None on an error."""
+        r, err, dt = answer
+        if err is not None:
+            self.tally.valid_errors.append(f"{name} chunk {i}: {err}")
+            return None
+        self.tally.latencies.append(dt)
+        self.tally.chunks += 1
+        self.tally.answered_at.append(time.time())
+        return r.as_numpy("TEXT").reshape(-1)[0].decode()
 
     def _malformed(self, live_seq: int | None, ended_seq: int | None, lang: str) -> None:
         tc = self.tc
@@ -110,23 +136,25 @@ class Worker(threading.Thread):
                 name, audio, lang = self.clips[self.rng.randrange(len(self.clips))]
                 seq = self.rng.randrange(1, 2**62)
                 pieces = split(audio, self.step)
-                text, whole = "", True
+                text, whole, in_flight = "", True, []
                 for i, piece in enumerate(pieces):
                     if self.malformed_every and (sent + 1) % self.malformed_every == 0:
                         self._malformed(seq if i else None, ended, lang)
                         sent += 1
                     last = i == len(pieces) - 1 or sent + 1 >= self.budget
-                    r, err, dt = self._send(
-                        request_inputs(tc, piece, lang if i == 0 else None), seq, i == 0, last
+                    in_flight.append(
+                        (
+                            i,
+                            self._post(
+                                request_inputs(tc, piece, lang if i == 0 else None), seq, i == 0, last
+                            ),
+                        )
                     )
                     sent += 1
-                    if err is not None:
-                        self.tally.valid_errors.append(f"{name} chunk {i}: {err}")
-                    else:
-                        self.tally.latencies.append(dt)
-                        self.tally.chunks += 1
-                        self.tally.answered_at.append(time.time())
-                        text = r.as_numpy("TEXT").reshape(-1)[0].decode()
+                    while in_flight and (len(in_flight) >= self.window or last):
+                        k, t0 = in_flight.pop(0)
+                        got = self._tally(name, k, self._answer(t0))
+                        text = text if got is None else got
                     if last:
                         whole = i == len(pieces) - 1
                         break
@@ -142,10 +170,12 @@ class Worker(threading.Thread):
             self.client.close()
 
 
-def _run_workers(url, clips, step, expected, jobs, malformed_frac, start_at) -> list[tuple]:
+def _run_workers(url, clips, step, expected, jobs, malformed_frac, start_at, window=1) -> list[tuple]:
     """In one client process: one thread per (budget, seed) job, all starting at wall-clock `start_at`;
     -> [(tally, error text or None)]."""
-    workers = [Worker(url, clips, step, expected, per, seed, malformed_frac) for per, seed in jobs]
+    workers = [
+        Worker(url, clips, step, expected, per, seed, malformed_frac, window=window) for per, seed in jobs
+    ]
     time.sleep(max(0.0, start_at - time.time()))
     for w in workers:
         w.start()
@@ -155,7 +185,7 @@ def _run_workers(url, clips, step, expected, jobs, malformed_frac, start_at) -> 
 
 
 def drive(
-    url, clips, step, expected, streams, total, malformed_frac=0.0, seed=0, procs=1
+    url, clips, step, expected, streams, total, malformed_frac=0.0, seed=0, procs=1, window=1
 ) -> tuple[Tally, float, float]:
     """`streams` concurrent client streams sharing `total` requests (each at least one whole clip), spread over
     `procs` client processes (Python threads of one process share one GIL: with many streams the load
@@ -168,7 +198,7 @@ def drive(
     jobs = [(per, seed * 1000 + k) for k in range(streams)]
     procs = max(1, min(procs, streams))
     if procs == 1:
-        results = _run_workers(url, clips, step, expected, jobs, malformed_frac, 0.0)
+        results = _run_workers(url, clips, step, expected, jobs, malformed_frac, 0.0, window)
     else:
         import multiprocessing
 
@@ -177,7 +207,7 @@ def drive(
             parts = pool.starmap(
                 _run_workers,
                 [
-                    (url, clips, step, expected, jobs[k::procs], malformed_frac, start_at)
+                    (url, clips, step, expected, jobs[k::procs], malformed_frac, start_at, window)
                     for k in range(procs)
                 ],
             )
@@ -210,12 +240,15 @@ def paired(values: list[float]) -> dict:
     return {"rounds": v, "median": float(np.median(v)), "min": v[0], "max": v[-1]} if v else {}
 
 
-def triton_level(url, clips, step, expected, n: int, chunks: int, seed: int) -> tuple[list[float], float]:
-    """(per-chunk seconds, chunks/s) of `n` concurrent closed-loop streams straight to Triton."""
+def triton_level(
+    url, clips, step, expected, n: int, chunks: int, seed: int, window: int = 1
+) -> tuple[list[float], float]:
+    """(per-chunk seconds, chunks/s) of `n` concurrent streams straight to Triton, each keeping up to
+    `window` chunks in flight (1: closed loop)."""
     if n == 1:
         lat, _, wall = triton_sequential(url, clips, step)
         return lat, len(lat) / wall
-    tally, _, steady = drive(url, clips, step, expected, n, chunks, seed=seed)
+    tally, _, steady = drive(url, clips, step, expected, n, chunks, seed=seed, window=window)
     return tally.latencies, steady
 
 

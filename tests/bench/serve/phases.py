@@ -164,10 +164,12 @@ def paired_rounds(run: Run) -> None:
     a, p2 = run.a, []
     for r in range(a.rounds if hasattr(run.asr, "stream_step_batch") else 0):
         cps_in = in_process_batched(run.asr, run.clips, run.step, run.att, run.big)[0]
-        _, cps_tr = triton_level(run.url, run.clips, run.step, run.expected, run.big, a.pair_chunks, 100 + r)
+        _, cps_tr = triton_level(
+            run.url, run.clips, run.step, run.expected, run.big, a.pair_chunks, 100 + r, a.window
+        )
         p2.append(cps_tr / cps_in)
         print(f"paired round {r + 1}/{a.rounds}: P1 {run.p1[r]:.3f}  P2' {p2[-1]:.3f}", flush=True)
-    run.res["paired"] = {"P1": paired(run.p1), "P2_prime": paired(p2)}
+    run.res["paired"] = {"P1": paired(run.p1), "P2_prime": paired(p2), "P2_prime_window": a.window}
 
 
 def noisy(run: Run) -> None:

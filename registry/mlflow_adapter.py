@@ -536,51 +536,6 @@ class Registry:
         }
 
 
-def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """'models:/name@alias' -> (name, None, alias); 'models:/name/3' -> (name, '3', None)."""
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, None, alias
-    if "/" in rest:
-        name, version = rest.rsplit("/", 1)
-        return name, version, None
-    raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-
-
-def resolve_model_uri(uri: str, dst_dir: str | os.PathLike, client=None) -> str:
-    """A local .nemo path is returned as is; `models:/name@alias` or `models:/name/N` is downloaded."""
-    if not uri.startswith("models:/"):
-        p = Path(uri)
-        if p.is_dir():
-            p = p / "model.nemo"
-        if not p.is_file():
-            raise FileNotFoundError(f"{uri}: model file not found")
-        return str(p)
-    name, version, alias = parse_models_uri(uri)
-    reg = Registry(client or get_client())
-    info = reg.by_alias(name, alias) if alias else reg.get(name, version)
-    if info is None:
-        raise LookupError(f"{uri}: no such model version/alias in the registry")
-    return str(reg.download(info, dst_dir))
-
-
-def resolve_alias(
-    model_name: str, alias: str, dst_dir: str | os.PathLike, client=None
-) -> tuple[str, str, dict]:
-    """(local .nemo path, expected sha256, version info) for `model_name@alias`."""
-    reg = Registry(client or get_client())
-    info = reg.by_alias(model_name, alias)
-    if info is None:
-        raise LookupError(f"models:/{model_name}@{alias}: alias not set")
-    nemo = reg.download(info, dst_dir)
-    return (
-        str(nemo),
-        info.tags["checkpoint_sha256"],
-        {"name": info.name, "version": info.version, "tags": info.tags},
-    )
-
-
 __all__ = [
     "BASE",
     "CHALLENGER",
@@ -592,8 +547,5 @@ __all__ = [
     "default_actor",
     "default_tracking_uri",
     "get_client",
-    "parse_models_uri",
-    "resolve_alias",
-    "resolve_model_uri",
     "utc_now",
 ]

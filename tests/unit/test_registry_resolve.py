@@ -107,8 +107,10 @@ class _Resolved(Exception):
 
 
 def test_the_steps_resolve_registry_uris_through_their_explicit_tracking_uri(
-    tmp_path, tracking_uri, monkeypatch
-):  # noqa: F811
+    tmp_path,
+    tracking_uri,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+):
     """evaluate_wer and finetune_asr resolve `models:/` through the step's `mlflow_tracking_uri`, the store the
     pipeline names, not through $MLFLOW_TRACKING_URI / the repository's default store."""
     from components.evaluate_wer import core as evaluate_core

@@ -51,6 +51,7 @@ from components.evaluate_wer.transcribe import (
     transcribe_streaming,
     transcribe_streaming_batch,
 )
+from registry.resolve import resolve_model  # MLflow is imported only when a URI needs it
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ __all__ = [  # what callers import from here (the parts' names re-exported for t
     "log_to_mlflow",
     "offline_att_context_size",
     "parse_att_context_size",
-    "resolve_model",
     "run_step",
     "summary_metrics",
     "transcribe_streaming",
@@ -317,19 +317,6 @@ def _write_outputs(
     return paths
 
 
-def resolve_model(uri: str, dst_dir: str) -> str:
-    """A local .nemo path, a directory holding model.nemo, or an MLflow `models:/name@alias` URI."""
-    if uri.startswith("models:/") or uri.startswith("runs:/"):
-        from registry.mlflow_adapter import resolve_model_uri  # lazy: MLflow only when a URI needs it
-
-        return resolve_model_uri(uri, dst_dir)
-    if os.path.isdir(uri):
-        uri = os.path.join(uri, "model.nemo")
-    if not os.path.isfile(uri):
-        raise FileNotFoundError(f"model not found: {uri}")
-    return uri
-
-
 def run_step(
     manifests_dir: str,
     base_model_uri: str,
@@ -350,27 +337,24 @@ def run_step(
 
     After the outputs are written, the run is logged to MLflow (`mlflow_tracking_uri`, else
     $MLFLOW_TRACKING_URI, else the repo's sqlite store; "off" skips it) and tagged with `pipeline_run_id`.
-    Models given as MLflow URIs are downloaded to a temporary directory, never into `out_dir` (the evaluation
-    artifact would otherwise carry a multi-GB checkpoint). `champion_model_uri` (e.g.
+    Each model is a .nemo, a folder holding one, or a `models:/` / `runs:/` URI (registry/resolve.py) resolved
+    through the same tracking URI; URIs are downloaded to a temporary directory, never into `out_dir` (the
+    evaluation artifact would otherwise carry a multi-GB checkpoint). `champion_model_uri` (e.g.
     `models:/<name>@champion`) is scored too when it resolves; an alias that is not set yet means no champion.
     """
     import tempfile
 
     if gate_floor_override_reason:  # the record's name of evaluate()'s floor_override_reason
         kwargs["floor_override_reason"] = gate_floor_override_reason
+    tracking = mlflow_tracking_uri.strip()
     with tempfile.TemporaryDirectory(prefix="evaluate_wer_models_") as tmp:
-        base = resolve_model(base_model_uri, os.path.join(tmp, "base"))
-        cand = resolve_model(candidate_dir, os.path.join(tmp, "candidate"))
+        base = resolve_model(base_model_uri, os.path.join(tmp, "base"), tracking_uri=tracking)
+        cand = resolve_model(candidate_dir, os.path.join(tmp, "candidate"), tracking_uri=tracking)
         champion = None
         if champion_model_uri.strip():
             try:
-                from components.common.tracking import get_client
-                from registry.mlflow_adapter import resolve_model_uri
-
-                uri = mlflow_tracking_uri.strip()
-                client = get_client(None if is_off(uri) else uri)
-                champion = resolve_model_uri(
-                    champion_model_uri.strip(), os.path.join(tmp, "champion"), client
+                champion = resolve_model(
+                    champion_model_uri, os.path.join(tmp, "champion"), tracking_uri=tracking
                 )
             except LookupError:  # first run: no champion yet, the gate compares with the base
                 log.info("%s: not set; no champion to compare with", champion_model_uri)

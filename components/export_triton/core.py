@@ -352,7 +352,8 @@ def export_step(
     settings.py); returns (Triton version, sha256). `candidate_sha256` (the pipeline's registered candidate, now
     champion): when the newest Triton version already serves it at these lookaheads, nothing is exported and
     MLflow is not even opened (an unchanged re-run)."""
-    from registry.mlflow_adapter import Registry, get_client, resolve_alias
+    from registry.mlflow_adapter import Registry, get_client
+    from registry.resolve import resolve_alias
 
     atts = (
         parse_att_context_size(att_context_size or None),

@@ -48,6 +48,7 @@ from components.finetune_asr.trainer import (
     train,
 )
 from components.finetune_asr.validation import tokenizer_coverage, validation_loss, validation_wer
+from registry.resolve import resolve_model  # the one model-reference rule; MLflow only for a URI
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ __all__ = [  # what callers import from here (the parts' names re-exported for t
     "model_card",
     "newest_checkpoint",
     "preflight_step",
-    "resolve_base_model",
     "result_dict",
     "run_finetune_step",
     "save_model_atomic",
@@ -245,23 +245,6 @@ def _training_rows(model, s: FinetuneSettings, train_manifest, replay_manifest, 
     return rows, coverage, manifest_path
 
 
-# ---------------------------------------------------------------------------------------- base model + mlflow
-def resolve_base_model(uri: str, dst_dir: str | os.PathLike) -> str:
-    """A local .nemo path as is; an MLflow URI (`models:/name@alias`, `runs:/...`) via the registry adapter."""
-    if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
-        path = Path(uri)
-        if path.is_dir():  # a model artifact directory (finetune_asr output or bootstrap cache entry)
-            path = next(
-                (path / n for n in ("model.nemo", "base.nemo") if (path / n).is_file()), path / "model.nemo"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(f"base model not found: {uri}")
-        return str(path)
-    from registry.mlflow_adapter import resolve_model_uri
-
-    return resolve_model_uri(uri, str(dst_dir))
-
-
 def result_dict(result: FinetuneResult) -> dict:
     d = dataclasses.asdict(result)
     d["final_loss"] = result.final_loss
@@ -307,7 +290,7 @@ def run_finetune_step(
     with remember_deterministic_failure(work / "failed.json"):
         uri = tracking_uri(mlflow_tracking_uri)
         tracker = FinetuneTracker(uri, params, pipeline_run_id, work / "mlflow_run.json") if uri else None
-        base = resolve_base_model(base_model_uri, work / "base_model")
+        base = resolve_model(base_model_uri, work / "base_model", tracking_uri=uri)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         val = Path(manifest_dir) / "val.jsonl"
         if tracker:
@@ -427,7 +410,7 @@ def preflight_step(
     if isinstance(settings, str):
         settings = decode(FinetuneSettings, settings, "finetune_asr.")
     root = Path(work_root or os.environ.get("ASR_WORK_DIR") or tempfile.gettempdir())
-    base = resolve_base_model(base_model_uri, root / "preflight_base")
+    base = resolve_model(base_model_uri, root / "preflight_base")
     rep = run_preflight(base, manifest_dir, settings, att_context_size or None, report_path)
     lines = "\n".join(rep.lines())
     log.info("preflight passed in %.1f s:\n%s", rep.seconds, lines)

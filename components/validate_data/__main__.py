@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from components.common.logs import add_verbosity_flags, configure_from
+from components.common.cli import run_check
 from components.common.settings import add_arguments, from_arguments, to_mapping
 from components.validate_data import core
 from components.validate_data.core import CHECKS_BY_NAME, DatasetError, validate_dataset
@@ -46,30 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    add_verbosity_flags(parser)
-    a = parser.parse_args(argv)
-    configure_from(a)
+def _validate(a: argparse.Namespace):
     prompts = json.loads(open(a.prompt_dictionary, encoding="utf-8").read()) if a.prompt_dictionary else None
     hard = [c.strip() for c in a.hard_checks.split(",") if c.strip()] if a.hard_checks is not None else None
-    try:
-        res = validate_dataset(
-            a.data_root,
-            a.out,
-            prompt_dictionary=prompts,
-            hard_checks=hard,
-            data_docs=not a.no_data_docs,
-            workers=a.workers,
-            max_clipped=a.max_clipped,
-            min_rms_dbfs=a.min_rms_dbfs,
-            **to_mapping(from_arguments(ValidateSettings, a)),
-        )
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(res.summary)
-    return 0 if res.passed else 1
+    return validate_dataset(
+        a.data_root,
+        a.out,
+        prompt_dictionary=prompts,
+        hard_checks=hard,
+        data_docs=not a.no_data_docs,
+        workers=a.workers,
+        max_clipped=a.max_clipped,
+        min_rms_dbfs=a.min_rms_dbfs,
+        **to_mapping(from_arguments(ValidateSettings, a)),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_check(_parser(), argv, _validate, (DatasetError, ValueError))
 
 
 if __name__ == "__main__":

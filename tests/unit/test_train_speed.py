@@ -26,9 +26,7 @@ def _train(corpus: Path, config: Path, work: Path):
     )
     texts = [r["text"] for r in core._read(corpus / "train.jsonl")]
     work.mkdir()
-    model, outcome, _ = bootstrap._train_from_scratch(
-        config, rows, texts, work, STEPS, 0, 256, None, None, 2
-    )
+    model, outcome, _ = bootstrap._train_from_scratch(config, rows, texts, work, STEPS, 0, 256, None, None, 2)
     return model, outcome
 
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -396,11 +397,39 @@ def table(rep: Rehearsal) -> str:
     return "\n".join(lines)
 
 
+# Disk a rehearsal writes at its peak: the base .nemo, the fine-tuned .nemo, MLflow's copy of it and the Triton
+# repository (2.55 GB each), plus NeMo's extraction of a checkpoint into the temp folder on every restore (the
+# two Triton stubs and the in-process reference at once). CI once ran the disk full here: tritonserver's stub
+# died in NeMo's extraction ("[Errno 28] No space left on device") after 10 minutes of work.
+NEED_DISK_GB = 20.0
+
+
+class DiskError(RuntimeError):
+    pass
+
+
+def check_disk(out: Path, tmp: Path, need_gb: float = NEED_DISK_GB) -> None:
+    """Refuse to start, naming the folder, when its filesystem has less than `need_gb` free."""
+    for path in dict.fromkeys((out, tmp)):
+        probe = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        free_gb = shutil.disk_usage(probe).free / 1e9
+        if free_gb < need_gb:
+            raise DiskError(
+                f"{path}: {free_gb:.1f} GB free, the rehearsal needs about {need_gb:.0f} GB "
+                "(four 2.55 GB checkpoints plus NeMo's extraction of one per restore); free some space first"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     os.environ.setdefault("ASR_THREADS", str(os.cpu_count() or 2))
     if OUT.exists():
         shutil.rmtree(OUT)  # every rehearsal starts from an empty registry and repository
+    try:
+        check_disk(OUT, Path(tempfile.gettempdir()))
+    except DiskError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     OUT.mkdir(parents=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{OUT / 'mlflow.db'}"
     rep = Rehearsal()

@@ -22,12 +22,11 @@ from components.build_manifest.component import build_manifest, build_manifest_s
 from components.evaluate_wer.component import evaluate_wer, release_gate
 from components.export_triton.component import export_triton
 from components.finetune_asr.component import finetune_asr, preflight_finetune
-from components.finetune_asr.settings import FinetuneSettings
 from components.materialize_data.component import materialize_data
 from components.register_model.component import promote_model, register_model
 from components.resolve_base.component import resolve_base
 from components.validate_data.component import validate_data
-from pipelines.settings import PIPELINE_RECORDS, pipeline_from_records, record_text
+from pipelines.settings import PIPELINE_RECORDS, pipeline_from_records, record_text, settings_text
 
 PIPELINE_NAME = "nemotron-asr-finetune"
 # Env var <- key of the credentials Secret (infra/k8s/secrets): S3 for DVC/MLflow artifacts, MLflow basic auth.
@@ -98,16 +97,10 @@ def asr_finetune_pipeline(S):
     base.set_display_name("Resolve base model (sha256) + code version").set_caching_options(False)
     base_uri, base_sha, code = base.outputs["uri"], base.outputs["sha256"], base.outputs["code_version"]
 
-    v = S.validate_data
+    # Each step gets its own record as one `settings` text (pipelines/settings.py settings_text); what it takes
+    # besides is an upstream output, an artifact or another record's setting it shares.
     validated = validate_data(
-        data_root=data_root,
-        min_duration=v.min_duration,
-        max_duration=v.max_duration,
-        min_chars_per_second=v.min_chars_per_second,
-        max_chars_per_second=v.max_chars_per_second,
-        max_failed_fraction=v.max_failed_fraction,
-        data_version=data_md5,
-        duplicate_audio=v.duplicate_audio,
+        data_root=data_root, settings=settings_text(S, "validate_data"), data_version=data_md5
     )
     validated.set_display_name("Validate data (great-expectations)")
 
@@ -130,20 +123,16 @@ def asr_finetune_pipeline(S):
     # the rows validation rejected (validation.json) never reach a manifest, whatever max_failed_fraction allows
     manifests = build_manifest(
         data_root=data_root,
+        settings=settings_text(S, "build_manifest"),
         seed=S.finetune_asr.seed,
-        val_ratio=m.val_ratio,
-        test_ratio=m.test_ratio,
-        tar_shards=m.tar_shards,
+        duplicate_audio=S.validate_data.duplicate_audio,
         data_version=data_md5,
         validation=validated.outputs["report"],
-        duplicate_audio=v.duplicate_audio,
-        build_root=m.build_root,
-        shard_above_hours=m.shard_above_hours,
     )
     manifests.set_display_name("Build NeMo manifests (merge)").after(converted)
     # --- end issue 16 (datascale)
 
-    finetune_settings = record_text(S.finetune_asr, FinetuneSettings)
+    finetune_settings = settings_text(S, "finetune_asr")
     # Deterministic checks first, in seconds and without retry: settings, languages, lookahead, tokenizer,
     # coverage and "can this data be evaluated" against the base checkpoint's config (no weights loaded).
     checked = preflight_finetune(
@@ -176,7 +165,6 @@ def asr_finetune_pipeline(S):
     tuned.set_retry(num_retries=2, backoff_duration="60s")
     _gpu_step(tuned, cl.gpus, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, cl.train_memory)
 
-    e = S.evaluate_wer
     # Cached with the candidate: a candidate is judged once (against the champion of that time); the registry
     # keeps that evaluation with the version. Change any input (or run without the cache) to judge it again.
     evaluated = evaluate_wer(
@@ -185,12 +173,10 @@ def asr_finetune_pipeline(S):
         candidate=tuned.outputs["model"],
         target_langs=S.finetune_asr.target_langs,
         replay_langs=S.finetune_asr.replay_langs,
+        settings=settings_text(S, "evaluate_wer"),
         att_context_size=att_context_size,
-        gate_policy=e.gate_policy,
-        mlflow_tracking_uri=run.mlflow_tracking_uri,
         model_name=S.register_model.model_name,
-        offline_att_context_size=e.offline_att_context_size,
-        floor_override_reason=e.gate_floor_override_reason,
+        mlflow_tracking_uri=run.mlflow_tracking_uri,
     )
     evaluated.set_display_name("Evaluate WER: base vs candidate")
     _gpu_step(evaluated, 1, cl.gpu_resource, cl.gpu_node_selector, cl.gpu_tolerations, "32G")
@@ -199,7 +185,7 @@ def asr_finetune_pipeline(S):
     registered = register_model(
         candidate=tuned.outputs["model"],
         evaluation=evaluated.outputs["evaluation"],
-        model_name=model_name,
+        settings=settings_text(S, "register_model"),
         data_md5=data_md5,
         base_model_uri=run.base_model_uri,
         git_commit=code,
@@ -233,11 +219,11 @@ def asr_finetune_pipeline(S):
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(
             model_name=model_name,
-            triton_repo=S.export_triton.triton_repo,
+            settings=settings_text(S, "export_triton"),
             alias="champion",
             att_context_size=att_context_size,
             mlflow_tracking_uri=run.mlflow_tracking_uri,
-            offline_att_context_size=e.offline_att_context_size,
+            offline_att_context_size=S.evaluate_wer.offline_att_context_size,
             candidate_sha256=registered.outputs["sha256"],
         )
         _storage(

@@ -1,8 +1,10 @@
 """Every setting of a run, one record per step: the pipeline's parameters are derived from these records.
 
-The Kubeflow UI's parameters, their descriptions, params.yaml's sections and `--set section.name=value` all
-come from the records below (and FinetuneSettings, which lives with its step). `@pipeline_from_records`
-gives the DAG function the signature kfp reads; the function receives the parameters as `S.<section>.<name>`.
+Each step's record lives with its step (components/<step>/settings.py); the run's and the cluster's are here.
+`PIPELINE_RECORDS` names them all, one params.yaml section each. The Kubeflow UI's parameters, their
+descriptions, params.yaml's sections and `--set section.name=value` all come from them.
+`@pipeline_from_records` gives the DAG function the signature kfp reads; the function receives the parameters
+as `S.<section>.<name>`, and `settings_text(S, section)` is what a step's component receives as `settings`.
 
 A knob whose default is None is a text parameter in the UI whose empty value means "the recipe's".
 """
@@ -15,8 +17,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from components.build_manifest.settings import ManifestSettings
 from components.common.settings import Knob, SettingsError, coerce, knob, knobs
+from components.evaluate_wer.settings import EvaluateSettings
+from components.export_triton.settings import ExportSettings
 from components.finetune_asr.settings import FinetuneSettings
+from components.register_model.settings import RegisterSettings
+from components.validate_data.settings import ValidateSettings
 
 
 @dataclass
@@ -46,98 +53,6 @@ class RunSettings:
         "", "Required sha256 of the base checkpoint; empty = whatever base_model_uri resolves to"
     )
     mlflow_tracking_uri: str = knob("", "MLflow server, e.g. http://mlflow.asr-prod.svc.cluster.local:5000")
-
-
-@dataclass
-class ValidateSettings:
-    """validate_data: what a usable clip looks like."""
-
-    min_duration: float = knob(0.3, "Shortest clip accepted by validation (s)")
-    max_duration: float = knob(30.0, "Longest clip accepted by validation (s)")
-    min_chars_per_second: float = knob(
-        1.0, "Fewer transcript characters per second flags a misaligned transcript"
-    )
-    max_chars_per_second: float = knob(
-        40.0, "More transcript characters per second flags a misaligned transcript"
-    )
-    max_failed_fraction: float = knob(
-        0.0, "Share of rows allowed to fail row-level checks before the run stops"
-    )
-    duplicate_audio: str = knob(
-        "reject",
-        "Identical audio in several rows: reject (a hard error) | keep_first (the later copies dropped)",
-        choices=("reject", "keep_first"),
-    )
-
-
-@dataclass
-class ManifestSettings:
-    """build_manifest: splits and shards (the split seed is finetune_asr's `seed`)."""
-
-    val_ratio: float = knob(0.1, "Validation share of speakers when metadata declares no split")
-    test_ratio: float = knob(0.1, "Test share of speakers when metadata declares no split")
-    tar_shards: int = knob(
-        0, "Write NeMo tarred audio shards (this many per split); 0 = by size (shard_above_hours)"
-    )
-    # --- issue 16 (datascale): audio on the data volume, sharded training, fan-out
-    shard_above_hours: float = knob(
-        1000.0,
-        "A corpus of at least this many hours is written as tarred shards (one per 4 h of a split) and trained "
-        "from them through lhotse; 0 = only when tar_shards is set",
-    )
-    build_root: str = knob(
-        "/mnt/work/manifest_build",
-        "Folder on the data PVC for converted audio and shards (only manifests travel as artifacts); "
-        "empty = audio inside the manifests artifact",
-    )
-    build_pods: int = knob(
-        1, "Pods the audio conversion fans out over (dsl.ParallelFor), then one merge step"
-    )
-
-    def __post_init__(self) -> None:
-        if self.build_pods < 1:
-            raise SettingsError(f"build_manifest.build_pods must be >= 1, got {self.build_pods}")
-        if self.shard_above_hours < 0:
-            raise SettingsError(
-                f"build_manifest.shard_above_hours must be >= 0, got {self.shard_above_hours}"
-            )
-
-    # --- end issue 16 (datascale)
-
-
-@dataclass
-class EvaluateSettings:
-    """evaluate_wer and the gate."""
-
-    att_context_size: str | None = knob(
-        None,
-        "Deployed streaming latency [left,right], evaluated and served; empty = the recipe's ([56,3] on Nemotron)",
-    )
-    gate_policy: str = knob("", "Gate policy YAML path; empty = the shipped default_gate.yaml")
-    gate_floor_override_reason: str = knob(
-        "", "Audited reason to run a gate policy below policy/floor.yaml; empty = refuse it"
-    )
-    offline_att_context_size: str | None = knob(
-        None, "Lookahead of offline evaluation and asr_offline; empty = the model's largest (most accurate)"
-    )
-
-
-@dataclass
-class RegisterSettings:
-    """register_model / promote."""
-
-    model_name: str = knob(
-        "nemotron-asr-finetuned", "Registered model name in MLflow (Triton serves its champion)"
-    )
-
-
-@dataclass
-class ExportSettings:
-    """export_triton."""
-
-    triton_repo: str = knob(
-        "/mnt/models/triton_repo", "Triton model repository folder written by the export step"
-    )
 
 
 @dataclass
@@ -240,6 +155,12 @@ def pipeline_from_records(name: str, description: str):
 def record_text(section: SimpleNamespace, cls: type, skip_types: tuple = ()) -> str:
     """The f-string of a record's pipeline channels that its component decodes (components.common.settings)."""
     return "\n".join(f"{k.name}={getattr(section, k.name)}" for k in knobs(cls) if k.type not in skip_types)
+
+
+def settings_text(S: SimpleNamespace, section: str) -> str:
+    """What the DAG passes as a step's `settings` input: its record's pipeline channels as `name=value` lines
+    (an f-string that Kubeflow resolves at run time, so the task's cache key changes with every setting)."""
+    return record_text(getattr(S, section), PIPELINE_RECORDS[section])
 
 
 def pipeline_arguments_from_params(params: dict, local: dict) -> dict:

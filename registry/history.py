@@ -13,10 +13,16 @@ many it dropped. Full per-version detail (who, why, which run) lives in version 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 
 HISTORY_TAG = "champion.history"
 MAX_CHARS = 4800  # under Postgres' 5000-char registered-model tag column
+
+
+def utc_now() -> str:
+    """The time stamp of every registry record (history entries, audit tags, gate and override records)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""MLflow model registry adapter: register, alias, promote, resolve. The MlflowClient is passed in.
+"""MLflow model registry adapter: register, alias, promote, download. The MlflowClient is passed in.
+
+A model reference (path, folder, models:/, runs:/) is turned into a local .nemo by registry/resolve.py.
 
 Works on sqlite (local default) and against an `mlflow server` (cluster). Versions are created with the
 low-level `create_model_version(source=<run artifact uri>/model, run_id=...)` route, which works on both. The
@@ -12,7 +14,7 @@ Consistency rules (docs/REGISTRY.md says why):
   between creating the version and setting `challenger` finishes the job instead of adding a twin;
 - `champion` moves only under the model's RegistryLock, after the version's checkpoint was downloaded and its
   sha256 checked; every move is appended to the champion history (registry/history.py) and read back;
-- `champion` moves only on evidence (registry/gate_record.py): a passing gate record bound to the checkpoint,
+- `champion` moves only on evidence (registry/evidence.py, registry/gate_record.py): a passing gate record bound to the checkpoint,
   or an audited override record written by `--force --reason`. `register` never sets `champion`.
 """
 
@@ -23,7 +25,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from components.common.tracking import EXPERIMENT, MODEL_RUN_TAG, default_tracki
 from components.common.tracking import experiment_id as _experiment_id
 from registry import gate_record as gr
 from registry import history, mlflow_errors
-from registry.history import HISTORY_TAG, Entry
+from registry.evidence import ChampionEvidence
+from registry.history import HISTORY_TAG, Entry, utc_now
 from registry.lock import RegistryLock
 from registry.policy import BASE, CHALLENGER, CHAMPION, decide_promotion
 
@@ -43,10 +45,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class ConcurrentPromotionError(RuntimeError):
     """Read-back after a champion move found another writer's result: nothing is assumed, the caller retries."""
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def default_actor() -> str:
@@ -72,7 +70,9 @@ class VersionInfo:
     run_id: str = ""
 
 
-class Registry:
+class Registry(ChampionEvidence):
+    """Register, alias, promote, resolve; the champion-evidence methods come from registry/evidence.py."""
+
     def __init__(self, client, experiment: str = EXPERIMENT, lock_options: dict | None = None):
         self.client = client
         self.experiment = experiment
@@ -125,47 +125,21 @@ class Registry:
         sidecar = (
             json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
         )
-        if registration_key:
-            done = self.find_registration(name, registration_key)
-            # Found with the sidecar's checkpoint: nothing is uploaded, so the local file is not hashed again
+        if registration_key and sidecar.get("sha256"):
+            # Found under the sidecar's checkpoint: nothing is uploaded, so the local file is not hashed again
             # (seconds for a 2.5 GB .nemo on every unchanged re-run); the registry's copy was hashed when it
             # was registered and is verified on every download.
-            if (
-                done is not None
-                and sidecar.get("sha256")
-                and done.tags.get("checkpoint_sha256") == sidecar["sha256"]
-            ):
-                for alias in aliases:
-                    self.client.set_registered_model_alias(name, alias, done.version)
-                return self.get(name, done.version)
+            done = self._registered_under(name, registration_key, sidecar["sha256"], aliases)
+            if done is not None:
+                return done
         sha = sha256_file(nemo)
         if sidecar.get("sha256") and sidecar["sha256"] != sha:
             raise ValueError(f"{nemo}: sha256 {sha} does not match its sidecar ({sidecar['sha256']})")
-        if registration_key:
+        if registration_key and not sidecar.get("sha256"):
+            done = self._registered_under(name, registration_key, sha, aliases)
             if done is not None:
-                if done.tags.get("checkpoint_sha256") != sha:
-                    raise ValueError(
-                        f"{name} v{done.version} was registered under key {registration_key!r} "
-                        f"with a different checkpoint ({done.tags.get('checkpoint_sha256')})"
-                    )
-                for alias in aliases:
-                    self.client.set_registered_model_alias(name, alias, done.version)
-                return self.get(name, done.version)
-        own_run = run_id is None
-        if own_run:
-            run_id = self.client.create_run(self.experiment_id(), run_name=f"register-{name}").info.run_id
-        model_run = self.find_model_run(sha, nemo.stat().st_size)
-        if model_run is None:  # no run holds this checkpoint yet: upload it with this registration
-            self.client.log_artifacts(run_id, str(model_dir), "model")
-            model_run = run_id
-        for artifact_path, text in (extra_files or {}).items():
-            with tempfile.TemporaryDirectory() as tmp:
-                p = Path(tmp) / Path(artifact_path).name
-                p.write_text(text, encoding="utf-8")
-                parent = str(Path(artifact_path).parent)
-                self.client.log_artifact(run_id, str(p), None if parent == "." else parent)
-        if own_run:
-            self.client.set_terminated(run_id)
+                return done
+        run_id, model_run = self._log_registration_run(name, model_dir, nemo, sha, run_id, extra_files)
         try:
             self.client.create_registered_model(name)
         except Exception as e:  # already exists (any store)
@@ -194,6 +168,51 @@ class Registry:
         for alias in aliases:
             self.client.set_registered_model_alias(name, alias, version)
         return self.get(name, version)
+
+    def _registered_under(
+        self, name: str, registration_key: str, sha: str, aliases: tuple[str, ...]
+    ) -> VersionInfo | None:
+        """The version already registered under `registration_key`, its aliases set again (None: none is);
+        one registered with another checkpoint is refused."""
+        done = self.find_registration(name, registration_key)
+        if done is None:
+            return None
+        if done.tags.get("checkpoint_sha256") != sha:
+            raise ValueError(
+                f"{name} v{done.version} was registered under key {registration_key!r} "
+                f"with a different checkpoint ({done.tags.get('checkpoint_sha256')})"
+            )
+        for alias in aliases:
+            self.client.set_registered_model_alias(name, alias, done.version)
+        return self.get(name, done.version)
+
+    def _log_registration_run(
+        self,
+        name: str,
+        model_dir: Path,
+        nemo: Path,
+        sha: str,
+        run_id: str | None,
+        extra_files: dict[str, str] | None,
+    ) -> tuple[str, str]:
+        """Log the registration's files to `run_id` (else a new run, terminated here), and the checkpoint
+        too unless a run already holds it -> (registration run id, id of the run holding the checkpoint)."""
+        own_run = run_id is None
+        if own_run:
+            run_id = self.client.create_run(self.experiment_id(), run_name=f"register-{name}").info.run_id
+        model_run = self.find_model_run(sha, nemo.stat().st_size)
+        if model_run is None:  # no run holds this checkpoint yet: upload it with this registration
+            self.client.log_artifacts(run_id, str(model_dir), "model")
+            model_run = run_id
+        for artifact_path, text in (extra_files or {}).items():
+            with tempfile.TemporaryDirectory() as tmp:
+                p = Path(tmp) / Path(artifact_path).name
+                p.write_text(text, encoding="utf-8")
+                parent = str(Path(artifact_path).parent)
+                self.client.log_artifact(run_id, str(p), None if parent == "." else parent)
+        if own_run:
+            self.client.set_terminated(run_id)
+        return run_id, model_run
 
     def find_model_run(self, sha256: str, size: int) -> str | None:
         """A finished run that already logged this checkpoint as `model/model.nemo` (the fine-tune run tags
@@ -323,94 +342,6 @@ class Registry:
             raise
         self._check_moved(name, entry.version, entry)
 
-    def verify(self, info: VersionInfo) -> None:
-        """Download the version's checkpoint and check it against its recorded sha256 (no champion without
-        its artifacts). Raises FileNotFoundError / ValueError."""
-        if not info.tags.get("checkpoint_sha256"):
-            raise ValueError(
-                f"{info.name} v{info.version}: no checkpoint_sha256 tag; cannot verify its artifacts"
-            )
-        with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-            try:
-                self.download(info, tmp)
-            except ValueError:
-                raise
-            except Exception as e:  # missing run / artifact: surfaced with the version it belongs to
-                raise FileNotFoundError(f"{info.name} v{info.version}: artifacts not found ({e})") from e
-
-    # -- evidence for champion (registry/gate_record.py) -------------------------------------------------
-    def _artifact_bytes(self, info: VersionInfo, path: str) -> bytes | None:
-        """One artifact of the version's run, or None when it does not exist."""
-        if not info.run_id:
-            return None
-        with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
-            try:
-                local = self.client.download_artifacts(info.run_id, path, tmp)
-            except Exception:  # missing artifact: the caller names what is missing
-                return None
-            p = Path(local)
-            return p.read_bytes() if p.is_file() else None
-
-    def gate_record(self, info: VersionInfo) -> gr.GateRecord:
-        """The version's gate record, downloaded and verified against its tags and evaluation.json (not yet
-        against the checkpoint file: `verify`/`download` do that). Raises GateRecordError by name."""
-        where = f"{info.name} v{info.version}"
-        tag = info.tags.get(gr.RECORD_TAG)
-        return gr.check_record(
-            where,
-            self._artifact_bytes(info, gr.RECORD_ARTIFACT) if tag else None,
-            tag,
-            info.tags.get("checkpoint_sha256", ""),
-            self._artifact_bytes(info, gr.EVALUATION_ARTIFACT) if tag else None,
-        )
-
-    def passing_gate_record(self, info: VersionInfo) -> gr.GateRecord:
-        record = self.gate_record(info)
-        if not record.passed:
-            failed = "; ".join(str(r.get("rule")) for r in record.rules if not r.get("passed")) or "no rule"
-            raise gr.GateRecordError(
-                f"{info.name} v{info.version}: gate FAILED per its gate record ({failed}); refusing "
-                "(an override needs --force --reason)"
-            )
-        return record
-
-    def champion_evidence(self, info: VersionInfo) -> str:
-        """What entitles `info` to be champion: 'gate' (a passing gate record) or 'override' (an audited force).
-        Raises GateRecordError naming why neither holds (the gate's reason first)."""
-        try:
-            self.passing_gate_record(info)
-            return "gate"
-        except gr.GateRecordError as gate_error:
-            if not info.tags.get(gr.OVERRIDE_TAG):
-                raise
-            try:
-                gr.check_override(
-                    f"{info.name} v{info.version}",
-                    self._artifact_bytes(info, gr.OVERRIDE_ARTIFACT),
-                    info.tags.get(gr.OVERRIDE_TAG),
-                    info.tags.get("checkpoint_sha256", ""),
-                )
-            except gr.GateRecordError as e:
-                raise gr.GateRecordError(f"{gate_error}; {e}") from None
-            return "override"
-
-    def write_override(self, info: VersionInfo, reason: str, actor: str) -> gr.OverrideRecord:
-        """The audited force: an override record bound to the checkpoint, logged with the version's artifacts."""
-        if not reason.strip():
-            raise ValueError("--force needs --reason: an override of the gate must say why")
-        record = gr.OverrideRecord(
-            info.tags.get("checkpoint_sha256", ""), reason.strip(), actor, utc_now(), info.version
-        )
-        text = record.to_json()
-        with tempfile.TemporaryDirectory(prefix="override-") as tmp:
-            p = Path(tmp) / Path(gr.OVERRIDE_ARTIFACT).name
-            p.write_text(text, encoding="utf-8")
-            self.client.log_artifact(info.run_id, str(p), str(Path(gr.OVERRIDE_ARTIFACT).parent))
-        self.client.set_model_version_tag(
-            info.name, info.version, gr.OVERRIDE_TAG, gr.sha256_bytes(text.encode("utf-8"))
-        )
-        return record
-
     def _check_moved(self, name: str, version: str, entry: Entry) -> None:
         """Read back: the alias and the log's last entry must be ours, or someone else wrote in between."""
         champ = self.by_alias(name, CHAMPION)
@@ -486,6 +417,18 @@ class Registry:
         return self.get(name, version)
 
     # -- resolution ---------------------------------------------------------------------------------------
+    def _artifact_bytes(self, info: VersionInfo, path: str) -> bytes | None:
+        """One artifact of the version's run, or None when it does not exist."""
+        if not info.run_id:
+            return None
+        with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+            try:
+                local = self.client.download_artifacts(info.run_id, path, tmp)
+            except Exception:  # missing artifact: the caller names what is missing
+                return None
+            p = Path(local)
+            return p.read_bytes() if p.is_file() else None
+
     def download(self, info: VersionInfo, dst_dir: str | os.PathLike) -> Path:
         """Download a version's model folder; verify the .nemo's sha256 against the registry tag."""
         dst = Path(dst_dir)
@@ -524,51 +467,6 @@ class Registry:
         }
 
 
-def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """'models:/name@alias' -> (name, None, alias); 'models:/name/3' -> (name, '3', None)."""
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, None, alias
-    if "/" in rest:
-        name, version = rest.rsplit("/", 1)
-        return name, version, None
-    raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-
-
-def resolve_model_uri(uri: str, dst_dir: str | os.PathLike, client=None) -> str:
-    """A local .nemo path is returned as is; `models:/name@alias` or `models:/name/N` is downloaded."""
-    if not uri.startswith("models:/"):
-        p = Path(uri)
-        if p.is_dir():
-            p = p / "model.nemo"
-        if not p.is_file():
-            raise FileNotFoundError(f"{uri}: model file not found")
-        return str(p)
-    name, version, alias = parse_models_uri(uri)
-    reg = Registry(client or get_client())
-    info = reg.by_alias(name, alias) if alias else reg.get(name, version)
-    if info is None:
-        raise LookupError(f"{uri}: no such model version/alias in the registry")
-    return str(reg.download(info, dst_dir))
-
-
-def resolve_alias(
-    model_name: str, alias: str, dst_dir: str | os.PathLike, client=None
-) -> tuple[str, str, dict]:
-    """(local .nemo path, expected sha256, version info) for `model_name@alias`."""
-    reg = Registry(client or get_client())
-    info = reg.by_alias(model_name, alias)
-    if info is None:
-        raise LookupError(f"models:/{model_name}@{alias}: alias not set")
-    nemo = reg.download(info, dst_dir)
-    return (
-        str(nemo),
-        info.tags["checkpoint_sha256"],
-        {"name": info.name, "version": info.version, "tags": info.tags},
-    )
-
-
 __all__ = [
     "BASE",
     "CHALLENGER",
@@ -580,8 +478,5 @@ __all__ = [
     "default_actor",
     "default_tracking_uri",
     "get_client",
-    "parse_models_uri",
-    "resolve_alias",
-    "resolve_model_uri",
     "utc_now",
 ]

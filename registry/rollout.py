@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from registry.history import utc_now
 
 STAGES = ("stable", "canary")
 
@@ -73,7 +74,7 @@ def _audit(state: RolloutState, action: str, actor: str, reason: str, **extra: A
     entry = {
         "action": action,
         "actor": actor,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "at": utc_now(),
         "reason": reason,
         **extra,
     }

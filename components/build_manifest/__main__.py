@@ -7,8 +7,10 @@ import json
 import sys
 
 from components.build_manifest.core import DUPLICATE_AUDIO_MODES, build_manifests
+from components.build_manifest.settings import ManifestSettings
 from components.common.dataset import DatasetError
 from components.common.logs import add_verbosity_flags, configure_from
+from components.common.settings import add_arguments, from_arguments, to_mapping
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,23 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", required=True, help="folder with metadata.csv|jsonl and the audio")
     p.add_argument("--out", required=True, help="manifest directory to create/update")
     p.add_argument("--seed", type=int, default=0, help="split seed (used without a `split` column)")
-    p.add_argument("--val-ratio", type=float, default=0.1, help="share of utterances per language for val")
-    p.add_argument("--test-ratio", type=float, default=0.1, help="share of utterances per language for test")
     p.add_argument("--langs", default="", help="comma-separated locales to keep (default: all)")
     p.add_argument("--workers", type=int, default=2, help="processes for audio conversion (default 2)")
-    p.add_argument(
-        "--tar-shards",
-        type=int,
-        default=0,
-        help="also write each split as a NeMo tarred dataset with this many shards (default 0: off)",
-    )
-    p.add_argument(
-        "--shard-above-hours",
-        type=float,
-        default=0.0,
-        help="write tarred shards (one per 4 h of a split) when the corpus has at least this many hours "
-        "(default 0: only with --tar-shards; the pipeline's default is 1000)",
-    )
+    # the step's settings, one flag per field of its record (the pipeline's `build_manifest` section); the
+    # build folder is --out here (build_root and build_pods are the pipeline's data volume and fan-out)
+    add_arguments(p, ManifestSettings, skip=("build_root", "build_pods"))
     p.add_argument(
         "--verify-sources",
         action="store_true",
@@ -56,19 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     configure_from(a)
     try:
+        record = to_mapping(from_arguments(ManifestSettings, a))
+        del record["build_root"], record["build_pods"]
         r = build_manifests(
             a.data_root,
             a.out,
             seed=a.seed,
-            val_ratio=a.val_ratio,
-            test_ratio=a.test_ratio,
             langs=a.langs or None,
             workers=a.workers,
-            tar_shards=a.tar_shards,
-            shard_above_hours=a.shard_above_hours,
             verify_sources=a.verify_sources,
             validation=a.validation,
             duplicate_audio=a.duplicate_audio,
+            **record,
         )
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -47,41 +47,40 @@ def build_manifest_shard(
 @component
 def build_manifest(
     data_root: str,
-    seed: int,
-    val_ratio: float,
-    test_ratio: float,
     manifests: Output[Dataset],
-    tar_shards: int = 0,
+    settings: str = "",
+    seed: int = 0,
+    duplicate_audio: str = "reject",
     data_version: str = "",
     validation: Input[Metrics] = None,
-    duplicate_audio: str = "reject",
-    build_root: str = "",
-    shard_above_hours: float = 0.0,
 ) -> str:
-    """`validation`: validate_data's `report` output (validation.json); the rows it rejected never reach a
+    """`settings`: the step's record (components/build_manifest/settings.py) as `name=value` lines ('' = its
+    defaults, build_root included: give `build_root=` for the audio inside the artifact); its fields reach
+    fanout.build_step by name, except `build_pods`, the width of the pipeline's fan-out (the shard pods).
+    `seed` (finetune_asr's) and `duplicate_audio` (validate_data's) are other steps' settings this step shares.
+    `validation`: validate_data's `report` output (validation.json); the rows it rejected never reach a
     manifest. `data_version` (the dataset's content fingerprint) is unused here: it makes KFP's cache key
-    follow content. `build_root`: where the audio and shards are written (the data volume); empty = into
-    the artifact."""
+    follow content."""
     import json
     import os
 
     from components.build_manifest.fanout import build_step
+    from components.build_manifest.settings import ManifestSettings
     from components.common.logs import configure
+    from components.common.settings import step_kwargs
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
 
+    kwargs = step_kwargs(ManifestSettings, settings, "build_manifest")
+    kwargs.pop("build_pods")  # the DAG's: how many shard pods converted the audio before this merge
     os.makedirs(manifests.path, exist_ok=True)  # kfp does not pre-create output directories
     r = build_step(
         data_root,
         manifests.path,
-        build_root,
         seed=seed,
-        val_ratio=val_ratio,
-        test_ratio=test_ratio,
-        tar_shards=tar_shards,
-        validation=validation.path if validation is not None else None,
         duplicate_audio=duplicate_audio,
-        shard_above_hours=shard_above_hours,
+        validation=validation.path if validation is not None else None,
+        **kwargs,
     )
     manifests.metadata.update(r.metadata())
     return json.dumps(r.brief(), ensure_ascii=False)

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from components.common.cli import run_check
 from components.common.io import atomic_write_text
 from components.common.manifest import read_manifest, write_manifest
 from components.common.text import TextMap, get_text_maps, map_for_tokenizer
@@ -334,20 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also rewrite the directory's train/val manifests with --text-maps",
     )
-    a = p.parse_args(argv)
+    return run_check(p, argv, _check, (CoverageError, ValueError))
+
+
+def _check(a) -> CoverageReport:
     splits = [s.strip() for s in a.splits.split(",") if s.strip()]
-    try:
-        rep = check_manifest_coverage(
-            a.manifest, a.tokenizer, a.max_unk_rate, a.text_maps or None, a.out, splits
-        )
-        if a.apply and a.text_maps:
-            changed = apply_text_maps(a.manifest, a.text_maps, splits)
-            print(f"text maps applied: {json.dumps(changed)}", file=sys.stderr)
-    except (CoverageError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(rep.summary)
-    return 0 if rep.passed else 1
+    rep = check_manifest_coverage(a.manifest, a.tokenizer, a.max_unk_rate, a.text_maps or None, a.out, splits)
+    if a.apply and a.text_maps:
+        changed = apply_text_maps(a.manifest, a.text_maps, splits)
+        print(f"text maps applied: {json.dumps(changed)}", file=sys.stderr)
+    return rep
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """Typed settings records: one dataclass per step, from which everything else is derived.
 
-A step's knobs are fields of one dataclass, each with a default and a one-line help (`knob(...)`); a field
-whose default is None means "keep the recipe's value". From the record come:
+A step's knobs are fields of one dataclass (components/<step>/settings.py), each with a default and a one-line
+help (`knob(...)`); a field whose default is None means "keep the recipe's value". From the record come:
 - the pipeline's parameters and their Kubeflow UI descriptions (pipelines/settings.py),
 - params.yaml's keys (checked against the records: an unknown key is an error naming it),
 - the CLI flags (`add_arguments`),
-- the text a kfp component receives (`encode` / `decode`): one `name=value` per line.
+- the text a kfp component receives (`encode` / `decode`): one `name=value` per line; a line that does not
+  start with `name=` continues the previous value (a gate policy's YAML text).
 
 Why text and not one typed kfp input per knob: a lightweight kfp component's signature is its source code, so
 every knob would be written again there and in its call. A pipeline can hand a component one string built
-from its parameters (an f-string of pipeline channels, which Kubeflow resolves at run time), so a new knob
-takes two edits: the record, and the code that uses it.
+from its parameters (an f-string of pipeline channels, which Kubeflow resolves at run time, so the task's
+cache key still changes with every setting); the component passes the record's fields to its core function by
+name (`step_kwargs`), so a new knob takes two edits: the record, and the code that uses it.
 """
 
 from __future__ import annotations
@@ -127,28 +129,44 @@ def to_mapping(record: Any) -> dict[str, Any]:
     return dataclasses.asdict(record)
 
 
+_SETTING_LINE = re.compile(r"[a-z_][a-z0-9_]*=")
+
+
 def encode(values: Mapping[str, Any]) -> str:
-    """`name=value` lines (what a kfp component receives); None is written as an empty value."""
+    """`name=value` lines (what a kfp component receives); None is written as an empty value. A value may span
+    lines (a gate policy's YAML text) as long as no later line of it looks like `name=` (`decode`'s rule)."""
     lines = []
     for name, value in values.items():
         text = "" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        if "\n" in text:
-            raise SettingsError(f"{name}: a setting cannot contain a line break: {text!r}")
+        if any(_SETTING_LINE.match(line) for line in text.split("\n")[1:]):
+            raise SettingsError(f"{name}: a line of this value reads as a setting (name=...): {text!r}")
         lines.append(f"{name}={text}")
     return "\n".join(lines)
 
 
 def decode(cls: type, text: str, where: str = "") -> Any:
-    """The record from `encode`'s text (or from a pipeline's f-string of its parameters)."""
+    """The record from `encode`'s text (or from a pipeline's f-string of its parameters): a line that starts
+    with a lower-case `name=` starts a setting, any other line continues the previous value (a multi-line gate
+    policy). Names are checked against the record (`from_mapping`: an unknown one is named)."""
     values: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        name, sep, value = line.partition("=")
-        if not sep:
+    name = ""
+    for line in text.split("\n"):
+        if _SETTING_LINE.match(line):
+            name, _, value = line.partition("=")
+            values[name] = value
+        elif name:
+            values[name] += "\n" + line
+        elif line.strip():
             raise SettingsError(f"{where}settings line {line!r}: expected name=value")
-        values[name.strip()] = value
-    return from_mapping(cls, values, where)
+    return from_mapping(cls, {k: v.rstrip("\n") for k, v in values.items()}, where)
+
+
+def step_kwargs(cls: type, settings: Any, section: str) -> dict[str, Any]:
+    """A step's record, given as itself or as its `name=value` text ('' = the defaults), as the keyword
+    arguments of the step's core function: each field by its name (what a kfp component passes on, so a new
+    field reaches the core without an edit to the component)."""
+    record = settings if isinstance(settings, cls) else decode(cls, settings or "", f"{section}.")
+    return to_mapping(record)
 
 
 def kfp_text(cls: type, channels: Mapping[str, Any]) -> str:
@@ -156,14 +174,21 @@ def kfp_text(cls: type, channels: Mapping[str, Any]) -> str:
     return "\n".join(f"{k.name}={channels[k.name]}" for k in knobs(cls))
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
-    """One `--name-with-dashes` flag per knob (strings, parsed by `from_mapping`); absent = the default."""
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: Iterable[str] = (),
+    aliases: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """One `--name-with-dashes` flag per knob (strings, parsed by `from_mapping`); absent = the default.
+    `aliases`: a knob's older flag names, still accepted."""
     for k in knobs(cls):
         if k.name in skip:
             continue
         default = "the recipe's" if k.default is None and k.optional else repr(k.default)
         parser.add_argument(
             "--" + k.name.replace("_", "-"),
+            *(aliases or {}).get(k.name, ()),
             dest=k.name,
             default=argparse.SUPPRESS,
             help=f"{k.help} (default: {default})",

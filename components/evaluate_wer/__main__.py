@@ -6,10 +6,13 @@ import argparse
 import sys
 
 from components.common.logs import add_verbosity_flags, configure_from
+from components.common.settings import SettingsError, add_arguments, from_arguments, to_mapping
 from components.evaluate_wer.core import run_step
+from components.evaluate_wer.settings import EvaluateSettings
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's arguments (the same names as run_step's, dashed)."""
     p = argparse.ArgumentParser(
         prog="python -m components.evaluate_wer",
         description="Score base vs candidate (streaming + offline) on test.jsonl and apply the gate.",
@@ -25,24 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--target-langs", required=True, help="comma-separated, e.g. bg-BG")
     p.add_argument("--replay-langs", default="", help="comma-separated, e.g. el-GR,es-ES")
-    p.add_argument(
-        "--att-context-size", default="", help="streaming lookahead, e.g. [56,1] (default: model's)"
+    # the step's settings, one flag per field of its record (the pipeline's `evaluate_wer` section)
+    add_arguments(
+        p,
+        EvaluateSettings,
+        aliases={"gate_policy": ["--policy"], "gate_floor_override_reason": ["--floor-override-reason"]},
     )
-    p.add_argument("--policy", default="", help="gate policy YAML file (default: policy/default_gate.yaml)")
     p.add_argument(
         "--champion",
         default="",
         help="current champion to compare with, e.g. models:/name@champion (unset alias: none)",
-    )
-    p.add_argument(
-        "--offline-att-context-size",
-        default="",
-        help="lookahead of offline transcription (default: the model's largest, most accurate)",
-    )
-    p.add_argument(
-        "--floor-override-reason",
-        default="",
-        help="audited reason to run a policy below policy/floor.yaml (recorded on the version)",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-utts-per-lang", type=int, default=None)
@@ -63,16 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pipeline-run-id", default="", help="tag the MLflow run with this pipeline run id")
     add_verbosity_flags(p)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     configure_from(a)
+    try:
+        record = to_mapping(from_arguments(EvaluateSettings, a))
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     r = run_step(
         a.manifests,
         a.base,
         a.candidate,
         a.target_langs,
         a.replay_langs,
-        a.att_context_size,
-        a.policy,
         out_dir=a.out,
         batch_size=a.batch_size,
         max_utts_per_lang=a.max_utts_per_lang,
@@ -83,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_tracking_uri=a.mlflow_tracking_uri,
         pipeline_run_id=a.pipeline_run_id,
         champion_model_uri=a.champion,
-        offline_att_context_size=a.offline_att_context_size or None,
-        floor_override_reason=a.floor_override_reason,
+        **record,
     )
     print(f"evaluation: {r.evaluation_path}\nreport: {r.report_path}")
     if r.mlflow_run_id:

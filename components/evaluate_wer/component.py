@@ -14,44 +14,49 @@ def evaluate_wer(
     candidate: Input[Model],
     target_langs: str,
     replay_langs: str,
-    att_context_size: str,
-    gate_policy: str,
     metrics: Output[Metrics],
     report: Output[HTML],
     evaluation: Output[Artifact],
+    settings: str = "",
+    att_context_size: str = "",
+    model_name: str = "",
     mlflow_tracking_uri: str = "",
     pipeline_run_id: str = "",
-    model_name: str = "",
     champion_alias: str = "champion",
-    offline_att_context_size: str = "",
-    floor_override_reason: str = "",
 ) -> NamedTuple("Outputs", [("passed", bool), ("decision", str), ("mlflow_run_id", str)]):
     """Score base vs candidate and `model_name`'s current champion (streaming at att_context_size + offline at
     the largest lookahead; the candidate's WER-vs-latency curve), apply the gate policy (refused below the
-    policy floor unless floor_override_reason), log the report to MLflow and every number as KFP Metrics."""
+    policy floor unless gate_floor_override_reason), log the report to MLflow and every number as KFP Metrics.
+
+    `settings`: the step's record (components/evaluate_wer/settings.py) as `name=value` lines ('' = its
+    defaults); its fields reach core.run_step by name. `att_context_size`, when given, is the preflight's
+    resolution of the record's (the run's, else the recipe's) and replaces it. `target_langs`/`replay_langs`
+    (finetune_asr's) and `model_name` (register_model's) are other steps' settings this step shares."""
     import json  # noqa: E401
     import shutil
     from collections import namedtuple
 
     from components.common.logs import configure
+    from components.common.settings import step_kwargs
     from components.evaluate_wer.core import run_step, summary_metrics
+    from components.evaluate_wer.settings import EvaluateSettings
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
 
+    kwargs = step_kwargs(EvaluateSettings, settings, "evaluate_wer")
+    if att_context_size:
+        kwargs["att_context_size"] = att_context_size
     r = run_step(
         manifests.path,
         base_model_uri,
         candidate.path,
         target_langs,
         replay_langs,
-        att_context_size,
-        gate_policy,
         out_dir=evaluation.path,
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
         champion_model_uri=f"models:/{model_name}@{champion_alias}" if model_name and champion_alias else "",
-        offline_att_context_size=offline_att_context_size or None,
-        floor_override_reason=floor_override_reason,
+        **kwargs,
     )
     flat = summary_metrics(r)
     for k, v in flat.items():

@@ -61,18 +61,33 @@ def _png(fig) -> str:
 
 
 def _plots(summary: dict) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) per figure: the gate's delta, streaming vs offline, and the latency curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    out = [_gate_plot(plt, summary), _modes_plot(plt, summary)]
+    if summary.get("latency_curve"):
+        out.append(_latency_plot(plt, summary))
+    return out
+
+
+def _figure(plt, fig, caption: str) -> tuple[str, str]:
+    """(caption, the figure as base64 PNG); the figure is closed."""
+    try:
+        return caption, _png(fig)
+    finally:
+        plt.close(fig)
+
+
+def _gate_plot(plt, summary: dict) -> tuple[str, str]:
+    """Base vs candidate per language in the gate's mode and metric (the bootstrap CI is of that delta)."""
     import numpy as np
 
     langs = _langs(summary)
     m, ci = summary["metrics"], summary["delta_ci"]
     x = np.arange(len(langs))
-    out = []
-
-    # the gate's mode and metric (the bootstrap CI is of that delta)
     first = next(iter(ci.values()), {})
     mode, metric = first.get("mode", "streaming"), first.get("metric", "wer_norm")
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(langs) + 2), 3.2))
@@ -87,11 +102,17 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
     ax.set_ylabel(f"{metric} %")
     ax.set_title(f"{mode.capitalize()} {metric} at att_context_size={summary['att_context_size']}")
     ax.legend()
-    out.append(
-        (f"{metric} per language, base vs candidate ({mode}; error bars: 95% CI of the delta)", _png(fig))
-    )
-    plt.close(fig)
+    caption = f"{metric} per language, base vs candidate ({mode}; error bars: 95% CI of the delta)"
+    return _figure(plt, fig, caption)
 
+
+def _modes_plot(plt, summary: dict) -> tuple[str, str]:
+    """Normalised WER per language for both models, offline and streaming side by side."""
+    import numpy as np
+
+    langs = _langs(summary)
+    m = summary["metrics"]
+    x = np.arange(len(langs))
     fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(langs) + 2), 3.2))
     w = 0.2
     for k, (model, mode, color) in enumerate(
@@ -108,46 +129,45 @@ def _plots(summary: dict) -> list[tuple[str, str]]:
     ax.set_ylabel("WER % (normalised)")
     ax.set_title("Streaming vs offline")
     ax.legend(fontsize=8)
-    out.append(("Streaming vs offline", _png(fig)))
-    plt.close(fig)
+    return _figure(plt, fig, "Streaming vs offline")
 
-    curve = summary.get("latency_curve") or []
-    if curve:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        lat = [p["latency_ms"] for p in curve]
-        for lg in langs + ["overall"]:
-            ys = [p["metrics"][lg]["wer_norm"] * 100 for p in curve]
-            style = {"color": "black", "linewidth": 2.2} if lg == "overall" else {"linewidth": 1.2}
-            ax.plot(lat, ys, marker="o", label=lg, **style)
-        dep = next((p for p in curve if p["deployed"]), None)
-        if dep is not None:
-            ax.axvline(dep["latency_ms"], color="#b3261e", linestyle="--", linewidth=1)
-            ax.annotate(
-                f"deployed {dep['att_context_size']}",
-                (dep["latency_ms"], ax.get_ylim()[1]),
-                textcoords="offset points",
-                xytext=(4, -12),
-                fontsize=8,
-                color="#b3261e",
-            )
-        for p in curve:
-            ax.annotate(
-                str(p["att_context_size"]),
-                (p["latency_ms"], p["metrics"]["overall"]["wer_norm"] * 100),
-                textcoords="offset points",
-                xytext=(3, 4),
-                fontsize=7,
-            )
-        ax.set_xscale("log")  # lookaheads grow roughly geometrically (80 ... 1120 ms): keep points apart
-        ax.set_xticks(lat, [f"{v:.0f}" for v in lat])
-        ax.minorticks_off()
-        ax.set_xlabel("algorithmic latency, ms (chunk = (right context + 1) x subsampling x hop)")
-        ax.set_ylabel("WER % (normalised)")
-        ax.set_title("Candidate: streaming WER vs latency (every supported att_context_size)")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        out.append(("Candidate WER vs latency", _png(fig)))
-        plt.close(fig)
-    return out
+
+def _latency_plot(plt, summary: dict) -> tuple[str, str]:
+    """The candidate's streaming WER at every supported lookahead, the deployed one marked."""
+    langs, curve = _langs(summary), summary["latency_curve"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    lat = [p["latency_ms"] for p in curve]
+    for lg in langs + ["overall"]:
+        ys = [p["metrics"][lg]["wer_norm"] * 100 for p in curve]
+        style = {"color": "black", "linewidth": 2.2} if lg == "overall" else {"linewidth": 1.2}
+        ax.plot(lat, ys, marker="o", label=lg, **style)
+    dep = next((p for p in curve if p["deployed"]), None)
+    if dep is not None:
+        ax.axvline(dep["latency_ms"], color="#b3261e", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"deployed {dep['att_context_size']}",
+            (dep["latency_ms"], ax.get_ylim()[1]),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+            color="#b3261e",
+        )
+    for p in curve:
+        ax.annotate(
+            str(p["att_context_size"]),
+            (p["latency_ms"], p["metrics"]["overall"]["wer_norm"] * 100),
+            textcoords="offset points",
+            xytext=(3, 4),
+            fontsize=7,
+        )
+    ax.set_xscale("log")  # lookaheads grow roughly geometrically (80 ... 1120 ms): keep points apart
+    ax.set_xticks(lat, [f"{v:.0f}" for v in lat])
+    ax.minorticks_off()
+    ax.set_xlabel("algorithmic latency, ms (chunk = (right context + 1) x subsampling x hop)")
+    ax.set_ylabel("WER % (normalised)")
+    ax.set_title("Candidate: streaming WER vs latency (every supported att_context_size)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _figure(plt, fig, "Candidate WER vs latency")
 
 
 TEMPLATE = "report.html.j2"  # beside this module

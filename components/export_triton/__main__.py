@@ -86,7 +86,7 @@ def _export_alias(a: argparse.Namespace, kw: dict):
     import os
     import tempfile
 
-    from registry.mlflow_adapter import parse_models_uri, resolve_alias
+    from registry.resolve import parse_models_uri, resolve_alias
 
     name, _, alias = parse_models_uri(a.nemo)
     if not alias:

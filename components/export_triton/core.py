@@ -39,6 +39,7 @@ STREAMING = "asr_streaming"
 MODELS = (OFFLINE, STREAMING)
 _RUNTIME_SOURCE = {OFFLINE: "model_offline.py", STREAMING: "model_streaming.py"}
 _TEMPLATE = {OFFLINE: "asr_offline.pbtxt.tmpl", STREAMING: "asr_streaming.pbtxt.tmpl"}
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -335,3 +336,68 @@ def read_sidecar(nemo_path: str | os.PathLike) -> dict | None:
             except json.JSONDecodeError as e:
                 raise ExportError(f"{cand}: not valid JSON ({e})") from e
     return None
+
+
+def export_step(
+    model_name: str,
+    triton_repo: str,
+    alias: str = "champion",
+    att_context_size: str = "",
+    offline_att_context_size: str = "",
+    mlflow_tracking_uri: str = "",
+    candidate_sha256: str = "",
+) -> tuple[int, str]:
+    """What the export_triton component does: export the registry's `alias` version of `model_name` into
+    `triton_repo` (the component passes its settings record's fields by name: components/export_triton/
+    settings.py); returns (Triton version, sha256). `candidate_sha256` (the pipeline's registered candidate, now
+    champion): when the newest Triton version already serves it at these lookaheads, nothing is exported and
+    MLflow is not even opened (an unchanged re-run)."""
+    from registry.mlflow_adapter import Registry, get_client
+    from registry.resolve import resolve_alias
+
+    atts = (
+        parse_att_context_size(att_context_size or None),
+        parse_att_context_size(offline_att_context_size or None),
+    )
+    if candidate_sha256 and (same := serving_version(triton_repo, candidate_sha256, *atts)) is not None:
+        log.info(
+            "%s: the candidate %s is already Triton version %s: nothing exported",
+            model_name,
+            candidate_sha256[:12],
+            same,
+        )
+        return same, candidate_sha256
+    os.makedirs(triton_repo, exist_ok=True)
+    info = Registry(get_client(mlflow_tracking_uri or None)).by_alias(model_name, alias)
+    if info is not None:  # idempotent re-run: the newest version already serves it (no download)
+        same = serving_version(triton_repo, info.tags.get("checkpoint_sha256", ""), *atts)
+        if same is not None:
+            log.info(
+                "%s@%s (v%s) is already Triton version %s: nothing exported",
+                model_name,
+                alias,
+                info.version,
+                same,
+            )
+            return same, info.tags["checkpoint_sha256"]
+    with tempfile.TemporaryDirectory(dir=triton_repo, prefix=".download-") as dst:  # same fs: hardlink
+        nemo, sha256, info = resolve_alias(
+            model_name, alias, dst, client=get_client(mlflow_tracking_uri or None)
+        )
+        r = export_model(
+            nemo,
+            triton_repo,
+            sha256,
+            {**info, "alias": alias},
+            att_context_size or None,
+            offline_att_context_size=offline_att_context_size or None,
+        )
+    log.info(
+        "exported %s@%s as version %s%s: %s",
+        model_name,
+        alias,
+        r.version,
+        " (already there)" if r.reused else "",
+        r.paths,
+    )
+    return r.version, r.sha256

@@ -110,9 +110,10 @@ def _nemotron_shape(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from components.finetune_asr import core
+    from registry.resolve import resolve_model
 
     settings = from_arguments(FinetuneSettings, args)
-    base = core.resolve_base_model(args.base, f"{args.out}/base_model")
+    base = resolve_model(args.base, f"{args.out}/base_model")
     res = core.finetune(
         base,
         args.train,

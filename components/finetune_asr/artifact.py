@@ -6,9 +6,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components.common.io import atomic_write_text, sha256_file
+from components.finetune_asr.data import count_langs
+from components.finetune_asr.settings import FinetuneSettings, peak_lr
+
+if TYPE_CHECKING:
+    from components.finetune_asr.configure import RunConfig
+    from components.finetune_asr.trainer import TrainOutcome
 
 
 def save_model_atomic(model, path: str | os.PathLike) -> str:
@@ -47,3 +53,63 @@ def write_sidecar(model_path: str | os.PathLike, card: dict) -> str:
     atomic_write_text(out, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     os.chmod(out, 0o644)
     return str(out)
+
+
+def sidecar_fields(
+    s: FinetuneSettings,
+    cfg: RunConfig,
+    base_model_uri: str,
+    langs: list[str],
+    outcome: TrainOutcome,
+    rows: list[dict],
+    val_wer: dict,
+    coverage: dict,
+) -> dict:
+    """The sidecar's run fields (model_card adds the model-derived ones)."""
+    return dict(
+        base_model_uri=base_model_uri,
+        base_model_sha256=cfg.base_sha,
+        languages=langs,
+        target_languages=s.targets,
+        replay_languages=s.replays,
+        train_steps=outcome.steps_done,
+        rows_per_lang=count_langs(rows),
+        config=cfg.recipe.path.name,
+        recipe=s.recipe,
+        overrides=s.overrides(),
+        hyperparameters=hyperparameters(s, cfg),
+        val_wer=val_wer,
+        tokenizer_coverage=coverage,
+    )
+
+
+def hyperparameters(s: FinetuneSettings, cfg: RunConfig) -> dict:
+    """The sidecar's `hyperparameters`: what the run trained with, as resolved."""
+    optim, train_ds = cfg.optim, cfg.train_ds
+    return {
+        "lr": optim.get("lr"),
+        "peak_lr": peak_lr(optim),
+        "scheduler": optim.get("sched", {}).get("name"),
+        "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
+        "batch_size": train_ds.get("batch_size"),
+        "batch_duration": train_ds.get("batch_duration"),
+        "prompt_mode": train_ds.get("default_prompt_mode"),
+        "precision": cfg.trainer_cfg.get("precision"),
+        "freeze": s.freeze,
+        "att_context_size": cfg.att_context_size,
+        "seed": s.seed,
+        "replay_per_lang": s.replay_per_lang,
+        "replay_ratio": s.replay_ratio,
+        "replay_distill": s.replay_distill,
+    }
+
+
+def save_artifact(model, out_dir: Path, card: dict) -> tuple[Path, Path | str]:
+    """On rank zero, out_dir/model.nemo then its model.json sidecar; returns their paths."""
+    is_rank_zero = getattr(model, "global_rank", 0) == 0
+    model_path = out_dir / "model.nemo"
+    sidecar: Path | str = out_dir / "model.json"
+    if is_rank_zero:
+        save_model_atomic(model, model_path)
+        sidecar = write_sidecar(model_path, model_card(model, **card))
+    return model_path, sidecar

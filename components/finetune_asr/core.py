@@ -8,14 +8,14 @@ trainer: the tiny YAML on CPU, `nemotron35_finetune.yaml` on GPU. On CPU the RNN
 vectorised one in fastloss.py (NeMo's is pure Python there).
 
 This module is the orchestration (`finetune`, the pipeline step); its parts live beside it: data.py (which rows),
-trainer.py (Lightning wiring: callbacks, atomic checkpoint IO, SIGTERM), validation.py (tokenizer coverage,
-validation loss/WER) and artifact.py (model.nemo + model.json).
+configure.py (the recipe fitted to this host, the run's fingerprint), prepare.py (freezing, distillation, the
+training lookahead), trainer.py (Lightning wiring: callbacks, atomic checkpoint IO, SIGTERM), tracking.py
+(MLflow), validation.py (tokenizer coverage, validation loss/WER) and artifact.py (model.nemo + model.json).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -23,20 +23,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from components.common.io import atomic_write_text, sha256_file
 from components.common.manifest import write_manifest
-from components.finetune_asr.artifact import model_card, save_model_atomic, write_sidecar
-from components.finetune_asr.data import _read, count_langs, langs_of, select_rows
-from components.finetune_asr.settings import (
-    CONF_DIR,
-    FREEZE_CHOICES,
-    FinetuneSettings,
-    apply,
-    parse_att_context_size,
-    peak_lr,
+from components.finetune_asr.artifact import (
+    model_card,
+    save_artifact,
+    save_model_atomic,
+    sidecar_fields,
+    write_sidecar,
 )
+from components.finetune_asr.configure import RunConfig, resolve_config, resolve_recipe, run_fingerprint
+from components.finetune_asr.data import _read, count_langs, langs_of, select_rows
+from components.finetune_asr.prepare import apply_freeze, prepare_for_training, restore_after_training
+from components.finetune_asr.settings import CONF_DIR, FinetuneSettings
 from components.finetune_asr.tracking import FinetuneTracker, tracking_uri
 from components.finetune_asr.trainer import (
     TrainOutcome,
@@ -49,6 +48,7 @@ from components.finetune_asr.trainer import (
     train,
 )
 from components.finetune_asr.validation import tokenizer_coverage, validation_loss, validation_wer
+from registry.resolve import resolve_model  # the one model-reference rule; MLflow only for a URI
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ __all__ = [  # what callers import from here (the parts' names re-exported for t
     "model_card",
     "newest_checkpoint",
     "preflight_step",
-    "resolve_base_model",
     "result_dict",
     "run_finetune_step",
     "save_model_atomic",
@@ -83,8 +82,6 @@ __all__ = [  # what callers import from here (the parts' names re-exported for t
 
 
 TINY_CONFIG = CONF_DIR / "tiny_prompt_rnnt.yaml"  # the tiny demo model's architecture (bootstrap)
-# Freeze policies (FREEZE_CHOICES): "encoder" trains prompt_kernel + decoder + joint; "all_but_prompt_decoder"
-# trains only the prompt projection and the prediction network (a new domain's vocabulary/LM behaviour).
 
 
 @dataclass
@@ -110,37 +107,6 @@ class FinetuneResult:
         """Mean loss of the last (up to) 10 recorded steps: one step's loss is too noisy to report."""
         tail = [loss for _, loss in self.train_loss_curve[-10:]]
         return float(sum(tail) / len(tail)) if tail else float("nan")
-
-
-def _run_fingerprint(**parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _check_resume(work_dir: Path, fingerprint: str) -> None:
-    """Refuse to resume from checkpoints of a different run (other data, base model or hyper-parameters)."""
-    marker = work_dir / "run.json"
-    ckpts = work_dir / "checkpoints"
-    if marker.is_file():
-        previous = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
-        if previous != fingerprint and ckpts.exists() and any(ckpts.iterdir()):
-            raise RuntimeError(
-                f"{ckpts} holds checkpoints of a different fine-tune (data, base model or hyper-parameters "
-                f"differ; see {marker}); delete them or use another work_dir"
-            )
-    atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}) + "\n")
-
-
-# ------------------------------------------------------------------------------------------------ finetune
-@dataclass
-class _Config:
-    """A fine-tune's resolved configuration: the recipe with the settings applied, fitted to this host."""
-
-    recipe: Any  # settings.Recipe
-    train_ds: dict
-    optim: dict
-    trainer_cfg: dict
-    att_context_size: list[int] | None
-    base_sha: str
 
 
 def finetune(
@@ -184,13 +150,13 @@ def finetune(
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
-    recipe, trainer_cfg = _recipe(s, devices, strategy)
+    recipe, trainer_cfg = resolve_recipe(s, devices, strategy)
     model = _load_base(base_model, s.seed, threads)
     rows, coverage, manifest_path = _training_rows(model, s, train_manifest, replay_manifest, work_dir)
-    cfg = _configure(
+    cfg = resolve_config(
         s, recipe, trainer_cfg, rows, train_manifest, manifest_path, model.cfg, base_model, work_dir, coverage
     )
-    saved_probs = _prepare_for_training(model, s, base_model, cfg.att_context_size)
+    saved_probs = prepare_for_training(model, s, base_model, cfg.att_context_size)
     outcome = train(
         model,
         cfg.train_ds,
@@ -203,18 +169,31 @@ def finetune(
         label="finetune",
         tracker=tracker,
     )
-    _restore_after_training(model, s, saved_probs, coverage)
+    restore_after_training(model, s, saved_probs, coverage)
     langs = langs_of(s.targets, s.replays)
     val_wer = validation_wer(model, val_manifest, langs, val_max_per_lang)
 
-    card = _card(s, cfg, base_model_uri or str(base_model), langs, outcome, rows, val_wer, coverage)
-    model_path, sidecar = _save(model, out_dir, card)
+    card = sidecar_fields(s, cfg, base_model_uri or str(base_model), langs, outcome, rows, val_wer, coverage)
+    model_path, sidecar = save_artifact(model, out_dir, card)
+    return _result(model_path, sidecar, outcome, cfg, rows, val_wer, time.monotonic() - t_start)
+
+
+def _result(
+    model_path,
+    sidecar,
+    outcome: TrainOutcome,
+    cfg: RunConfig,
+    rows: list[dict],
+    val_wer: dict,
+    seconds: float,
+) -> FinetuneResult:
+    """The fine-tune's result: where the artifact is, what training did, and on what."""
     return FinetuneResult(
         model_path=str(model_path),
         sidecar_path=str(sidecar),
         steps_done=outcome.steps_done,
         train_loss_curve=outcome.loss_curve,
-        seconds=time.monotonic() - t_start,
+        seconds=seconds,
         resumed_from_step=outcome.resumed_from_step,
         n_train_rows=len(rows),
         rows_per_lang=count_langs(rows),
@@ -266,208 +245,6 @@ def _training_rows(model, s: FinetuneSettings, train_manifest, replay_manifest, 
     return rows, coverage, manifest_path
 
 
-def _recipe(s: FinetuneSettings, devices: int | str | None, strategy: str | None) -> tuple[Any, dict]:
-    """The recipe (`s.recipe`) with the set knobs applied, and its trainer section with `devices`/`strategy`."""
-    recipe = apply(s)
-    trainer_cfg = dict(recipe.trainer)
-    for key, value in (("devices", devices), ("strategy", strategy)):
-        if value not in (None, ""):
-            trainer_cfg[key] = value
-    return recipe, trainer_cfg
-
-
-def _configure(
-    s: FinetuneSettings,
-    recipe,
-    trainer_cfg: dict,
-    rows: list[dict],
-    train_manifest,
-    manifest_path: Path,
-    model_cfg,
-    base_model: Path,
-    work_dir: Path,
-    coverage: dict,
-) -> _Config:
-    """Resolve train_ds / optim / trainer for this host, refuse another run's checkpoints, print the recipe."""
-    from components.finetune_asr.shards import use_shards
-
-    train_ds = build_train_ds(recipe.train_ds, manifest_path, model_cfg, s.seed)
-    train_ds = use_shards(
-        train_ds, rows, train_manifest, work_dir, s.seed
-    )  # tarred shards at scale (issue 16)
-    optim = recipe.optim
-    for note in fit_to_host(trainer_cfg, train_ds):
-        log.info("finetune: %s", note)
-    trainer_cfg["use_distributed_sampler"] = False  # lhotse shards the data per rank itself
-    att_context_size = parse_att_context_size(s.train_att_context_size)
-    base_sha = sha256_file(base_model)
-    fingerprint = _run_fingerprint(
-        base=base_sha,
-        rows=sha256_file(manifest_path),
-        recipe=sha256_file(recipe.path),
-        optim=optim,
-        batch_size=train_ds.get("batch_size"),
-        batch_duration=train_ds.get("batch_duration"),
-        prompt_mode=train_ds.get("default_prompt_mode"),
-        precision=trainer_cfg.get("precision"),
-        freeze=s.freeze,
-        att=att_context_size,
-        text_maps=coverage["text_maps"],
-        seed=s.seed,
-        replay_distill=s.replay_distill,
-    )
-    _check_resume(work_dir, fingerprint)
-    log.info(
-        f"finetune: recipe {s.recipe}: {optim.get('name')} lr {optim.get('lr')} "
-        f"({optim.get('sched', {}).get('name')}, peak {peak_lr(optim):.3g}), "
-        + (
-            f"batch {train_ds['batch_size']}"
-            if train_ds.get("batch_size")
-            else f"batch_duration {train_ds.get('batch_duration')} s"
-        )
-        + f", precision {trainer_cfg.get('precision')}, prompt mode {train_ds.get('default_prompt_mode')}"
-        + (f"; overrides {s.overrides()}" if s.overrides() else "")
-    )
-    return _Config(recipe, train_ds, optim, trainer_cfg, att_context_size, base_sha)
-
-
-def _prepare_for_training(model, s: FinetuneSettings, base_model: Path, att_context_size) -> list | None:
-    """Freeze per `s.freeze`, add the replay distillation term, and with a training lookahead give it all the
-    sampling probability; returns the probabilities to restore after training (None: nothing to restore)."""
-    from components.finetune_asr.distill import distill_replay_from_base
-
-    apply_freeze(model, s.freeze)
-    distill_replay_from_base(model, base_model, s.replays, s.replay_distill)
-    if att_context_size is None:
-        return None
-    if att_context_size not in model.encoder.att_context_size_all:
-        raise ValueError(
-            f"train_att_context_size {att_context_size} is not one of the model's "
-            f"{model.encoder.att_context_size_all}"
-        )
-    saved_probs = list(model.encoder.att_context_probs)
-    model.encoder.att_context_probs = [
-        1.0 if a == att_context_size else 0.0 for a in model.encoder.att_context_size_all
-    ]
-    return saved_probs
-
-
-def _restore_after_training(model, s: FinetuneSettings, saved_probs, coverage: dict) -> None:
-    """Undo what training needed (one lookahead, frozen parameters); store the text maps in the config."""
-    if saved_probs is not None:
-        model.encoder.att_context_probs = saved_probs
-    if s.freeze != "none":
-        for p in model.parameters():
-            p.requires_grad_(True)  # the saved model must be trainable again for the next fine-tune
-    if coverage["text_maps"]:
-        from omegaconf import open_dict
-
-        with open_dict(model.cfg):
-            model.cfg.text_maps = list(coverage["text_maps"])
-    model.eval()
-
-
-def _card(
-    s: FinetuneSettings,
-    cfg: _Config,
-    base_model_uri: str,
-    langs: list[str],
-    outcome: TrainOutcome,
-    rows: list[dict],
-    val_wer: dict,
-    coverage: dict,
-) -> dict:
-    """The sidecar's run fields (model_card adds the model-derived ones)."""
-    return dict(
-        base_model_uri=base_model_uri,
-        base_model_sha256=cfg.base_sha,
-        languages=langs,
-        target_languages=s.targets,
-        replay_languages=s.replays,
-        train_steps=outcome.steps_done,
-        rows_per_lang=count_langs(rows),
-        config=cfg.recipe.path.name,
-        recipe=s.recipe,
-        overrides=s.overrides(),
-        hyperparameters=_hyperparameters(s, cfg),
-        val_wer=val_wer,
-        tokenizer_coverage=coverage,
-    )
-
-
-def _hyperparameters(s: FinetuneSettings, cfg: _Config) -> dict:
-    """The sidecar's `hyperparameters`: what the run trained with, as resolved."""
-    optim, train_ds = cfg.optim, cfg.train_ds
-    return {
-        "lr": optim.get("lr"),
-        "peak_lr": peak_lr(optim),
-        "scheduler": optim.get("sched", {}).get("name"),
-        "warmup_steps": optim.get("sched", {}).get("warmup_steps"),
-        "batch_size": train_ds.get("batch_size"),
-        "batch_duration": train_ds.get("batch_duration"),
-        "prompt_mode": train_ds.get("default_prompt_mode"),
-        "precision": cfg.trainer_cfg.get("precision"),
-        "freeze": s.freeze,
-        "att_context_size": cfg.att_context_size,
-        "seed": s.seed,
-        "replay_per_lang": s.replay_per_lang,
-        "replay_ratio": s.replay_ratio,
-        "replay_distill": s.replay_distill,
-    }
-
-
-def _save(model, out_dir: Path, card: dict) -> tuple[Path, Path | str]:
-    """On rank zero, out_dir/model.nemo then its model.json sidecar; returns their paths."""
-    is_rank_zero = getattr(model, "global_rank", 0) == 0
-    model_path = out_dir / "model.nemo"
-    sidecar: Path | str = out_dir / "model.json"
-    if is_rank_zero:
-        save_model_atomic(model, model_path)
-        sidecar = write_sidecar(model_path, model_card(model, **card))
-    return model_path, sidecar
-
-
-def apply_freeze(model, policy: str) -> None:
-    """Freeze parameters per FREEZE_CHOICES (requires_grad only: Lightning's train() keeps dropout active)."""
-    if policy == "none":
-        return
-    if policy == "encoder":
-        frozen = [model.encoder, model.preprocessor]
-    elif policy == "all_but_prompt_decoder":
-        trainable = {
-            id(p)
-            for m in (model.decoder, getattr(model, "prompt_kernel", None))
-            if m is not None
-            for p in m.parameters()
-        }
-        frozen = [p for p in model.parameters() if id(p) not in trainable]
-        for p in frozen:
-            p.requires_grad_(False)
-        return
-    else:
-        raise ValueError(f"freeze must be one of {FREEZE_CHOICES}, got {policy!r}")
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-
-
-# ---------------------------------------------------------------------------------------- base model + mlflow
-def resolve_base_model(uri: str, dst_dir: str | os.PathLike) -> str:
-    """A local .nemo path as is; an MLflow URI (`models:/name@alias`, `runs:/...`) via the registry adapter."""
-    if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
-        path = Path(uri)
-        if path.is_dir():  # a model artifact directory (finetune_asr output or bootstrap cache entry)
-            path = next(
-                (path / n for n in ("model.nemo", "base.nemo") if (path / n).is_file()), path / "model.nemo"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(f"base model not found: {uri}")
-        return str(path)
-    from registry.mlflow_adapter import resolve_model_uri
-
-    return resolve_model_uri(uri, str(dst_dir))
-
-
 def result_dict(result: FinetuneResult) -> dict:
     d = dataclasses.asdict(result)
     d["final_loss"] = result.final_loss
@@ -508,30 +285,12 @@ def run_finetune_step(
         settings = decode(FinetuneSettings, settings, "finetune_asr.")
     params = _step_params(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy)
     root = work_root or os.environ.get("ASR_WORK_DIR")
-    lock = None
-    if root:
-        work = (
-            Path(root)
-            / "finetune_asr"
-            / work_key(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy)
-        )
-        work.mkdir(parents=True, exist_ok=True)
-        lock = _try_lock(work)
-        if lock is None:  # the same inputs are training right now (another run): never share its checkpoints
-            work = Path(tempfile.mkdtemp(dir=work.parent, prefix=f"{work.name}."))
-            log.warning(
-                "finetune: another fine-tune of the same inputs holds %s; this one works in %s "
-                "(no resume across the two)",
-                work.parent / work.name.split(".")[0],
-                work,
-            )
-            lock = _try_lock(work)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="finetune_asr."))
+    key = work_key(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy) if root else ""
+    work, lock = _claim_work_dir(Path(root) / "finetune_asr" / key if root else None)
     with remember_deterministic_failure(work / "failed.json"):
         uri = tracking_uri(mlflow_tracking_uri)
         tracker = FinetuneTracker(uri, params, pipeline_run_id, work / "mlflow_run.json") if uri else None
-        base = resolve_base_model(base_model_uri, work / "base_model")
+        base = resolve_model(base_model_uri, work / "base_model", tracking_uri=uri)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         val = Path(manifest_dir) / "val.jsonl"
         if tracker:
@@ -599,7 +358,26 @@ def work_key(
 
         settings = decode(FinetuneSettings, settings, "finetune_asr.")
     params = _step_params(manifest_dir, base_model_uri, settings, replay_manifest, devices, strategy)
-    return _run_fingerprint(**{k: v for k, v in params.items() if k not in ("max_steps", "overrides")})[:16]
+    return run_fingerprint(**{k: v for k, v in params.items() if k not in ("max_steps", "overrides")})[:16]
+
+
+def _claim_work_dir(work: Path | None):
+    """-> (the work dir, its lock or None). `work` is locked for this run; when another run of the same
+    inputs holds it, a sibling temp dir (no resume across the two); None: a temp dir."""
+    if work is None:
+        return Path(tempfile.mkdtemp(prefix="finetune_asr.")), None
+    work.mkdir(parents=True, exist_ok=True)
+    lock = _try_lock(work)
+    if lock is None:  # the same inputs are training right now (another run): never share its checkpoints
+        work = Path(tempfile.mkdtemp(dir=work.parent, prefix=f"{work.name}."))
+        log.warning(
+            "finetune: another fine-tune of the same inputs holds %s; this one works in %s "
+            "(no resume across the two)",
+            work.parent / work.name.split(".")[0],
+            work,
+        )
+        lock = _try_lock(work)
+    return work, lock
 
 
 def _try_lock(work: Path):
@@ -632,7 +410,7 @@ def preflight_step(
     if isinstance(settings, str):
         settings = decode(FinetuneSettings, settings, "finetune_asr.")
     root = Path(work_root or os.environ.get("ASR_WORK_DIR") or tempfile.gettempdir())
-    base = resolve_base_model(base_model_uri, root / "preflight_base")
+    base = resolve_model(base_model_uri, root / "preflight_base")
     rep = run_preflight(base, manifest_dir, settings, att_context_size or None, report_path)
     lines = "\n".join(rep.lines())
     log.info("preflight passed in %.1f s:\n%s", rep.seconds, lines)

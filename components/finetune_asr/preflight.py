@@ -92,8 +92,21 @@ def check_run(
     rep = PreflightReport()
     cfg = read_nemo_config(base_nemo)
     prompts: dict[str, int] = dict((cfg.get("model_defaults") or {}).get("prompt_dictionary") or {})
+    recipe = _check_recipe(rep, cfg, settings)  # 1.
+    _check_lookaheads(rep, cfg, settings, att_context_size, recipe)  # 2.
+    _check_languages(rep, prompts, settings)  # 3.
+    tok_ok = _check_tokenizer(rep, cfg)  # 4. (5. coverage below)
+    # 6. the data can be trained on and evaluated
+    rows = _rows_by_split(Path(manifest_dir))
+    _check_data(rep, rows, settings, prompts)
+    if tok_ok and rows.get("train"):
+        _check_coverage(rep, base_nemo, rows, settings)
+    rep.seconds = round(time.monotonic() - t0, 2)
+    return rep
 
-    # 1. the recipe applies to this model
+
+def _check_recipe(rep: PreflightReport, cfg: dict, settings: FinetuneSettings):
+    """1. The recipe applies to this model -> the recipe (None when it does not resolve)."""
     try:
         recipe = apply(settings)
         d_model = int((cfg.get("encoder") or {}).get("d_model") or 0)
@@ -117,8 +130,13 @@ def check_run(
     except ValueError as e:
         recipe = None
         rep.add("recipe", False, str(e))
+    return recipe
 
-    # 2. lookaheads the checkpoint supports
+
+def _check_lookaheads(
+    rep: PreflightReport, cfg: dict, settings: FinetuneSettings, att_context_size: str | None, recipe
+) -> None:
+    """2. The deployed and the training lookaheads are ones the checkpoint supports."""
     supported = _lookaheads(cfg)
     rep.offline_att_context_size = max(supported, key=lambda a: (a[1], a[0])) if supported else None
     wanted = (
@@ -138,7 +156,9 @@ def check_run(
             label, ok, f"{att} is supported" if ok else f"{att} is not one of the checkpoint's {supported}"
         )
 
-    # 3. languages in the prompt dictionary
+
+def _check_languages(rep: PreflightReport, prompts: dict[str, int], settings: FinetuneSettings) -> None:
+    """3. Every target and replay language is a key of the prompt dictionary."""
     langs = {"target": settings.targets, "replay": settings.replays}
     unknown = [lang for group in langs.values() for lang in group if prompts and lang not in prompts]
     rep.add(
@@ -150,7 +170,9 @@ def check_run(
         f"{sorted(prompts)[:8]})",
     )
 
-    # 4. tokenizer type, 5. coverage
+
+def _check_tokenizer(rep: PreflightReport, cfg: dict) -> bool:
+    """4. The tokenizer is one SentencePiece model (what coverage and text maps handle) -> whether it is."""
     tok_cfg = cfg.get("tokenizer") or {}
     tok_type = str(tok_cfg.get("type") or ("agg" if "langs" in tok_cfg else "?"))
     tok_ok = tok_type in SUPPORTED_TOKENIZERS
@@ -166,14 +188,7 @@ def check_run(
             else f"tokenizer type {tok_type!r} is not supported (SentencePiece `bpe` is)"
         ),
     )
-
-    # 6. the data can be trained on and evaluated
-    rows = _rows_by_split(Path(manifest_dir))
-    _check_data(rep, rows, settings, prompts)
-    if tok_ok and rows.get("train"):
-        _check_coverage(rep, base_nemo, rows, settings)
-    rep.seconds = round(time.monotonic() - t0, 2)
-    return rep
+    return tok_ok
 
 
 def _rows_by_split(manifest_dir: Path) -> dict[str, list[dict]]:

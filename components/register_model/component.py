@@ -11,13 +11,13 @@ from components.common.kfp_base import component
 def register_model(
     candidate: Input[Model],
     evaluation: Input[Artifact],
-    model_name: str,
     data_md5: str,
     base_model_uri: str,
     git_commit: str,
     mlflow_tracking_uri: str,
     pipeline_run_id: str,
     model_card: Output[Markdown],
+    settings: str = "",
     data_rev: str = "",
     data_commit: str = "",
     base_model_resolved: str = "",
@@ -26,15 +26,20 @@ def register_model(
     evaluation_run_id: str = "",
 ) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str), ("champion", bool)]):
     """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it).
-    `data_md5`, `data_commit` (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit`
-    (resolve_base) are step outputs; `parameters` is every pipeline parameter as `name=value` lines.
-    `champion`: the version already was champion (an unchanged re-run): promote_model then opens no registry."""
+    `settings`: the step's record (components/register_model/settings.py: `model_name`, ...) as `name=value`
+    lines ('' = its defaults); its fields reach core.register_candidate by name. `data_md5`, `data_commit`
+    (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit` (resolve_base) are step
+    outputs; `base_model_uri`, `data_rev` and `mlflow_tracking_uri` are the run's settings; `parameters` is
+    every pipeline parameter as `name=value` lines. `champion`: the version already was champion (an unchanged
+    re-run): promote_model then opens no registry."""
     from components.common.logs import configure
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
     import os
 
+    from components.common.settings import step_kwargs
     from components.register_model.core import parse_parameters, register_candidate
+    from components.register_model.settings import RegisterSettings
 
     if not data_md5 or not git_commit:
         raise ValueError(
@@ -44,7 +49,6 @@ def register_model(
     r = register_candidate(
         candidate.path,
         os.path.join(evaluation.path, "evaluation.json"),
-        model_name,
         data_md5=data_md5,
         base_model_uri=base_model_uri,
         commit=git_commit,
@@ -59,6 +63,7 @@ def register_model(
             "parameters": params,
             "environment": candidate.metadata.get("environment") or {},
         },
+        **step_kwargs(RegisterSettings, settings, "register_model"),
     )
     with open(model_card.path, "w", encoding="utf-8") as f:
         f.write(r.model_card)

@@ -152,7 +152,21 @@ def model_card(
         "| language | mode | base WER norm | candidate WER raw | candidate WER norm | candidate CER | utts |"
         " Δ WER [CI] |",
         "|---|---|---|---|---|---|---|---|",
+        *_wer_rows(evaluation),
     ]
+    lines += ["", "## Gate rules", ""]
+    rules = decision.rules if decision else []
+    for r in rules:
+        lines.append(f"- {'PASS' if r.passed else 'FAIL'} `{r.rule}`: {r.reason}")
+    if not rules:
+        lines.append("- (none recorded)")
+    lines += _intended_use(target, replay)
+    return "\n".join(lines) + "\n"
+
+
+def _wer_rows(evaluation: EvaluationSummary) -> list[str]:
+    """The WER table's rows: streaming first, then per language with "overall" last; Δ on streaming rows."""
+    rows = []
     metrics = evaluation.metrics
     base, cand = metrics.get("base") or {}, metrics.get("candidate") or {}
     cis = evaluation.delta_ci
@@ -164,18 +178,17 @@ def model_card(
             b, c = (base.get(mode) or {}).get(lg) or {}, (cand.get(mode) or {}).get(lg) or {}
             ci = cis.get(lg) if mode == "streaming" else None
             delta = f"{ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] ({ci.confidence:.0%})" if ci else ""
-            lines.append(
+            rows.append(
                 f"| {lg} | {mode} | {_fmt(b.get('wer_norm'))} | {_fmt(c.get('wer_raw'))} | "
                 f"{_fmt(c.get('wer_norm'))} | {_fmt(c.get('cer'))} | {c.get('n_utts', b.get('n_utts', ''))} |"
                 f" {delta} |"
             )
-    lines += ["", "## Gate rules", ""]
-    rules = decision.rules if decision else []
-    for r in rules:
-        lines.append(f"- {'PASS' if r.passed else 'FAIL'} `{r.rule}`: {r.reason}")
-    if not rules:
-        lines.append("- (none recorded)")
-    lines += [
+    return rows
+
+
+def _intended_use(target: list[str], replay: list[str]) -> list[str]:
+    """The card's last section: what the model is for, and what was not measured."""
+    return [
         "",
         "## Intended use and limitations",
         "",
@@ -191,7 +204,6 @@ def model_card(
         "and is usually less accurate.",
         "- Not for decisions about people without human review of the transcript.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 MAX_DESCRIPTION = 5000  # MLflow's model-version description column (VARCHAR(5000) on Postgres)
@@ -234,6 +246,75 @@ def parse_parameters(text: str) -> dict[str, str]:
     return params
 
 
+def _lineage(
+    model_dir: Path,
+    sidecar: dict,
+    run: dict,
+    data_md5: str,
+    commit: str,
+    base_model_uri: str,
+    pipeline_run_id: str,
+) -> dict:
+    """The version's lineage tags: data, code, base model (the run's resolved base must be the one the
+    sidecar says it trained from) and pipeline run."""
+    lineage = {
+        "data_md5": data_md5 or "unknown",
+        "git_commit": commit,
+        "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
+        "base_model_sha256": sidecar.get("base_model_sha256", ""),
+        "pipeline_run_id": pipeline_run_id or "local",
+    }
+    for key in ("data_rev", "data_commit", "base_model_resolved"):
+        if run.get(key):
+            lineage[key] = str(run[key])
+    if run.get("base_model_sha256"):
+        sidecar_base = sidecar.get("base_model_sha256", "")
+        if sidecar_base and sidecar_base != run["base_model_sha256"]:
+            raise ValueError(
+                f"{model_dir}: trained from base sha256 {sidecar_base}, but the run resolved the base "
+                f"to {run['base_model_sha256']}; refusing to register a wrong lineage"
+            )
+        lineage["base_model_sha256"] = run["base_model_sha256"]
+    return lineage
+
+
+def _version_tags(
+    lineage: dict,
+    record,
+    record_text: str,
+    evaluation: EvaluationSummary,
+    params: dict | None,
+    evaluation_run_id: str,
+) -> dict[str, str]:
+    """The version's tags: lineage, the gate's outcome and record hash, parameters, headline metrics, the
+    judged operating point and the model card's artifact name."""
+    reasons = "; ".join(f"{r['rule']}: {'pass' if r['passed'] else 'FAIL'}" for r in record.rules)
+    tags = {
+        **lineage,
+        "gate.passed": str(record.passed).lower(),
+        "gate.reasons": reasons[:5000],
+        gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")),
+        gr.POLICY_TAG: record.policy_sha256,
+        **{f"params.{k}": str(v) for k, v in (params or {}).items()},
+        **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()},
+    }
+    if evaluation_run_id:
+        tags["evaluation_run_id"] = evaluation_run_id
+    if record.floor_override_reason:  # a policy below the floor was let through by an audited override
+        tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
+    if (
+        evaluation.att_context_size is not None
+    ):  # the operating point the gate judged (rollback re-exports at it)
+        tags["att_context_size"] = json.dumps(evaluation.att_context_size)
+        tags.setdefault(
+            "params.att_context_size", tags["att_context_size"]
+        )  # what the Triton sync sidecar reads
+    for lg, ci in evaluation.delta_ci.items():
+        tags[f"metrics.delta_ci.{lg}"] = f"{ci.delta:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
+    tags["model_card"] = "model_card.md"
+    return tags
+
+
 def register_candidate(
     model_dir: str | Path,
     evaluation_path: str | Path,
@@ -268,29 +349,14 @@ def register_candidate(
     evaluation = EvaluationSummary.from_json(evaluation_text)
     sidecar_path = model_dir / "model.json"
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")  # register() checks the two agree
+    # register() checks the file against the sidecar before uploading it
+    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")
     record = gr.build_record(evaluation_text, sha, pipeline_run_id or "local", utc_now())
     passed = record.passed
-    reasons = "; ".join(f"{r['rule']}: {'pass' if r['passed'] else 'FAIL'}" for r in record.rules)
-    lineage = {
-        "data_md5": data_md5 or "unknown",
-        "git_commit": commit or git_commit(),
-        "base_model_uri": base_model_uri or sidecar.get("base_model_uri", ""),
-        "base_model_sha256": sidecar.get("base_model_sha256", ""),
-        "pipeline_run_id": pipeline_run_id or "local",
-    }
     run = dict(run or {})
-    for key in ("data_rev", "data_commit", "base_model_resolved"):
-        if run.get(key):
-            lineage[key] = str(run[key])
-    if run.get("base_model_sha256"):
-        sidecar_base = sidecar.get("base_model_sha256", "")
-        if sidecar_base and sidecar_base != run["base_model_sha256"]:
-            raise ValueError(
-                f"{model_dir}: trained from base sha256 {sidecar_base}, but the run resolved the base "
-                f"to {run['base_model_sha256']}; refusing to register a wrong lineage"
-            )
-        lineage["base_model_sha256"] = run["base_model_sha256"]
+    lineage = _lineage(
+        model_dir, sidecar, run, data_md5, commit or git_commit(), base_model_uri, pipeline_run_id
+    )
     lineage_doc = {
         **lineage,
         "checkpoint_sha256": sha,
@@ -298,28 +364,7 @@ def register_candidate(
         "environment": dict(run.get("environment") or {}),
     }
     record_text = record.to_json()
-    tags = {
-        **lineage,
-        "gate.passed": str(passed).lower(),
-        "gate.reasons": reasons[:5000],
-        gr.RECORD_TAG: gr.sha256_bytes(record_text.encode("utf-8")),
-        gr.POLICY_TAG: record.policy_sha256,
-        **{f"params.{k}": str(v) for k, v in (params or {}).items()},
-        **{f"metrics.{k}": f"{v:.4f}" for k, v in headline_metrics(evaluation).items()},
-    }
-    if evaluation_run_id:
-        tags["evaluation_run_id"] = evaluation_run_id
-    if record.floor_override_reason:  # a policy below the floor was let through by an audited override
-        tags["gate.floor_override_reason"] = record.floor_override_reason[:5000]
-    if (
-        evaluation.att_context_size is not None
-    ):  # the operating point the gate judged (rollback re-exports at it)
-        tags["att_context_size"] = json.dumps(evaluation.att_context_size)
-        tags.setdefault(
-            "params.att_context_size", tags["att_context_size"]
-        )  # what the Triton sync sidecar reads
-    for lg, ci in evaluation.delta_ci.items():
-        tags[f"metrics.delta_ci.{lg}"] = f"{ci.delta:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
+    tags = _version_tags(lineage, record, record_text, evaluation, params, evaluation_run_id)
     card = model_card(
         model_name,
         {**sidecar, "sha256": sha},
@@ -327,7 +372,6 @@ def register_candidate(
         lineage,
         manifest_summary or _manifest_summary(evaluation),
     )
-    tags["model_card"] = "model_card.md"
     key = ""
     if lineage["pipeline_run_id"] not in ("", "local"):
         key = f"{sha}/{gr.sha256_bytes(evaluation_text.encode('utf-8'))[:16]}"

@@ -6,14 +6,11 @@ import argparse
 import json
 import sys
 
-from components.common.logs import add_verbosity_flags, configure_from
+from components.common.cli import run_check
+from components.common.settings import add_arguments, from_arguments, to_mapping
 from components.validate_data import core
-from components.validate_data.core import (
-    CHECKS_BY_NAME,
-    DUPLICATE_AUDIO_MODES,
-    DatasetError,
-    validate_dataset,
-)
+from components.validate_data.core import CHECKS_BY_NAME, DatasetError, validate_dataset
+from components.validate_data.settings import ValidateSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,24 +21,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-root", required=True, help="folder with metadata.csv|jsonl and the audio")
     p.add_argument("--out", required=True, help="where validation.json, failures.csv and data_docs/ go")
-    p.add_argument(
-        "--min-duration", type=float, default=core.MIN_DURATION, help="seconds (default %(default)s)"
-    )
-    p.add_argument(
-        "--max-duration", type=float, default=core.MAX_DURATION, help="seconds (default %(default)s)"
-    )
-    p.add_argument(
-        "--min-chars-per-second",
-        type=float,
-        default=core.MIN_CHARS_PER_SECOND,
-        help="letters+digits per second of audio, lower bound (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-chars-per-second",
-        type=float,
-        default=core.MAX_CHARS_PER_SECOND,
-        help="upper bound (default %(default)s)",
-    )
     p.add_argument(
         "--max-clipped",
         type=float,
@@ -54,58 +33,37 @@ def _parser() -> argparse.ArgumentParser:
         default=core.MIN_RMS_DBFS,
         help="clips quieter than this (dBFS RMS) are flagged near-silent (default %(default)s)",
     )
-    p.add_argument(
-        "--max-failed-fraction",
-        type=float,
-        default=0.0,
-        help="share of rows that may fail hard checks with status 'warned' instead of 'failed' (default 0)",
-    )
+    # the step's settings, one flag per field of its record (the pipeline's `validate_data` section)
+    add_arguments(p, ValidateSettings)
     p.add_argument("--prompt-dictionary", help="JSON file {locale: index}; default: the tiny model config's")
     p.add_argument(
         "--hard-checks",
         help="comma-separated checks that fail validation (default: the "
         f"error-level ones). Known: {', '.join(CHECKS_BY_NAME)}",
     )
-    p.add_argument(
-        "--duplicate-audio",
-        choices=DUPLICATE_AUDIO_MODES,
-        default="reject",
-        help="identical audio in several rows: reject every copy (default) or keep the first line's",
-    )
     p.add_argument("--no-data-docs", action="store_true", help="skip building the Data Docs site")
     p.add_argument("--workers", type=int, default=2, help="processes for decoding audio (default 2)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    add_verbosity_flags(parser)
-    a = parser.parse_args(argv)
-    configure_from(a)
+def _validate(a: argparse.Namespace):
     prompts = json.loads(open(a.prompt_dictionary, encoding="utf-8").read()) if a.prompt_dictionary else None
     hard = [c.strip() for c in a.hard_checks.split(",") if c.strip()] if a.hard_checks is not None else None
-    try:
-        res = validate_dataset(
-            a.data_root,
-            a.out,
-            prompt_dictionary=prompts,
-            min_duration=a.min_duration,
-            max_duration=a.max_duration,
-            hard_checks=hard,
-            data_docs=not a.no_data_docs,
-            workers=a.workers,
-            min_chars_per_second=a.min_chars_per_second,
-            max_chars_per_second=a.max_chars_per_second,
-            max_clipped=a.max_clipped,
-            min_rms_dbfs=a.min_rms_dbfs,
-            max_failed_fraction=a.max_failed_fraction,
-            duplicate_audio=a.duplicate_audio,
-        )
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(res.summary)
-    return 0 if res.passed else 1
+    return validate_dataset(
+        a.data_root,
+        a.out,
+        prompt_dictionary=prompts,
+        hard_checks=hard,
+        data_docs=not a.no_data_docs,
+        workers=a.workers,
+        max_clipped=a.max_clipped,
+        min_rms_dbfs=a.min_rms_dbfs,
+        **to_mapping(from_arguments(ValidateSettings, a)),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_check(_parser(), argv, _validate, (DatasetError, ValueError))
 
 
 if __name__ == "__main__":

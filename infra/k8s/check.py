@@ -124,66 +124,86 @@ def policy_errors(objects: list[dict], secret_keys: dict[str, set[str]] | None =
     for o in objects:
         by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
     for o in objects:
-        ident = f"{o['kind']}/{o['metadata']['name']}"
-        if o["kind"] == "Secret" and (o.get("data") or o.get("stringData")):
-            errors.append(
-                f"{ident}: a Secret with values is rendered; secrets come from secrets/*.template.yaml"
-            )
-        if o["kind"] != "Namespace" and not o["metadata"].get("namespace"):
-            errors.append(f"{ident}: no namespace (render an overlay, not the base)")
-        for ps in _pod_specs(o):
-            sc = ps.get("securityContext") or {}
-            if (
-                sc.get("runAsNonRoot") is not True
-                or not isinstance(sc.get("runAsUser"), int)
-                or sc["runAsUser"] == 0
-            ):
-                errors.append(
-                    f"{ident}: pod securityContext needs runAsNonRoot: true and a non-zero runAsUser"
-                )
-            volumes = {v["name"] for v in ps.get("volumes") or []}
-            for v in ps.get("volumes") or []:
-                if "configMap" in v and v["configMap"]["name"] not in by_kind.get("ConfigMap", {}):
-                    errors.append(
-                        f"{ident}: volume {v['name']} uses ConfigMap {v['configMap']['name']}, not rendered"
-                    )
+        errors += _object_errors(o, by_kind)
+        volumes = {v["name"] for ps in _pod_specs(o) for v in ps.get("volumes") or []}
         for c in _containers(o):
-            where = f"{ident} container {c.get('name')}"
-            name, tag = _split_image(c.get("image", ""))
-            if not tag or tag == "latest":
-                errors.append(f"{where}: image {c.get('image')!r} must be pinned by tag or digest")
-            res = c.get("resources") or {}
-            for part in ("requests", "limits"):
-                missing = {"cpu", "memory"} - set(res.get(part) or {})
-                if missing:
-                    errors.append(f"{where}: resources.{part} lacks {sorted(missing)}")
-            csc = c.get("securityContext") or {}
-            if csc.get("allowPrivilegeEscalation") is not False:
-                errors.append(f"{where}: securityContext.allowPrivilegeEscalation must be false")
-            if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
-                errors.append(f"{where}: securityContext.capabilities.drop must include ALL")
-            ports = {p.get("name") for p in c.get("ports") or []}
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
-                if isinstance(port, str) and port not in ports:
-                    errors.append(f"{where}: {probe} uses port {port!r}, not declared by the container")
-            for m in c.get("volumeMounts") or []:
-                if m["name"] not in volumes and not any(
-                    m["name"] == t["metadata"]["name"]
-                    for t in (o.get("spec") or {}).get("volumeClaimTemplates") or []
-                ):
-                    errors.append(f"{where}: volumeMount {m['name']} has no volume")
-            for ef in c.get("envFrom") or []:
-                ref = (ef.get("configMapRef") or {}).get("name")
-                if ref and ref not in by_kind.get("ConfigMap", {}):
-                    errors.append(f"{where}: envFrom ConfigMap {ref} is not rendered")
-            for e in c.get("env") or []:
-                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-                if ref and ref.get("key") not in secret_keys.get(ref.get("name"), set()):
-                    errors.append(
-                        f"{where}: env {e['name']} reads Secret {ref.get('name')} key {ref.get('key')}, "
-                        "which no template in infra/k8s/secrets declares"
-                    )
+            errors += _container_errors(o, c, volumes, by_kind, secret_keys)
+    errors += _service_errors(objects, by_kind)
+    errors += _workload_errors(by_kind)
+    errors += exposure_errors(objects, by_kind)
+    return errors
+
+
+def _object_errors(o: dict, by_kind: dict[str, dict[str, dict]]) -> list[str]:
+    """One object: no Secret values, a namespace, a non-root pod, ConfigMap volumes that are rendered."""
+    errors = []
+    ident = f"{o['kind']}/{o['metadata']['name']}"
+    if o["kind"] == "Secret" and (o.get("data") or o.get("stringData")):
+        errors.append(f"{ident}: a Secret with values is rendered; secrets come from secrets/*.template.yaml")
+    if o["kind"] != "Namespace" and not o["metadata"].get("namespace"):
+        errors.append(f"{ident}: no namespace (render an overlay, not the base)")
+    for ps in _pod_specs(o):
+        sc = ps.get("securityContext") or {}
+        if (
+            sc.get("runAsNonRoot") is not True
+            or not isinstance(sc.get("runAsUser"), int)
+            or sc["runAsUser"] == 0
+        ):
+            errors.append(f"{ident}: pod securityContext needs runAsNonRoot: true and a non-zero runAsUser")
+        for v in ps.get("volumes") or []:
+            if "configMap" in v and v["configMap"]["name"] not in by_kind.get("ConfigMap", {}):
+                errors.append(
+                    f"{ident}: volume {v['name']} uses ConfigMap {v['configMap']['name']}, not rendered"
+                )
+    return errors
+
+
+def _container_errors(
+    o: dict, c: dict, volumes: set[str], by_kind: dict[str, dict[str, dict]], secret_keys: dict[str, set[str]]
+) -> list[str]:
+    """One container: a pinned image, requests and limits, a locked-down securityContext, probes on declared
+    ports, mounts with volumes, and ConfigMaps / Secret keys that exist."""
+    errors = []
+    where = f"{o['kind']}/{o['metadata']['name']} container {c.get('name')}"
+    name, tag = _split_image(c.get("image", ""))
+    if not tag or tag == "latest":
+        errors.append(f"{where}: image {c.get('image')!r} must be pinned by tag or digest")
+    res = c.get("resources") or {}
+    for part in ("requests", "limits"):
+        missing = {"cpu", "memory"} - set(res.get(part) or {})
+        if missing:
+            errors.append(f"{where}: resources.{part} lacks {sorted(missing)}")
+    csc = c.get("securityContext") or {}
+    if csc.get("allowPrivilegeEscalation") is not False:
+        errors.append(f"{where}: securityContext.allowPrivilegeEscalation must be false")
+    if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+        errors.append(f"{where}: securityContext.capabilities.drop must include ALL")
+    ports = {p.get("name") for p in c.get("ports") or []}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
+        if isinstance(port, str) and port not in ports:
+            errors.append(f"{where}: {probe} uses port {port!r}, not declared by the container")
+    claims = {t["metadata"]["name"] for t in (o.get("spec") or {}).get("volumeClaimTemplates") or []}
+    for m in c.get("volumeMounts") or []:
+        if m["name"] not in volumes and m["name"] not in claims:
+            errors.append(f"{where}: volumeMount {m['name']} has no volume")
+    for ef in c.get("envFrom") or []:
+        ref = (ef.get("configMapRef") or {}).get("name")
+        if ref and ref not in by_kind.get("ConfigMap", {}):
+            errors.append(f"{where}: envFrom ConfigMap {ref} is not rendered")
+    for e in c.get("env") or []:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref and ref.get("key") not in secret_keys.get(ref.get("name"), set()):
+            errors.append(
+                f"{where}: env {e['name']} reads Secret {ref.get('name')} key {ref.get('key')}, "
+                "which no template in infra/k8s/secrets declares"
+            )
+    return errors
+
+
+def _service_errors(objects: list[dict], by_kind: dict[str, dict[str, dict]]) -> list[str]:
+    """Every Service selects some workload's pods, and its named targetPorts are container ports."""
+    errors = []
     for svc in by_kind.get("Service", {}).values():
         sel = svc["spec"].get("selector") or {}
         pods = [
@@ -201,6 +221,12 @@ def policy_errors(objects: list[dict], secret_keys: dict[str, set[str]] | None =
                 errors.append(
                     f"Service/{svc['metadata']['name']}: targetPort {p['targetPort']!r} is no container port"
                 )
+    return errors
+
+
+def _workload_errors(by_kind: dict[str, dict[str, dict]]) -> list[str]:
+    """Autoscalers target a rendered workload with a sane range; workload selectors match their pods."""
+    errors = []
     for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
         ref = hpa["spec"]["scaleTargetRef"]
         if ref["name"] not in by_kind.get(ref["kind"], {}):
@@ -215,7 +241,6 @@ def policy_errors(objects: list[dict], secret_keys: dict[str, set[str]] | None =
             labels = (w["spec"]["template"].get("metadata") or {}).get("labels") or {}
             if not sel.items() <= labels.items():
                 errors.append(f"{kind}/{w['metadata']['name']}: selector {sel} does not match its pod labels")
-    errors += exposure_errors(objects, by_kind)
     return errors
 
 

@@ -104,7 +104,8 @@ class Step:
 def _steady_step(asr, att: list[int]) -> Step:
     """Features of one clip, cut in streaming chunks; the caches filled with every chunk but the last."""
     import torch
-    from bench_serve import load_clips
+
+    from tests.bench.serve.model import load_clips
 
     m, enc = asr.model, asr.model.encoder
     enc.set_default_att_context_size(att)
@@ -284,10 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     from nemo.utils import logging as nemo_logging
 
     nemo_logging.setLevel(nemo_logging.ERROR)
-    from bench_serve import pick_model
-
     from components.common.asr_infer import AsrModel
     from components.export_triton.core import parse_att_context_size
+    from tests.bench.serve.model import pick_model
 
     torch.set_num_threads(a.threads)
     att = parse_att_context_size(a.att_context_size)

@@ -14,6 +14,9 @@ from kfp import local
 from components.build_manifest.component import build_manifest
 from components.validate_data.component import validate_data
 
+# build_manifest's record, as the pipeline passes it, with the audio inside the artifact (no data volume here)
+LOCAL_BUILD = "val_ratio=0.1\ntest_ratio=0.1\nbuild_root="
+
 CLIPS = [  # file, rate, channels, text, lang, speaker
     ("el0.wav", 16000, 1, "Καλημέρα σας.", "el-GR", "el_a"),
     ("el1.flac", 22050, 1, "Τι κάνετε;", "el-GR", "el_b"),
@@ -50,7 +53,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def test_validate_data_component_passes_clean_data(kfp_root, dataset):
-    task = validate_data(data_root=str(dataset), min_duration=0.3, max_duration=30.0)
+    task = validate_data(data_root=str(dataset), settings="min_duration=0.3\nmax_duration=30.0")
     assert task.outputs["passed"] is True
     assert task.outputs["summary"].startswith("Data validation PASSED: 0 of 6 rows")
     page = Path(task.outputs["data_docs"].path)
@@ -66,14 +69,14 @@ def test_validate_data_component_fails_the_task_after_publishing_docs(kfp_root, 
     data = make_dataset(tmp_path / "data")
     (data / "clips" / "bg0.ogg").write_bytes(b"not audio at all" * 10)
     with pytest.raises(RuntimeError, match="validate-data"):
-        validate_data(data_root=str(data), min_duration=0.3, max_duration=30.0)
+        validate_data(data_root=str(data), settings="min_duration=0.3\nmax_duration=30.0")
     pages = sorted(kfp_root.glob("validate-data-*/validate-data/data_docs"), key=lambda p: p.stat().st_mtime)
     html = pages[-1].read_text(encoding="utf-8")
     assert "Data validation FAILED" in html and "clips/bg0.ogg" in html and "undecodable" in html
 
 
 def test_build_manifest_component(kfp_root, dataset):
-    task = build_manifest(data_root=str(dataset), seed=0, val_ratio=0.1, test_ratio=0.1)
+    task = build_manifest(data_root=str(dataset), settings=LOCAL_BUILD, seed=0)
     summary = json.loads(task.outputs["Output"])
     assert summary["split_source"] == "declared" and summary["n_skipped"] == 0
     assert summary["counts"]["train"] == {"el-GR": 1, "bg-BG": 1, "es-ES": 1}
@@ -102,10 +105,10 @@ def test_build_manifest_drops_the_rows_validation_rejected(kfp_root, tmp_path):
 
     def data_steps(data_root):
         checked = validate_data(
-            data_root=data_root, min_duration=0.3, max_duration=30.0, max_failed_fraction=0.5
+            data_root=data_root, settings="max_failed_fraction=0.5"
         )  # tolerated: the run goes on ...
         built = build_manifest(
-            data_root=data_root, seed=0, val_ratio=0.1, test_ratio=0.1, validation=checked.outputs["report"]
+            data_root=data_root, settings=LOCAL_BUILD, seed=0, validation=checked.outputs["report"]
         )
         return built.outputs["Output"]
 

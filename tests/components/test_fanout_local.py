@@ -27,7 +27,7 @@ def materialized(data_root: str) -> str:
 def fanout_pipeline(data_root: str, build_root: str, build_pods: int) -> dsl.Dataset:
     """The data part of pipelines/asr_pipeline.py, wired the same way."""
     data = materialized(data_root=data_root)
-    v = validate_data(data_root=data.output, min_duration=0.3, max_duration=30.0)
+    v = validate_data(data_root=data.output, settings="min_duration=0.3\nmax_duration=30.0")
     shards = fanout_shards(n_shards=build_pods, data_root=data.output, data_version="md5-of-this-version")
     with dsl.ParallelFor(shards.output) as job:
         converted = build_manifest_shard(
@@ -40,10 +40,8 @@ def fanout_pipeline(data_root: str, build_root: str, build_pods: int) -> dsl.Dat
         )
     m = build_manifest(
         data_root=data.output,
+        settings=f"val_ratio=0.25\ntest_ratio=0.25\nbuild_root={build_root}\nbuild_pods={build_pods}",
         seed=0,
-        val_ratio=0.25,
-        test_ratio=0.25,
-        build_root=build_root,
         validation=v.outputs["report"],
     ).after(converted)
     return m.outputs["manifests"]

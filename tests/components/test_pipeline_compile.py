@@ -196,10 +196,8 @@ def test_no_audio_travels_through_artifacts_at_scale(compiled):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["build_root"]["defaultValue"].startswith("/mnt/")
     tasks = _tasks(spec)
-    assert (
-        tasks["build-manifest"]["inputs"]["parameters"]["build_root"]["componentInputParameter"]
-        == "build_root"
-    )
+    merge_settings = tasks["build-manifest"]["inputs"]["parameters"]["settings"]["runtimeValue"]["constant"]
+    assert "build_root={{$.inputs.parameters['pipelinechannel--build_root']}}" in merge_settings.split("\n")
     for step in ("build-manifest", "build-manifest-shard"):
         assert k8s[f"exec-{step}"]["pvcMount"][0]["mountPath"] == "/mnt", step
     # the fan-out: a ParallelFor over fanout_shards(build_pods) of shard pods, the merge after it

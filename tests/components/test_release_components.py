@@ -102,7 +102,7 @@ def test_register_gate_promote_export_components(kfp_root, tmp_path, monkeypatch
         reg = register_model(
             candidate=m.output,
             evaluation=e.output,
-            model_name="asr",
+            settings="model_name=asr",
             data_md5="md5",
             base_model_uri="base.nemo",
             git_commit="c0ffee",
@@ -114,7 +114,9 @@ def test_register_gate_promote_export_components(kfp_root, tmp_path, monkeypatch
             promoted = promote_model(
                 model_name="asr", version=reg.outputs["version"], mlflow_tracking_uri=uri
             )
-            exported = export_triton(model_name="asr", triton_repo=str(repo), mlflow_tracking_uri=uri)
+            exported = export_triton(
+                model_name="asr", settings=f"triton_repo={repo}", mlflow_tracking_uri=uri
+            )
             exported.after(promoted)
 
     release.__annotations__ = {"model_uri": str, "evaluation_uri": str, "return": None}

@@ -91,9 +91,14 @@ def roots(shared_tmp) -> dict[str, Path]:
 
 def _run_steps(runner, root: Path, dataset: Path, label: str):
     local.init(runner=runner, pipeline_root=str(root), enable_caching=False)  # each run really runs its steps
-    v = run_bounded(lambda: validate_data(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label)
+    v = run_bounded(
+        lambda: validate_data(data_root=str(dataset), settings="min_duration=0.3\nmax_duration=30.0"), label
+    )
     m = run_bounded(
-        lambda: build_manifest(data_root=str(dataset), seed=0, val_ratio=0.1, test_ratio=0.1), label
+        lambda: build_manifest(
+            data_root=str(dataset), settings="val_ratio=0.1\ntest_ratio=0.1\nbuild_root=", seed=0
+        ),
+        label,
     )
     return v, m
 

@@ -14,120 +14,50 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from components.build_manifest.core import build_manifests
-from components.finetune_asr.bootstrap import bootstrap_base_model
-from components.synthesize_corpus.core import synthesize_corpus
-from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_local, task_outputs
+from pipelines.local import pipeline_arguments, run_local, task_outputs
 from tests.containers.conftest import docker
 from tests.containers.test_components_in_image import _docker_runner, _tree_digest, run_bounded
-from tests.e2e.test_pipeline_e2e import FLOOR_OVERRIDE, PERMISSIVE, _emitting
+from tests.e2e.world import (
+    FLOOR_OVERRIDE,
+    LANGS,
+    PERMISSIVE,
+    emitting,
+    tiny_base_model,
+    tiny_corpus,
+    tiny_params,
+)
+from tests.mlflow_server import mlflow_server as start_mlflow_server
 
 PIPELINE_TIMEOUT_S = 1500  # every step in a container on 2 shared cores; a hang is killed and fails the test
-LANGS = ("el-GR", "bg-BG", "es-ES")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(shared_tmp):
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    work = shared_tmp / "mlflow"
-    work.mkdir()
-    port = _free_port()
-    log = open(work / "server.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{work / 'server.db'}",
-            "--artifacts-destination",
-            str(work / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{(work / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with start_mlflow_server(shared_tmp / "mlflow") as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def world(images, shared_tmp, mlflow_server):
     """A tiny corpus and an emitting base model in one shared folder (read-write for the image's uid 1000)."""
     root = shared_tmp / "pipe"
-    synthesize_corpus(root / "data", langs=LANGS, n_train=8, n_val=2, n_test=3, seed=0, progress=False)
-    man = build_manifests(root / "data", root / "boot_manifests")
-    base = bootstrap_base_model(
-        train_manifest=man.manifests["train"],
-        cache_dir=root / "base",
-        langs=["el-GR", "es-ES"],
-        max_steps=3,
-        batch_size=8,
-        seed=0,
-    )
-    base = _emitting(base, root / "base_emitting")
+    tiny_corpus(root / "data")
+    base = emitting(tiny_base_model(root), root / "base_emitting")
     subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
     return {"root": root, "base": base, "uri": mlflow_server}
 
 
 def _run(world, runner_name: str, pipeline_root: Path, runner=None) -> Path:
     root = world["root"]
-    params = load_params(
-        PARAMS_FILE,
-        [
-            "finetune_asr.max_steps=2",
-            "finetune_asr.batch_size=8",
-            "finetune_asr.replay_per_lang=4",
-            f"register_model.model_name=container-e2e-{runner_name}",
-        ],
-    )
+    params = tiny_params(f"container-e2e-{runner_name}")
     args = pipeline_arguments(params, world["base"])  # data md5 and code version: outputs of the first steps
     args.update(
         data_root=str(root / "data"),

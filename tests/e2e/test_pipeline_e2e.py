@@ -8,71 +8,33 @@ server's transcripts must equal in-process inference on the exported checkpoint)
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import soundfile as sf
 
-from components.build_manifest.core import build_manifests
 from components.common.io import sha256_file
 from components.common.manifest import read_manifest
-from components.finetune_asr.bootstrap import bootstrap_base_model
-from components.register_model.core import read_data_md5
-from components.synthesize_corpus.core import synthesize_corpus
-from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_local, task_outputs
+from pipelines.local import pipeline_arguments, run_local, task_outputs
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import BASE, CHALLENGER, CHAMPION
 from serving.server import tritonserver_available
-from tests.conftest import REPO_ROOT
+from tests.e2e.world import (
+    FLOOR_OVERRIDE,
+    PERMISSIVE,
+    dvc_repo,
+    dvc_version,
+    emitting,
+    tiny_base_model,
+    tiny_corpus,
+    tiny_params,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.triton]
 
-PERMISSIVE = """
-mode: streaming
-metric: wer_norm
-rules:
-  target_improves: {min_improvement: -100.0}
-  target_ceiling: {max_wer: 100.0}
-  replay_max_regression: {max_increase: 100.0}
-  streaming_offline_gap: {max_gap: 100.0}
-"""
 # A replay-language regression: any candidate counts as regressing el-GR/es-ES when no increase at all (not even
 # a negative one: replay languages would have to get 10,000 points *better*) is allowed. Only those rules fail.
 REPLAY_REGRESSION = PERMISSIVE.replace("max_increase: 100.0", "max_increase: -100.0")
-# Both policies are below the policy floor (components/evaluate_wer/policy/floor.yaml) on purpose: the tiny
-# e2e fine-tune is too short to pass a real gate. The audited override lets them run, and is recorded.
-FLOOR_OVERRIDE = "e2e test: a deliberately permissive/impossible policy on a 2-minute fine-tune"
 MODEL = "e2e-asr"
-
-
-def sh(*cmd: str, cwd) -> str:
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
-def _emitting(nemo: str, out_dir) -> str:
-    """A 3-step model emits only blanks, which would make server-vs-in-process parity trivially true: sharpen the
-    joint and calibrate the blank bias (the asr_infer tests' recipe) so it emits varied tokens."""
-    import importlib.util
-
-    import torch
-    from nemo.collections.asr.models import ASRModel
-
-    spec = importlib.util.spec_from_file_location(
-        "asr_infer_tests", REPO_ROOT / "tests" / "unit" / "test_asr_infer.py"
-    )
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    model = ASRModel.restore_from(nemo, map_location="cpu").eval()
-    with torch.no_grad():
-        model.joint.enc.weight.mul_(20.0)
-        model.joint.pred.weight.mul_(20.0)
-    helpers._calibrate_blank_bias(model)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_to(str(out_dir / "model.nemo"))
-    return str(out_dir / "model.nemo")
 
 
 @pytest.fixture(scope="module")
@@ -81,42 +43,17 @@ def world(tmp_path_factory):
     if not tritonserver_available():
         pytest.skip("tritonserver binary (nvidia-pytriton) not installed")
     root = tmp_path_factory.mktemp("e2e")
-    synthesize_corpus(
-        root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0, progress=False
-    )
-    dvc = [sys.executable, "-m", "dvc"]
-    sh("git", "init", "-q", cwd=root)
-    sh(*dvc, "init", "-q", cwd=root)
-    sh(*dvc, "remote", "add", "-d", "local", str(root / "remote"), cwd=root)
-    sh(*dvc, "add", "-q", "data", cwd=root)
-    sh(*dvc, "push", "-q", cwd=root)
-    assert any((root / "remote").rglob("*")), "dvc push wrote nothing to the remote"
-    md5 = read_data_md5(root / "data.dvc")
+    tiny_corpus(root / "data")
+    dvc_repo(root)
+    md5 = dvc_version(root)  # not committed: the run reads data/ in place
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    man = build_manifests(root / "data", root / "boot_manifests")
-    base = bootstrap_base_model(
-        train_manifest=man.manifests["train"],
-        cache_dir=root / "base",
-        langs=["el-GR", "es-ES"],
-        max_steps=3,
-        batch_size=8,
-        seed=0,
-    )
+    base = tiny_base_model(root)
     Registry(get_client(uri)).register(
-        f"{MODEL}-base", _emitting(base, root / "base_emitting"), aliases=(BASE,)
+        f"{MODEL}-base", emitting(base, root / "base_emitting"), aliases=(BASE,)
     )
-
-    params = load_params(
-        PARAMS_FILE,
-        [
-            "finetune_asr.max_steps=2",
-            "finetune_asr.batch_size=8",
-            "finetune_asr.replay_per_lang=4",
-            "register_model.model_name=" + MODEL,
-        ],
-    )
-    args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}")  # data_rev empty: data/ in place
+    # data_rev empty: data/ in place
+    args = pipeline_arguments(tiny_params(MODEL), f"models:/{MODEL}-base@{BASE}")
     args.update(data_root=str(root / "data"), triton_repo=str(root / "triton_repo"), mlflow_tracking_uri=uri)
     return {"root": root, "args": args, "uri": uri, "md5": md5}
 

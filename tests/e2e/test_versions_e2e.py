@@ -11,40 +11,28 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
-from components.build_manifest.core import build_manifests
-from components.finetune_asr.bootstrap import bootstrap_base_model
-from components.register_model.core import read_data_md5
-from components.synthesize_corpus.core import synthesize_corpus
-from pipelines.local import PARAMS_FILE, load_params, pipeline_arguments, run_local, task_outputs
+from pipelines.local import pipeline_arguments, run_local, task_outputs
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import BASE
+from tests.e2e.world import (
+    FLOOR_OVERRIDE,
+    PERMISSIVE,
+    dvc_repo,
+    dvc_version,
+    sh,
+    tiny_base_model,
+    tiny_corpus,
+    tiny_params,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PERMISSIVE = """
-mode: streaming
-metric: wer_norm
-rules:
-  target_improves: {min_improvement: -100.0}
-  target_ceiling: {max_wer: 100.0}
-  replay_max_regression: {max_increase: 100.0}
-  streaming_offline_gap: {max_gap: 100.0}
-"""
-FLOOR_OVERRIDE = "e2e test: a deliberately permissive policy on a 2-minute fine-tune"
 MODEL = "versions-asr"
 CODE = "e2e-versions-code"  # the code version both runs and `reproduce` see ($ASR_GIT_COMMIT)
-
-
-def sh(*cmd: str, cwd) -> str:
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout}\n{out.stderr}"
-    return out.stdout
 
 
 def _drop_train_rows(data, n: int) -> None:
@@ -73,50 +61,17 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("versions")
     mp = pytest.MonkeyPatch()
     mp.setenv("ASR_GIT_COMMIT", CODE)
-    synthesize_corpus(
-        root / "data", langs=("el-GR", "bg-BG", "es-ES"), n_train=8, n_val=2, n_test=3, seed=0, progress=False
-    )
-    dvc = [sys.executable, "-m", "dvc"]
-    sh("git", "init", "-q", cwd=root)
-    sh("git", "config", "user.email", "t@example.com", cwd=root)
-    sh("git", "config", "user.name", "t", cwd=root)
-    sh(*dvc, "init", "-q", cwd=root)
-    sh(*dvc, "remote", "add", "-d", "local", str(root / "remote"), cwd=root)
-    sh(*dvc, "add", "-q", "data", cwd=root)
-    sh(*dvc, "push", "-q", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "data v1", cwd=root)
-    v1 = read_data_md5(root / "data.dvc")
+    tiny_corpus(root / "data")
+    dvc_repo(root)
+    v1 = dvc_version(root, "data v1")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    man = build_manifests(root / "data", root / "boot_manifests")  # the base's tokenizer spells all of v1
-    base = bootstrap_base_model(
-        train_manifest=man.manifests["train"],
-        cache_dir=root / "base",
-        langs=["el-GR", "es-ES"],
-        max_steps=3,
-        batch_size=8,
-        seed=0,
-    )
+    base = tiny_base_model(root)  # the base's tokenizer spells all of v1
     Registry(get_client(uri)).register(f"{MODEL}-base", base, aliases=(BASE,))
     _drop_train_rows(root / "data", 3)
-    sh(*dvc, "add", "-q", "data", cwd=root)
-    sh(*dvc, "push", "-q", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "data v2: three bg-BG rows fewer", cwd=root)
-    v2 = read_data_md5(root / "data.dvc")
+    v2 = dvc_version(root, "data v2: three bg-BG rows fewer")
 
-    params = load_params(
-        PARAMS_FILE,
-        [
-            "finetune_asr.max_steps=2",
-            "finetune_asr.batch_size=8",
-            "finetune_asr.replay_per_lang=4",
-            "register_model.model_name=" + MODEL,
-            "run.data_rev=HEAD~1",
-            f"run.data_repo={root}",
-        ],
-    )
+    params = tiny_params(MODEL, "run.data_rev=HEAD~1", f"run.data_repo={root}")
     args = pipeline_arguments(params, f"models:/{MODEL}-base@{BASE}")
     args.update(
         data_root=str(root / "nonexistent"),

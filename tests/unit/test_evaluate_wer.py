@@ -186,6 +186,15 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     )
     text = (out / "evaluation.json").read_text(encoding="utf-8")
     ev = json.loads(text)
+    record = _check_summary(text, ev, res)
+    _check_decision(out, ev, res)
+    _check_outputs(out, record, caplog.text)
+    _check_latency_curve(out, ev, res)
+    _check_golden_set(out, tiny_model_path)
+
+
+def _check_summary(text: str, ev: dict, res) -> EvaluationSummary:
+    """evaluation.json: the typed record, every model x mode x language scored, sha256s, CIs."""
     # one typed record (components/common/evaluation.py) serialises to the very JSON evaluate_wer wrote
     record = EvaluationSummary.from_json(text)
     assert record.to_json() == text and record.to_dict() == ev
@@ -210,11 +219,20 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
         ci = ev["delta_ci"][lang]
         assert ci["delta"] == 0.0 and ci["low"] <= 0.0 <= ci["high"] and ci["n_resamples"] == 1000
         assert (ci["mode"], ci["metric"]) == ("streaming", "wer_norm")  # the default policy's
+    return record
+
+
+def _check_decision(out: Path, ev: dict, res) -> None:
+    """decision.json: identical models, so the target did not improve and the gate fails."""
     dec = json.loads((out / "decision.json").read_text(encoding="utf-8"))
     assert dec == ev["decision"] and dec["passed"] is False and res.passed is False
     failed = [r["rule"] for r in dec["rules"] if not r["passed"]]
     assert "target_improves[bg-BG]" in failed and "replay_max_regression[el-GR]" not in failed
     assert all({"rule", "value", "threshold", "passed", "reason"} <= set(r) for r in dec["rules"])
+
+
+def _check_outputs(out: Path, record: EvaluationSummary, log_text: str) -> None:
+    """utterances.jsonl, the offline HTML report (autoescaped jinja2) and the logged table."""
     lines = (out / "utterances.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 5 and {"base_streaming", "candidate_offline"} <= set(json.loads(lines[0]))
     html = (out / "report.html").read_text(encoding="utf-8")
@@ -226,8 +244,12 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     assert (Path(render_html.__code__.co_filename).parent / TEMPLATE).is_file()
     record.candidate_model = "<script>x</script>"
     assert "&lt;script&gt;x&lt;/script&gt;" in render_html(record) and "<script>" not in render_html(record)
-    assert "gate: FAILED" in caplog.text  # the table is logged (components.common.logs)
-    # the candidate's WER-vs-latency curve: every supported lookahead, latency from the chunk size
+    assert "gate: FAILED" in log_text  # the table is logged (components.common.logs)
+
+
+def _check_latency_curve(out: Path, ev: dict, res) -> None:
+    """The candidate's WER-vs-latency curve (every supported lookahead, latency from the chunk size), and
+    offline at the largest lookahead."""
     curve = ev["latency_curve"]
     assert curve == json.loads((out / "latency_curve.json").read_text(encoding="utf-8")) == res.latency_curve
     assert [p["att_context_size"] for p in curve] == [[56, 0], [56, 1], [56, 6], [56, 13]]
@@ -243,7 +265,10 @@ def test_evaluate_end_to_end(tiny_model_path, manifest_dir, tmp_path, caplog):
     for lang in ("bg-BG", "el-GR", "overall"):
         assert ev["metrics"]["candidate"]["offline"][lang]["cer"] == curve[-1]["metrics"][lang]["cer"]
     assert ev["timings_s"]["candidate"]["streaming_rtfx"] > 0 and ev["stream_batch"] == 16
-    # the golden set for post-deploy parity: 2 clips per language, the candidate's offline text of each
+
+
+def _check_golden_set(out: Path, tiny_model_path) -> None:
+    """The golden set for post-deploy parity: 2 clips per language, the candidate's offline text of each."""
     from components.common.asr_infer import AsrModel
     from components.evaluate_wer.golden import check_parity, load_golden_set
 
@@ -306,7 +331,7 @@ def test_cli_help_and_component_interface():
         text=True,
         timeout=120,
     )
-    assert r.returncode == 0 and "--target-langs" in r.stdout
+    assert r.returncode == 0 and "--target-langs" in r.stdout and "--gate-policy" in r.stdout
     from components.evaluate_wer.component import evaluate_wer
 
     spec = evaluate_wer.component_spec
@@ -316,7 +341,7 @@ def test_cli_help_and_component_interface():
         "base_model_uri",
         "candidate",
         "att_context_size",
-        "gate_policy",
+        "settings",  # the step's record, gate_policy included (tests/unit/test_step_settings.py)
         "mlflow_tracking_uri",
         "pipeline_run_id",
     }
@@ -451,8 +476,7 @@ def test_component_through_kfp_local(tiny_model_path, manifest_dir, tmp_path, mo
             candidate=c.output,
             target_langs="bg-BG",
             replay_langs="el-GR",
-            att_context_size="[56,6]",
-            gate_policy="",
+            settings="att_context_size=[56,6]\ngate_policy=",
             pipeline_run_id="kfp-local-run",
         )
         return t.outputs["metrics"]

@@ -226,7 +226,9 @@ def test_component_declares_version_and_sha256_outputs():
 
     spec = export_triton.component_spec
     assert set(spec.outputs) == {"version", "sha256"}
-    assert {"model_name", "triton_repo", "alias", "att_context_size"} <= set(spec.inputs)
+    assert {"model_name", "settings", "alias", "att_context_size"} <= set(
+        spec.inputs
+    )  # settings: triton_repo, ...
 
 
 # --------------------------------------------------------------------------- the server launcher (no start)

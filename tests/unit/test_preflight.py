@@ -149,11 +149,11 @@ def test_a_deterministic_failure_is_not_retried(base, tmp_path, monkeypatch):
 
     calls = []
 
-    def resolve(uri, dst):
+    def resolve(uri, dst, **kw):
         calls.append(uri)
         raise ValueError("finetune: languages ['xx-XX'] are not keys of the model's prompt_dictionary")
 
-    monkeypatch.setattr(core, "resolve_base_model", resolve)
+    monkeypatch.setattr(core, "resolve_model", resolve)
     args = (tmp_path / "m", str(base), tmp_path / "out", "target_langs=xx-XX")
     with pytest.raises(ValueError, match="xx-XX"):
         core.run_finetune_step(*args, work_root=str(tmp_path / "work"))

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from components.register_model.core import headline_metrics, model_card, read_data_md5, register_candidate
-from registry.mlflow_adapter import Registry, get_client, parse_models_uri, resolve_model_uri
+from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION, decide_promotion
+from registry.resolve import parse_models_uri, resolve_model
 
 
 def test_policy_only_passing_or_forced_with_reason():
@@ -145,7 +146,7 @@ def test_register_promote_and_gate(tmp_path, tracking_uri):
     assert forced.tags["promotion_forced"] == "true" and forced.tags["previous_champion"] == r1.version
 
     # resolution downloads and verifies the checkpoint
-    path = resolve_model_uri("models:/asr@champion", tmp_path / "dl", client=reg.client)
+    path = resolve_model("models:/asr@champion", tmp_path / "dl", client=reg.client)
     assert open(path, "rb").read() == b"bad-weights"
 
 

@@ -3,16 +3,6 @@ REST store, proxied artifacts), started and stopped by the test."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
 from components.register_model.core import register_candidate
@@ -20,6 +10,7 @@ from registry.__main__ import rollback_and_export
 from registry.lock import LOCK_SUFFIX
 from registry.mlflow_adapter import Registry, get_client
 from registry.policy import CHALLENGER, CHAMPION
+from tests.mlflow_server import mlflow_server
 from tests.unit.test_registry import (  # noqa: F401
     _evaluation,
     _finetune_run_with_checkpoint,
@@ -30,66 +21,10 @@ from tests.unit.test_registry import (  # noqa: F401
 pytestmark = pytest.mark.slow  # the server alone takes 10-20 s to come up on this machine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server_uri(tmp_path, _migrated_registry_db):  # noqa: F811 (the fixture imported above)
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    if not mlflow_bin.exists():
-        pytest.skip("mlflow CLI not installed in this environment")
-    shutil.copyfile(_migrated_registry_db, tmp_path / "server.db")  # skips the 10-15 s schema build
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    with mlflow_server(tmp_path / "mlflow", db=_migrated_registry_db, timeout_s=120) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (gunicorn/uvicorn workers too)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 def test_register_promote_rollback_through_a_running_server(tmp_path, server_uri, monkeypatch):

@@ -11,7 +11,8 @@ resolve_base pins the base model and outputs its sha256 and the code version. Th
 md5; preflight, fine-tune and evaluation on (data md5, base sha256, every setting, code version) through their
 inputs (none of them takes the pipeline run id), so an unchanged re-run trains and evaluates nothing.
 register/gate/promote/export have side effects and are never cached; they are idempotent instead (a re-run on the
-same candidate registers no second version and exports no second Triton version).
+same candidate registers no second version and exports no second Triton version), and promote/export open no
+registry when register_model found the candidate already champion and already served (docs/REPRODUCE.md).
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline signature's real types.
@@ -213,6 +214,7 @@ def asr_finetune_pipeline(S):
             version=registered.outputs["version"],
             mlflow_tracking_uri=run.mlflow_tracking_uri,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            already_champion=registered.outputs["champion"],  # an unchanged re-run: no registry opened
         )
         promoted.set_display_name("Promote to champion").set_caching_options(False)
         exported = export_triton(

@@ -122,13 +122,20 @@ class Registry(ChampionEvidence):
         nemo = model_dir / "model.nemo"
         if not nemo.is_file():
             raise FileNotFoundError(f"{nemo}: no model.nemo to register")
-        sha = sha256_file(nemo)
         sidecar = (
             json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
         )
+        if registration_key and sidecar.get("sha256"):
+            # Found under the sidecar's checkpoint: nothing is uploaded, so the local file is not hashed again
+            # (seconds for a 2.5 GB .nemo on every unchanged re-run); the registry's copy was hashed when it
+            # was registered and is verified on every download.
+            done = self._registered_under(name, registration_key, sidecar["sha256"], aliases)
+            if done is not None:
+                return done
+        sha = sha256_file(nemo)
         if sidecar.get("sha256") and sidecar["sha256"] != sha:
             raise ValueError(f"{nemo}: sha256 {sha} does not match its sidecar ({sidecar['sha256']})")
-        if registration_key:
+        if registration_key and not sidecar.get("sha256"):
             done = self._registered_under(name, registration_key, sha, aliases)
             if done is not None:
                 return done

@@ -1,7 +1,7 @@
 """The build's memory of earlier runs in one output folder: `sources.json` and `build_state.json`.
 
-`sources.json` (the index) records, per clip id, the source's sha256, size, mtime, duration, raw layout and
-the converter that wrote the clip: a re-run reuses a clip whose source is unchanged. `build_state.json`
+`sources.json` (the index) records, per clip id, the source's declared path, sha256, size, mtime, inode, duration,
+raw layout and the converter that wrote the clip: a re-run reuses a clip whose source is unchanged. `build_state.json`
 records what a *completed* run's outputs depend on: a re-run whose inputs and outputs all still match only
 stats them (`unchanged`). Both are caches: a damaged or missing file only costs a re-conversion.
 """
@@ -148,14 +148,19 @@ class BuildCache:
     def reusable(self, r: MetadataRow, src: str, st: os.stat_result, verify: bool) -> str | None:
         """The source sha256 when this row's clip from a previous run can be reused, else None.
 
-        A source whose size and mtime (ns) match the record keeps its recorded sha256 (the stat cache git and
-        DVC use) unless it is "racy" (modified within 2 s before the index was written) or `verify` is set;
+        A source at the recorded path whose inode, size and mtime (ns) match the record keeps its recorded
+        sha256 (the stat cache git and DVC use) unless it is "racy" (modified within 2 s before the index was written) or `verify` is set;
         any other source is hashed and reused only if its content is unchanged."""
         prev = self.previous_sha(r)
         if prev is None:
             return None
         entry = self.old_index[r.id]
-        same_stat = entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+        # the same file: the declared path and the inode, not only size and mtime. Files extracted from one
+        # archive (tar, zip, `rsync -a`) share mtimes, and clips of one length share sizes: without the path, a
+        # dataset version that points an id at another file reused the older version's clip; without the inode,
+        # one that replaced a file at the same path did (tests/unit/test_build_manifest.py, issue 16)
+        same_file = entry.get("source") == r.audio and entry.get("ino") == st.st_ino
+        same_stat = same_file and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
         same_stat = same_stat and (st.st_mtime_ns < self.racy_after or r.id in self.trusted)
         sha = prev if same_stat and not verify else sha256_file(src)
         if sha != prev:

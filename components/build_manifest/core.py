@@ -137,8 +137,8 @@ def build_manifests(
     each split as a NeMo tarred dataset of that many shards under tarred/<split>/; 0 (default) writes none,
     unless `shard_above_hours` > 0 and the corpus holds at least that many hours: then each split gets one
     shard per HOURS_PER_SHARD hours of its audio (at least one), and finetune_asr trains from them.
-    A re-run reuses clips whose source is unchanged (same size and mtime as recorded, or else the same
-    sha256); `verify_sources` re-hashes every source. A re-run on entirely unchanged inputs and outputs only
+    A re-run reuses clips whose source is unchanged (the same declared path, inode, size and mtime as
+    recorded, or else the same sha256); `verify_sources` re-hashes every source. A re-run on entirely unchanged inputs and outputs only
     stats them (build_state.json) and rewrites nothing but a changed summary.json. Builds into one
     `out_dir` are serialised by a lock file in it.
     """
@@ -294,7 +294,7 @@ class _Locator:
 class _Converted:
     usable: list[MetadataRow]
     results: list[Result]
-    stats: list[tuple[int, int]]
+    stats: list[tuple[int, int, int]]  # size, mtime (ns), inode per usable row
     skipped: list[dict]
     sources: list[list]
     dirs: dict[str, str]
@@ -312,7 +312,7 @@ def _convert(rows: list[MetadataRow], p: Params, cache: BuildCache) -> _Converte
     usable: list[MetadataRow] = []
     results: list = []
     todo: list[int] = []
-    stats: list[tuple[int, int]] = []
+    stats: list[tuple[int, int, int]] = []
     skipped: list[dict] = []
     conv = Converter(p.workers, len(rows))
     try:
@@ -325,7 +325,7 @@ def _convert(rows: list[MetadataRow], p: Params, cache: BuildCache) -> _Converte
                 skipped.append(skip_entry(r, reason))
                 continue
             usable.append(r)
-            stats.append((st.st_size, st.st_mtime_ns))
+            stats.append((st.st_size, st.st_mtime_ns, st.st_ino))
             sha = cache.reusable(r, src, st, p.verify_sources)
             results.append((sha, None, None, True) if sha else None)
             if sha is None:
@@ -348,7 +348,7 @@ def _collect(
     index: dict[str, dict] = {}
     out: list[tuple[MetadataRow, float, str]] = []
     n_converted = n_reused = 0
-    for r, (sha, duration, err, reused), (size, mtime_ns) in zip(
+    for r, (sha, duration, err, reused), (size, mtime_ns, ino) in zip(
         conv.usable, conv.results, conv.stats, strict=True
     ):
         if err:
@@ -360,7 +360,7 @@ def _collect(
         else:
             n_converted += 1
         entry = {"source": r.audio, "sha256": sha, "duration": duration, "size": size, "mtime_ns": mtime_ns,
-                 "converter": CONVERTER}  # fmt: skip
+                 "ino": ino, "converter": CONVERTER}  # fmt: skip
         if r.raw:
             entry["raw"] = raw_of(r)
         index[r.id] = entry

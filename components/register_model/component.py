@@ -24,13 +24,14 @@ def register_model(
     base_model_sha256: str = "",
     parameters: str = "",
     evaluation_run_id: str = "",
-) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str)]):
+) -> NamedTuple("Outputs", [("version", str), ("gate_passed", bool), ("sha256", str), ("champion", bool)]):
     """Register the candidate; its model card is also this step's Markdown output (the Kubeflow UI shows it).
     `settings`: the step's record (components/register_model/settings.py: `model_name`, ...) as `name=value`
     lines ('' = its defaults); its fields reach core.register_candidate by name. `data_md5`, `data_commit`
     (materialize_data), `base_model_resolved`, `base_model_sha256` and `git_commit` (resolve_base) are step
     outputs; `base_model_uri`, `data_rev` and `mlflow_tracking_uri` are the run's settings; `parameters` is
-    every pipeline parameter as `name=value` lines."""
+    every pipeline parameter as `name=value` lines. `champion`: the version already was champion (an unchanged
+    re-run): promote_model then opens no registry."""
     from components.common.logs import configure
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
@@ -67,16 +68,28 @@ def register_model(
     with open(model_card.path, "w", encoding="utf-8") as f:
         f.write(r.model_card)
     print(f"registered {r.model_name} v{r.version} aliases={r.aliases} gate_passed={r.gate_passed}")
-    return (r.version, r.gate_passed, r.sha256)
+    return (r.version, r.gate_passed, r.sha256, r.champion)
 
 
 @component
-def promote_model(model_name: str, version: str, mlflow_tracking_uri: str, pipeline_run_id: str = "") -> str:
+def promote_model(
+    model_name: str,
+    version: str,
+    mlflow_tracking_uri: str,
+    pipeline_run_id: str = "",
+    already_champion: bool = False,
+) -> str:
     from components.common.logs import configure
 
     configure()  # this project's log lines as `[step] message` (components.common.logs)
     from components.register_model.core import promote
 
-    v = promote(model_name, version, tracking_uri=mlflow_tracking_uri or None, run_id=pipeline_run_id)
-    print(f"{model_name} v{v} is now champion")
+    v = promote(
+        model_name,
+        version,
+        tracking_uri=mlflow_tracking_uri or None,
+        run_id=pipeline_run_id,
+        already_champion=already_champion,
+    )
+    print(f"{model_name} v{v} is {'already' if already_champion else 'now'} champion")
     return v

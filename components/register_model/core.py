@@ -26,6 +26,11 @@ class RegisterResult:
     model_card: str = ""  # the card as registered (Markdown), titled with the version
     sha256: str = ""  # the registered checkpoint's
 
+    @property
+    def champion(self) -> bool:
+        """The version was already `champion` when registered: an unchanged re-run (promote then moves nothing)."""
+        return CHAMPION in self.aliases
+
 
 def read_data_md5(dvc_file: str | Path) -> str:
     """The dataset version recorded by DVC (`outs[0].md5` of data.dvc)."""
@@ -344,7 +349,8 @@ def register_candidate(
     evaluation = EvaluationSummary.from_json(evaluation_text)
     sidecar_path = model_dir / "model.json"
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")  # register() checks the two agree
+    # register() checks the file against the sidecar before uploading it
+    sha = sidecar.get("sha256") or sha256_file(model_dir / "model.nemo")
     record = gr.build_record(evaluation_text, sha, pipeline_run_id or "local", utc_now())
     passed = record.passed
     run = dict(run or {})
@@ -389,12 +395,23 @@ def register_candidate(
 
 
 def promote(
-    model_name: str, version: str, tracking_uri: str | None = None, actor: str = "pipeline", run_id: str = ""
+    model_name: str,
+    version: str,
+    tracking_uri: str | None = None,
+    actor: str = "pipeline",
+    run_id: str = "",
+    already_champion: bool = False,
 ) -> str:
     """Move `champion` to a version that passed its gate, after verifying its checkpoint; returns the version.
 
     Safe to retry (promoting the current champion again is a no-op) and safe to run concurrently with other
-    pipelines (the registry's lock serialises champion moves)."""
+    pipelines (the registry's lock serialises champion moves).
+
+    `already_champion` (register_model saw the version as champion moments ago: an unchanged re-run): nothing
+    to move, and the registry is not opened (a process's MLflow start-up, ~3.5 s). Should another pipeline have
+    moved champion in between, that is the same outcome as its promotion landing just after this one."""
+    if already_champion:
+        return str(version)
     info = Registry(get_client(tracking_uri)).promote(model_name, version, actor=actor, run_id=run_id)
     assert CHAMPION in info.aliases
     return info.version

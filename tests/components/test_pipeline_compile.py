@@ -155,6 +155,9 @@ def test_display_names_and_caching_policy(compiled):
     # lineage: the registered version is tagged with the MLflow run id of its evaluation
     src = tasks["register-model"]["inputs"]["parameters"]["evaluation_run_id"]["taskOutputParameter"]
     assert src == {"producerTask": "evaluate-wer", "outputParameterKey": "mlflow_run_id"}
+    # an unchanged re-run: register_model finds its version already champion and promote opens no registry
+    champion = tasks["promote-model"]["inputs"]["parameters"]["already_champion"]
+    assert champion == {"componentInputParameter": "pipelinechannel--register-model-champion"}, champion
 
 
 def test_dataset_version_is_a_parameter_and_a_params_yaml_key():

@@ -56,10 +56,9 @@ def _runs(uri: str, step: str) -> int:
     return len(client.search_runs(exps, filter_string=f"tags.step = '{step}'", max_results=1000))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("versions")
-    mp = pytest.MonkeyPatch()
+def make_world(root, mp: pytest.MonkeyPatch) -> dict:
+    """The git + DVC repository with two dataset versions, the registered base, and the pipeline's cold run
+    on the older version (`cold_s`: its wall time). tests/bench/bench_rerun.py times re-runs of it."""
     mp.setenv("ASR_GIT_COMMIT", CODE)
     tiny_corpus(root / "data")
     dvc_repo(root)
@@ -84,7 +83,7 @@ def world(tmp_path_factory):
     )
     t0 = time.monotonic()
     cold = run_local(args, root / "kfp")
-    state = {
+    return {
         "root": root,
         "uri": uri,
         "args": args,
@@ -94,7 +93,12 @@ def world(tmp_path_factory):
         "cold_s": time.monotonic() - t0,
         "commit_v1": sh("git", "rev-parse", "HEAD~1", cwd=root).strip(),
     }
-    yield state
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    yield make_world(tmp_path_factory.mktemp("versions"), mp)
     mp.undo()
 
 

@@ -23,8 +23,8 @@ def _setup(tmp_path: Path) -> tuple[BuildCache, Path, os.stat_result]:
     (out / "audio").mkdir(parents=True)
     (out / "audio" / "a.wav").write_bytes(b"\0" * 100)  # a converted clip (> a bare header)
     st = src.stat()
-    entry = {"sha256": sha256_file(src), "duration": 1.5, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "converter": CONVERTER}  # fmt: skip
+    entry = {"source": "a.wav", "sha256": sha256_file(src), "duration": 1.5, "size": st.st_size,
+             "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "converter": CONVERTER}  # fmt: skip
     (out / INDEX_NAME).write_text(json.dumps({"a": entry}), encoding="utf-8")
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns - 5_000_000_000))  # not racy: older than the index
     return BuildCache(out), src, src.stat()
@@ -44,6 +44,13 @@ def test_reuse_needs_same_content_raw_declaration_and_converter(tmp_path):
     src.write_bytes(b"other bytes!" * 10)  # same size, other content
     assert cache.reusable(_row(), str(src), st, verify=False) == entry["sha256"]  # the stat cache trusts it
     assert cache.reusable(_row(), str(src), st, verify=True) is None  # verify_sources hashes it
+    # the record is of another file: another declared path, or another inode at that path (hashed, differs)
+    assert cache.reusable(_row(audio="b.wav"), str(src), st, verify=False) is None
+    entry["ino"] = st.st_ino + 1
+    cache.index_path.write_text(json.dumps({"a": entry}))
+    cache.open_for_build()
+    assert cache.reusable(_row(), str(src), st, verify=False) is None
+    entry["ino"] = st.st_ino
     assert cache.reusable(_row("b"), str(src), st, verify=False) is None  # no record for this id
     entry["converter"] = "old-code/1"
     cache.index_path.write_text(json.dumps({"a": entry}))

@@ -434,3 +434,56 @@ def test_clips_converted_by_other_code_are_converted_again(tmp_path):
     (out / core.STATE_NAME).unlink(missing_ok=True)  # as after an upgrade: the fast path's key changed too
     again = core.build_manifests(data, out, val_ratio=0.25, test_ratio=0.25)
     assert again.n_converted == 4 and again.n_reused == 0
+
+
+# ---------------------------------------------------------------- two dataset versions, one build folder
+def _tone(path: Path, freq: float, when_ns: int) -> None:
+    """A 0.5 s 16 kHz tone (same length = same file size for every frequency), with a given mtime: as a tar or
+    zip extraction, `rsync -a` or `cp -p` leave it (they keep the archive's mtimes)."""
+    sf.write(path, 0.3 * np.sin(2 * np.pi * freq * np.arange(8000) / 16000), 16000)
+    os.utime(path, ns=(when_ns, when_ns))
+
+
+def _peak_hz(path: Path) -> float:
+    y, sr = sf.read(path)
+    return float(np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y))
+
+
+def test_versions_under_one_data_root_never_reuse_another_versions_clip(tmp_path):
+    """Issue 16: two data versions in the same data_root (data_rev empty: the folder is edited or checked out
+    in place) share one build folder. v2 points clip id `u1` at another file of the same size and mtime (files
+    from one archive); v3 replaces v2's file by a new one at the same path (`rsync -a`/`tar x`: a new inode,
+    the old size and mtime). Each version's clip must be converted from its own audio, not reused."""
+    from components.build_manifest.fanout import build_step
+
+    root = tmp_path / "data"
+    root.mkdir()
+    old = 1_600_000_000_000_000_000  # long before any index is written: not "racy"
+    _tone(root / "one.wav", 440.0, old)
+    _tone(root / "two.wav", 1000.0, old)
+    row = {"id": "u1", "text": "Hola.", "lang": "es-ES", "speaker": "s", "split": "train"}
+    write_rows(root, [{**row, "audio": "one.wav"}])
+    build_root, art = tmp_path / "volume", tmp_path / "art"
+    clip = lambda: next(build_root.iterdir()) / "audio" / "u1.wav"  # noqa: E731 (one build folder)
+
+    build_step(str(root), art / "v1", build_root=str(build_root), workers=1)
+    assert _peak_hz(clip()) == pytest.approx(440.0, abs=5)
+    write_rows(root, [{**row, "audio": "two.wav"}])  # v2: same id, another file of the same size and mtime
+    build_step(str(root), art / "v2", build_root=str(build_root), workers=1)
+    assert len(list(build_root.iterdir())) == 1  # one build folder per data_root: the versions share it
+    assert _peak_hz(clip()) == pytest.approx(1000.0, abs=5), "v2 reused v1's clip"
+    replacement = tmp_path / "new.wav"  # v3: two.wav replaced by another file (new inode, old size and mtime)
+    _tone(replacement, 2000.0, old)
+    os.replace(replacement, root / "two.wav")
+    build_step(str(root), art / "v3", build_root=str(build_root), workers=1)
+    assert _peak_hz(clip()) == pytest.approx(2000.0, abs=5), "v3 reused v2's clip"
+
+
+def test_named_data_versions_get_build_folders_of_their_own(tmp_path):
+    """With data_rev, materialize_data puts each version in <data_cache>/<md5>/: another data_root, so
+    another build folder (nothing converted for one version can be reused by another)."""
+    from components.build_manifest.fanout import build_dir_for
+
+    cache = tmp_path / "versions"
+    a, b = build_dir_for(tmp_path / "vol", cache / "a"), build_dir_for(tmp_path / "vol", cache / "b")
+    assert a != b and a.parent == b.parent

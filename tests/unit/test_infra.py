@@ -428,6 +428,35 @@ def test_dockerfile_copies_existing_paths_and_pins_its_base(dockerfile):
     )
 
 
+def test_component_image_has_git_and_dvc_s3():
+    """materialize_data runs `git` (data_rev names a revision of the data repository) and reads an S3/MinIO DVC
+    remote through DVC's S3 plugin: the component image installs git with apt, and dvc-s3 comes with the
+    `pipeline` extra, which the image installs, pinned with the s3fs that matches the pinned fsspec."""
+    import tomllib
+
+    ins = _instructions(DOCKER / "Dockerfile.component")
+    runs = [arg for op, arg in ins if op == "RUN"]
+    assert any(re.search(r"apt-get install -y --no-install-recommends [^&]*\bgit\b", r) for r in runs), runs
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"dvc-s3\b", d) for d in extras["pipeline"]), extras["pipeline"]
+    dockerfile = (DOCKER / "Dockerfile.component").read_text()
+    assert "['optional-dependencies']['pipeline']" in dockerfile  # the image installs that extra
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "requirements" / "constraints.txt").read_text().split("\n")
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins.get("s3fs") and pins.get("fsspec") == pins["s3fs"], pins  # s3fs releases pin fsspec exactly
+    if importlib.util.find_spec("dvc_s3") is None:
+        pytest.skip(
+            "dvc-s3 not installed in this venv (pip install -c requirements/constraints.txt -e .[dev])"
+        )
+    from dvc.fs import get_cloud_fs
+
+    cls, _, path = get_cloud_fs({}, url="s3://dvc/nemotron-asr", endpointurl="http://minio.invalid:9000")
+    assert cls.__name__ == "S3FileSystem" and path == "dvc/nemotron-asr"
+
+
 def _hadolint() -> str | None:
     return shutil.which("hadolint") or next(
         (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None

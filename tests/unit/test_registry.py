@@ -266,6 +266,52 @@ def test_rerun_on_the_same_candidate_registers_no_second_version(tmp_path, track
         )
 
 
+def test_an_unchanged_rerun_promotes_without_opening_the_registry(tmp_path, tracking_uri):
+    """The re-run's register_model finds its version already champion and says so; promote_model then moves
+    nothing and opens no registry (an unreachable one here), saving a process's MLflow start-up (about 3.5 s,
+    docs/REPRODUCE.md). A first registration is not champion: promote moves the alias through the gate."""
+    from components.register_model.core import promote
+
+    d = _model_dir(tmp_path, "m", b"weights")
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    first = register_candidate(
+        d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-1", tracking_uri=tracking_uri
+    )
+    assert not first.champion
+    assert promote("asr", first.version, tracking_uri=tracking_uri, already_champion=first.champion) == "1"
+    again = register_candidate(
+        d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-2", tracking_uri=tracking_uri
+    )
+    assert again.version == first.version and again.champion
+    unreachable = "http://127.0.0.1:9"  # the discard port: any request would fail
+    assert promote("asr", again.version, tracking_uri=unreachable, already_champion=again.champion) == "1"
+
+
+def test_a_rerun_finds_its_registration_without_hashing_the_checkpoint(tmp_path, tracking_uri, monkeypatch):
+    """The re-run's registration is found by its key (checkpoint sha256 from the sidecar + evaluation sha256),
+    and nothing is uploaded: hashing the local .nemo again (2.5 GB for Nemotron, seconds) proves nothing the
+    registry needs. A first registration still hashes it and checks it against the sidecar."""
+    from components.common.io import sha256_file
+    from registry import mlflow_adapter
+
+    d = _model_dir(tmp_path, "m", b"weights")
+    sidecar = json.loads((d / "model.json").read_text())  # as the fine-tune writes it: with the sha256
+    (d / "model.json").write_text(json.dumps({**sidecar, "sha256": sha256_file(d / "model.nemo")}))
+    ev, _ = _evaluation(tmp_path, "ev", True, d)
+    first = register_candidate(
+        d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-1", tracking_uri=tracking_uri
+    )
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(mlflow_adapter, "sha256_file", no_hashing)
+    again = register_candidate(
+        d, ev, "asr", data_md5="d.dir", pipeline_run_id="run-2", tracking_uri=tracking_uri
+    )
+    assert again.version == first.version and again.sha256 == first.sha256
+
+
 def test_parameters_text_keeps_multi_line_values():
     from components.register_model.core import parse_parameters
 

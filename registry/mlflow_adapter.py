@@ -20,6 +20,7 @@ Consistency rules (docs/REGISTRY.md says why):
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -70,6 +71,20 @@ class VersionInfo:
     run_id: str = ""
 
 
+@contextlib.contextmanager
+def _staged_checkpoint(nemo: Path):
+    """A temp folder holding `nemo` as model.nemo (a hardlink: no copy of a 2.5 GB checkpoint where the
+    filesystem allows) and the model.json beside it, if any."""
+    with tempfile.TemporaryDirectory() as staged:
+        try:
+            os.link(nemo, Path(staged) / "model.nemo")
+        except OSError:
+            shutil.copy2(nemo, Path(staged) / "model.nemo")
+        if (nemo.parent / "model.json").exists():
+            shutil.copy2(nemo.parent / "model.json", Path(staged) / "model.json")
+        yield staged
+
+
 class Registry(ChampionEvidence):
     """Register, alias, promote, resolve; the champion-evidence methods come from registry/evidence.py."""
 
@@ -109,13 +124,7 @@ class Registry(ChampionEvidence):
             )
         model_dir = Path(model_dir)
         if model_dir.is_file():
-            with tempfile.TemporaryDirectory() as staged:
-                try:  # a hardlink avoids copying a 2.5 GB Nemotron checkpoint
-                    os.link(model_dir, Path(staged) / "model.nemo")
-                except OSError:
-                    shutil.copy2(model_dir, Path(staged) / "model.nemo")
-                if (model_dir.parent / "model.json").exists():
-                    shutil.copy2(model_dir.parent / "model.json", Path(staged) / "model.json")
+            with _staged_checkpoint(model_dir) as staged:
                 return self.register(
                     name, staged, tags, description, aliases, run_id, extra_files, registration_key
                 )

@@ -23,6 +23,14 @@ def test_quick_shortens_every_pass_and_keeps_three_rounds():
     assert (a.chunks, a.level_chunks, a.pair_chunks, a.rounds) == (1000, 200, 128, 3)
     a = parse_args([])
     assert (a.chunks, a.level_chunks, a.pair_chunks, a.rounds, a.streams) == (10_000, 1600, 320, 3, "1,4,16")
+    assert a.window == 2  # docs/REHEARSAL.md and SERVING.md: P2' with 2 chunks in flight per stream
+
+
+def test_a_window_is_for_valid_load_only():
+    from tests.bench.serve.load import Worker
+
+    with pytest.raises(ValueError, match="valid load only"):
+        Worker("grpc://127.0.0.1:1", [], 2560, {}, 10, 0, malformed_frac=0.05, window=2)
 
 
 def test_every_flag_of_the_cli_is_there(capsys):

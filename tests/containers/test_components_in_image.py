@@ -189,3 +189,17 @@ def test_image_carries_its_commit_as_label_and_file(images):
             "from components.common.version import code_version; print(code_version('/opt/asr'))",
         )
         assert seen.stdout.strip() == label, f"{image}: code_version() in the image says {seen.stdout!r}"
+
+
+def test_component_image_has_git_and_the_dvc_s3_remote(images):
+    """materialize_data runs `git` (a `data_rev` that is a git revision) and DVC pulls from S3 on a cluster:
+    both must be in the image, not only on the developer's machine (issue 16)."""
+    got = docker(
+        "run",
+        "--rm",
+        images["component"],
+        "sh",
+        "-c",
+        "git --version && python -c 'import dvc_s3, s3fs; print(\"dvc-s3 ok\")'",
+    )
+    assert got.stdout.startswith("git version") and "dvc-s3 ok" in got.stdout, got.stdout + got.stderr

@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@echo "== creating $(VENV) and installing the pinned stack (one-time, ~6 min)"
 	@start=$$(date +%s); \
 	$(PYTHON) -m venv $(VENV) && \
-	$(PY) -m pip install -q --upgrade pip && \
+	$(PY) -m pip install -q -c requirements/constraints.txt --upgrade pip && \
 	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[dev]" && \
 	echo "== dependency install took $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)

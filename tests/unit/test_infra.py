@@ -457,6 +457,26 @@ def test_component_image_has_git_and_dvc_s3():
     assert cls.__name__ == "S3FileSystem" and path == "dvc/nemotron-asr"
 
 
+def test_image_and_venv_install_with_the_same_pinned_pip():
+    """Debian's python3-venv seeds pip 23.0.1, whose resolver backtracked for 10+ minutes over rich, ruamel.yaml
+    and aiobotocore versions once dvc-s3 joined the `pipeline` extra (CI's image build). The venv upgrades pip
+    first; the image must install with the same pinned pip, before its dependency layer."""
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "requirements" / "constraints.txt").read_text().split("\n")
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins.get("pip"), "requirements/constraints.txt: pin pip"
+    runs = [arg for op, arg in _instructions(DOCKER / "Dockerfile.component") if op == "RUN"]
+    deps = next(r for r in runs if "-r /tmp/requirements.txt" in r)
+    upgrade = re.search(r"pip install[^&]*-c requirements/constraints.txt[^&]*--upgrade pip\b", deps)
+    assert upgrade and upgrade.start() < deps.index("-r /tmp/requirements.txt"), deps
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"pip install -q -c requirements/constraints.txt --upgrade pip\b", makefile), (
+        "Makefile: the venv's pip upgrade must use the same pin"
+    )
+
+
 def _hadolint() -> str | None:
     return shutil.which("hadolint") or next(
         (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None

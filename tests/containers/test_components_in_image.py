@@ -169,7 +169,9 @@ def test_broken_image_fails_the_component_not_hangs(broken_image, dataset, share
     local.init(runner=_docker_runner(dataset, label), pipeline_root=str(root), enable_caching=False)
     with pytest.raises(RuntimeError, match="validate-data"):
         run_bounded(
-            lambda: step(data_root=str(dataset), min_duration=0.3, max_duration=30.0), label, timeout_s=300
+            lambda: step(data_root=str(dataset), settings="min_duration=0.3\nmax_duration=30.0"),
+            label,
+            timeout_s=300,
         )
 
 

@@ -94,6 +94,46 @@ def failure_reason(error: BaseException, log_lines) -> PipelineFailed:
     return PipelineFailed(step, reason)
 
 
+def docker_exit_status_fix() -> None:
+    """Make kfp.local's DockerRunner report a failed container as failed.
+
+    kfp 2.17's `docker_task_handler.run_docker_container` starts the container with `auto_remove=True` and, when
+    the container is already gone at `wait()` (a step that fails within a second: an image missing a library),
+    "assumes success" and returns 0: the step is reported SUCCESS with an ImportError in its log (seen in CI's
+    container test). This replacement keeps the container until its exit code is read, then removes it.
+    Idempotent; a no-op for the SubprocessRunner."""
+    from kfp.local import docker_task_handler as handler
+
+    if getattr(handler.run_docker_container, "_asr_fixed", False):
+        return
+
+    def run_docker_container(client, image, command, volumes, **container_run_args) -> int:
+        image = handler.add_latest_tag_if_not_present(image=image)
+        if not any(image in (i.tags + i.attrs["RepoDigests"]) for i in client.images.list()):
+            print(f"Pulling image {image!r}")
+            client.images.pull(image)
+        container_run_args.pop("auto_remove", None)
+        container = client.containers.run(
+            image=image,
+            command=command,
+            detach=True,
+            stdout=True,
+            stderr=True,
+            volumes=volumes,
+            auto_remove=False,
+            **container_run_args,
+        )
+        try:
+            for line in container.logs(stream=True):
+                print(line.decode(), end="")
+            return int(container.wait()["StatusCode"])
+        finally:
+            container.remove(force=True)
+
+    run_docker_container._asr_fixed = True
+    handler.run_docker_container = run_docker_container
+
+
 def run_local(
     arguments: dict, pipeline_root: str | os.PathLike, runner=None, enable_caching: bool = True
 ) -> Path:
@@ -110,6 +150,8 @@ def run_local(
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
+    if isinstance(runner, local.DockerRunner):
+        docker_exit_status_fix()
     local.init(
         runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),

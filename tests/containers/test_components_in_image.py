@@ -22,6 +22,7 @@ from kfp import local
 
 from components.build_manifest.component import build_manifest
 from components.validate_data.component import validate_data
+from pipelines.local import docker_exit_status_fix
 from tests.components.test_data_components import make_dataset
 from tests.containers.conftest import docker
 from tests.containers.images import ImageBroken, preflight
@@ -32,6 +33,7 @@ TASK_TIMEOUT_S = 600  # one component in a container; a hung container is killed
 def _docker_runner(data_root: Path, label: str, read_only: bool = True) -> local.DockerRunner:
     from docker.types import Mount
 
+    docker_exit_status_fix()  # kfp 2.17 reports a container that failed fast as SUCCESS
     return local.DockerRunner(
         network_mode="host",
         mounts=[Mount(target=str(data_root), source=str(data_root), type="bind", read_only=read_only)],

@@ -169,11 +169,6 @@ def step_kwargs(cls: type, settings: Any, section: str) -> dict[str, Any]:
     return to_mapping(record)
 
 
-def kfp_text(cls: type, channels: Mapping[str, Any]) -> str:
-    """The pipeline side of `decode`: a string with each knob's pipeline channel in place of its value."""
-    return "\n".join(f"{k.name}={channels[k.name]}" for k in knobs(cls))
-
-
 def add_arguments(
     parser: argparse.ArgumentParser,
     cls: type,

@@ -110,7 +110,7 @@ def docker_exit_status_fix() -> None:
     def run_docker_container(client, image, command, volumes, **container_run_args) -> int:
         image = handler.add_latest_tag_if_not_present(image=image)
         if not any(image in (i.tags + i.attrs["RepoDigests"]) for i in client.images.list()):
-            print(f"Pulling image {image!r}")
+            log.info("pulling image %r", image)
             client.images.pull(image)
         container_run_args.pop("auto_remove", None)
         container = client.containers.run(
@@ -125,7 +125,7 @@ def docker_exit_status_fix() -> None:
         )
         try:
             for line in container.logs(stream=True):
-                print(line.decode(), end="")
+                sys.stdout.write(line.decode())  # the task log stream, as kfp.local prints it
             return int(container.wait()["StatusCode"])
         finally:
             container.remove(force=True)

@@ -95,7 +95,7 @@ def hyperparameters(s: FinetuneSettings, cfg: RunConfig) -> dict:
         "batch_duration": train_ds.get("batch_duration"),
         "prompt_mode": train_ds.get("default_prompt_mode"),
         "precision": cfg.trainer_cfg.get("precision"),
-        "freeze": s.freeze,
+        "freeze": cfg.recipe.freeze,
         "att_context_size": cfg.att_context_size,
         "seed": s.seed,
         "replay_per_lang": s.replay_per_lang,

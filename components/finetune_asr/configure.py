@@ -91,7 +91,7 @@ def resolve_config(
         batch_duration=train_ds.get("batch_duration"),
         prompt_mode=train_ds.get("default_prompt_mode"),
         precision=trainer_cfg.get("precision"),
-        freeze=s.freeze,
+        freeze=recipe.freeze,
         att=att_context_size,
         text_maps=coverage["text_maps"],
         seed=s.seed,
@@ -107,6 +107,7 @@ def resolve_config(
             else f"batch_duration {train_ds.get('batch_duration')} s"
         )
         + f", precision {trainer_cfg.get('precision')}, prompt mode {train_ds.get('default_prompt_mode')}"
+        + f", frozen: {recipe.freeze}"
         + (f"; overrides {s.overrides()}" if s.overrides() else "")
     )
     return RunConfig(recipe, train_ds, optim, trainer_cfg, att_context_size, base_sha)

@@ -156,7 +156,7 @@ def finetune(
     cfg = resolve_config(
         s, recipe, trainer_cfg, rows, train_manifest, manifest_path, model.cfg, base_model, work_dir, coverage
     )
-    saved_probs = prepare_for_training(model, s, base_model, cfg.att_context_size)
+    saved_probs = prepare_for_training(model, s, recipe.freeze, base_model, cfg.att_context_size)
     outcome = train(
         model,
         cfg.train_ds,
@@ -169,7 +169,7 @@ def finetune(
         label="finetune",
         tracker=tracker,
     )
-    restore_after_training(model, s, saved_probs, coverage)
+    restore_after_training(model, recipe.freeze, saved_probs, coverage)
     langs = langs_of(s.targets, s.replays)
     val_wer = validation_wer(model, val_manifest, langs, val_max_per_lang)
 

@@ -11,12 +11,14 @@ from components.finetune_asr.settings import FREEZE_CHOICES, FinetuneSettings
 # trains only the prompt projection and the prediction network (a new domain's vocabulary/LM behaviour).
 
 
-def prepare_for_training(model, s: FinetuneSettings, base_model: Path, att_context_size) -> list | None:
-    """Freeze per `s.freeze`, add the replay distillation term, and with a training lookahead give it all the
+def prepare_for_training(
+    model, s: FinetuneSettings, freeze: str, base_model: Path, att_context_size
+) -> list | None:
+    """Freeze per `freeze` (the recipe's, or the run's setting), add the replay distillation term, and with a training lookahead give it all the
     sampling probability; returns the probabilities to restore after training (None: nothing to restore)."""
     from components.finetune_asr.distill import distill_replay_from_base
 
-    apply_freeze(model, s.freeze)
+    apply_freeze(model, freeze)
     distill_replay_from_base(model, base_model, s.replays, s.replay_distill)
     if att_context_size is None:
         return None
@@ -32,11 +34,11 @@ def prepare_for_training(model, s: FinetuneSettings, base_model: Path, att_conte
     return saved_probs
 
 
-def restore_after_training(model, s: FinetuneSettings, saved_probs, coverage: dict) -> None:
+def restore_after_training(model, freeze: str, saved_probs, coverage: dict) -> None:
     """Undo what training needed (one lookahead, frozen parameters); store the text maps in the config."""
     if saved_probs is not None:
         model.encoder.att_context_probs = saved_probs
-    if s.freeze != "none":
+    if freeze != "none":
         for p in model.parameters():
             p.requires_grad_(True)  # the saved model must be trainable again for the next fine-tune
     if coverage["text_maps"]:

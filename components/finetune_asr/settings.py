@@ -61,7 +61,11 @@ class FinetuneSettings:
         "langID | unified (half the rows get `auto`) | auto; empty keeps the recipe's",
         choices=PROMPT_MODES,
     )
-    freeze: str = knob("none", "none | encoder | all_but_prompt_decoder", choices=FREEZE_CHOICES)
+    freeze: str | None = knob(
+        None,
+        "none | encoder | all_but_prompt_decoder; empty keeps the recipe's (tiny-demo: encoder, nemotron35: none)",
+        choices=FREEZE_CHOICES,
+    )
     train_att_context_size: str | None = knob(
         None, "Train at one lookahead, e.g. [56,1]; empty trains every lookahead (the recipe)"
     )
@@ -130,6 +134,7 @@ class Recipe:
     optim: dict
     trainer: dict
     deploy_att_context_size: list[int] | None
+    freeze: str = "none"  # the recipe's top-level `freeze:` (FREEZE_CHOICES), or the run's
 
 
 def load_recipe(recipe: str | os.PathLike) -> Recipe:
@@ -147,12 +152,16 @@ def load_recipe(recipe: str | os.PathLike) -> Recipe:
         return {k: (None if v == "???" else v) for k, v in out.items()}
 
     deploy = OmegaConf.select(cfg, "deploy.att_context_size")
+    freeze = OmegaConf.select(cfg, "freeze", default="none")
+    if freeze not in FREEZE_CHOICES:
+        raise SettingsError(f"{path}: freeze must be one of {list(FREEZE_CHOICES)}, got {freeze!r}")
     return Recipe(
         path,
         section("model.train_ds"),
         section("model.optim"),
         section("trainer"),
         parse_att_context_size(list(deploy)) if deploy is not None else None,
+        freeze,
     )
 
 
@@ -182,7 +191,8 @@ def apply(settings: FinetuneSettings) -> Recipe:
     sched.pop("max_steps", None)  # NeMo derives it from trainer.max_steps
     if settings.precision is not None:
         trainer["precision"] = settings.precision
-    return Recipe(r.path, ds, optim, trainer, r.deploy_att_context_size)
+    freeze = settings.freeze if settings.freeze is not None else r.freeze
+    return Recipe(r.path, ds, optim, trainer, r.deploy_att_context_size, freeze)
 
 
 def peak_lr(optim: dict) -> float:

@@ -4,6 +4,7 @@ handling, and fitting a GPU recipe to the host it runs on. Shared by finetune (c
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,9 +35,17 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
-def _callbacks(label: str, max_steps: int, every: int = 50, tracker=None):
+def progress_every(max_steps: int) -> int:
+    """Steps between two progress lines: about six a run on round steps (multiples of 50), at most 1000 apart
+    (a long GPU run still says it is alive). 300 steps -> 50, 800 -> 150, 3000 -> 500."""
+    return min(1000, 50 * max(1, math.ceil(max_steps / 6 / 50)))
+
+
+def _callbacks(label: str, max_steps: int, every: int | None = None, tracker=None):
     """Lightning callbacks: per-step loss recorder with progress lines (logged), and the resume marker."""
     import lightning.pytorch as pl
+
+    every = every or progress_every(max_steps)
 
     class LossRecorder(pl.Callback):
         """Records (step, loss) and prints step / loss / s/step / ETA every `every` steps (why: an 800-step

@@ -105,3 +105,17 @@ def test_every_knob_is_a_pipeline_parameter_with_its_help_and_params_yaml_keys_a
         if section in PIPELINE_RECORDS:
             known = {k.name for k in st.knobs(PIPELINE_RECORDS[section])}
             assert set(values) <= known, f"params.yaml {section}: {set(values) - known}"
+
+
+def test_the_freeze_policy_is_the_recipes_unless_set(tmp_path):
+    """tiny-demo keeps the tiny base's encoder: on a clean clone's demo, the whole-model fine-tune raised es-ES
+    (a replay language) by +9.9 WER points and the gate refused it; NVIDIA's recipe trains every layer. A run
+    that sets freeze gets its value; a recipe file with an unknown policy is refused by name."""
+    assert apply(_finetune_settings([])).freeze == "encoder"
+    assert apply(_finetune_settings(["finetune_asr.recipe=nemotron35"])).freeze == "none"
+    s = _finetune_settings(["finetune_asr.freeze=none"])
+    assert apply(s).freeze == "none" and s.overrides() == {"freeze": "none"}
+    bad = tmp_path / "r.yaml"
+    bad.write_text("model: {train_ds: {}, optim: {name: adamw, lr: 1.0}}\ntrainer: {}\nfreeze: decoder\n")
+    with pytest.raises(st.SettingsError, match=r"r\.yaml.*freeze.*decoder"):
+        apply(FinetuneSettings(recipe=str(bad)))

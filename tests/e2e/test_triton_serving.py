@@ -142,23 +142,26 @@ def test_streaming_matches_in_process_stream(served):
         assert seen == partials, name  # every partial, not just the final text
 
 
+def _two_streams(asr, clips, step: int) -> list[dict]:
+    """The first two clips as live streams: a sequence id, `step`-sample pieces, and the in-process partials."""
+    return [
+        {
+            "id": random.randrange(1, 2**63),
+            "lang": lang,
+            "pieces": [audio[i : i + step] for i in range(0, audio.size, step)],
+            "texts": [],
+            "expected": _in_process_stream(asr, audio, lang)[0],
+        }
+        for _, audio, lang in clips[:2]
+    ]
+
+
 def test_interleaved_sequences_keep_their_own_state(served):
     """Two streams in different languages, chunks alternating: each equals its own in-process stream."""
     server, asr, clips = served
     tc, client = _grpc(server)
     step = int(CHUNK_S * 16000)
-    streams = []
-    for _, audio, lang in clips[:2]:
-        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
-        streams.append(
-            {
-                "id": random.randrange(1, 2**63),
-                "lang": lang,
-                "pieces": pieces,
-                "texts": [],
-                "expected": _in_process_stream(asr, audio, lang)[0],
-            }
-        )
+    streams = _two_streams(asr, clips, step)
     try:
         for i in range(max(len(s["pieces"]) for s in streams)):
             for s in streams:
@@ -384,18 +387,7 @@ def test_malformed_requests_between_chunks_leave_live_streams_intact(served):
         sequence_start=True,
         sequence_end=True,
     )
-    streams = []
-    for _, audio, lang in clips[:2]:
-        pieces = [audio[i : i + step] for i in range(0, audio.size, step)]
-        streams.append(
-            {
-                "id": random.randrange(1, 2**63),
-                "lang": lang,
-                "pieces": pieces,
-                "texts": [],
-                "expected": _in_process_stream(asr, audio, lang)[0],
-            }
-        )
+    streams = _two_streams(asr, clips, step)
     nan = np.zeros(step, np.float32)
     nan[5] = np.nan
     f64 = np.zeros((1, step), np.float64)

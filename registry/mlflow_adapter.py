@@ -260,17 +260,19 @@ class Registry(ChampionEvidence):
         return VersionInfo(name, str(mv.version), list(mv.aliases or []), tags, mv.source, run_id)
 
     def by_alias(self, name: str, alias: str) -> VersionInfo | None:
+        """The version `alias` points at; None when the model or the alias does not exist. Any other failure
+        (a broken store, a server error, no permission) raises: it must not read as "no champion"."""
         try:
-            mv = self.client.get_model_version_by_alias(name, alias)
-        except Exception:
-            return None
-        return self.get(name, mv.version)
+            model = self.client.get_registered_model(name)
+        except Exception as e:
+            if mlflow_errors.missing(e):
+                return None
+            raise
+        version = dict(model.aliases or {}).get(alias)  # MLflow reports an unset alias as a bad parameter
+        return self.get(name, str(version)) if version is not None else None
 
     def versions(self, name: str) -> list[VersionInfo]:
-        try:
-            mvs = self.client.search_model_versions(f"name='{name}'")
-        except Exception:
-            return []
+        mvs = self.client.search_model_versions(f"name='{name}'")  # an unknown model: an empty list
         return sorted((self.get(name, mv.version) for mv in mvs), key=lambda v: int(v.version))
 
     # -- champion history and promotion ------------------------------------------------------------------

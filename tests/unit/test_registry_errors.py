@@ -43,5 +43,6 @@ def test_a_failing_registry_is_an_error_not_no_champion(reg):
     with pytest.raises(Exception) as e:
         find_version(r, "models:/asr@champion")
     assert not isinstance(e.value, LookupError)  # evaluate_wer must fail, not compare with the base only
-    with pytest.raises(Exception):
-        r.versions("asr")
+    with pytest.raises(Exception) as e:
+        r.versions("asr")  # not "no versions"
+    assert "not a database" in str(e.value)

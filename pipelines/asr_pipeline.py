@@ -142,6 +142,7 @@ def asr_finetune_pipeline(S):
         att_context_size=S.evaluate_wer.att_context_size,
         work_root=cl.work_root,
         base_model_sha256=base_sha,
+        mlflow_tracking_uri=run.mlflow_tracking_uri,
     )
     checked.set_display_name("Preflight (settings + data vs base checkpoint)")
     att_context_size = checked.outputs["att_context_size"]  # the recipe's unless the run sets one

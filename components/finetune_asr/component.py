@@ -20,6 +20,7 @@ def preflight_finetune(
     report: Output[Artifact],
     work_root: str = "",
     base_model_sha256: str = "",
+    mlflow_tracking_uri: str = "",
 ) -> NamedTuple("PreflightOutputs", [("att_context_size", str), ("offline_att_context_size", str)]):
     from components.common.logs import configure
 
@@ -29,7 +30,13 @@ def preflight_finetune(
 
     try:
         rep = preflight_step(
-            manifests.path, base_model_uri, settings, att_context_size, report.path, work_root
+            manifests.path,
+            base_model_uri,
+            settings,
+            att_context_size,
+            report.path,
+            work_root,
+            mlflow_tracking_uri,
         )
     except BaseException as e:  # noqa: BLE001 (a deterministic failure exits with its own code)
         exit_on_deterministic("preflight_finetune", e)

@@ -401,16 +401,18 @@ def preflight_step(
     att_context_size: str = "",
     report_path: str | os.PathLike | None = None,
     work_root: str = "",
+    mlflow_tracking_uri: str = "",
 ):
     """What the preflight component does: resolve the base (a models:/ URI is downloaded once into
-    work_root's cache), then check settings and data against its config and tokenizer (no weights read)."""
+    work_root's cache, from the registry at `mlflow_tracking_uri`, as every step resolves it), then check
+    settings and data against its config and tokenizer (no weights read)."""
     from components.common.settings import decode
     from components.finetune_asr.preflight import run_preflight
 
     if isinstance(settings, str):
         settings = decode(FinetuneSettings, settings, "finetune_asr.")
     root = Path(work_root or os.environ.get("ASR_WORK_DIR") or tempfile.gettempdir())
-    base = resolve_model(base_model_uri, root / "preflight_base")
+    base = resolve_model(base_model_uri, root / "preflight_base", tracking_uri=mlflow_tracking_uri)
     rep = run_preflight(base, manifest_dir, settings, att_context_size or None, report_path)
     lines = "\n".join(rep.lines())
     log.info("preflight passed in %.1f s:\n%s", rep.seconds, lines)

@@ -212,3 +212,19 @@ def test_no_audio_travels_through_artifacts_at_scale(compiled):
     assert fan == "build_pods" and params["build_pods"]["defaultValue"] == 1
     loop_task = next(name for name in tasks if name.startswith("for-loop"))
     assert loop_task in tasks["build-manifest"]["dependentTasks"]
+
+
+def test_every_step_that_reads_the_registry_gets_the_pipelines_tracking_uri(compiled):
+    """A step without the parameter resolves `models:/` on the image's default store, not the cluster's
+    registry (preflight_finetune did: it failed to find the base the other steps found)."""
+    _, spec, _ = compiled
+    takes = {
+        name.removeprefix("comp-")
+        for name, comp in spec["components"].items()
+        if "mlflow_tracking_uri" in comp.get("inputDefinitions", {}).get("parameters", {})
+    }
+    assert {"resolve-base", "preflight-finetune", "finetune-asr", "evaluate-wer", "register-model"} <= takes
+    for name, task in _tasks(spec).items():
+        if name in takes:
+            got = task["inputs"]["parameters"].get("mlflow_tracking_uri", {})
+            assert got.get("componentInputParameter", "").endswith("mlflow_tracking_uri"), (name, got)

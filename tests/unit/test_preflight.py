@@ -160,3 +160,23 @@ def test_a_deterministic_failure_is_not_retried(base, tmp_path, monkeypatch):
     with pytest.raises(DeterministicError, match=r"xx-XX.*not retried"):
         core.run_finetune_step(*args, work_root=str(tmp_path / "work"))
     assert len(calls) == 1
+
+
+def test_a_registry_base_resolves_through_the_steps_tracking_uri(base, tmp_path, monkeypatch):
+    """On a cluster the base is `models:/<name>/<version>` (resolve_base's output) and the registry is the
+    pipeline's `mlflow_tracking_uri`; the pod has no $MLFLOW_TRACKING_URI. Preflight resolved the URI without
+    the parameter (the image's default store), so it could not find the base the other steps find."""
+    from registry.mlflow_adapter import Registry, get_client
+
+    tracking = f"sqlite:///{tmp_path / 'cluster-registry.db'}"
+    info = Registry(get_client(tracking)).register("asr-base", base, tags={"role": "base"})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rep = core.preflight_step(
+        _manifests(tmp_path / "m"),
+        f"models:/asr-base/{info.version}",
+        FinetuneSettings(),
+        work_root=str(tmp_path / "work"),
+        mlflow_tracking_uri=tracking,
+    )
+    assert rep.passed

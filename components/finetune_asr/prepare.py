@@ -14,8 +14,9 @@ from components.finetune_asr.settings import FREEZE_CHOICES, FinetuneSettings
 def prepare_for_training(
     model, s: FinetuneSettings, freeze: str, base_model: Path, att_context_size
 ) -> list | None:
-    """Freeze per `freeze` (the recipe's, or the run's setting), add the replay distillation term, and with a training lookahead give it all the
-    sampling probability; returns the probabilities to restore after training (None: nothing to restore)."""
+    """Freeze per `freeze` (the recipe's, or the run's setting), add the replay distillation term, and with a
+    training lookahead give it all the sampling probability; returns the probabilities to restore after
+    training (None: nothing to restore)."""
     from components.finetune_asr.distill import distill_replay_from_base
 
     apply_freeze(model, freeze)
